@@ -1,0 +1,113 @@
+"""Names, validation and parameter cost of the support-tensor choices (METHOD.md sections 1 and 2).
+
+A layer's five support tensors are called genes ``A``..``E``. Each takes one choice:
+``lora_<r>``, ``vector``, ``scalar`` or ``none`` (C has no ``scalar``; D and E have no ``lora_<r>``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+GENES: tuple[str, ...] = ("A", "B", "C", "D", "E")
+NONE = "none"
+VECTOR = "vector"
+SCALAR = "scalar"
+
+_LORA = re.compile(r"lora_([0-9]+)")
+_KINDS_BY_GENE = {
+    "A": ("lora", VECTOR, SCALAR, NONE),
+    "B": ("lora", VECTOR, SCALAR, NONE),
+    "C": ("lora", VECTOR, NONE),
+    "D": (VECTOR, SCALAR, NONE),
+    "E": (VECTOR, SCALAR, NONE),
+}
+
+
+class ChoiceError(ValueError):
+    """A choice name that is malformed, unknown for its gene, or above the layer's maximum rank."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A parsed choice: ``kind`` is one of ``lora``, ``vector``, ``scalar``, ``none``; ``rank`` is set for lora."""
+
+    kind: str
+    rank: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"lora_{self.rank}" if self.kind == "lora" else self.kind
+
+
+def parse_choice(gene: str, name: str, max_rank: int) -> Choice:
+    """Parse ``name`` for ``gene``; raise :class:`ChoiceError` naming the problem."""
+    if gene not in _KINDS_BY_GENE:
+        raise ChoiceError(f"unknown gene {gene!r}; genes are {', '.join(GENES)}")
+    if not isinstance(name, str):
+        raise ChoiceError(f"choice for gene {gene} must be a string, got {type(name).__name__}")
+    match = _LORA.fullmatch(name)
+    if match:
+        if "lora" not in _KINDS_BY_GENE[gene]:
+            raise ChoiceError(f"gene {gene} has no lora choice (allowed: {', '.join(_allowed(gene))})")
+        rank = int(match.group(1))
+        if not 1 <= rank <= max_rank:
+            raise ChoiceError(f"choice {name!r} for gene {gene}: rank must be between 1 and the layer's maximum rank {max_rank}")
+        return Choice("lora", rank)
+    if name not in _KINDS_BY_GENE[gene]:
+        raise ChoiceError(f"unknown choice {name!r} for gene {gene} (allowed: {', '.join(_allowed(gene))})")
+    return Choice(name)
+
+
+def _allowed(gene: str) -> list[str]:
+    return ["lora_<r>" if k == "lora" else k for k in _KINDS_BY_GENE[gene]]
+
+
+def offered_choices(gene: str, ranks: Sequence[int], enabled: bool = True) -> tuple[str, ...]:
+    """The choices the search offers for ``gene``: lora at every rank, then vector, scalar, none.
+
+    A disabled gene (C, D or E on a layer where it would change the architecture) offers only ``none``.
+    """
+    if not enabled:
+        return (NONE,)
+    names: list[str] = []
+    for kind in _KINDS_BY_GENE[gene]:
+        if kind == "lora":
+            names.extend(f"lora_{r}" for r in sorted(ranks))
+        else:
+            names.append(kind)
+    return tuple(names)
+
+
+def choice_cost(gene: str, choice: Choice, out_features: int, in_features: int) -> int:
+    """Trainable parameters used by ``choice`` for ``gene`` on an ``out x in`` layer (METHOD.md section 2)."""
+    if choice.kind == NONE:
+        return 0
+    if choice.kind == SCALAR:
+        return 1
+    if gene in ("A", "B"):
+        return choice.rank * (out_features + in_features) if choice.kind == "lora" else out_features
+    if gene == "C":
+        return choice.rank * (in_features + 1) if choice.kind == "lora" else in_features
+    return out_features
+
+
+def config_cost(config: dict[str, str], out_features: int, in_features: int, max_rank: int) -> int:
+    """Total parameter cost of one layer's configuration ``{gene: choice}``."""
+    return sum(choice_cost(g, parse_choice(g, config[g], max_rank), out_features, in_features) for g in GENES)
+
+
+def all_none() -> dict[str, str]:
+    return {g: NONE for g in GENES}
+
+
+def normalise_ranks(rank: int, ranks: Iterable[int] | None) -> tuple[int, ...]:
+    """Validate the rank settings; return the sorted ranks offered to the search."""
+    chosen = tuple(sorted(set(ranks))) if ranks is not None else (rank,)
+    if not chosen:
+        raise ValueError("ranks must not be empty")
+    for r in chosen:
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+            raise ValueError(f"ranks must be positive integers, got {r!r}")
+    return chosen

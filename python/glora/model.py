@@ -1,0 +1,199 @@
+"""Wrapping a model and steering its GLoRA layers: fixed subnets, supernet sampling, search space, counting."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional, Union
+
+import torch
+from torch import nn
+
+from .choices import GENES
+from .config import GLoRAConfig
+from .layer import GLoRALayer
+from .space import LayerSpace, SearchSpace, check_subnet_layers
+from .targeting import name_matches, select_targets
+
+Subnet = dict[str, dict[str, str]]
+GeneratorLike = Union[torch.Generator, int, None]
+
+
+def wrap(model: nn.Module, config: GLoRAConfig) -> nn.Module:
+    """Replace the target layers of ``model`` by GLoRA layers, in place; freeze everything else.
+
+    Modules named in ``config.modules_to_save`` stay trainable. Returns ``model``.
+    """
+    if not isinstance(config, GLoRAConfig):
+        raise TypeError(f"config must be a glora.GLoRAConfig, got {type(config).__name__}")
+    if any(True for _ in glora_layers(model)):
+        raise ValueError("model is already wrapped with GLoRA layers")
+    targets = select_targets(model, config.target_modules, config.exclude_modules, config.modules_to_save)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name in targets:
+        parent, attr = _parent(model, name)
+        base = getattr(parent, attr)
+        setattr(parent, attr, GLoRALayer(base, config.max_rank, config.offered_ranks, config.add_bias, config.init))
+    _unfreeze_modules_to_save(model, config.modules_to_save)
+    model.glora_config = config  # type: ignore[assignment]
+    return model
+
+
+def _unfreeze_modules_to_save(model: nn.Module, names: Optional[list[str]]) -> None:
+    if not names:
+        return
+    found = [n for n, _ in model.named_modules() if n and name_matches(n, names)]
+    if not found:
+        raise ValueError(f"modules_to_save={names!r} matched no module")
+    for n in found:
+        for p in model.get_submodule(n).parameters():
+            p.requires_grad_(True)
+
+
+def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    if "." in name:
+        parent_name, attr = name.rsplit(".", 1)
+        return model.get_submodule(parent_name), attr
+    return model, name
+
+
+def config_of(model: nn.Module) -> GLoRAConfig:
+    config = getattr(model, "glora_config", None)
+    if config is None:
+        raise ValueError("model has no GLoRA layers: call glora.wrap(model, config) first")
+    return config
+
+
+def glora_layers(model: nn.Module) -> Iterator[tuple[str, GLoRALayer]]:
+    """(name, layer) for every GLoRA layer, in module order."""
+    for name, module in model.named_modules():
+        if isinstance(module, GLoRALayer):
+            yield name, module
+
+
+def _layers_or_raise(model: nn.Module) -> list[tuple[str, GLoRALayer]]:
+    layers = list(glora_layers(model))
+    if not layers:
+        raise ValueError("model has no GLoRA layers: call glora.wrap(model, config) first")
+    return layers
+
+
+def search_space(model: nn.Module) -> SearchSpace:
+    """Each layer's offered choices and the parameter cost of each (METHOD.md section 2)."""
+    return SearchSpace(
+        tuple(
+            LayerSpace(name, layer.out_features, layer.in_features, dict(layer.choices), layer.choice_costs())
+            for name, layer in _layers_or_raise(model)
+        )
+    )
+
+
+def validate_subnet(model: nn.Module, subnet: Subnet) -> None:
+    """Raise a clear error unless ``subnet`` configures exactly the model's GLoRA layers with valid choices."""
+    layers = _layers_or_raise(model)
+    check_subnet_layers(subnet, [n for n, _ in layers])
+    for name, layer in layers:
+        try:
+            layer.validate(subnet[name])
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"layer {name!r}: {err}") from None
+
+
+def set_subnet(model: nn.Module, subnet: Subnet) -> nn.Module:
+    """Fix every GLoRA layer to its configuration in ``subnet``; returns ``model``."""
+    validate_subnet(model, subnet)
+    for name, layer in glora_layers(model):
+        layer.set_config(subnet[name])
+    return model
+
+
+def get_subnet(model: nn.Module) -> Optional[Subnet]:
+    """The fixed subnet of the model, or None while it samples (supernet mode) or has none set."""
+    configs = {name: layer.fixed_config for name, layer in _layers_or_raise(model)}
+    if any(c is None for c in configs.values()):
+        return None
+    return configs  # type: ignore[return-value]
+
+
+def make_generator(generator: GeneratorLike) -> torch.Generator:
+    """A CPU generator from a generator, a seed, or None (seeded from torch's global RNG)."""
+    if isinstance(generator, torch.Generator):
+        return generator
+    g = torch.Generator()
+    if generator is None:
+        g.seed()
+    elif isinstance(generator, int) and not isinstance(generator, bool):
+        g.manual_seed(generator)
+    else:
+        raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+    return g
+
+
+def uniform_layer_config(layer: GLoRALayer, generator: torch.Generator) -> dict[str, str]:
+    """One configuration drawn uniformly and independently per gene from the layer's offered choices."""
+    draws = torch.randint(0, 1 << 30, (len(GENES),), generator=generator).tolist()
+    return {g: layer.choices[g][d % len(layer.choices[g])] for g, d in zip(GENES, draws)}
+
+
+def sample_subnet(model: nn.Module, generator: GeneratorLike = None) -> Subnet:
+    """A subnet drawn uniformly per layer and gene from the offered choices."""
+    g = make_generator(generator)
+    return {name: uniform_layer_config(layer, g) for name, layer in _layers_or_raise(model)}
+
+
+def supernet_mode(model: nn.Module, generator: GeneratorLike = None) -> torch.Generator:
+    """Make every GLoRA layer draw a fresh uniform configuration on each forward; returns the generator used."""
+    g = make_generator(generator)
+    for _, layer in _layers_or_raise(model):
+        layer.set_sampler(lambda lyr, _g=g: uniform_layer_config(lyr, _g))
+    return g
+
+
+def count_params(model: nn.Module, subnet: Subnet) -> int:
+    """Adapter parameters used by ``subnet`` (the classifier head and other extra modules are not counted)."""
+    validate_subnet(model, subnet)
+    return sum(layer.cost(subnet[name]) for name, layer in glora_layers(model))
+
+
+def adapter_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """The stored GLoRA support tensors (the supernet's trainable adapter state)."""
+    for name, param in model.named_parameters():
+        if param.requires_grad and _is_adapter_param(name):
+            yield name, param
+
+
+def _is_adapter_param(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in ("Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E") and ".base_layer." not in name
+
+
+def trainable_parameters_summary(model: nn.Module) -> str:
+    """A one-line summary in the spirit of PEFT's ``print_trainable_parameters``."""
+    total = sum(p.numel() for p in model.parameters())
+    adapter = sum(p.numel() for _, p in adapter_parameters(model))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen_base = total - adapter - (trainable - adapter)
+    parts = [
+        f"supernet adapter params: {adapter:,}",
+        f"other trainable params: {trainable - adapter:,}",
+        f"frozen params: {frozen_base:,}",
+        f"all params: {total:,}",
+        f"trainable%: {100.0 * trainable / max(total, 1):.4f}",
+    ]
+    subnet = get_subnet(model) if any(True for _ in glora_layers(model)) else None
+    if subnet is not None:
+        parts.insert(1, f"current subnet params: {count_params(model, subnet):,}")
+    return " || ".join(parts)
+
+
+def describe(model: nn.Module) -> dict[str, Any]:
+    """Per-layer shape facts, used by adapter files to check a base model matches."""
+    return {
+        name: {
+            "kind": layer.kind,
+            "type": type(layer.base_layer).__name__,
+            "weight_shape": list(layer.base_layer.weight.shape),
+            "has_bias": layer.has_bias,
+            "out_features": layer.out_features,
+            "in_features": layer.in_features,
+        }
+        for name, layer in _layers_or_raise(model)
+    }
