@@ -1,0 +1,59 @@
+//! Re-running a search from recorded scores: the basis of resume and of `glora-replay`.
+
+use crate::error::{EngineError, Result};
+use crate::log::{Header, Record};
+use crate::search::Search;
+
+/// Where a replay ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplayEnd {
+    /// Every logged evaluation was reproduced; `pending_scores` holds the logged scores of the first members of
+    /// the batch that was under evaluation when the log ended (empty when it ended between batches).
+    Reproduced { pending_scores: Vec<f64> },
+    /// The engine produced another genome than the log at this point.
+    Diverged { generation: usize, index: usize, logged: Vec<u16>, produced: Vec<u16> },
+}
+
+/// Build the search of `header` and feed it the logged scores, checking each asked genome against the log.
+pub fn replay(header: &Header, records: &[Record]) -> Result<(Search, ReplayEnd)> {
+    let mut search = Search::new(&header.space, header.budget, header.params.clone(), header.seed)?;
+    let mut evals = records.iter().filter_map(|r| match r {
+        Record::Eval { generation, index, genome, score, .. } => Some((*generation, *index, genome, *score)),
+        Record::Generation(_) => None,
+    });
+    let mut next = evals.next();
+    while next.is_some() {
+        let generation = search.generation();
+        let batch: Vec<Vec<u16>> = match search.ask() {
+            Some(batch) => batch.to_vec(),
+            None => {
+                let (g, i, genome, _) = next.unwrap();
+                return Ok((search, ReplayEnd::Diverged { generation: g, index: i, logged: genome.clone(), produced: Vec::new() }));
+            }
+        };
+        let mut scores = Vec::with_capacity(batch.len());
+        for (index, produced) in batch.iter().enumerate() {
+            let Some((g, i, logged, score)) = next else { break };
+            if g != generation || i != index || logged != produced {
+                return Ok((search, ReplayEnd::Diverged { generation, index, logged: logged.clone(), produced: produced.clone() }));
+            }
+            scores.push(score.unwrap_or(f64::NEG_INFINITY));
+            next = evals.next();
+        }
+        if scores.len() < batch.len() {
+            return Ok((search, ReplayEnd::Reproduced { pending_scores: scores }));
+        }
+        search.tell(&scores)?;
+    }
+    Ok((search, ReplayEnd::Reproduced { pending_scores: Vec::new() }))
+}
+
+/// Replay for resuming: a divergence is an error.
+pub fn resume(header: &Header, records: &[Record]) -> Result<(Search, Vec<f64>)> {
+    match replay(header, records)? {
+        (search, ReplayEnd::Reproduced { pending_scores }) => Ok((search, pending_scores)),
+        (_, ReplayEnd::Diverged { generation, index, logged, produced }) => {
+            Err(EngineError::Divergence { generation, index, logged, produced })
+        }
+    }
+}

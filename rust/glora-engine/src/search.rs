@@ -1,0 +1,291 @@
+//! The evolutionary search as an ask / tell state machine (reference defaults from AutoFormer / NOAH).
+//!
+//! `ask` returns the next batch of new, feasible, never-evaluated genomes; `tell` takes their scores. The caller
+//! owns evaluation, so the engine never calls out and a search can be replayed from recorded scores.
+
+use std::collections::HashSet;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+use crate::operators::{crossover, mutate, sample};
+use crate::pareto::{self, Point};
+use crate::rng::{below, stream, Purpose};
+use crate::space::{Budget, FlatSpace, Genome, Space};
+
+/// How parents are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// The top `parents` by fitness (the reference algorithm).
+    Fitness,
+    /// NSGA-II rank and crowding over fitness and parameter count.
+    Pareto,
+}
+
+/// What to do with a NaN or infinite score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFinite {
+    Error,
+    Worst,
+}
+
+/// Every number of the algorithm; the defaults are the reference's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    pub population: usize,
+    pub parents: usize,
+    pub mutants: usize,
+    pub mutation_prob: f64,
+    pub crossovers: usize,
+    pub generations: usize,
+    pub objective: Objective,
+    pub nonfinite: NonFinite,
+    /// Candidates tried per wanted one before a generation gives up filling (duplicates are skipped).
+    pub attempts_per_candidate: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            population: 50,
+            parents: 10,
+            mutants: 25,
+            mutation_prob: 0.2,
+            crossovers: 25,
+            generations: 20,
+            objective: Objective::Fitness,
+            nonfinite: NonFinite::Error,
+            attempts_per_candidate: 10,
+        }
+    }
+}
+
+impl Params {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |name: &str, reason: &str| Err(EngineError::BadParameter { name: name.into(), reason: reason.into() });
+        if self.population == 0 {
+            return bad("population", "must be at least 1");
+        }
+        if self.parents == 0 {
+            return bad("parents", "must be at least 1");
+        }
+        if self.generations == 0 {
+            return bad("generations", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.mutation_prob) {
+            return bad("mutation_prob", "must lie in [0, 1]");
+        }
+        if self.attempts_per_candidate == 0 {
+            return bad("attempts_per_candidate", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// One evaluated genome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluated {
+    pub generation: usize,
+    pub index: usize,
+    pub genome: Genome,
+    pub score: f64,
+    pub params: u64,
+}
+
+/// What one generation produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationSummary {
+    pub generation: usize,
+    pub evaluated: usize,
+    pub best: f64,
+    pub mean: f64,
+    pub best_so_far: f64,
+}
+
+pub struct Search {
+    flat: FlatSpace,
+    budget: Budget,
+    params: Params,
+    seed: u64,
+    evaluated: Vec<Evaluated>,
+    seen: HashSet<Genome>,
+    generation: usize,
+    pending: Option<Vec<Genome>>,
+    history: Vec<GenerationSummary>,
+    exhausted: bool,
+}
+
+impl Search {
+    pub fn new(space: &Space, budget: Budget, params: Params, seed: u64) -> Result<Search> {
+        params.validate()?;
+        let flat = space.flatten()?;
+        flat.check_budget(budget)?;
+        Ok(Search {
+            flat,
+            budget,
+            params,
+            seed,
+            evaluated: Vec::new(),
+            seen: HashSet::new(),
+            generation: 0,
+            pending: None,
+            history: Vec::new(),
+            exhausted: false,
+        })
+    }
+
+    pub fn flat(&self) -> &FlatSpace {
+        &self.flat
+    }
+
+    pub fn generation(&self) -> usize {
+        self.generation
+    }
+
+    pub fn evaluated(&self) -> &[Evaluated] {
+        &self.evaluated
+    }
+
+    pub fn history(&self) -> &[GenerationSummary] {
+        &self.history
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.pending.is_none() && (self.exhausted || self.generation >= self.params.generations)
+    }
+
+    /// The next batch to evaluate, or None when the search is over. Asking again before `tell` returns the same.
+    pub fn ask(&mut self) -> Option<&[Genome]> {
+        if self.pending.is_none() && !self.is_done() {
+            let batch = if self.generation == 0 { self.random_fill(Vec::new()) } else { self.offspring() };
+            if batch.is_empty() {
+                self.exhausted = true;
+            } else {
+                self.pending = Some(batch);
+            }
+        }
+        self.pending.as_deref()
+    }
+
+    /// Scores for the batch last asked, in its order.
+    pub fn tell(&mut self, scores: &[f64]) -> Result<GenerationSummary> {
+        let batch = self.pending.as_ref().ok_or(EngineError::NothingAsked)?;
+        if scores.len() != batch.len() {
+            return Err(EngineError::WrongScoreCount { expected: batch.len(), got: scores.len() });
+        }
+        let mut clean = Vec::with_capacity(scores.len());
+        for (index, &value) in scores.iter().enumerate() {
+            if value.is_finite() {
+                clean.push(value);
+            } else if self.params.nonfinite == NonFinite::Worst {
+                clean.push(f64::NEG_INFINITY);
+            } else {
+                return Err(EngineError::NonFiniteScore { index, value });
+            }
+        }
+        let batch = self.pending.take().unwrap();
+        for (index, (genome, score)) in batch.into_iter().zip(clean.iter()).enumerate() {
+            let params = self.flat.cost(&genome);
+            self.seen.insert(genome.clone());
+            self.evaluated.push(Evaluated { generation: self.generation, index, genome, score: *score, params });
+        }
+        let finite: Vec<f64> = clean.iter().copied().filter(|s| s.is_finite()).collect();
+        let summary = GenerationSummary {
+            generation: self.generation,
+            evaluated: clean.len(),
+            best: clean.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            mean: if finite.is_empty() { f64::NEG_INFINITY } else { finite.iter().sum::<f64>() / finite.len() as f64 },
+            best_so_far: self.evaluated.iter().map(|e| e.score).fold(f64::NEG_INFINITY, f64::max),
+        };
+        self.history.push(summary.clone());
+        self.generation += 1;
+        Ok(summary)
+    }
+
+    /// Candidates from `make(index)` for indices 0, 1, 2, ..., built in parallel chunks, keeping new distinct ones
+    /// in index order until `want` are kept or the attempts run out. The result does not depend on thread count.
+    fn collect<F>(&self, want: usize, taken: &mut HashSet<Genome>, make: F) -> Vec<Genome>
+    where
+        F: Fn(usize) -> Genome + Sync,
+    {
+        let mut kept = Vec::with_capacity(want);
+        let limit = want * self.params.attempts_per_candidate;
+        let mut next = 0;
+        while kept.len() < want && next < limit {
+            let chunk = (want - kept.len()).max(16).min(limit - next);
+            let made: Vec<Genome> = (next..next + chunk).into_par_iter().map(&make).collect();
+            next += chunk;
+            for genome in made {
+                if kept.len() < want && !self.seen.contains(&genome) && taken.insert(genome.clone()) {
+                    kept.push(genome);
+                }
+            }
+        }
+        kept
+    }
+
+    fn random_fill(&self, mut batch: Vec<Genome>) -> Vec<Genome> {
+        let want = self.params.population.saturating_sub(batch.len());
+        let mut taken: HashSet<Genome> = batch.iter().cloned().collect();
+        let (flat, budget, seed, generation) = (&self.flat, self.budget, self.seed, self.generation);
+        let extra = self.collect(want, &mut taken, |i| sample(flat, budget, &mut stream(seed, generation, Purpose::Random, i)));
+        batch.extend(extra);
+        batch
+    }
+
+    fn parents(&self) -> Vec<Genome> {
+        let k = self.params.parents.min(self.evaluated.len());
+        let order: Vec<usize> = match self.params.objective {
+            Objective::Fitness => {
+                let mut idx: Vec<usize> = (0..self.evaluated.len()).collect();
+                idx.sort_by(|&a, &b| self.evaluated[b].score.total_cmp(&self.evaluated[a].score).then(a.cmp(&b)));
+                idx.truncate(k);
+                idx
+            }
+            Objective::Pareto => pareto::select(&self.points(), k),
+        };
+        order.into_iter().map(|i| self.evaluated[i].genome.clone()).collect()
+    }
+
+    fn offspring(&self) -> Vec<Genome> {
+        let parents = self.parents();
+        if parents.is_empty() {
+            return self.random_fill(Vec::new());
+        }
+        let (flat, budget, seed, generation, prob) = (&self.flat, self.budget, self.seed, self.generation, self.params.mutation_prob);
+        let mut taken = HashSet::new();
+        let mut batch = self.collect(self.params.mutants, &mut taken, |i| {
+            let mut rng = stream(seed, generation, Purpose::Mutation, i);
+            let parent = &parents[below(&mut rng, parents.len())];
+            mutate(flat, budget, parent, prob, &mut rng)
+        });
+        let crossed = self.collect(self.params.crossovers, &mut taken, |i| {
+            let mut rng = stream(seed, generation, Purpose::Crossover, i);
+            let a = &parents[below(&mut rng, parents.len())];
+            let b = &parents[below(&mut rng, parents.len())];
+            crossover(flat, budget, a, b, &mut rng)
+        });
+        batch.extend(crossed);
+        self.random_fill(batch)
+    }
+
+    fn points(&self) -> Vec<Point> {
+        self.evaluated.iter().map(|e| Point { score: e.score, params: e.params }).collect()
+    }
+
+    /// The best evaluated genome (earliest among equal scores).
+    pub fn best(&self) -> Option<&Evaluated> {
+        self.evaluated.iter().enumerate().max_by(|(i, a), (j, b)| a.score.total_cmp(&b.score).then(j.cmp(i))).map(|(_, e)| e)
+    }
+
+    /// The non-dominated evaluated genomes (fitness up, parameters down), by increasing parameter count.
+    pub fn pareto_front(&self) -> Vec<&Evaluated> {
+        let points = self.points();
+        let mut front: Vec<&Evaluated> = pareto::fronts(&points).first().map(|f| f.iter().map(|&i| &self.evaluated[i]).collect()).unwrap_or_default();
+        front.sort_by(|a, b| a.params.cmp(&b.params).then(b.score.total_cmp(&a.score)));
+        front
+    }
+}

@@ -1,0 +1,245 @@
+mod common;
+
+use common::{budget, fitness, layer, run, vit_space};
+use glora_engine::log::{self, Header, LogWriter, Record};
+use glora_engine::operators::{crossover, is_feasible, mutate, repair, sample};
+use glora_engine::replay::{replay, ReplayEnd};
+use glora_engine::rng::{stream, Purpose};
+use glora_engine::{Budget, EngineError, Gene, Layer, NonFinite, Objective, Params, Search, Space};
+use proptest::prelude::*;
+
+fn random_space(shapes: &[(u64, u64, u64)]) -> Space {
+    Space { layers: shapes.iter().enumerate().map(|(i, &(o, n, r))| layer(&format!("l{i}"), o, n, r)).collect() }
+}
+
+fn space_strategy() -> impl Strategy<Value = Space> {
+    prop::collection::vec((1u64..300, 1u64..300, 1u64..9), 1..12).prop_map(|s| random_space(&s))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn every_produced_genome_is_valid_and_within_budget(space in space_strategy(), lo in 0.0f64..1.0, width in 0.0f64..1.0, seed in any::<u64>()) {
+        let flat = space.flatten().unwrap();
+        let span = (flat.largest - flat.smallest) as f64;
+        let min = flat.smallest + (lo * span * 0.5) as u64;
+        let max = (min + flat.max_step + (width * span) as u64).min(flat.largest);
+        let b = Budget { min: if max - min < flat.max_step { flat.smallest } else { min }, max };
+        prop_assume!(flat.check_budget(b).is_ok());
+        let mut rng = stream(seed, 0, Purpose::Random, 0);
+        for _ in 0..30 {
+            let g = sample(&flat, b, &mut rng);
+            flat.validate(&g).unwrap();
+            prop_assert!(is_feasible(&flat, b, &g), "sampled cost {} outside [{}, {}]", flat.cost(&g), b.min, b.max);
+            let m = mutate(&flat, b, &g, 0.5, &mut rng);
+            prop_assert!(is_feasible(&flat, b, &m));
+            let h = sample(&flat, b, &mut rng);
+            let c = crossover(&flat, b, &g, &h, &mut rng);
+            prop_assert!(is_feasible(&flat, b, &c));
+            let wild: Vec<u16> = flat.costs.iter().map(|c| (seed as usize % c.len()) as u16).collect();
+            let mut fixed = wild.clone();
+            repair(&flat, b, &mut fixed, &mut rng);
+            prop_assert!(is_feasible(&flat, b, &fixed));
+        }
+        let mut search = Search::new(&space, b, Params { generations: 4, population: 12, parents: 4, mutants: 5, crossovers: 5, ..Params::default() }, seed).unwrap();
+        while let Some(batch) = search.ask() {
+            for g in batch {
+                prop_assert!(is_feasible(&flat, b, g));
+            }
+            let scores: Vec<f64> = batch.iter().map(|g| fitness(g)).collect();
+            search.tell(&scores).unwrap();
+        }
+    }
+
+    #[test]
+    fn repair_leaves_feasible_genomes_alone(space in space_strategy(), seed in any::<u64>()) {
+        let flat = space.flatten().unwrap();
+        let b = budget((flat.smallest + flat.largest) / 2);
+        let mut rng = stream(seed, 1, Purpose::Mutation, 3);
+        for _ in 0..20 {
+            let g = sample(&flat, b, &mut rng);
+            let mut again = g.clone();
+            repair(&flat, b, &mut again, &mut rng);
+            prop_assert_eq!(&again, &g);
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_search_for_any_thread_count() {
+    let space = vit_space(4);
+    let outcome = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut search = Search::new(&space, budget(290_000), Params::default(), 42).unwrap();
+            run(&mut search);
+            search.evaluated().to_vec()
+        })
+    };
+    let one = outcome(1);
+    assert_eq!(one.len(), 50 * 20);
+    for threads in [2, 4, 16] {
+        assert!(outcome(threads) == one, "{threads} threads give another search");
+    }
+    let other_seed = {
+        let mut search = Search::new(&space, budget(290_000), Params::default(), 43).unwrap();
+        run(&mut search);
+        search.evaluated().to_vec()
+    };
+    assert!(other_seed != one);
+}
+
+#[test]
+fn every_genome_is_evaluated_once() {
+    let space = random_space(&[(3, 2, 1), (2, 2, 1)]);
+    let flat = space.flatten().unwrap();
+    let mut search = Search::new(&space, budget(flat.largest), Params::default(), 1).unwrap();
+    run(&mut search);
+    let mut genomes: Vec<_> = search.evaluated().iter().map(|e| e.genome.clone()).collect();
+    let n = genomes.len();
+    genomes.sort();
+    genomes.dedup();
+    assert_eq!(genomes.len(), n);
+    assert!(n <= 4 * 4 * 3 * 3 * 3 * 4 * 4 * 3 * 3 * 3);
+}
+
+#[test]
+fn tiny_space_is_exhausted_without_hanging() {
+    let space = Space {
+        layers: vec![Layer { name: "x".into(), genes: vec![Gene { gene: "A".into(), choices: vec!["a".into(), "b".into()], costs: vec![0, 1] }] }],
+    };
+    let mut search = Search::new(&space, budget(1), Params::default(), 0).unwrap();
+    run(&mut search);
+    assert_eq!(search.evaluated().len(), 2);
+    assert!(search.is_done());
+}
+
+#[test]
+fn evolution_beats_random_search_on_a_known_optimum() {
+    // Fitness rewards lora choices (index 0) on the genes A and B of every layer; the budget allows exactly
+    // eight such upgrades at most, so the optimum takes them where they pay most.
+    let space = vit_space(4);
+    let flat = space.flatten().unwrap();
+    let weight = |g: usize| 1.0 + (g % 7) as f64;
+    let score = |genome: &[u16]| -> f64 { genome.iter().enumerate().map(|(g, &c)| if c == 0 && g % 5 < 2 { weight(g) } else { 0.0 }).sum() };
+    let b = budget(300_000);
+    let mut search = Search::new(&space, b, Params::default(), 7).unwrap();
+    while let Some(batch) = search.ask() {
+        let s: Vec<f64> = batch.iter().map(|g| score(g)).collect();
+        search.tell(&s).unwrap();
+    }
+    let evolved = search.best().unwrap().score;
+    let mut rng = stream(99, 0, Purpose::Random, 0);
+    let random_best = (0..search.evaluated().len()).map(|_| score(&sample(&flat, b, &mut rng))).fold(0.0, f64::max);
+    assert!(evolved > random_best, "evolution {evolved} vs random {random_best}");
+}
+
+#[test]
+fn pareto_mode_returns_a_front() {
+    let space = vit_space(4);
+    let params = Params { objective: Objective::Pareto, generations: 6, ..Params::default() };
+    let mut search = Search::new(&space, budget(900_000), params, 3).unwrap();
+    run(&mut search);
+    let front = search.pareto_front();
+    assert!(front.len() > 1);
+    for w in front.windows(2) {
+        assert!(w[0].params < w[1].params && w[0].score < w[1].score);
+    }
+    for e in search.evaluated() {
+        assert!(!front.iter().any(|f| f.score < e.score && f.params >= e.params && e.genome != f.genome && f.params == e.params));
+    }
+}
+
+#[test]
+fn bad_input_is_refused() {
+    assert_eq!(Search::new(&Space { layers: vec![] }, budget(1), Params::default(), 0).err(), Some(EngineError::EmptySpace));
+    let space = vit_space(4);
+    let flat = space.flatten().unwrap();
+    match Search::new(&space, Budget { min: flat.largest + 1, max: flat.largest + 5 }, Params::default(), 0).err() {
+        Some(EngineError::ImpossibleBudget { smallest, largest, .. }) => assert_eq!((smallest, largest), (0, flat.largest)),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(Search::new(&space, Budget { min: 5000, max: 5010 }, Params::default(), 0), Err(EngineError::NarrowBudget { .. })));
+    assert!(matches!(
+        Search::new(&space, budget(1000), Params { mutation_prob: 1.5, ..Params::default() }, 0),
+        Err(EngineError::BadParameter { .. })
+    ));
+    let mut search = Search::new(&space, budget(100_000), Params::default(), 0).unwrap();
+    assert_eq!(search.tell(&[1.0]).err(), Some(EngineError::NothingAsked));
+    let n = search.ask().unwrap().len();
+    assert_eq!(search.tell(&[1.0]).err(), Some(EngineError::WrongScoreCount { expected: n, got: 1 }));
+    let mut scores = vec![0.5; n];
+    scores[3] = f64::NAN;
+    assert!(matches!(search.tell(&scores), Err(EngineError::NonFiniteScore { index: 3, .. })));
+    let mut lenient = Search::new(&space, budget(100_000), Params { nonfinite: NonFinite::Worst, ..Params::default() }, 0).unwrap();
+    let n = lenient.ask().unwrap().len();
+    let mut scores = vec![0.5; n];
+    scores[0] = f64::INFINITY;
+    lenient.tell(&scores).unwrap();
+    assert_eq!(lenient.evaluated()[0].score, f64::NEG_INFINITY);
+}
+
+fn write_log(path: &std::path::Path, space: &Space, b: Budget, params: &Params, seed: u64, stop_after: usize) -> Search {
+    let header = Header::new("test", space.clone(), b, params.clone(), seed);
+    let mut writer = LogWriter::create(path, &header).unwrap();
+    let mut search = Search::new(space, b, params.clone(), seed).unwrap();
+    while search.generation() < stop_after {
+        let Some(batch) = search.ask() else { break };
+        let scores: Vec<f64> = batch.iter().map(|g| fitness(g)).collect();
+        let summary = search.tell(&scores).unwrap();
+        let start = search.evaluated().len() - scores.len();
+        let mut records = log::eval_records(&search.evaluated()[start..]);
+        records.push(Record::Generation(summary));
+        writer.append(&records).unwrap();
+    }
+    search
+}
+
+#[test]
+fn log_round_trip_replay_and_truncation() {
+    let dir = std::env::temp_dir().join(format!("glora-engine-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("run.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let space = vit_space(4);
+    let params = Params { generations: 5, ..Params::default() };
+    let full = write_log(&path, &space, budget(400_000), &params, 11, usize::MAX);
+    let contents = log::read(&path).unwrap();
+    assert!(!contents.truncated_tail);
+    let (replayed, end) = replay(&contents.header, &contents.records).unwrap();
+    assert_eq!(end, ReplayEnd::Reproduced { pending_scores: vec![] });
+    assert!(replayed.evaluated() == full.evaluated(), "replay differs from the logged run");
+
+    // cut mid-line inside generation 2: the tail is reported, the complete evaluations are replayed
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cut = text.match_indices("\"generation\":2").nth(5).unwrap().0;
+    std::fs::write(&path, &text[..cut]).unwrap();
+    let contents = log::read(&path).unwrap();
+    assert!(contents.truncated_tail);
+    let (partial, end) = replay(&contents.header, &contents.records).unwrap();
+    assert_eq!(partial.generation(), 2);
+    match end {
+        ReplayEnd::Reproduced { pending_scores } => assert!(!pending_scores.is_empty() && pending_scores.len() < 50),
+        other => panic!("{other:?}"),
+    }
+
+    // a corrupt middle line is reported with its number
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[7] = "{not json";
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    match log::read(&path) {
+        Err(EngineError::CorruptLog { line, .. }) => assert_eq!(line, 8),
+        other => panic!("{other:?}"),
+    }
+
+    // a log from another seed diverges at once
+    let _ = std::fs::remove_file(&path);
+    write_log(&path, &space, budget(400_000), &params, 11, usize::MAX);
+    let mut contents = log::read(&path).unwrap();
+    contents.header.seed = 12;
+    let (_, end) = replay(&contents.header, &contents.records).unwrap();
+    assert!(matches!(end, ReplayEnd::Diverged { generation: 0, index: 0, .. }));
+    assert!(LogWriter::create(&path, &contents.header).is_err(), "an existing log must not be overwritten");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
