@@ -12,10 +12,14 @@ pub struct Gene {
     pub costs: Vec<u64>,
 }
 
-/// One layer: its name and its genes.
+/// One layer: its name, its shape as a matrix (informational, kept in logs) and its genes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layer {
     pub name: String,
+    #[serde(default)]
+    pub out_features: u64,
+    #[serde(default)]
+    pub in_features: u64,
     pub genes: Vec<Gene>,
 }
 

@@ -107,7 +107,7 @@ fn every_genome_is_evaluated_once() {
 #[test]
 fn tiny_space_is_exhausted_without_hanging() {
     let space = Space {
-        layers: vec![Layer { name: "x".into(), genes: vec![Gene { gene: "A".into(), choices: vec!["a".into(), "b".into()], costs: vec![0, 1] }] }],
+        layers: vec![Layer { name: "x".into(), out_features: 1, in_features: 1, genes: vec![Gene { gene: "A".into(), choices: vec!["a".into(), "b".into()], costs: vec![0, 1] }] }],
     };
     let mut search = Search::new(&space, budget(1), Params::default(), 0).unwrap();
     run(&mut search);

@@ -18,6 +18,8 @@ pub fn layer(name: &str, out: u64, inn: u64, rank: u64) -> Layer {
     };
     Layer {
         name: name.into(),
+        out_features: out,
+        in_features: inn,
         genes: vec![
             ab("A"),
             ab("B"),

@@ -1,0 +1,32 @@
+"""Translation between the engine's genomes (one choice index per gene) and subnet dicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .choices import GENES
+from .space import SearchSpace
+
+Subnet = dict[str, dict[str, str]]
+
+
+def engine_space(space: SearchSpace) -> dict[str, Any]:
+    """The space in the engine's JSON form: layers of genes with choices and costs."""
+    return space.to_dict()
+
+
+def to_subnet(space: SearchSpace, genome: list[int]) -> Subnet:
+    subnet: Subnet = {}
+    position = 0
+    for layer in space:
+        config = {}
+        for g in GENES:
+            config[g] = layer.choices[g][genome[position]]
+            position += 1
+        subnet[layer.name] = config
+    return subnet
+
+
+def to_genome(space: SearchSpace, subnet: Subnet) -> list[int]:
+    space.count(subnet)  # validates layers and choices with clear messages
+    return [layer.choices[g].index(subnet[layer.name][g]) for layer in space for g in GENES]
