@@ -19,9 +19,9 @@ _EXPORTS = {
     "ChoiceError": ".choices",
     "GLoRAConfig": ".config",
     "GLoRALayer": ".layer",
-    "BiasAddedWarning": ".merge",
-    "merge": ".merge",
-    "merge_and_unload": ".merge",
+    "BiasAddedWarning": ".merging",
+    "merge": ".merging",
+    "merge_and_unload": ".merging",
     "count_params": ".model",
     "get_subnet": ".model",
     "glora_layers": ".model",
@@ -33,9 +33,9 @@ _EXPORTS = {
     "wrap": ".model",
     "LayerSpace": ".space",
     "SearchSpace": ".space",
-    "search": ".search",
-    "SearchResult": ".search",
-    "ParetoPoint": ".search",
+    "search": ".evolution",
+    "SearchResult": ".evolution",
+    "ParetoPoint": ".evolution",
     "SearchError": ".errors",
     "ImpossibleBudgetError": ".errors",
     "ScoreError": ".errors",
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from .config import GLoRAConfig
     from .errors import DivergenceError, ImpossibleBudgetError, LogError, ScoreError, SearchError
     from .layer import GLoRALayer
-    from .merge import BiasAddedWarning, merge, merge_and_unload
+    from .merging import BiasAddedWarning, merge, merge_and_unload
     from .model import (
         count_params,
         get_subnet,
@@ -76,5 +76,5 @@ if TYPE_CHECKING:
         trainable_parameters_summary,
         wrap,
     )
-    from .search import ParetoPoint, SearchResult, search
+    from .evolution import ParetoPoint, SearchResult, search
     from .space import LayerSpace, SearchSpace
