@@ -217,6 +217,46 @@ fn sample_genomes(py: Python<'_>, space_json: &str, budget_min: u64, budget_max:
     }))
 }
 
+/// Throughput of candidate construction, for benchmarks: `n` candidates each by sampling, by mutation (per-gene
+/// probability 0.2) and by uniform crossover of sampled parents, all repaired into the budget, on `threads`
+/// threads. Returns JSON: per operator the candidates per second and the share that is feasible.
+#[pyfunction]
+#[pyo3(signature = (space_json, budget_min, budget_max, n, seed, threads=1))]
+fn engine_throughput(py: Python<'_>, space_json: &str, budget_min: u64, budget_max: u64, n: usize, seed: u64, threads: usize) -> PyResult<String> {
+    use glora_engine::operators::{crossover, is_feasible, mutate, sample};
+    use glora_engine::rng::{stream, Purpose};
+    use rayon::prelude::*;
+    let space: Space = parse("space", space_json)?;
+    let flat = space.flatten().map_err(|e| to_py(py, e))?;
+    let budget = Budget { min: budget_min, max: budget_max };
+    flat.check_budget(budget).map_err(|e| to_py(py, e))?;
+    let parents: Vec<Genome> = (0..16).map(|i| sample(&flat, budget, &mut stream(seed, 1, Purpose::Random, i))).collect();
+    let measure = |op: &(dyn Fn(usize) -> Genome + Sync)| -> (f64, f64) {
+        let started = Instant::now();
+        let feasible = (0..n).into_par_iter().filter(|&i| is_feasible(&flat, budget, &op(i))).count();
+        (n as f64 / started.elapsed().as_secs_f64(), feasible as f64 / n as f64)
+    };
+    let result = py.allow_threads(|| {
+        with_pool(Some(threads), || {
+            let s = measure(&|i| sample(&flat, budget, &mut stream(seed, 2, Purpose::Random, i)));
+            let m = measure(&|i| {
+                let mut rng = stream(seed, 2, Purpose::Mutation, i);
+                mutate(&flat, budget, &parents[i % parents.len()], 0.2, &mut rng)
+            });
+            let c = measure(&|i| {
+                let mut rng = stream(seed, 2, Purpose::Crossover, i);
+                crossover(&flat, budget, &parents[i % parents.len()], &parents[(i * 7 + 3) % parents.len()], &mut rng)
+            });
+            json!({
+                "sample": {"per_second": s.0, "feasible_share": s.1},
+                "mutation": {"per_second": m.0, "feasible_share": m.1},
+                "crossover": {"per_second": c.0, "feasible_share": c.1},
+            })
+        })
+    })?;
+    Ok(result.to_string())
+}
+
 /// Default search parameters as JSON (the reference's numbers).
 #[pyfunction]
 fn default_params() -> String {
@@ -236,5 +276,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(replay_log, m)?)?;
     m.add_function(wrap_pyfunction!(sample_genomes, m)?)?;
     m.add_function(wrap_pyfunction!(default_params, m)?)?;
+    m.add_function(wrap_pyfunction!(engine_throughput, m)?)?;
     Ok(())
 }
