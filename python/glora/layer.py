@@ -4,12 +4,8 @@ One class serves ``nn.Linear``, ``nn.Conv1d/2d/3d`` and Hugging Face ``Conv1D``:
 ``W0`` of shape ``out x in`` (a conv as ``out x (in/groups * prod(kernel))``, ``Conv1D`` transposed), so A, B, C
 act on that matrix and the merged weight is reshaped back.
 
-Forward paths for a fixed configuration do no work for absent terms:
-
-- A or B is ``lora_r`` (or the layer is a conv with A or B active): ``W' = W0 + W0 * A + B`` is formed once and
-  the base operation runs with it (the same weight-sized gradient product as full fine-tuning).
-- otherwise (A, B in vector / scalar / none on a linear layer): ``x W0^T`` is scaled per output by ``1 + A``
-  and B adds ``sum(x) * B``; nothing weight-sized is allocated.
+Linear-kind layers run through one fused autograd node (``functional.GLoRALinearFunction``), which does no work
+for absent terms; convolutions form ``W'`` and run the base convolution with it.
 """
 
 from __future__ import annotations
@@ -18,10 +14,10 @@ import math
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .choices import GENES, NONE, SCALAR, VECTOR, Choice, choice_cost, offered_choices, parse_choice
+from .choices import GENES, NONE, Choice, choice_cost, offered_choices, parse_choice
+from .functional import GLoRALinearFunction, compute_dtype, effective_bias, effective_weight
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -94,6 +90,7 @@ class GLoRALayer(nn.Module):
             self.E = nn.Parameter(torch.zeros(out, **factory))
         self._init_up_factors(init)
 
+        self._parsed = {g: {name: parse_choice(g, name, max_rank) for name in names} for g, names in self.choices.items()}
         self._fixed: Optional[dict[str, Choice]] = None
         self._sampler: Optional[Callable[["GLoRALayer"], dict[str, str]]] = None
 
@@ -159,107 +156,44 @@ class GLoRALayer(nn.Module):
                 "this GLoRA layer has neither a fixed subnet nor a sampler: call glora.set_subnet(model, subnet) "
                 "or glora.supernet_mode(model, generator)"
             )
-        return {g: parse_choice(g, name, self.max_rank) for g, name in self._sampler(self).items()}
+        drawn = self._sampler(self)
+        return {g: self._parsed[g][drawn[g]] for g in GENES}
 
-    # ------------------------------------------------------------------------------------- support tensors
+    # ------------------------------------------------------------------------------------------------ forward
     def _weight_matrix(self) -> torch.Tensor:
         w = self.base_layer.weight
         return w.t() if self.kind == "hf_conv1d" else w.reshape(self.out_features, self.in_features)
 
-    def _factor(self, down: torch.Tensor, up: torch.Tensor, choice: Choice) -> Optional[torch.Tensor]:
-        """A or B as a tensor broadcastable to out x in (or None)."""
-        if choice.kind == NONE:
-            return None
-        if choice.kind == SCALAR:
-            return down[0, 0]
-        if choice.kind == VECTOR:
-            return down[:, :1]
-        return down[:, : choice.rank] @ up[: choice.rank, :]
+    def _factors(self) -> tuple[Optional[torch.Tensor], ...]:
+        return tuple(getattr(self, n, None) for n in ("Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E"))
 
-    def _vector(self, vec: torch.Tensor, choice: Choice) -> Optional[torch.Tensor]:
-        if choice.kind == NONE:
-            return None
-        return vec[:1] if choice.kind == SCALAR else vec
+    def _plan(self, cfg: dict[str, Choice]) -> tuple[Choice, ...]:
+        return tuple(cfg[g] for g in GENES)
 
-    def _c_vector(self, choice: Choice) -> Optional[torch.Tensor]:
-        if choice.kind == NONE:
-            return None
-        if choice.kind == VECTOR:
-            return self.Cd[:, 0]
-        return (self.Cd[:, : choice.rank] @ self.Cu[: choice.rank, :]).squeeze(1)
-
-    def effective_bias(self, cfg: dict[str, Choice], w0: torch.Tensor) -> Optional[torch.Tensor]:
-        """``b' = b0 + b0 * D + E + W0 @ C``, or the base bias when C, D, E are all absent."""
-        b0 = self.base_layer.bias
-        terms = []
-        d = self._vector(self.D, cfg["D"]) if cfg["D"].kind != NONE else None
-        if d is not None:
-            terms.append(b0 * d)
-        e = self._vector(self.E, cfg["E"]) if cfg["E"].kind != NONE else None
-        if e is not None:
-            terms.append(e.expand(self.out_features))
-        c = self._c_vector(cfg["C"])
-        if c is not None:
-            terms.append(torch.mv(w0.to(c.dtype), c))
-        if not terms:
-            return b0
-        total = terms[0]
-        for t in terms[1:]:
-            total = total + t
-        return total if b0 is None else b0 + total
-
-    def effective_weight(self, cfg: dict[str, Choice], w0: torch.Tensor) -> torch.Tensor:
-        """``W' = W0 + W0 * A + B`` as an out x in matrix (W0 itself when A and B are absent)."""
-        a = self._factor(self.Ad, self.Au, cfg["A"])
-        b = self._factor(self.Bd, self.Bu, cfg["B"])
-        if a is None and b is None:
-            return w0
-        base = w0 if b is None else w0 + b
-        return base if a is None else torch.addcmul(base, w0, a)
-
-    # ---------------------------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cfg = self._current()
+        plan = self._plan(self._current())
         w0 = self._weight_matrix()
-        bias = self.effective_bias(cfg, w0)
-        a_kind, b_kind = cfg["A"].kind, cfg["B"].kind
-        if self.kind != "conv" and a_kind != "lora" and b_kind != "lora":
-            return self._factorised_linear(x, cfg, w0, bias)
-        weight = self.effective_weight(cfg, w0)
-        return self._run_base(x, weight, bias)
-
-    def _run_base(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        weight = weight.to(x.dtype)
-        bias = None if bias is None else bias.to(x.dtype)
-        if self.kind == "conv":
-            return self.base_layer._conv_forward(x, weight.reshape(self.base_layer.weight.shape), bias)
-        return F.linear(x, weight, bias)
-
-    def _factorised_linear(
-        self, x: torch.Tensor, cfg: dict[str, Choice], w0: torch.Tensor, bias: Optional[torch.Tensor]
-    ) -> torch.Tensor:
-        y = self._run_base(x, w0, bias)
-        a = self._factor(self.Ad, self.Au, cfg["A"])
-        if a is not None:
-            # x (W0 * a)^T = (x W0^T) * a; recovering x W0^T as y - b' keeps the bias fused in the base product,
-            # so a zero A leaves the output bit-identical to the base layer's in every precision.
-            plain = y if bias is None else y - bias.to(y.dtype)
-            y = torch.addcmul(y, plain, a.squeeze(-1).to(y.dtype))
-        b = self._factor(self.Bd, self.Bu, cfg["B"])
-        if b is not None:
-            y = y + x.sum(dim=-1, keepdim=True) * b.squeeze(-1).to(y.dtype)
-        return y
+        if self.kind != "conv":
+            return GLoRALinearFunction.apply(x, w0, self.base_layer.bias, plan, *self._factors())
+        ad, au, bd, bu, cd, cu, d, e = self._factors()
+        bias = effective_bias(plan, w0, self.base_layer.bias, cd, cu, d, e, self.out_features)
+        weight = effective_weight(plan, w0, ad, au, bd, bu, torch.promote_types(ad.dtype, w0.dtype))
+        dtype = compute_dtype(x)
+        weight = weight.to(dtype).reshape(self.base_layer.weight.shape)
+        return self.base_layer._conv_forward(x, weight, None if bias is None else bias.to(dtype))
 
     # ------------------------------------------------------------------------------------------------ merge
     @torch.no_grad()
     def merged_tensors(self, config: dict[str, str]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """W', b' in the base layer's parameter layout and dtype, computed in float32 (or wider) from W0."""
-        cfg = self.validate(config)
+        plan = self._plan(self.validate(config))
         w0 = self._weight_matrix()
         compute = torch.promote_types(w0.dtype, torch.float32)
         w0c = w0.to(compute)
-        weight = self.effective_weight(cfg, w0c).to(compute)
-        bias = self.effective_bias(cfg, w0c)
+        ad, au, bd, bu, cd, cu, d, e = (None if t is None else t.to(compute) for t in self._factors())
+        weight = effective_weight(plan, w0c, ad, au, bd, bu, compute)
+        b0 = self.base_layer.bias
+        bias = effective_bias(plan, w0c, None if b0 is None else b0.to(compute), cd, cu, d, e, self.out_features)
         base_w = self.base_layer.weight
         if self.kind == "hf_conv1d":
             weight = weight.t()
