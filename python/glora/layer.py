@@ -4,8 +4,8 @@ One class serves ``nn.Linear``, ``nn.Conv1d/2d/3d`` and Hugging Face ``Conv1D``:
 ``W0`` of shape ``out x in`` (a conv as ``out x (in/groups * prod(kernel))``, ``Conv1D`` transposed), so A, B, C
 act on that matrix and the merged weight is reshaped back.
 
-Linear-kind layers run through one fused autograd node (``functional.GLoRALinearFunction``), which does no work
-for absent terms; convolutions form ``W'`` and run the base convolution with it.
+The forward forms ``W'`` and ``b'`` (``functional.py``) with no work for absent terms and runs the base operation
+with them.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import math
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .choices import GENES, NONE, Choice, choice_cost, offered_choices, parse_choice
-from .functional import GLoRALinearFunction, compute_dtype, effective_bias, effective_weight
+
+from .functional import compute_dtype, effective_bias, effective_weight
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -172,28 +174,31 @@ class GLoRALayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plan = self._plan(self._current())
-        w0 = self._weight_matrix()
-        if self.kind != "conv":
-            return GLoRALinearFunction.apply(x, w0, self.base_layer.bias, plan, *self._factors())
-        ad, au, bd, bu, cd, cu, d, e = self._factors()
-        bias = effective_bias(plan, w0, self.base_layer.bias, cd, cu, d, e, self.out_features)
-        weight = effective_weight(plan, w0, ad, au, bd, bu, torch.promote_types(ad.dtype, w0.dtype))
         dtype = compute_dtype(x)
-        weight = weight.to(dtype).reshape(self.base_layer.weight.shape)
-        return self.base_layer._conv_forward(x, weight, None if bias is None else bias.to(dtype))
+        w0 = self._weight_matrix()
+        b0 = self.base_layer.bias
+        if w0.dtype != dtype:
+            w0 = w0.to(dtype)
+        if b0 is not None and b0.dtype != dtype:
+            b0 = b0.to(dtype)
+        p = self._parameters
+        bias = effective_bias(plan, w0, b0, p.get("Cd"), p.get("Cu"), p.get("D"), p.get("E"))
+        weight = effective_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"])
+        if self.kind == "conv":
+            return self.base_layer._conv_forward(x, weight.reshape(self.base_layer.weight.shape), bias)
+        return F.linear(x, weight, bias)
 
     # ------------------------------------------------------------------------------------------------ merge
     @torch.no_grad()
     def merged_tensors(self, config: dict[str, str]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """W', b' in the base layer's parameter layout and dtype, computed in float32 (or wider) from W0."""
         plan = self._plan(self.validate(config))
-        w0 = self._weight_matrix()
-        compute = torch.promote_types(w0.dtype, torch.float32)
-        w0c = w0.to(compute)
+        compute = torch.promote_types(self.base_layer.weight.dtype, torch.float32)
+        w0c = self._weight_matrix().to(compute)
         ad, au, bd, bu, cd, cu, d, e = (None if t is None else t.to(compute) for t in self._factors())
-        weight = effective_weight(plan, w0c, ad, au, bd, bu, compute)
+        weight = effective_weight(plan, w0c, ad, au, bd, bu)
         b0 = self.base_layer.bias
-        bias = effective_bias(plan, w0c, None if b0 is None else b0.to(compute), cd, cu, d, e, self.out_features)
+        bias = effective_bias(plan, w0c, None if b0 is None else b0.to(compute), cd, cu, d, e)
         base_w = self.base_layer.weight
         if self.kind == "hf_conv1d":
             weight = weight.t()
