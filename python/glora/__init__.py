@@ -34,6 +34,11 @@ _EXPORTS = {
     "LayerSpace": ".space",
     "SearchSpace": ".space",
     "search": ".evolution",
+    "SubnetEvaluator": ".evaluator",
+    "SupernetTrainer": ".trainer",
+    "TrainConfig": ".trainer",
+    "TrainResult": ".trainer",
+    "train_supernet": ".trainer",
     "SearchResult": ".evolution",
     "ParetoPoint": ".evolution",
     "SearchError": ".errors",
@@ -76,5 +81,7 @@ if TYPE_CHECKING:
         trainable_parameters_summary,
         wrap,
     )
+    from .evaluator import SubnetEvaluator
     from .evolution import ParetoPoint, SearchResult, search
+    from .trainer import SupernetTrainer, TrainConfig, TrainResult, train_supernet
     from .space import LayerSpace, SearchSpace

@@ -94,6 +94,7 @@ class GLoRALayer(nn.Module):
 
         self._parsed = {g: {name: parse_choice(g, name, max_rank) for name in names} for g, names in self.choices.items()}
         self._fixed: Optional[dict[str, Choice]] = None
+        self._folded: Optional[tuple[torch.Tensor, Optional[torch.Tensor]]] = None
         self._sampler: Optional[Callable[["GLoRALayer"], dict[str, str]]] = None
 
     def _init_up_factors(self, init: str) -> None:
@@ -173,6 +174,8 @@ class GLoRALayer(nn.Module):
         return tuple(cfg[g] for g in GENES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._folded is not None:
+            return self._run_folded(x)
         plan = self._plan(self._current())
         dtype = compute_dtype(x)
         w0 = self._weight_matrix()
@@ -187,6 +190,44 @@ class GLoRALayer(nn.Module):
         if self.kind == "conv":
             return self.base_layer._conv_forward(x, weight.reshape(self.base_layer.weight.shape), bias)
         return F.linear(x, weight, bias)
+
+    # ---------------------------------------------------------------------------------------- folded (eval)
+    @torch.no_grad()
+    def fold(self, configs: list[dict[str, str]], dtype: torch.dtype) -> None:
+        """Fix ``W'``, ``b'`` of one configuration (or of k stacked ones) for inference; see ``unfold``.
+
+        With k configurations the layer expects inputs whose leading dimension is k blocks of one batch and
+        applies configuration i to block i (a batched GEMM), so k subnets are evaluated in one pass.
+        """
+        merged = [self.merged_tensors(c) for c in configs]
+        matrices = [(w.t() if self.kind == "hf_conv1d" else w.reshape(self.out_features, -1)).to(dtype) for w, _ in merged]
+        biases = [None if b is None else b.to(dtype) for _, b in merged]
+        if len(configs) == 1:
+            self._folded = (matrices[0], biases[0])
+            return
+        if self.kind == "conv":
+            raise ValueError("several subnets per pass need linear layers; this layer is a convolution")
+        if any(b is None for b in biases) and any(b is not None for b in biases):
+            zero = torch.zeros(self.out_features, dtype=dtype, device=matrices[0].device)
+            biases = [zero if b is None else b for b in biases]
+        self._folded = (torch.stack(matrices), None if biases[0] is None else torch.stack(biases))
+
+    def unfold(self) -> None:
+        self._folded = None
+
+    def _run_folded(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self._folded
+        if weight.dim() == 2:
+            if self.kind == "conv":
+                return self.base_layer._conv_forward(x, weight.reshape(self.base_layer.weight.shape), bias)
+            return F.linear(x, weight, bias)
+        k = weight.shape[0]
+        xs = x.reshape(k, -1, self.in_features)
+        if bias is None:
+            y = torch.bmm(xs, weight.transpose(1, 2))
+        else:
+            y = torch.baddbmm(bias.unsqueeze(1), xs, weight.transpose(1, 2))
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     # ------------------------------------------------------------------------------------------------ merge
     @torch.no_grad()

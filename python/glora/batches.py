@@ -1,0 +1,70 @@
+"""Data handling shared by training and evaluation: batch indexing, device moves, and reading logits.
+
+Data is a tuple of tensors ``(inputs..., labels)``, a dict of tensors with a ``"labels"`` entry (Hugging Face
+style), or any map-style ``torch.utils.data.Dataset`` whose items are such tuples or dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
+
+import torch
+from torch.utils.data import Dataset, default_collate
+
+Batch = Union[tuple, dict]
+Data = Union[Sequence[torch.Tensor], Mapping[str, torch.Tensor], Dataset]
+
+
+def data_length(data: Data) -> int:
+    if isinstance(data, Mapping):
+        lengths = {len(v) for v in data.values()}
+    elif isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
+        lengths = {len(t) for t in data}
+    elif hasattr(data, "__len__") and hasattr(data, "__getitem__"):
+        return len(data)
+    else:
+        raise TypeError(f"data must be a tuple of tensors, a dict of tensors or a map-style Dataset, got {type(data).__name__}")
+    if len(lengths) != 1:
+        raise ValueError(f"the tensors of the data differ in length: {sorted(lengths)}")
+    return lengths.pop()
+
+
+def take(data: Data, index: torch.Tensor) -> Batch:
+    """The examples at ``index`` as one batch."""
+    if isinstance(data, Mapping):
+        return {k: v[index] for k, v in data.items()}
+    if isinstance(data, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in data):
+        return tuple(t[index] for t in data)
+    return default_collate([data[i] for i in index.tolist()])
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def labels_of(batch: Batch) -> torch.Tensor:
+    if isinstance(batch, Mapping):
+        if "labels" not in batch:
+            raise KeyError("a dict batch needs a 'labels' entry for the built-in loss and metrics")
+        return batch["labels"]
+    return batch[-1]
+
+
+def logits_of(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Run the model on a batch's inputs and return its logits (``.logits``, the first of a tuple, or the tensor)."""
+    if isinstance(batch, Mapping):
+        out = model(**{k: v for k, v in batch.items() if k != "labels"})
+    else:
+        out = model(*batch[:-1])
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    return out

@@ -1,0 +1,161 @@
+"""Supernet training and subnet evaluation: learning, exact resume, evaluator against merged models, errors."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from models import MLP, ConvNet, TinyTransformer
+
+import glora
+
+
+def _task(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three Gaussian clusters in 12 dimensions: a small classification task an MLP learns quickly."""
+    centers = torch.randn(3, 12, generator=torch.Generator().manual_seed(1234)) * 3.0
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    return centers[labels] + torch.randn(n, 12, generator=g), labels
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return glora.wrap(MLP(), glora.GLoRAConfig(target_modules=["fc1", "fc2"], modules_to_save=["head"]))
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "budget", "sandwich"])
+def test_training_reduces_the_loss(sampling: str) -> None:
+    model = _model()
+    config = glora.TrainConfig(steps=60, batch_size=32, lr=1e-2, warmup_steps=5, sampling=sampling, budget=600, progress=False,
+                               distill=sampling == "sandwich")
+    evaluator = glora.SubnetEvaluator(model, _task(128, 9), metric="neg_loss")
+    subnets = [glora.sample_subnet(model, s) for s in range(4)]
+    subnets = [s for s in subnets if glora.count_params(model, s) <= 600] or [glora.sample_subnet(model, 0)]
+    before = sum(evaluator(subnets)) / len(subnets)
+    result = glora.train_supernet(model, _task(), config)
+    after = sum(evaluator(subnets)) / len(subnets)
+    assert len(result.losses) == 60
+    assert -after < 0.5 * -before, f"held-out loss {-before:.3f} -> {-after:.3f}"
+
+
+def _run(sampling: str, steps_first: int, total: int, tmp_path, precision: str = "fp32", accum: int = 1):
+    model = _model(1)
+    config = glora.TrainConfig(steps=total, batch_size=16, lr=5e-3, warmup_steps=2, grad_accum=accum, max_grad_norm=1.0,
+                               sampling=sampling, budget=(0, 700), precision=precision, progress=False, seed=4)
+    data = _task(96, 1)
+    trainer = glora.SupernetTrainer(model, data, config)
+    first = trainer.train(steps_first).losses
+    if steps_first == total:
+        return first, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    trainer.save_checkpoint(tmp_path / "ckpt.pt")
+    resumed_model = _model(1)  # the same frozen base; scrambled trainable tensors must come back from the checkpoint
+    with torch.no_grad():
+        for p in resumed_model.parameters():
+            if p.requires_grad:
+                p.normal_()
+    resumed = glora.SupernetTrainer(resumed_model, data, config)
+    torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore it
+    resumed.load_checkpoint(tmp_path / "ckpt.pt")
+    second = resumed.train().losses
+    return first + second, {n: p.detach().clone() for n, p in resumed_model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "budget", "sandwich"])
+@pytest.mark.parametrize("precision, accum", [("fp32", 1), ("bf16", 2)])
+def test_resume_from_a_checkpoint_is_bit_for_bit(sampling: str, precision: str, accum: int, tmp_path) -> None:
+    straight_losses, straight = _run(sampling, 10, 10, tmp_path, precision, accum)
+    split_losses, split = _run(sampling, 4, 10, tmp_path, precision, accum)
+    assert straight_losses == split_losses
+    assert straight.keys() == split.keys()
+    assert all(torch.equal(straight[k], split[k]) for k in straight)
+
+
+def test_checkpoint_mismatch_and_bad_settings(tmp_path) -> None:
+    trainer = glora.SupernetTrainer(_model(), _task(64), glora.TrainConfig(steps=2, batch_size=16, progress=False))
+    trainer.save_checkpoint(tmp_path / "a.pt")
+    other = glora.wrap(MLP(), glora.GLoRAConfig(target_modules=["fc1"], modules_to_save=["head"]))
+    with pytest.raises(ValueError, match="fc2"):
+        glora.SupernetTrainer(other, _task(64), glora.TrainConfig(steps=2, batch_size=16, progress=False)).load_checkpoint(tmp_path / "a.pt")
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        glora.SupernetTrainer(_model(), _task(8), glora.TrainConfig(steps=2, batch_size=16))
+    with pytest.raises(ValueError, match="needs a budget"):
+        glora.TrainConfig(steps=2, sampling="budget")
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        glora.TrainConfig(steps=2, sampling="random")
+    with pytest.raises(ValueError, match="distill=True needs sampling='sandwich'"):
+        glora.TrainConfig(steps=2, distill=True)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        glora.TrainConfig(steps=0)
+    with pytest.raises(glora.ImpossibleBudgetError):
+        glora.SupernetTrainer(_model(), _task(64), glora.TrainConfig(steps=2, sampling="budget", budget=(10**8, 10**9)))
+    with pytest.raises(ValueError, match="call glora.wrap"):
+        glora.SupernetTrainer(MLP(), _task(64), glora.TrainConfig(steps=2))
+    with pytest.raises(ValueError, match="differ in length"):
+        glora.SupernetTrainer(_model(), (torch.randn(10, 12), torch.zeros(9)), glora.TrainConfig(steps=2, batch_size=4))
+
+
+def _perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in glora.model.adapter_parameters(model):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("per_pass", [1, 3])
+@pytest.mark.parametrize("metric", ["accuracy", "neg_loss"])
+def test_evaluator_matches_plain_evaluation_of_merged_models(per_pass: int, metric: str) -> None:
+    torch.manual_seed(0)
+    model = _perturbed(glora.wrap(TinyTransformer(), glora.GLoRAConfig(target_modules="all-linear", exclude_modules=["head"])), 0)
+    x = torch.randn(40, 5, 16)
+    y = torch.randint(0, 4, (40, 5))
+
+    def plain(logits, labels):
+        logits, labels = logits.reshape(-1, 4), labels.reshape(-1)
+        return glora.evaluator.METRICS[metric](logits, labels)
+
+    evaluator = glora.SubnetEvaluator(model, (x, y), metric=plain, batch_size=16, subnets_per_pass=per_pass)
+    subnets = [glora.sample_subnet(model, s) for s in range(7)]
+    scores = evaluator(subnets)
+    for subnet, score in zip(subnets, scores):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", glora.BiasAddedWarning)
+            merged = glora.merge(model, subnet).eval()
+        with torch.no_grad():
+            expected = plain(merged(x), y)
+        assert score == pytest.approx(expected, abs=1e-5)
+    assert glora.get_subnet(model) is None  # folding left no fixed subnet behind
+
+
+def test_evaluator_on_a_conv_net_and_its_errors() -> None:
+    torch.manual_seed(0)
+    model = _perturbed(glora.wrap(ConvNet(), glora.GLoRAConfig(target_modules=["c1", "c2", "c4"])), 1)
+    x, y = torch.randn(12, 3, 8, 8), torch.randint(0, 2, (12,))
+    evaluator = glora.SubnetEvaluator(model, (x, y), metric="neg_loss")
+    subnet = glora.sample_subnet(model, 3)
+    merged = glora.merge(model, subnet)
+    with torch.no_grad():
+        expected = -torch.nn.functional.cross_entropy(merged(x), y).item()
+    assert evaluator([subnet])[0] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="all linear"):
+        glora.SubnetEvaluator(model, (x, y), subnets_per_pass=2)
+    with pytest.raises(ValueError, match="empty"):
+        glora.SubnetEvaluator(model, (x[:0], y[:0]))
+    with pytest.raises(ValueError, match="the metric returned nan for subnet 0"):
+        glora.SubnetEvaluator(model, (x, y), metric=lambda logits, labels: float("nan"))([subnet])
+    with pytest.raises(KeyError, match="subnet 0 of the batch: .*missing layer"):
+        evaluator([{"c1": subnet["c1"]}])
+    with pytest.raises(ValueError, match="metric must be one of"):
+        glora.SubnetEvaluator(model, (x, y), metric="f1")
+
+
+def test_evaluator_drives_a_search() -> None:
+    model = _model()
+    data = _task(128)
+    glora.train_supernet(model, data, glora.TrainConfig(steps=40, batch_size=32, lr=1e-2, progress=False))
+    evaluator = glora.SubnetEvaluator(model, _task(64, 5), subnets_per_pass=4)
+    result = glora.search(model, evaluator, 600, generations=3, progress=False)
+    assert evaluator.subnets_evaluated == result.evaluations
+    assert 0.0 <= result.best_score <= 1.0 and result.best_params <= 600
