@@ -18,7 +18,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 from common import peak_gib, print_table, reset_peak, time_ms, write_result
-from reference_layer import replace_linears
+from methods import prepare
 
 import glora
 
@@ -32,38 +32,8 @@ def make_vit(device: torch.device) -> torch.nn.Module:
     return timm.create_model("vit_base_patch16_224", pretrained=False).to(device)
 
 
-def prepare(method: str, device: torch.device, seed: int):
-    model = make_vit(device)
-    subnet = None
-    if method == "full_finetune":
-        pass
-    elif method in ("peft_lora_r8", "peft_glora_default"):
-        from peft import GloraConfig, LoraConfig, get_peft_model
-
-        cfg = LoraConfig(r=8, target_modules=TARGETS, modules_to_save=["head"]) if method == "peft_lora_r8" else GloraConfig(target_modules=TARGETS, modules_to_save=["head"])
-        model = get_peft_model(model, cfg)
-    elif method == "reference_supernet":
-        replace_linears(model, TARGETS, rank=4).to(device)
-        for p in model.head.parameters():
-            p.requires_grad_(True)
-    else:
-        glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=TARGETS, modules_to_save=["head"]))
-        model.to(device)
-        if method == "glora_supernet":
-            glora.supernet_mode(model, seed)
-        else:
-            if method == "glora_fixed_all_lora":
-                subnet = {n: {"A": "lora_4", "B": "lora_4", "C": "lora_4", "D": "vector", "E": "vector"} for n, _ in glora.glora_layers(model)}
-            else:
-                subnet = glora.sample_subnet(model, seed)
-            glora.set_subnet(model, subnet)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    return model, params, subnet
-
-
 def train_step_figures(method: str, device: torch.device, batch: int, warmup: int, repeat: int, seed: int) -> dict:
-    model, params, subnet = prepare(method, device, seed)
+    model, params, subnet = prepare(method, lambda: make_vit(device), TARGETS, "head", seed)
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
     g = torch.Generator(device="cpu").manual_seed(seed)
     x = torch.randn(batch, 3, 224, 224, generator=g).to(device)
@@ -129,15 +99,7 @@ def merged_figures(device: torch.device, batch: int, warmup: int, repeat: int, s
     }
 
 
-METHODS = [
-    "full_finetune",
-    "peft_lora_r8",
-    "peft_glora_default",
-    "reference_supernet",
-    "glora_fixed_random",
-    "glora_fixed_all_lora",
-    "glora_supernet",
-]
+METHODS = ["full_finetune", "peft_lora_r8", "reference_supernet", "glora_fixed_random", "glora_fixed_all_lora"]
 
 
 def main() -> None:

@@ -20,10 +20,11 @@ class ReferenceGLoRALinear(nn.Module):
         self.weight = nn.Parameter(base.weight.detach().clone(), requires_grad=False)
         self.bias = nn.Parameter(base.bias.detach().clone(), requires_grad=False) if base.bias is not None else None
         self.rank = rank
-        self.Ad, self.Au = nn.Parameter(torch.zeros(out, rank)), nn.Parameter(torch.empty(rank, inn))
-        self.Bd, self.Bu = nn.Parameter(torch.zeros(out, rank)), nn.Parameter(torch.empty(rank, inn))
-        self.Cd, self.Cu = nn.Parameter(torch.zeros(inn, rank)), nn.Parameter(torch.empty(rank, 1))
-        self.D, self.E = nn.Parameter(torch.zeros(out)), nn.Parameter(torch.zeros(out))
+        f = {"device": base.weight.device}
+        self.Ad, self.Au = nn.Parameter(torch.zeros(out, rank, **f)), nn.Parameter(torch.empty(rank, inn, **f))
+        self.Bd, self.Bu = nn.Parameter(torch.zeros(out, rank, **f)), nn.Parameter(torch.empty(rank, inn, **f))
+        self.Cd, self.Cu = nn.Parameter(torch.zeros(inn, rank, **f)), nn.Parameter(torch.empty(rank, 1, **f))
+        self.D, self.E = nn.Parameter(torch.zeros(out, **f)), nn.Parameter(torch.zeros(out, **f))
         for p in (self.Au, self.Bu, self.Cu):
             nn.init.kaiming_uniform_(p, a=5**0.5)
         self.config: dict[str, str] | None = None
@@ -53,8 +54,16 @@ class ReferenceGLoRALinear(nn.Module):
         d = self._path(cfg["D"], self.D, None, out, 1).reshape(-1)
         e = self._path(cfg["E"], self.E, None, out, 1).reshape(-1)
         weight = self.weight + self.weight * a + b
-        bias = self.bias + self.bias * d + e + torch.matmul(self.weight, c).squeeze()
+        b0 = self.bias if self.bias is not None else torch.zeros(out, device=self.weight.device, dtype=self.weight.dtype)
+        bias = b0 + b0 * d + e + torch.matmul(self.weight, c).squeeze()
         return F.linear(x, weight, bias)
+
+
+def set_config(model: nn.Module, config: dict[str, str] | None) -> None:
+    """Fix every reference layer to one configuration (the reference's way of evaluating a subnet), or None."""
+    for module in model.modules():
+        if isinstance(module, ReferenceGLoRALinear):
+            module.config = config
 
 
 def replace_linears(model: nn.Module, pattern, rank: int = 4) -> nn.Module:

@@ -1,0 +1,44 @@
+"""The training-step methods every speed benchmark compares, prepared on any model and target pattern."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from reference_layer import replace_linears
+
+import glora
+
+METHODS = ["full_finetune", "peft_lora_r8", "peft_glora_default", "reference_supernet", "glora_supernet", "glora_fixed_random", "glora_fixed_all_lora"]
+
+
+def prepare(method: str, make_model: Callable[[], torch.nn.Module], targets: str, head: Optional[str], seed: int = 0):
+    """(model, trainable params, fixed subnet or None) for one method; ``head`` stays trainable everywhere."""
+    model = make_model()
+    saved = [head] if head else None
+    subnet = None
+    if method == "full_finetune":
+        for p in model.parameters():
+            p.requires_grad_(True)
+    elif method in ("peft_lora_r8", "peft_glora_default"):
+        from peft import GloraConfig, LoraConfig, get_peft_model
+
+        cfg = LoraConfig(r=8, target_modules=targets, modules_to_save=saved) if method == "peft_lora_r8" else GloraConfig(target_modules=targets, modules_to_save=saved)
+        model = get_peft_model(model, cfg)
+    elif method == "reference_supernet":
+        replace_linears(model, targets, rank=4)
+        if head:
+            for p in model.get_submodule(head).parameters():
+                p.requires_grad_(True)
+    else:
+        glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=targets, modules_to_save=saved))
+        if method == "glora_supernet":
+            glora.supernet_mode(model, seed)
+        elif method == "glora_fixed_all_lora":
+            subnet = {n: {g: layer.choices[g][0] for g in glora.GENES} for n, layer in glora.glora_layers(model)}
+        else:
+            subnet = glora.sample_subnet(model, seed)
+        if subnet is not None:
+            glora.set_subnet(model, subnet)
+    model.train()
+    return model, [p for p in model.parameters() if p.requires_grad], subnet

@@ -1,0 +1,117 @@
+"""Benchmark: subnet evaluation for the search, and a whole reference-default search.
+
+ViT-B/16 (timm, random init) with a fixed supernet (rank 4, perturbed adapters) and 200 validation images.
+1. Subnet evaluations per second: glora's SubnetEvaluator (weights folded once per subnet, bf16, all 200 images
+   in one pass; also several subnets per pass) versus the reference way (fix the configuration on the unmerged
+   reference layers and run them batch by batch, 64 images, fp32).
+2. A whole search with the reference defaults (population 50, 20 generations) driven by the evaluator: wall time
+   and the share of it spent outside fitness evaluation.
+
+    python benches/subnet_eval.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+from common import print_table, sync, write_result
+from reference_layer import replace_linears, set_config
+
+import glora
+
+TARGETS = r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
+
+
+def _reference_config(subnet_layer: dict[str, str]) -> dict[str, str]:
+    rename = {"scalar": "constant"}
+    return {g: ("lora" if c.startswith("lora") else rename.get(c, c)) for g, c in subnet_layer.items()}
+
+
+def main() -> None:
+    import timm
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--subnets", type=int, default=20)
+    parser.add_argument("--generations", type=int, default=20)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    base = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=10).to(device).eval()
+    model = glora.wrap(copy.deepcopy(base), glora.GLoRAConfig(rank=4, target_modules=TARGETS))
+    with torch.no_grad():
+        for _, p in glora.model.adapter_parameters(model):
+            p.normal_(0, 0.02)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.images, 3, 224, 224, generator=g)
+    y = torch.randint(0, 10, (args.images,), generator=g)
+    subnets = [glora.sample_subnet(model, s) for s in range(args.subnets)]
+
+    rows = []
+    for per_pass in (1, 4):
+        evaluator = glora.SubnetEvaluator(model, (x, y), device=device, subnets_per_pass=per_pass)
+        evaluator(subnets[:per_pass])
+        sync(device)
+        start = time.perf_counter()
+        scores = evaluator(subnets)
+        sync(device)
+        seconds = time.perf_counter() - start
+        rows.append({"method": f"glora evaluator, {per_pass} subnet(s) per pass, bf16", "evals_per_s": len(subnets) / seconds,
+                     "ms_per_eval": 1000 * seconds / len(subnets)})
+    glora_scores = scores
+
+    reference = replace_linears(copy.deepcopy(base), TARGETS, rank=4).to(device).eval()
+    ref_layers = [m for m in reference.modules() if type(m).__name__ == "ReferenceGLoRALinear"]
+    wrapped = [layer for _, layer in glora.glora_layers(model)]
+    with torch.no_grad():
+        for ref, layer in zip(ref_layers, wrapped):
+            for n in ("Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E"):
+                getattr(ref, n).copy_(getattr(layer, n))
+    names = [n for n, _ in glora.glora_layers(model)]
+    xd, yd = x.to(device), y.to(device)
+
+    def reference_eval(subnet) -> float:
+        correct = 0
+        with torch.no_grad():
+            for ref, name in zip(ref_layers, names):
+                ref.config = _reference_config(subnet[name])
+            for i in range(0, len(xd), 64):
+                correct += (reference(xd[i : i + 64]).argmax(-1) == yd[i : i + 64]).sum().item()
+        return correct / len(xd)
+
+    reference_eval(subnets[0])
+    sync(device)
+    start = time.perf_counter()
+    ref_scores = [reference_eval(s) for s in subnets]
+    sync(device)
+    seconds = time.perf_counter() - start
+    rows.append({"method": "reference: unmerged, fixed config, batch 64, fp32", "evals_per_s": len(subnets) / seconds,
+                 "ms_per_eval": 1000 * seconds / len(subnets)})
+    set_config(reference, None)
+    agreement = sum(abs(a - b) <= 2.0 / len(xd) for a, b in zip(glora_scores, ref_scores)) / len(subnets)
+    for r in rows:
+        r["speedup_vs_reference"] = rows[-1]["ms_per_eval"] / r["ms_per_eval"]
+    print_table(rows, ["method", "evals_per_s", "ms_per_eval", "speedup_vs_reference"])
+    print(f"accuracy agreement with the reference (within 2 images): {agreement:.0%}")
+
+    evaluator = glora.SubnetEvaluator(model, (x, y), device=device, subnets_per_pass=4 if device.type == "cuda" else 1)
+    start = time.perf_counter()
+    result = glora.search(model, evaluator, 290_000, seed=0, generations=args.generations, progress=False)
+    wall = time.perf_counter() - start
+    search = {"wall_s": wall, "evaluations": result.evaluations, "fitness_s": result.fitness_seconds,
+              "engine_s": result.engine_seconds, "outside_fitness_share": (wall - result.fitness_seconds) / wall,
+              "best_params": result.best_params, "budget": 290_000}
+    print(f"whole search (population 50, {args.generations} generations, budget 290,000): {wall:.1f} s, {result.evaluations} evaluations, "
+          f"{100 * search['outside_fitness_share']:.2f} % outside fitness (engine {result.engine_seconds:.3f} s)")
+    path = write_result("subnet_eval", device, {"model": "vit_base_patch16_224 (random init, 10 classes)", "images": args.images,
+                                                "subnets_timed": args.subnets, "rank": 4, "search_generations": args.generations},
+                        {"evaluation": rows, "agreement_with_reference": agreement, "search": search})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Benchmark: one supernet training step (forward, backward, AdamW) of glora against PEFT and full fine-tuning.
+
+Models (random init): timm ViT-B/16 (batch 64, 224 px; targets blocks.*.attn.qkv/proj, mlp.fc1/fc2; head
+trainable) and a LLaMA-style decoder of about 0.95 B parameters (hidden 2048, 16 layers, MLP 5632; weights in
+bf16; batch 4 x 1024 tokens; targets q, k, v, o, gate, up, down; no biases). bf16 autocast for every method.
+Figures: median ms per step and peak GPU memory, with ratios to PEFT LoRA r=8 measured in the same process.
+
+    python benches/train_step.py [--models vit llama] [--methods ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+
+import torch
+import torch.nn.functional as F
+from common import peak_gib, print_table, reset_peak, time_ms, write_result
+from methods import METHODS, prepare
+
+import glora
+
+VIT_TARGETS = r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
+LLAMA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+
+
+def vit(device: torch.device, batch: int):
+    import timm
+
+    def make():
+        torch.manual_seed(0)
+        return timm.create_model("vit_base_patch16_224", pretrained=False).to(device)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, 224, 224, generator=g).to(device)
+    y = torch.randint(0, 1000, (batch,), generator=g).to(device)
+    return make, VIT_TARGETS, "head", lambda model: F.cross_entropy(model(x), y)
+
+
+def llama(device: torch.device, batch: int, seq: int = 1024):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16,
+                         num_key_value_heads=16, vocab_size=32000, max_position_embeddings=seq, attn_implementation="sdpa")
+
+    def make():
+        torch.manual_seed(0)
+        return LlamaForCausalLM(config).to(device=device, dtype=torch.bfloat16)
+
+    ids = torch.randint(0, config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0)).to(device)
+    return make, LLAMA_TARGETS, None, lambda model: model(input_ids=ids, labels=ids).loss
+
+
+def measure(method: str, make, targets, head, loss_of, device, warmup: int, repeat: int, seed: int = 0) -> dict:
+    model, params, subnet = prepare(method, make, targets, head, seed)
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = loss_of(model)
+        loss.backward()
+        opt.step()
+
+    step()
+    reset_peak(device)
+    timing = time_ms(step, device, warmup, repeat)
+    row = {"method": method, "ms_per_step": timing["median_ms"], "min_ms": timing["min_ms"], "peak_gib": peak_gib(device),
+           "trainable_params": sum(p.numel() for p in params),
+           "subnet_params": glora.count_params(model, subnet) if subnet is not None else None,
+           "model_params": sum(p.numel() for p in model.parameters())}
+    del model, opt, params
+    gc.collect()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", nargs="*", default=["vit", "llama"])
+    parser.add_argument("--methods", nargs="*", default=METHODS)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    warmup, repeat = (5, 20) if gpu else (1, 2)
+    results = {}
+    for name in args.models:
+        if name == "vit":
+            make, targets, head, loss_of = vit(device, 64 if gpu else 2)
+        else:
+            make, targets, head, loss_of = llama(device, 4 if gpu else 1, 1024 if gpu else 64)
+        rows = []
+        for method in args.methods:
+            rows.append(measure(method, make, targets, head, loss_of, device, warmup, repeat))
+            print(f"{name} {method}: {rows[-1]['ms_per_step']:.2f} ms/step, peak {rows[-1]['peak_gib']} GiB", flush=True)
+        lora = next((r for r in rows if r["method"] == "peft_lora_r8"), None)
+        for r in rows:
+            r["time_vs_peft_lora"] = r["ms_per_step"] / lora["ms_per_step"] if lora else None
+            r["memory_vs_peft_lora"] = r["peak_gib"] / lora["peak_gib"] if lora and r["peak_gib"] else None
+        print(name)
+        print_table(rows, ["method", "ms_per_step", "time_vs_peft_lora", "peak_gib", "memory_vs_peft_lora", "trainable_params", "subnet_params"])
+        results[name] = rows
+    path = write_result("train_step", device,
+                        {"vit": {"model": "vit_base_patch16_224", "batch": 64 if gpu else 2, "targets": VIT_TARGETS},
+                         "llama": {"hidden": 2048, "layers": 16, "mlp": 5632, "batch": 4 if gpu else 1, "seq": 1024 if gpu else 64,
+                                   "weights": "bf16", "targets": LLAMA_TARGETS},
+                         "autocast": "bf16", "glora_rank": 4, "peft_lora_r": 8, "warmup_steps": warmup, "timed_steps": repeat},
+                        results)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
