@@ -1,7 +1,8 @@
 """Batched subnet evaluation, the fitness of the search (``glora.search(model, SubnetEvaluator(...), ...)``).
 
 The validation data moves to the device once. Each subnet's ``W'``, ``b'`` are folded into the layers once (not
-per batch), so the forward is the plain base model's; ``subnets_per_pass`` > 1 stacks several subnets' weights
+per batch), so the forward is the plain base model's; scores are read back only after the whole batch of subnets
+is queued, so the host folds the next subnet while the device still runs the last one; ``subnets_per_pass`` > 1 stacks several subnets' weights
 and runs them together with batched GEMMs, which keeps a large GPU busy on small models. Inference mode and
 autocast throughout.
 """
@@ -18,15 +19,15 @@ from torch import nn
 from .batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
 from .model import Subnet, glora_layers, validate_subnet
 
-Metric = Callable[[torch.Tensor, torch.Tensor], float]
+Metric = Callable[[torch.Tensor, torch.Tensor], Union[float, torch.Tensor]]
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return (logits.argmax(-1) == labels).float().mean().item()
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(-1) == labels).float().mean()
 
 
-def negative_loss(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return -F.cross_entropy(logits.float(), labels).item()
+def negative_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return -F.cross_entropy(logits.float(), labels)
 
 
 METRICS: dict[str, Metric] = {"accuracy": accuracy, "neg_loss": negative_loss}
@@ -103,17 +104,19 @@ class SubnetEvaluator:
                 raise type(err)(f"subnet {i} of the batch: {err}") from None
         was_training = self.model.training
         self.model.eval()
-        scores: list[float] = []
+        pending: list[Union[float, torch.Tensor]] = []
         try:
             for start in range(0, len(subnets), self.k):
                 group = list(subnets[start : start + self.k])
                 for name, layer in self.layers:
                     layer.fold([s[name] for s in group], self.dtype)
-                for j, logits in enumerate(self._logits(len(group))):
-                    score = float(self.metric(logits, self.labels))
-                    if not math.isfinite(score):
-                        raise ValueError(f"the metric returned {score} for subnet {start + j} of the batch")
-                    scores.append(score)
+                for logits in self._logits(len(group)):
+                    pending.append(self.metric(logits, self.labels))
+            # read the scores only now: device metrics of subnet i stay queued while subnet i + 1 is folded
+            scores = [float(s) for s in pending]
+            for j, score in enumerate(scores):
+                if not math.isfinite(score):
+                    raise ValueError(f"the metric returned {score} for subnet {j} of the batch")
         finally:
             for _, layer in self.layers:
                 layer.unfold()

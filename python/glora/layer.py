@@ -199,9 +199,9 @@ class GLoRALayer(nn.Module):
         With k configurations the layer expects inputs whose leading dimension is k blocks of one batch and
         applies configuration i to block i (a batched GEMM), so k subnets are evaluated in one pass.
         """
-        merged = [self.merged_tensors(c) for c in configs]
-        matrices = [(w.t() if self.kind == "hf_conv1d" else w.reshape(self.out_features, -1)).to(dtype) for w, _ in merged]
-        biases = [None if b is None else b.to(dtype) for _, b in merged]
+        merged = [self.merged_matrix(c, dtype) for c in configs]
+        matrices = [w for w, _ in merged]
+        biases = [b for _, b in merged]
         if len(configs) == 1:
             self._folded = (matrices[0], biases[0])
             return
@@ -231,25 +231,24 @@ class GLoRALayer(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ merge
     @torch.no_grad()
-    def merged_tensors(self, config: dict[str, str]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """W', b' in the base layer's parameter layout and dtype, computed in float32 (or wider) from W0."""
+    def merged_matrix(self, config: dict[str, str], dtype: torch.dtype) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """W' (as an out x in matrix) and b', computed from W0 in float32 (or wider) and stored in ``dtype``."""
         plan = self._plan(self.validate(config))
         compute = torch.promote_types(self.base_layer.weight.dtype, torch.float32)
         w0c = self._weight_matrix().to(compute)
         ad, au, bd, bu, cd, cu, d, e = (None if t is None else t.to(compute) for t in self._factors())
-        weight = effective_weight(plan, w0c, ad, au, bd, bu)
+        weight = effective_weight(plan, w0c, ad, au, bd, bu).to(dtype)
         b0 = self.base_layer.bias
         bias = effective_bias(plan, w0c, None if b0 is None else b0.to(compute), cd, cu, d, e)
+        return weight, None if bias is None else bias.to(dtype)
+
+    def merged_tensors(self, config: dict[str, str]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """W', b' in the base layer's parameter layout and dtype."""
         base_w = self.base_layer.weight
-        if self.kind == "hf_conv1d":
-            weight = weight.t()
-        else:
-            weight = weight.reshape(base_w.shape)
-        weight = weight.to(base_w.dtype).contiguous()
-        if bias is not None:
-            ref = self.base_layer.bias if self.base_layer.bias is not None else base_w
-            bias = bias.to(compute).to(ref.dtype).contiguous()
-        return weight, bias
+        bias_dtype = self.base_layer.bias.dtype if self.base_layer.bias is not None else base_w.dtype
+        weight, bias = self.merged_matrix(config, base_w.dtype)
+        weight = weight.t() if self.kind == "hf_conv1d" else weight.reshape(base_w.shape)
+        return weight.contiguous(), None if bias is None else bias.to(bias_dtype).contiguous()
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, out={self.out_features}, in={self.in_features}, max_rank={self.max_rank}"
