@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 
+from . import kernels
 from .choices import NONE, SCALAR, VECTOR, Choice
 
 Tensor = torch.Tensor
@@ -56,6 +57,32 @@ def effective_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tenso
     return w0 if a is None else torch.addcmul(w0, w0, a)
 
 
+def _low_rank(down: Tensor, up: Tensor, choice: Choice, ones: Tensor) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """A or B as low-rank factors for the fused kernel: a vector is its column times a row of ones."""
+    if choice.kind == NONE:
+        return None, None
+    if choice.kind == VECTOR:
+        return down[:, :1], ones
+    if choice.kind == SCALAR:
+        return down[:1, :1].expand(down.shape[0], 1), ones
+    return down[:, : choice.rank], up[: choice.rank, :]
+
+
+def uses_fused_weight(plan: tuple[Choice, ...], w0: Tensor) -> bool:
+    """Whether ``fused_weight`` serves this configuration (A or B present, CUDA, Triton, rank within range)."""
+    a, b = plan[0], plan[1]
+    if a.kind == NONE and b.kind == NONE:
+        return False
+    return kernels.available(w0) and max(a.rank, b.rank) <= kernels.MAX_RANK
+
+
+def fused_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype, ones: Tensor) -> Tensor:
+    """``W'`` from the stored ``W0`` straight into ``dtype`` with one Triton kernel (and one for its backward)."""
+    pd, pu = _low_rank(ad, au, plan[0], ones)
+    qd, qu = _low_rank(bd, bu, plan[1], ones)
+    return kernels.FusedGLoRAWeight.apply(w0, pd, pu, qd, qu, dtype)
+
+
 def effective_bias(
     plan: tuple[Choice, ...],
     w0: Tensor,
@@ -64,10 +91,11 @@ def effective_bias(
     cu: Optional[Tensor],
     d: Optional[Tensor],
     e: Optional[Tensor],
+    dtype: Optional[torch.dtype] = None,
 ) -> Optional[Tensor]:
-    """``b' = b0 + b0 * D + E + W0 @ C`` in ``w0``'s dtype; ``b0`` itself when C, D and E are absent."""
+    """``b' = b0 + b0 * D + E + W0 @ C`` in ``dtype`` (default ``w0``'s); ``b0`` itself when C, D, E are absent."""
     c_choice, d_choice, e_choice = plan[2], plan[3], plan[4]
-    dtype = w0.dtype
+    dtype = dtype or w0.dtype
     bias = b0
     if d_choice.kind != NONE:
         bias = torch.addcmul(b0, b0, _as(d if d_choice.kind == VECTOR else d[0], dtype))
@@ -76,5 +104,6 @@ def effective_bias(
         bias = ev.expand(w0.shape[0]) if bias is None else bias + ev
     if c_choice.kind != NONE:
         c = _as(cd[:, 0] if c_choice.kind == VECTOR else (cd[:, : c_choice.rank] @ cu[: c_choice.rank, 0]), dtype)
-        bias = torch.mv(w0, c) if bias is None else torch.addmv(bias, w0, c)
+        wc = _as(w0, dtype)
+        bias = torch.mv(wc, c) if bias is None else torch.addmv(bias, wc, c)
     return bias

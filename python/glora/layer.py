@@ -19,7 +19,7 @@ from torch import nn
 
 from .choices import GENES, NONE, Choice, choice_cost, offered_choices, parse_choice
 
-from .functional import compute_dtype, effective_bias, effective_weight
+from .functional import compute_dtype, effective_bias, effective_weight, fused_weight, uses_fused_weight
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -167,6 +167,14 @@ class GLoRALayer(nn.Module):
         w = self.base_layer.weight
         return w.t() if self.kind == "hf_conv1d" else w.reshape(self.out_features, self.in_features)
 
+    def _ones_row(self, like: torch.Tensor) -> torch.Tensor:
+        """A 1 x in row of ones (the up factor of vector and scalar choices in the fused kernel), kept per device."""
+        ones = self.__dict__.get("_ones")
+        if ones is None or ones.device != like.device:
+            ones = torch.ones(1, self.in_features, device=like.device, dtype=self.Ad.dtype)
+            self.__dict__["_ones"] = ones
+        return ones
+
     def _factors(self) -> tuple[Optional[torch.Tensor], ...]:
         return tuple(getattr(self, n, None) for n in ("Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E"))
 
@@ -180,13 +188,15 @@ class GLoRALayer(nn.Module):
         dtype = compute_dtype(x)
         w0 = self._weight_matrix()
         b0 = self.base_layer.bias
-        if w0.dtype != dtype:
-            w0 = w0.to(dtype)
         if b0 is not None and b0.dtype != dtype:
             b0 = b0.to(dtype)
         p = self._parameters
-        bias = effective_bias(plan, w0, b0, p.get("Cd"), p.get("Cu"), p.get("D"), p.get("E"))
-        weight = effective_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"])
+        if uses_fused_weight(plan, w0):
+            weight = fused_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"], dtype, self._ones_row(w0))
+        else:
+            w0 = w0 if w0.dtype == dtype else w0.to(dtype)
+            weight = effective_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"])
+        bias = effective_bias(plan, w0, b0, p.get("Cd"), p.get("Cu"), p.get("D"), p.get("E"), dtype)
         if self.kind == "conv":
             return self.base_layer._conv_forward(x, weight.reshape(self.base_layer.weight.shape), bias)
         return F.linear(x, weight, bias)

@@ -1,0 +1,140 @@
+"""Triton kernels for the dense GLoRA weight on CUDA: ``W' = W0 + W0 * (Pd Pu) + Qd Qu`` in one pass forward and
+all four factor gradients in one pass backward (instead of about ten weight-sized PyTorch kernels).
+
+A and B of any form are passed as low-rank factors: ``lora_r`` as its slices, ``vector`` as the column times a
+row of ones, ``scalar`` as the element broadcast to a column times a row of ones. Ranks up to 64 are handled
+(padded to a power of two, at least 16, for ``tl.dot``). The backward writes one partial sum per tile row or
+column and adds them with ``torch.sum``, so gradients are deterministic (no atomics).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # triton ships with CUDA builds of torch; CPU-only installs use the PyTorch path
+    triton = None
+
+MAX_RANK = 64
+BLOCK_M = 64
+BLOCK_N = 128
+
+
+def available(w0: torch.Tensor) -> bool:
+    return triton is not None and w0.is_cuda
+
+
+if triton is not None:
+
+    @triton.jit
+    def _weight_fwd(W0, PD, PU, QD, QU, OUT, M, N, RP, RQ,
+                    s_wm, s_wn, s_pdm, s_pdk, s_puk, s_pun, s_qdm, s_qdk, s_quk, s_qun, s_om, s_on,
+                    HAS_P: tl.constexpr, HAS_Q: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr):
+        pid_m = tl.program_id(0)
+        pid_n = tl.program_id(1)
+        rm = pid_m * BM + tl.arange(0, BM)
+        rn = pid_n * BN + tl.arange(0, BN)
+        rk = tl.arange(0, BR)
+        mask = (rm[:, None] < M) & (rn[None, :] < N)
+        w = tl.load(W0 + rm[:, None] * s_wm + rn[None, :] * s_wn, mask=mask, other=0.0).to(tl.float32)
+        out = w
+        if HAS_P:
+            pd = tl.load(PD + rm[:, None] * s_pdm + rk[None, :] * s_pdk, mask=(rm[:, None] < M) & (rk[None, :] < RP), other=0.0).to(tl.float32)
+            pu = tl.load(PU + rk[:, None] * s_puk + rn[None, :] * s_pun, mask=(rk[:, None] < RP) & (rn[None, :] < N), other=0.0).to(tl.float32)
+            out += w * tl.dot(pd, pu, input_precision="ieee")
+        if HAS_Q:
+            qd = tl.load(QD + rm[:, None] * s_qdm + rk[None, :] * s_qdk, mask=(rm[:, None] < M) & (rk[None, :] < RQ), other=0.0).to(tl.float32)
+            qu = tl.load(QU + rk[:, None] * s_quk + rn[None, :] * s_qun, mask=(rk[:, None] < RQ) & (rn[None, :] < N), other=0.0).to(tl.float32)
+            out += tl.dot(qd, qu, input_precision="ieee")
+        tl.store(OUT + rm[:, None] * s_om + rn[None, :] * s_on, out.to(OUT.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _weight_bwd(G, W0, PD, PU, QD, QU, GPD, GPU, GQD, GQU, M, N, RP, RQ,
+                    s_gm, s_gn, s_wm, s_wn, s_pdm, s_pdk, s_puk, s_pun, s_qdm, s_qdk, s_quk, s_qun,
+                    HAS_P: tl.constexpr, HAS_Q: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr):
+        pid_m = tl.program_id(0)
+        pid_n = tl.program_id(1)
+        rm = pid_m * BM + tl.arange(0, BM)
+        rn = pid_n * BN + tl.arange(0, BN)
+        rk = tl.arange(0, BR)
+        mask = (rm[:, None] < M) & (rn[None, :] < N)
+        g = tl.load(G + rm[:, None] * s_gm + rn[None, :] * s_gn, mask=mask, other=0.0).to(tl.float32)
+        # partial sums: GPD/GQD are [tiles along N, M, BR], GPU/GQU are [tiles along M, BR, N], all contiguous
+        if HAS_P:
+            w = tl.load(W0 + rm[:, None] * s_wm + rn[None, :] * s_wn, mask=mask, other=0.0).to(tl.float32)
+            ga = g * w
+            pd = tl.load(PD + rm[:, None] * s_pdm + rk[None, :] * s_pdk, mask=(rm[:, None] < M) & (rk[None, :] < RP), other=0.0).to(tl.float32)
+            pu = tl.load(PU + rk[:, None] * s_puk + rn[None, :] * s_pun, mask=(rk[:, None] < RP) & (rn[None, :] < N), other=0.0).to(tl.float32)
+            gpd = tl.dot(ga, tl.trans(pu), input_precision="ieee")
+            gpu = tl.dot(tl.trans(pd), ga, input_precision="ieee")
+            tl.store(GPD + pid_n * M * BR + rm[:, None] * BR + rk[None, :], gpd, mask=rm[:, None] < M)
+            tl.store(GPU + pid_m * BR * N + rk[:, None] * N + rn[None, :], gpu, mask=rn[None, :] < N)
+        if HAS_Q:
+            qd = tl.load(QD + rm[:, None] * s_qdm + rk[None, :] * s_qdk, mask=(rm[:, None] < M) & (rk[None, :] < RQ), other=0.0).to(tl.float32)
+            qu = tl.load(QU + rk[:, None] * s_quk + rn[None, :] * s_qun, mask=(rk[:, None] < RQ) & (rn[None, :] < N), other=0.0).to(tl.float32)
+            gqd = tl.dot(g, tl.trans(qu), input_precision="ieee")
+            gqu = tl.dot(tl.trans(qd), g, input_precision="ieee")
+            tl.store(GQD + pid_n * M * BR + rm[:, None] * BR + rk[None, :], gqd, mask=rm[:, None] < M)
+            tl.store(GQU + pid_m * BR * N + rk[:, None] * N + rn[None, :], gqu, mask=rn[None, :] < N)
+
+
+def _block_rank(*ranks: int) -> int:
+    r = max(16, *ranks)
+    return 1 << (r - 1).bit_length()
+
+
+def _strides(t: Optional[torch.Tensor]) -> tuple[int, int]:
+    return (0, 0) if t is None else (t.stride(0), t.stride(1))
+
+
+class FusedGLoRAWeight(torch.autograd.Function):
+    """``W' = W0 + W0 * (pd @ pu) + qd @ qu`` in ``dtype``; pd/pu or qd/qu may be None."""
+
+    @staticmethod
+    def forward(ctx, w0, pd, pu, qd, qu, dtype):
+        m, n = w0.shape
+        rp = 0 if pd is None else pd.shape[1]
+        rq = 0 if qd is None else qd.shape[1]
+        br = _block_rank(rp, rq)
+        out = torch.empty((m, n), device=w0.device, dtype=dtype)
+        dummy = w0
+        grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(n, BLOCK_N))
+        _weight_fwd[grid](
+            w0, pd if pd is not None else dummy, pu if pu is not None else dummy, qd if qd is not None else dummy, qu if qu is not None else dummy,
+            out, m, n, rp, rq, *w0.stride(), *_strides(pd), *_strides(pu), *_strides(qd), *_strides(qu), *out.stride(),
+            HAS_P=pd is not None, HAS_Q=qd is not None, BM=BLOCK_M, BN=BLOCK_N, BR=br,
+        )
+        ctx.save_for_backward(w0, pd, pu, qd, qu)
+        ctx.ranks = (rp, rq, br)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        w0, pd, pu, qd, qu = ctx.saved_tensors
+        rp, rq, br = ctx.ranks
+        m, n = w0.shape
+        tm, tn = triton.cdiv(m, BLOCK_M), triton.cdiv(n, BLOCK_N)
+        f32 = {"device": w0.device, "dtype": torch.float32}
+        gpd = torch.empty((tn, m, br), **f32) if pd is not None else None
+        gpu = torch.empty((tm, br, n), **f32) if pd is not None else None
+        gqd = torch.empty((tn, m, br), **f32) if qd is not None else None
+        gqu = torch.empty((tm, br, n), **f32) if qd is not None else None
+        dummy = w0
+        _weight_bwd[(tm, tn)](
+            g, w0, pd if pd is not None else dummy, pu if pu is not None else dummy, qd if qd is not None else dummy, qu if qu is not None else dummy,
+            gpd if gpd is not None else dummy, gpu if gpu is not None else dummy, gqd if gqd is not None else dummy, gqu if gqu is not None else dummy,
+            m, n, rp, rq, *g.stride(), *w0.stride(), *_strides(pd), *_strides(pu), *_strides(qd), *_strides(qu),
+            HAS_P=pd is not None, HAS_Q=qd is not None, BM=BLOCK_M, BN=BLOCK_N, BR=br,
+        )
+        grads = [None, None, None, None, None, None]
+        if pd is not None:
+            grads[1] = gpd.sum(0)[:, :rp].to(pd.dtype) if ctx.needs_input_grad[1] else None
+            grads[2] = gpu.sum(0)[:rp].to(pu.dtype) if ctx.needs_input_grad[2] else None
+        if qd is not None:
+            grads[3] = gqd.sum(0)[:, :rq].to(qd.dtype) if ctx.needs_input_grad[3] else None
+            grads[4] = gqu.sum(0)[:rq].to(qu.dtype) if ctx.needs_input_grad[4] else None
+        return tuple(grads)
