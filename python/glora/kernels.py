@@ -9,6 +9,7 @@ column and adds them with ``torch.sum``, so gradients are deterministic (no atom
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -25,7 +26,10 @@ BLOCK_N = 128
 
 
 def available(w0: torch.Tensor) -> bool:
-    return triton is not None and w0.is_cuda
+    """Opt-in (``GLORA_FUSED_KERNELS=1``): on an H200 the fused path cut the all-lora LLaMA-style step from
+    1.86x to 1.55x PEFT LoRA's time, but Triton's launch cost and its per-shape compilations slowed the
+    launch-bound ViT-B/16 supernet step (benches/results/train_step_gpu.json has both runs' figures)."""
+    return triton is not None and w0.is_cuda and os.environ.get("GLORA_FUSED_KERNELS") == "1"
 
 
 if triton is not None:
