@@ -2,13 +2,11 @@
 
     W' = W0 + W0 * A + B          b' = b0 + b0 * D + E + W0 @ C
 
-Everything is computed in ``W0``'s dtype; the layer passes ``W0`` already cast to the compute dtype (bf16 under
-autocast), so ``W'`` needs no further cast and the factors are cast once each. Absent terms cost nothing: no zero
-tensors are made and no operation runs for them. The forward always uses the
-materialised ``W'`` when A or B is present: on a GPU the weight is far smaller than the activations, so forming
-``W'`` (a few weight-sized operations and the weight-gradient product that full fine-tuning also pays) is cheaper
-than applying vector or scalar terms to every activation. Plain autograd ops are used throughout; their
-backward runs in C++, which keeps the per-layer launch overhead low.
+The terms are formed in the factors' precision (float32) from the stored ``W0`` and cast once, by the layer, to
+the compute dtype. Absent terms cost nothing: no zero tensors are made and no operation runs for them. Plain
+autograd ops are used throughout; their backward runs in C++, which keeps the per-layer launch overhead low
+(an H200 comparison of this against computing every term in bf16 and against one fused Python autograd node
+favoured this form; benches/results/ has the figures).
 """
 
 from __future__ import annotations
@@ -31,26 +29,23 @@ def compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
-    return t if t.dtype == dtype else t.to(dtype)
-
-
-def factor(down: Tensor, up: Tensor, choice: Choice, dtype: torch.dtype) -> Optional[Tensor]:
-    """A or B broadcastable to out x in, in ``dtype``: ``lora_r`` a product, ``vector`` a column, ``scalar`` 0-d."""
+def factor(down: Tensor, up: Tensor, choice: Choice) -> Optional[Tensor]:
+    """A or B broadcastable to out x in: ``lora_r`` a product, ``vector`` a column, ``scalar`` a 0-d tensor."""
     if choice.kind == NONE:
         return None
     if choice.kind == SCALAR:
-        return _as(down[0, 0], dtype)
+        return down[0, 0]
     if choice.kind == VECTOR:
-        return _as(down[:, :1], dtype)
+        return down[:, :1]
     r = choice.rank
-    return _as(down[:, :r] @ up[:r, :], dtype)
+    return down[:, :r] @ up[:r, :]
 
 
 def effective_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor) -> Tensor:
-    """``W' = W0 + W0 * A + B`` as an out x in matrix in ``w0``'s dtype; ``W0`` itself when A and B are absent."""
-    a = factor(ad, au, plan[0], w0.dtype)
-    b = factor(bd, bu, plan[1], w0.dtype)
+    """``W' = W0 + W0 * A + B`` as an out x in matrix (type promotion: float32 factors give a float32 ``W'``);
+    ``W0`` itself when A and B are absent."""
+    a = factor(ad, au, plan[0])
+    b = factor(bd, bu, plan[1])
     if b is not None:
         base = w0 + b
         return base if a is None else torch.addcmul(base, w0, a)
@@ -91,19 +86,17 @@ def effective_bias(
     cu: Optional[Tensor],
     d: Optional[Tensor],
     e: Optional[Tensor],
-    dtype: Optional[torch.dtype] = None,
 ) -> Optional[Tensor]:
-    """``b' = b0 + b0 * D + E + W0 @ C`` in ``dtype`` (default ``w0``'s); ``b0`` itself when C, D, E are absent."""
+    """``b' = b0 + b0 * D + E + W0 @ C`` (type promotion as for ``W'``); ``b0`` itself when C, D, E are absent."""
     c_choice, d_choice, e_choice = plan[2], plan[3], plan[4]
-    dtype = dtype or w0.dtype
     bias = b0
     if d_choice.kind != NONE:
-        bias = torch.addcmul(b0, b0, _as(d if d_choice.kind == VECTOR else d[0], dtype))
+        bias = torch.addcmul(b0, b0, d if d_choice.kind == VECTOR else d[0])
     if e_choice.kind != NONE:
-        ev = _as(e if e_choice.kind == VECTOR else e[0], dtype)
+        ev = e if e_choice.kind == VECTOR else e[0]
         bias = ev.expand(w0.shape[0]) if bias is None else bias + ev
     if c_choice.kind != NONE:
-        c = _as(cd[:, 0] if c_choice.kind == VECTOR else (cd[:, : c_choice.rank] @ cu[: c_choice.rank, 0]), dtype)
-        wc = _as(w0, dtype)
-        bias = torch.mv(wc, c) if bias is None else torch.addmv(bias, wc, c)
+        c = cd[:, 0] if c_choice.kind == VECTOR else (cd[:, : c_choice.rank] @ cu[: c_choice.rank, 0])
+        wc = torch.mv(w0.to(c.dtype), c)
+        bias = wc if bias is None else bias + wc
     return bias
