@@ -35,24 +35,32 @@ def available(w0: torch.Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
+    def _tile(X, M, N, s_m, s_n, BM: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr):
+        """This program's (BM x BN) tile of X in float32, with its row, column and rank offsets and mask."""
+        rm = tl.program_id(0) * BM + tl.arange(0, BM)
+        rn = tl.program_id(1) * BN + tl.arange(0, BN)
+        mask = (rm[:, None] < M) & (rn[None, :] < N)
+        x = tl.load(X + rm[:, None] * s_m + rn[None, :] * s_n, mask=mask, other=0.0).to(tl.float32)
+        return x, rm, rn, tl.arange(0, BR), mask
+
+    @triton.jit
+    def _factor_tiles(D, U, rm, rn, rk, M, N, R, s_dm, s_dk, s_uk, s_un):
+        """The (BM x BR) tile of a down factor and the (BR x BN) tile of its up factor, zero past rank R."""
+        d = tl.load(D + rm[:, None] * s_dm + rk[None, :] * s_dk, mask=(rm[:, None] < M) & (rk[None, :] < R), other=0.0).to(tl.float32)
+        u = tl.load(U + rk[:, None] * s_uk + rn[None, :] * s_un, mask=(rk[:, None] < R) & (rn[None, :] < N), other=0.0).to(tl.float32)
+        return d, u
+
+    @triton.jit
     def _weight_fwd(W0, PD, PU, QD, QU, OUT, M, N, RP, RQ,
                     s_wm, s_wn, s_pdm, s_pdk, s_puk, s_pun, s_qdm, s_qdk, s_quk, s_qun, s_om, s_on,
                     HAS_P: tl.constexpr, HAS_Q: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr):
-        pid_m = tl.program_id(0)
-        pid_n = tl.program_id(1)
-        rm = pid_m * BM + tl.arange(0, BM)
-        rn = pid_n * BN + tl.arange(0, BN)
-        rk = tl.arange(0, BR)
-        mask = (rm[:, None] < M) & (rn[None, :] < N)
-        w = tl.load(W0 + rm[:, None] * s_wm + rn[None, :] * s_wn, mask=mask, other=0.0).to(tl.float32)
+        w, rm, rn, rk, mask = _tile(W0, M, N, s_wm, s_wn, BM, BN, BR)
         out = w
         if HAS_P:
-            pd = tl.load(PD + rm[:, None] * s_pdm + rk[None, :] * s_pdk, mask=(rm[:, None] < M) & (rk[None, :] < RP), other=0.0).to(tl.float32)
-            pu = tl.load(PU + rk[:, None] * s_puk + rn[None, :] * s_pun, mask=(rk[:, None] < RP) & (rn[None, :] < N), other=0.0).to(tl.float32)
+            pd, pu = _factor_tiles(PD, PU, rm, rn, rk, M, N, RP, s_pdm, s_pdk, s_puk, s_pun)
             out += w * tl.dot(pd, pu, input_precision="ieee")
         if HAS_Q:
-            qd = tl.load(QD + rm[:, None] * s_qdm + rk[None, :] * s_qdk, mask=(rm[:, None] < M) & (rk[None, :] < RQ), other=0.0).to(tl.float32)
-            qu = tl.load(QU + rk[:, None] * s_quk + rn[None, :] * s_qun, mask=(rk[:, None] < RQ) & (rn[None, :] < N), other=0.0).to(tl.float32)
+            qd, qu = _factor_tiles(QD, QU, rm, rn, rk, M, N, RQ, s_qdm, s_qdk, s_quk, s_qun)
             out += tl.dot(qd, qu, input_precision="ieee")
         tl.store(OUT + rm[:, None] * s_om + rn[None, :] * s_on, out.to(OUT.dtype.element_ty), mask=mask)
 
@@ -60,26 +68,20 @@ if triton is not None:
     def _weight_bwd(G, W0, PD, PU, QD, QU, GPD, GPU, GQD, GQU, M, N, RP, RQ,
                     s_gm, s_gn, s_wm, s_wn, s_pdm, s_pdk, s_puk, s_pun, s_qdm, s_qdk, s_quk, s_qun,
                     HAS_P: tl.constexpr, HAS_Q: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr):
+        g, rm, rn, rk, mask = _tile(G, M, N, s_gm, s_gn, BM, BN, BR)
         pid_m = tl.program_id(0)
         pid_n = tl.program_id(1)
-        rm = pid_m * BM + tl.arange(0, BM)
-        rn = pid_n * BN + tl.arange(0, BN)
-        rk = tl.arange(0, BR)
-        mask = (rm[:, None] < M) & (rn[None, :] < N)
-        g = tl.load(G + rm[:, None] * s_gm + rn[None, :] * s_gn, mask=mask, other=0.0).to(tl.float32)
         # partial sums: GPD/GQD are [tiles along N, M, BR], GPU/GQU are [tiles along M, BR, N], all contiguous
         if HAS_P:
             w = tl.load(W0 + rm[:, None] * s_wm + rn[None, :] * s_wn, mask=mask, other=0.0).to(tl.float32)
             ga = g * w
-            pd = tl.load(PD + rm[:, None] * s_pdm + rk[None, :] * s_pdk, mask=(rm[:, None] < M) & (rk[None, :] < RP), other=0.0).to(tl.float32)
-            pu = tl.load(PU + rk[:, None] * s_puk + rn[None, :] * s_pun, mask=(rk[:, None] < RP) & (rn[None, :] < N), other=0.0).to(tl.float32)
+            pd, pu = _factor_tiles(PD, PU, rm, rn, rk, M, N, RP, s_pdm, s_pdk, s_puk, s_pun)
             gpd = tl.dot(ga, tl.trans(pu), input_precision="ieee")
             gpu = tl.dot(tl.trans(pd), ga, input_precision="ieee")
             tl.store(GPD + pid_n * M * BR + rm[:, None] * BR + rk[None, :], gpd, mask=rm[:, None] < M)
             tl.store(GPU + pid_m * BR * N + rk[:, None] * N + rn[None, :], gpu, mask=rn[None, :] < N)
         if HAS_Q:
-            qd = tl.load(QD + rm[:, None] * s_qdm + rk[None, :] * s_qdk, mask=(rm[:, None] < M) & (rk[None, :] < RQ), other=0.0).to(tl.float32)
-            qu = tl.load(QU + rk[:, None] * s_quk + rn[None, :] * s_qun, mask=(rk[:, None] < RQ) & (rn[None, :] < N), other=0.0).to(tl.float32)
+            qd, qu = _factor_tiles(QD, QU, rm, rn, rk, M, N, RQ, s_qdm, s_qdk, s_quk, s_qun)
             gqd = tl.dot(g, tl.trans(qu), input_precision="ieee")
             gqu = tl.dot(tl.trans(qd), g, input_precision="ieee")
             tl.store(GQD + pid_n * M * BR + rm[:, None] * BR + rk[None, :], gqd, mask=rm[:, None] < M)
