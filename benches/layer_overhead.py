@@ -58,8 +58,6 @@ def train_step_figures(method: str, device: torch.device, batch: int, warmup: in
         "trainable_params": sum(p.numel() for p in params),
         "subnet_params": glora.count_params(model, subnet) if subnet is not None else None,
     }
-    del model, opt, params
-    gc.collect()
     return row
 
 
@@ -120,6 +118,7 @@ def main() -> None:
         seeds = range(args.seeds) if method == "glora_fixed_random" else [0]
         for seed in seeds:
             row = train_step_figures(method, device, batch, warmup, repeat, seed)
+            gc.collect()
             row["seed"] = seed
             rows.append(row)
             print(f"{method} seed {seed}: {row['ms_per_step']:.2f} ms/step", flush=True)

@@ -69,8 +69,6 @@ def measure(method: str, make, targets, head, loss_of, device, warmup: int, repe
            "trainable_params": sum(p.numel() for p in params),
            "subnet_params": glora.count_params(model, subnet) if subnet is not None else None,
            "model_params": sum(p.numel() for p in model.parameters())}
-    del model, opt, params
-    gc.collect()
     return row
 
 
@@ -92,6 +90,7 @@ def main() -> None:
         rows = []
         for method in args.methods:
             rows.append(measure(method, make, targets, head, loss_of, device, warmup, repeat))
+            gc.collect()
             print(f"{name} {method}: {rows[-1]['ms_per_step']:.2f} ms/step, peak {rows[-1]['peak_gib']} GiB", flush=True)
         lora = next((r for r in rows if r["method"] == "peft_lora_r8"), None)
         for r in rows:

@@ -149,13 +149,7 @@ def search(
         return _scores(fitness([to_subnet(space, g) for g in genomes]), len(genomes))
 
     bar = _progress_bar(generations) if progress else None
-    on_generation = None
-    if bar is not None:
-        def on_generation(summary_json: str) -> None:
-            summary = json.loads(summary_json)
-            bar.update(1)
-            bar.set_postfix(best=f"{summary['best_so_far']:.4g}", mean=f"{summary['mean']:.4g}")
-
+    on_generation = None if bar is None else _progress_callback(bar)
     try:
         raw = _engine.run_search(
             json.dumps(engine_space(space)), lo, hi, json.dumps(params), seed, evaluate,
@@ -173,6 +167,15 @@ def _progress_bar(total: int):
     except ImportError:
         return None
     return tqdm(total=total, desc="glora search", unit="gen")
+
+
+def _progress_callback(bar) -> Callable[[str], None]:
+    def on_generation(summary_json: str) -> None:
+        summary = json.loads(summary_json)
+        bar.update(1)
+        bar.set_postfix(best=f"{summary['best_so_far']:.4g}", mean=f"{summary['mean']:.4g}")
+
+    return on_generation
 
 
 def _score(value: Optional[float]) -> float:
