@@ -21,6 +21,7 @@ except ImportError:  # triton ships with CUDA builds of torch; CPU-only installs
     triton = None
 
 MAX_RANK = 64
+ENABLED = os.environ.get("GLORA_FUSED_KERNELS") == "1"
 BLOCK_M = 64
 BLOCK_N = 128
 
@@ -29,7 +30,7 @@ def available(w0: torch.Tensor) -> bool:
     """Opt-in (``GLORA_FUSED_KERNELS=1``): on an H200 the fused path cut the all-lora LLaMA-style step from
     1.86x to 1.55x PEFT LoRA's time, but Triton's launch cost and its per-shape compilations slowed the
     launch-bound ViT-B/16 supernet step (benches/results/train_step_gpu_fused_kernels.json)."""
-    return triton is not None and w0.is_cuda and os.environ.get("GLORA_FUSED_KERNELS") == "1"
+    return ENABLED and triton is not None and w0.is_cuda
 
 
 if triton is not None:

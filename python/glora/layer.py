@@ -93,10 +93,10 @@ class GLoRALayer(nn.Module):
             self.E = nn.Parameter(torch.zeros(out, **factory))
         self._init_up_factors(init)
 
-        self._parsed = {g: {name: parse_choice(g, name, max_rank) for name in names} for g, names in self.choices.items()}
-        self._fixed: Optional[dict[str, Choice]] = None
+        self._offered = tuple(tuple(parse_choice(g, name, max_rank) for name in self.choices[g]) for g in GENES)
+        self._fixed: Optional[tuple[Choice, ...]] = None
         self._folded: Optional[tuple[torch.Tensor, Optional[torch.Tensor]]] = None
-        self._sampler: Optional[Callable[["GLoRALayer"], dict[str, str]]] = None
+        self._sampler: Optional[Callable[["GLoRALayer"], tuple[Choice, ...]]] = None
 
     def _init_up_factors(self, init: str) -> None:
         for name in ("Au", "Bu", "Cu"):
@@ -132,15 +132,16 @@ class GLoRALayer(nn.Module):
 
     def set_config(self, config: Optional[dict[str, str]]) -> None:
         """Fix the configuration (``None`` returns to sampling by the installed sampler)."""
-        self._fixed = None if config is None else self.validate(config)
+        self._fixed = None if config is None else self._plan(self.validate(config))
 
-    def set_sampler(self, sampler: Optional[Callable[["GLoRALayer"], dict[str, str]]]) -> None:
+    def set_sampler(self, sampler: Optional[Callable[["GLoRALayer"], tuple[Choice, ...]]]) -> None:
+        """Install a sampler returning one choice per gene (in ``GENES`` order) for every forward."""
         self._sampler = sampler
         self._fixed = None
 
     @property
     def fixed_config(self) -> Optional[dict[str, str]]:
-        return None if self._fixed is None else {g: c.name for g, c in self._fixed.items()}
+        return None if self._fixed is None else {g: c.name for g, c in zip(GENES, self._fixed)}
 
     def cost(self, config: dict[str, str]) -> int:
         parsed = self.validate(config)
@@ -152,7 +153,12 @@ class GLoRALayer(nn.Module):
             for g, names in self.choices.items()
         }
 
-    def _current(self) -> dict[str, Choice]:
+    def draw(self, generator: torch.Generator) -> tuple[Choice, ...]:
+        """One configuration drawn uniformly and independently per gene from the offered choices."""
+        draws = torch.randint(0, 1 << 30, (len(GENES),), generator=generator).tolist()
+        return tuple(options[d % len(options)] for options, d in zip(self._offered, draws))
+
+    def _current(self) -> tuple[Choice, ...]:
         if self._fixed is not None:
             return self._fixed
         if self._sampler is None:
@@ -160,12 +166,13 @@ class GLoRALayer(nn.Module):
                 "this GLoRA layer has neither a fixed subnet nor a sampler: call glora.set_subnet(model, subnet) "
                 "or glora.supernet_mode(model, generator)"
             )
-        drawn = self._sampler(self)
-        return {g: self._parsed[g][drawn[g]] for g in GENES}
+        return self._sampler(self)
 
     # ------------------------------------------------------------------------------------------------ forward
     def _weight_matrix(self) -> torch.Tensor:
         w = self.base_layer.weight
+        if self.kind == "linear":
+            return w
         return w.t() if self.kind == "hf_conv1d" else w.reshape(self.out_features, self.in_features)
 
     def _ones_row(self, like: torch.Tensor) -> torch.Tensor:
@@ -185,7 +192,7 @@ class GLoRALayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._folded is not None:
             return self._run_folded(x)
-        plan = self._plan(self._current())
+        plan = self._current()
         w0 = self._weight_matrix()
         p = self._parameters
         bias = effective_bias(plan, w0, self.base_layer.bias, p.get("Cd"), p.get("Cu"), p.get("D"), p.get("E"))

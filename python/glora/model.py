@@ -130,8 +130,7 @@ def make_generator(generator: GeneratorLike) -> torch.Generator:
 
 def uniform_layer_config(layer: GLoRALayer, generator: torch.Generator) -> dict[str, str]:
     """One configuration drawn uniformly and independently per gene from the layer's offered choices."""
-    draws = torch.randint(0, 1 << 30, (len(GENES),), generator=generator).tolist()
-    return {g: layer.choices[g][d % len(layer.choices[g])] for g, d in zip(GENES, draws)}
+    return {g: c.name for g, c in zip(GENES, layer.draw(generator))}
 
 
 def sample_subnet(model: nn.Module, generator: GeneratorLike = None) -> Subnet:
@@ -144,7 +143,7 @@ def supernet_mode(model: nn.Module, generator: GeneratorLike = None) -> torch.Ge
     """Make every GLoRA layer draw a fresh uniform configuration on each forward; returns the generator used."""
     g = make_generator(generator)
     for _, layer in _layers_or_raise(model):
-        layer.set_sampler(lambda lyr, _g=g: uniform_layer_config(lyr, _g))
+        layer.set_sampler(lambda lyr, _g=g: lyr.draw(_g))
     return g
 
 
