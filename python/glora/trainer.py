@@ -6,6 +6,10 @@ path lies within the parameter budget) and ``"sandwich"`` (each step the largest
 budget plus a budget-aware draw; with ``distill=True`` the drawn and the smallest subnets learn from the largest
 one's predictions). AdamW with linear warm-up and cosine decay, gradient accumulation and clipping, bf16 / fp16
 autocast, optional gradient checkpointing, checkpoints that resume bit for bit.
+
+Under ``torchrun`` (an initialised ``torch.distributed`` process group) the model is wrapped in
+DistributedDataParallel: every process draws the same paths (same seed), takes its own share of each global
+batch (``batch_size`` per process), and the gradients are averaged; rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
@@ -117,11 +121,21 @@ class SupernetTrainer:
         if config.distill and loss_fn is not None:
             raise ValueError("distill=True uses the built-in classification loss; drop loss_fn or distill")
         self.model = model
+        self.rank, self.world = _process_group()
+        if self.n_examples < config.batch_size * self.world:
+            raise ValueError(f"the data holds {self.n_examples} examples, fewer than one global batch of {config.batch_size} x {self.world} processes")
         self.data = data
         self.config = config
         self.loss_fn = loss_fn or classification_loss
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         model.to(self.device)
+        self.runner = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # paths change every step, so some adapter tensors get no gradient in a given step
+            self.runner = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                                  find_unused_parameters=True)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the model has no trainable parameters")
@@ -139,7 +153,9 @@ class SupernetTrainer:
 
     # --------------------------------------------------------------------------------------------- batches
     def _batch(self, position: int) -> Batch:
-        """Batch number ``position`` of a fixed, seeded order: epoch e is a permutation seeded by (seed, e)."""
+        """Batch number ``position`` of a fixed, seeded order: epoch e is a permutation seeded by (seed, e); with
+        several processes, process r takes the r-th of each group of ``world`` consecutive batches."""
+        position = position * self.world + self.rank
         per_epoch = self.n_examples // self.config.batch_size
         epoch, k = divmod(position, per_epoch)
         order = torch.randperm(self.n_examples, generator=torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch))
@@ -168,15 +184,15 @@ class SupernetTrainer:
                 set_subnet(self.model, subnet)
             with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 if self.config.distill and i > 0:
-                    logits = logits_of(self.model, batch).float()
+                    logits = logits_of(self.runner, batch).float()
                     t = self.config.distill_temperature
                     loss = F.kl_div(F.log_softmax(logits / t, -1), F.softmax(teacher / t, -1), reduction="batchmean") * t * t
                 elif self.config.distill:
-                    logits = logits_of(self.model, batch).float()
+                    logits = logits_of(self.runner, batch).float()
                     teacher = logits.detach()
                     loss = F.cross_entropy(logits, labels_of(batch))
                 else:
-                    loss = self.loss_fn(self.model, batch)
+                    loss = self.loss_fn(self.runner, batch)
             if not torch.isfinite(loss.detach()).all():
                 raise FloatingPointError(f"the loss became {loss.item()} at step {self.step}; lower the learning rate or use bf16 instead of fp16")
             self.scaler.scale(loss * (scale / len(paths))).backward()
@@ -190,7 +206,7 @@ class SupernetTrainer:
             raise ValueError(f"steps {target} exceeds the configured schedule of {self.config.steps}")
         self.model.train()
         losses = []
-        bar = _bar(self.config.progress, self.step, self.config.steps)
+        bar = _bar(self.config.progress and self.rank == 0, self.step, self.config.steps)
         started = time.perf_counter()
         done = 0
         accum = self.config.grad_accum
@@ -209,20 +225,24 @@ class SupernetTrainer:
             done += 1
             losses.append(loss)
             if bar is not None:
-                rate = done * accum * self.config.batch_size / (time.perf_counter() - started)
+                rate = done * accum * self.config.batch_size * self.world / (time.perf_counter() - started)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.0f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - started
-        return TrainResult(self.step, losses, seconds, done * accum * self.config.batch_size / max(seconds, 1e-9))
+        return TrainResult(self.step, losses, seconds, done * accum * self.config.batch_size * self.world / max(seconds, 1e-9))
 
     # ---------------------------------------------------------------------------------------- checkpoints
     def _trainable_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
 
     def save_checkpoint(self, path: Union[str, os.PathLike]) -> None:
-        """Trainable tensors, optimizer, scheduler, scaler and every RNG state: enough to resume exactly."""
+        """Trainable tensors, optimizer, scheduler, scaler and every RNG state: enough to resume exactly.
+        With several processes rank 0 writes (the trained state is the same on every rank)."""
+        if self.rank != 0:
+            _barrier(self.world)
+            return
         state = {
             "glora_version": __version__,
             "config": asdict(self.config),
@@ -242,6 +262,7 @@ class SupernetTrainer:
         tmp = f"{os.fspath(path)}.tmp"
         torch.save(state, tmp)
         os.replace(tmp, path)
+        _barrier(self.world)
 
     def load_checkpoint(self, path: Union[str, os.PathLike]) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -270,6 +291,22 @@ class SupernetTrainer:
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         self.step = int(state["step"])
+
+
+def _process_group() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def _enable_checkpointing(model: nn.Module) -> None:
