@@ -52,3 +52,40 @@ def test_two_processes_match_one_process_on_the_combined_batch(tmp_path) -> None
         if p.requires_grad:
             torch.testing.assert_close(rank0[name], p.detach(), rtol=1e-4, atol=1e-6, msg=name)
     assert (tmp_path / "ckpt.pt").exists()
+
+
+def _search_worker(rank: int, world: int, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        model = _perturbed_model()
+        evaluator = glora.SubnetEvaluator(model, _task(), metric="neg_loss")
+        subnets = [glora.sample_subnet(model, s) for s in range(7)]
+        scores = evaluator(subnets)
+        log = os.path.join(out, "search.jsonl") if rank == 0 else None
+        result = glora.search(model, evaluator, 400, generations=3, log=log, progress=False)
+        torch.save({"scores": scores, "history": result.history, "best": result.best_subnet}, os.path.join(out, f"search{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _perturbed_model() -> torch.nn.Module:
+    model = _model()
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for _, p in glora.model.adapter_parameters(model):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+def test_evaluation_spread_over_processes_gives_every_rank_the_same_search(tmp_path) -> None:
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(_search_worker, args=(2, init, str(tmp_path)), nprocs=2, join=True)
+    rank0 = torch.load(tmp_path / "search0.pt")
+    rank1 = torch.load(tmp_path / "search1.pt")
+    assert rank0 == rank1
+    model = _perturbed_model()
+    evaluator = glora.SubnetEvaluator(model, _task(), metric="neg_loss")
+    assert rank0["scores"] == evaluator([glora.sample_subnet(model, s) for s in range(7)])
+    single = glora.search(model, evaluator, 400, generations=3, progress=False)
+    assert single.history == rank0["history"] and single.best_subnet == rank0["best"]
+    assert (tmp_path / "search.jsonl").exists()

@@ -4,7 +4,9 @@ The validation data moves to the device once. Each subnet's ``W'``, ``b'`` are f
 per batch), so the forward is the plain base model's; scores are read back only after the whole batch of subnets
 is queued, so the host folds the next subnet while the device still runs the last one; ``subnets_per_pass`` > 1 stacks several subnets' weights
 and runs them together with batched GEMMs, which keeps a large GPU busy on small models. Inference mode and
-autocast throughout.
+autocast throughout. Under ``torchrun`` every process runs the same search (same seed) and the evaluator
+spreads each batch of subnets over the processes (round robin) and gathers the scores, so every process sees
+the same scores; give the search a log on rank 0 only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
+from .distributed import process_group
 from .model import Subnet, glora_layers, validate_subnet
 
 Metric = Callable[[torch.Tensor, torch.Tensor], Union[float, torch.Tensor]]
@@ -53,6 +56,7 @@ class SubnetEvaluator:
         batch_size: Optional[int] = None,
         precision: Optional[str] = None,
         subnets_per_pass: int = 1,
+        distributed: Optional[bool] = None,
     ) -> None:
         self.layers = list(glora_layers(model))
         if not self.layers:
@@ -83,6 +87,9 @@ class SubnetEvaluator:
         self.labels = labels_of(whole)
         self.batches = [to_device(take(data, torch.arange(i, min(i + size, n))), self.device) for i in range(0, n, size)]
         self.subnets_evaluated = 0
+        self.rank, self.world = process_group() if distributed in (None, True) else (0, 1)
+        if distributed and self.world == 1:
+            raise ValueError("distributed=True needs an initialised torch.distributed process group (torchrun)")
 
     @torch.inference_mode()
     def _logits(self, k: int) -> list[torch.Tensor]:
@@ -102,27 +109,37 @@ class SubnetEvaluator:
                 validate_subnet(self.model, subnet)
             except (KeyError, ValueError, TypeError) as err:
                 raise type(err)(f"subnet {i} of the batch: {err}") from None
+        if self.world > 1:
+            import torch.distributed as dist
+
+            gathered: list[list[float]] = [[] for _ in range(self.world)]
+            dist.all_gather_object(gathered, self._scores(list(subnets[self.rank :: self.world])))
+            scores = [gathered[i % self.world][i // self.world] for i in range(len(subnets))]
+        else:
+            scores = self._scores(list(subnets))
+        for j, score in enumerate(scores):
+            if not math.isfinite(score):
+                raise ValueError(f"the metric returned {score} for subnet {j} of the batch")
+        self.subnets_evaluated += len(subnets)
+        return scores
+
+    def _scores(self, subnets: list[Subnet]) -> list[float]:
+        """This process's scores, in order; folding the next subnet overlaps the device work of the last."""
         was_training = self.model.training
         self.model.eval()
         pending: list[Union[float, torch.Tensor]] = []
         try:
             for start in range(0, len(subnets), self.k):
-                group = list(subnets[start : start + self.k])
+                group = subnets[start : start + self.k]
                 for name, layer in self.layers:
                     layer.fold([s[name] for s in group], self.dtype)
                 for logits in self._logits(len(group)):
                     pending.append(self.metric(logits, self.labels))
-            # read the scores only now: device metrics of subnet i stay queued while subnet i + 1 is folded
-            scores = [float(s) for s in pending]
-            for j, score in enumerate(scores):
-                if not math.isfinite(score):
-                    raise ValueError(f"the metric returned {score} for subnet {j} of the batch")
+            return [float(s) for s in pending]
         finally:
             for _, layer in self.layers:
                 layer.unfold()
             self.model.train(was_training)
-        self.subnets_evaluated += len(subnets)
-        return scores
 
     def evaluate(self, subnet: Subnet) -> float:
         return self([subnet])[0]

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
+from .distributed import barrier, process_group
 from .model import glora_layers, search_space, set_subnet, supernet_mode
 from .sampling import BudgetSampler
 from .version import __version__
@@ -121,7 +122,7 @@ class SupernetTrainer:
         if config.distill and loss_fn is not None:
             raise ValueError("distill=True uses the built-in classification loss; drop loss_fn or distill")
         self.model = model
-        self.rank, self.world = _process_group()
+        self.rank, self.world = process_group()
         if self.n_examples < config.batch_size * self.world:
             raise ValueError(f"the data holds {self.n_examples} examples, fewer than one global batch of {config.batch_size} x {self.world} processes")
         self.data = data
@@ -241,7 +242,7 @@ class SupernetTrainer:
         """Trainable tensors, optimizer, scheduler, scaler and every RNG state: enough to resume exactly.
         With several processes rank 0 writes (the trained state is the same on every rank)."""
         if self.rank != 0:
-            _barrier(self.world)
+            barrier(self.world)
             return
         state = {
             "glora_version": __version__,
@@ -262,7 +263,7 @@ class SupernetTrainer:
         tmp = f"{os.fspath(path)}.tmp"
         torch.save(state, tmp)
         os.replace(tmp, path)
-        _barrier(self.world)
+        barrier(self.world)
 
     def load_checkpoint(self, path: Union[str, os.PathLike]) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -291,22 +292,6 @@ class SupernetTrainer:
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         self.step = int(state["step"])
-
-
-def _process_group() -> tuple[int, int]:
-    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def _enable_checkpointing(model: nn.Module) -> None:
