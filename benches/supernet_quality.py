@@ -25,7 +25,7 @@ from common import print_table, write_result
 
 import glora
 from glora.movie_data import balanced_splits, read_sentences
-from glora.pipeline import ENCODER_LINEARS, MeanPoolClassifier, _accuracy, _encode
+from glora.pipeline import ENCODER_LINEARS, MeanPoolClassifier, accuracy_of, encode
 from glora.sampling import BudgetSampler
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".assets")
@@ -86,7 +86,7 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         train, val, test = balanced_splits(texts, labels, tuple(args.sizes), seed)
-        train_d, val_d, test_d = (_encode(tokenizer, s, 64) for s in (train, val, test))
+        train_d, val_d, test_d = (encode(tokenizer, s, 64) for s in (train, val, test))
 
         torch.manual_seed(seed)
         base = load(args.model, device)
@@ -94,7 +94,7 @@ def main() -> None:
         seconds = train_plain(lora, train_d, args.steps, args.lr, 32, seed, device)
         adapter = sum(p.numel() for n, p in lora.named_parameters() if p.requires_grad and "lora_" in n)
         rows.append({"method": "peft_lora_r8_qv", "seed": seed, "steps": args.steps, "adapter_params": adapter,
-                     "test_accuracy": _accuracy(lora, test_d, device), "train_s": seconds})
+                     "testaccuracy_of": accuracy_of(lora, test_d, device), "train_s": seconds})
         print(rows[-1], flush=True)
 
         for sampling in args.sampling:
@@ -112,14 +112,14 @@ def main() -> None:
             randoms = BudgetSampler(glora.search_space(model), (0, BUDGET), seed + 1000).draw(0, args.random_subnets)
             random_scores = test_eval(randoms)
             rows.append({"method": f"glora_{sampling}", "seed": seed, "steps": args.glora_steps, "adapter_params": found.best_params,
-                         "test_accuracy": searched, "random_feasible_test_mean": statistics.mean(random_scores),
+                         "testaccuracy_of": searched, "random_feasible_test_mean": statistics.mean(random_scores),
                          "validation_best": found.best_score, "train_s": trained.seconds})
             print(rows[-1], flush=True)
 
     summary = []
     for method in dict.fromkeys(r["method"] for r in rows):
         group = [r for r in rows if r["method"] == method]
-        acc = [r["test_accuracy"] for r in group]
+        acc = [r["testaccuracy_of"] for r in group]
         rnd = [r["random_feasible_test_mean"] for r in group if "random_feasible_test_mean" in r]
         summary.append({"method": method, "seeds": len(group), "test_mean": statistics.mean(acc),
                         "test_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Optional, Union
 
 from .choices import normalise_ranks
@@ -34,7 +34,6 @@ class GLoRAConfig:
     add_bias: bool = True
     modules_to_save: Optional[list[str]] = None
     init: str = "kaiming"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:

@@ -85,7 +85,7 @@ class SubnetEvaluator:
         size = batch_size or n
         whole = to_device(take(data, torch.arange(n)), self.device)
         self.labels = labels_of(whole)
-        self.batches = [to_device(take(data, torch.arange(i, min(i + size, n))), self.device) for i in range(0, n, size)]
+        self.batches = [take(whole, torch.arange(i, min(i + size, n), device=self.device)) for i in range(0, n, size)]
         self.subnets_evaluated = 0
         self.rank, self.world = process_group() if distributed in (None, True) else (0, 1)
         if distributed and self.world == 1:
@@ -104,35 +104,36 @@ class SubnetEvaluator:
         return [torch.cat(o) for o in outs]
 
     def __call__(self, subnets: Sequence[Subnet]) -> list[float]:
+        plans = []
         for i, subnet in enumerate(subnets):
             try:
-                validate_subnet(self.model, subnet)
+                plans.append(validate_subnet(self.model, subnet))
             except (KeyError, ValueError, TypeError) as err:
                 raise type(err)(f"subnet {i} of the batch: {err}") from None
         if self.world > 1:
             import torch.distributed as dist
 
             gathered: list[list[float]] = [[] for _ in range(self.world)]
-            dist.all_gather_object(gathered, self._scores(list(subnets[self.rank :: self.world])))
+            dist.all_gather_object(gathered, self._scores(plans[self.rank :: self.world]))
             scores = [gathered[i % self.world][i // self.world] for i in range(len(subnets))]
         else:
-            scores = self._scores(list(subnets))
+            scores = self._scores(plans)
         for j, score in enumerate(scores):
             if not math.isfinite(score):
                 raise ValueError(f"the metric returned {score} for subnet {j} of the batch")
         self.subnets_evaluated += len(subnets)
         return scores
 
-    def _scores(self, subnets: list[Subnet]) -> list[float]:
+    def _scores(self, plans: list[dict[str, tuple]]) -> list[float]:
         """This process's scores, in order; folding the next subnet overlaps the device work of the last."""
         was_training = self.model.training
         self.model.eval()
         pending: list[Union[float, torch.Tensor]] = []
         try:
-            for start in range(0, len(subnets), self.k):
-                group = subnets[start : start + self.k]
+            for start in range(0, len(plans), self.k):
+                group = plans[start : start + self.k]
                 for name, layer in self.layers:
-                    layer.fold([s[name] for s in group], self.dtype)
+                    layer.fold([p[name] for p in group], self.dtype)
                 for logits in self._logits(len(group)):
                     pending.append(self.metric(logits, self.labels))
             return [float(s) for s in pending]

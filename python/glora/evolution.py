@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
-from numbers import Real
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
 from . import _engine
 from .errors import score_error
-from .genomes import Subnet, engine_space, to_subnet
-from .space import SearchSpace
+from .genomes import Subnet, to_subnet
+from .space import Budget, SearchSpace, budget_bounds
 from .version import __version__
 
-Budget = Union[int, tuple[int, int]]
 Fitness = Callable[[list[Subnet]], Sequence[float]]
 
 
@@ -45,7 +43,6 @@ class SearchResult:
     engine_seconds: float
     fitness_seconds: float
     log: Optional[str] = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def best_under(self, max_params: int) -> ParetoPoint:
         """The best point of the Pareto front whose parameter count is at most ``max_params``."""
@@ -53,22 +50,6 @@ class SearchResult:
         if not fitting:
             raise ValueError(f"no evaluated subnet has at most {max_params} parameters (smallest on the front: {self.pareto_front[0].params})")
         return max(fitting, key=lambda p: p.score)
-
-
-def _budget(budget: Budget) -> tuple[int, int]:
-    def whole(v: Any, what: str) -> int:
-        if isinstance(v, bool) or not isinstance(v, Real) or v != int(v) or v < 0:
-            raise ValueError(f"budget {what} must be a non-negative whole number of parameters, got {v!r}")
-        return int(v)
-
-    if isinstance(budget, (tuple, list)):
-        if len(budget) != 2:
-            raise ValueError(f"budget must be a maximum or a (min, max) pair, got {budget!r}")
-        lo, hi = whole(budget[0], "minimum"), whole(budget[1], "maximum")
-        if lo > hi:
-            raise ValueError(f"budget minimum {lo} exceeds its maximum {hi}")
-        return lo, hi
-    return 0, whole(budget, "maximum")
 
 
 def _space_of(space_or_model: Any) -> SearchSpace:
@@ -125,7 +106,7 @@ def search(
     continues a search that was interrupted, re-evaluating nothing that was recorded.
     """
     space = _space_of(space_or_model)
-    lo, hi = _budget(budget)
+    lo, hi = budget_bounds(budget)
     if not callable(fitness):
         raise TypeError(f"fitness must be callable, got {type(fitness).__name__}")
     if objective not in ("fitness", "pareto"):
@@ -152,7 +133,7 @@ def search(
     on_generation = None if bar is None else _progress_callback(bar)
     try:
         raw = _engine.run_search(
-            json.dumps(engine_space(space)), lo, hi, json.dumps(params), seed, evaluate,
+            json.dumps(space.to_dict()), lo, hi, json.dumps(params), seed, evaluate,
             None if log is None else os.fspath(log), resume, threads, __version__, on_generation,
         )
     finally:

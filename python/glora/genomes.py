@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .choices import GENES
 from .space import SearchSpace
 
 Subnet = dict[str, dict[str, str]]
-
-
-def engine_space(space: SearchSpace) -> dict[str, Any]:
-    """The space in the engine's JSON form: layers of genes with choices and costs."""
-    return space.to_dict()
 
 
 def to_subnet(space: SearchSpace, genome: list[int]) -> Subnet:

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .choices import GENES, NONE, Choice, choice_cost, offered_choices, parse_choice
-
 from .functional import compute_dtype, effective_bias, effective_weight, factor, fused_weight, uses_fused_weight
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -109,8 +108,9 @@ class GLoRALayer(nn.Module):
                 nn.init.kaiming_uniform_(p, a=math.sqrt(5))
 
     # ----------------------------------------------------------------------------------------- configuration
-    def validate(self, config: dict[str, str]) -> dict[str, Choice]:
-        """Check a ``{gene: choice}`` dict for this layer and return it parsed."""
+    def validate(self, config: dict[str, str]) -> tuple[Choice, ...]:
+        """Check a ``{gene: choice}`` dict for this layer; return its plan (one parsed choice per gene, in ``GENES``
+        order), the form every other method of the layer takes."""
         if not isinstance(config, dict):
             raise TypeError(f"a layer configuration must be a dict of genes to choices, got {type(config).__name__}")
         unknown = sorted(set(config) - set(GENES))
@@ -119,7 +119,7 @@ class GLoRALayer(nn.Module):
         missing = [g for g in GENES if g not in config]
         if missing:
             raise ValueError(f"configuration lacks gene(s) {missing}")
-        parsed = {}
+        plan = []
         for g in GENES:
             choice = parse_choice(g, config[g], self.max_rank)
             if choice.kind != NONE and self.choices[g] == (NONE,):
@@ -127,12 +127,16 @@ class GLoRALayer(nn.Module):
                     f"gene {g} is disabled on this layer (it has no bias and add_bias=False, or D on a bias-free "
                     f"layer); only 'none' is allowed, got {config[g]!r}"
                 )
-            parsed[g] = choice
-        return parsed
+            plan.append(choice)
+        return tuple(plan)
 
     def set_config(self, config: Optional[dict[str, str]]) -> None:
         """Fix the configuration (``None`` returns to sampling by the installed sampler)."""
-        self._fixed = None if config is None else self._plan(self.validate(config))
+        self.set_plan(None if config is None else self.validate(config))
+
+    def set_plan(self, plan: Optional[tuple[Choice, ...]]) -> None:
+        """Fix an already validated plan (``None`` returns to sampling)."""
+        self._fixed = plan
 
     def set_sampler(self, sampler: Optional[Callable[["GLoRALayer"], tuple[Choice, ...]]]) -> None:
         """Install a sampler returning one choice per gene (in ``GENES`` order) for every forward."""
@@ -143,9 +147,8 @@ class GLoRALayer(nn.Module):
     def fixed_config(self) -> Optional[dict[str, str]]:
         return None if self._fixed is None else {g: c.name for g, c in zip(GENES, self._fixed)}
 
-    def cost(self, config: dict[str, str]) -> int:
-        parsed = self.validate(config)
-        return sum(choice_cost(g, parsed[g], self.out_features, self.in_features) for g in GENES)
+    def cost(self, plan: tuple[Choice, ...]) -> int:
+        return sum(choice_cost(g, c, self.out_features, self.in_features) for g, c in zip(GENES, plan))
 
     def choice_costs(self) -> dict[str, dict[str, int]]:
         return {
@@ -185,9 +188,6 @@ class GLoRALayer(nn.Module):
 
     def _factors(self) -> tuple[Optional[torch.Tensor], ...]:
         return tuple(getattr(self, n, None) for n in ("Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E"))
-
-    def _plan(self, cfg: dict[str, Choice]) -> tuple[Choice, ...]:
-        return tuple(cfg[g] for g in GENES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._folded is not None:
@@ -233,16 +233,16 @@ class GLoRALayer(nn.Module):
 
     # ---------------------------------------------------------------------------------------- folded (eval)
     @torch.no_grad()
-    def fold(self, configs: list[dict[str, str]], dtype: torch.dtype) -> None:
-        """Fix ``W'``, ``b'`` of one configuration (or of k stacked ones) for inference; see ``unfold``.
+    def fold(self, plans: list[tuple[Choice, ...]], dtype: torch.dtype) -> None:
+        """Fix ``W'``, ``b'`` of one plan (or of k stacked ones) for inference; see ``unfold``.
 
         With k configurations the layer expects inputs whose leading dimension is k blocks of one batch and
         applies configuration i to block i (a batched GEMM), so k subnets are evaluated in one pass.
         """
-        merged = [self.merged_matrix(c, dtype) for c in configs]
+        merged = [self.merged_matrix(p, dtype) for p in plans]
         matrices = [w for w, _ in merged]
         biases = [b for _, b in merged]
-        if len(configs) == 1:
+        if len(plans) == 1:
             self._folded = (matrices[0], biases[0])
             return
         if self.kind == "conv":
@@ -271,9 +271,8 @@ class GLoRALayer(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ merge
     @torch.no_grad()
-    def merged_matrix(self, config: dict[str, str], dtype: torch.dtype) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def merged_matrix(self, plan: tuple[Choice, ...], dtype: torch.dtype) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """W' (as an out x in matrix) and b', computed from W0 in float32 (or wider) and stored in ``dtype``."""
-        plan = self._plan(self.validate(config))
         compute = torch.promote_types(self.base_layer.weight.dtype, torch.float32)
         w0c = self._weight_matrix().to(compute)
         ad, au, bd, bu, cd, cu, d, e = (None if t is None else t.to(compute) for t in self._factors())
@@ -282,11 +281,11 @@ class GLoRALayer(nn.Module):
         bias = effective_bias(plan, w0c, None if b0 is None else b0.to(compute), cd, cu, d, e)
         return weight, None if bias is None else bias.to(dtype)
 
-    def merged_tensors(self, config: dict[str, str]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def merged_tensors(self, plan: tuple[Choice, ...]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """W', b' in the base layer's parameter layout and dtype."""
         base_w = self.base_layer.weight
         bias_dtype = self.base_layer.bias.dtype if self.base_layer.bias is not None else base_w.dtype
-        weight, bias = self.merged_matrix(config, base_w.dtype)
+        weight, bias = self.merged_matrix(plan, base_w.dtype)
         weight = weight.t() if self.kind == "hf_conv1d" else weight.reshape(base_w.shape)
         return weight.contiguous(), None if bias is None else bias.to(bias_dtype).contiguous()
 

@@ -19,11 +19,11 @@ def merge(model: nn.Module, subnet: Subnet) -> nn.Module:
 
     Every term is computed from the original ``W0`` in float32 (or wider) and stored in the base weight's dtype.
     """
-    validate_subnet(model, subnet)
+    plans = validate_subnet(model, subnet)
     merged_layers = {}
     gained = []
     for name, layer in glora_layers(model):
-        weight, bias = layer.merged_tensors(subnet[name])
+        weight, bias = layer.merged_tensors(plans[name])
         base = copy.deepcopy(layer.base_layer)
         base.weight = nn.Parameter(weight, requires_grad=False)
         if bias is not None:

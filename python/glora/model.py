@@ -7,7 +7,7 @@ from typing import Any, Iterator, Optional, Union
 import torch
 from torch import nn
 
-from .choices import GENES
+from .choices import GENES, Choice
 from .config import GLoRAConfig
 from .layer import GLoRALayer
 from .space import LayerSpace, SearchSpace, check_subnet_layers
@@ -87,22 +87,25 @@ def search_space(model: nn.Module) -> SearchSpace:
     )
 
 
-def validate_subnet(model: nn.Module, subnet: Subnet) -> None:
-    """Raise a clear error unless ``subnet`` configures exactly the model's GLoRA layers with valid choices."""
+def validate_subnet(model: nn.Module, subnet: Subnet) -> dict[str, tuple[Choice, ...]]:
+    """Raise a clear error unless ``subnet`` configures exactly the model's GLoRA layers with valid choices;
+    return each layer's plan."""
     layers = _layers_or_raise(model)
     check_subnet_layers(subnet, [n for n, _ in layers])
+    plans = {}
     for name, layer in layers:
         try:
-            layer.validate(subnet[name])
+            plans[name] = layer.validate(subnet[name])
         except (ValueError, TypeError) as err:
             raise type(err)(f"layer {name!r}: {err}") from None
+    return plans
 
 
 def set_subnet(model: nn.Module, subnet: Subnet) -> nn.Module:
     """Fix every GLoRA layer to its configuration in ``subnet``; returns ``model``."""
-    validate_subnet(model, subnet)
+    plans = validate_subnet(model, subnet)
     for name, layer in glora_layers(model):
-        layer.set_config(subnet[name])
+        layer.set_plan(plans[name])
     return model
 
 
@@ -149,8 +152,8 @@ def supernet_mode(model: nn.Module, generator: GeneratorLike = None) -> torch.Ge
 
 def count_params(model: nn.Module, subnet: Subnet) -> int:
     """Adapter parameters used by ``subnet`` (the classifier head and other extra modules are not counted)."""
-    validate_subnet(model, subnet)
-    return sum(layer.cost(subnet[name]) for name, layer in glora_layers(model))
+    plans = validate_subnet(model, subnet)
+    return sum(layer.cost(plans[name]) for name, layer in glora_layers(model))
 
 
 def adapter_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:

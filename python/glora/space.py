@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterator
+from numbers import Real
+from typing import Any, Iterator, Union
 
 from .choices import GENES
+
+Budget = Union[int, tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -110,3 +113,20 @@ def check_subnet_layers(subnet: Any, names: list[str]) -> None:
         if missing:
             parts.append(f"missing layer(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
         raise KeyError("subnet does not match the model's GLoRA layers: " + "; ".join(parts))
+
+
+def budget_bounds(budget: Budget) -> tuple[int, int]:
+    """``(min, max)`` parameters from a maximum or a ``(min, max)`` pair; raises on anything else."""
+    def whole(v: Any, what: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, Real) or v != int(v) or v < 0:
+            raise ValueError(f"budget {what} must be a non-negative whole number of parameters, got {v!r}")
+        return int(v)
+
+    if isinstance(budget, (tuple, list)):
+        if len(budget) != 2:
+            raise ValueError(f"budget must be a maximum or a (min, max) pair, got {budget!r}")
+        lo, hi = whole(budget[0], "minimum"), whole(budget[1], "maximum")
+        if lo > hi:
+            raise ValueError(f"budget minimum {lo} exceeds its maximum {hi}")
+        return lo, hi
+    return 0, whole(budget, "maximum")

@@ -18,8 +18,8 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional, Union
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from .batches import Batch, Data, data_length, labels_of, logits_of, take, to_de
 from .distributed import barrier, process_group
 from .model import glora_layers, search_space, set_subnet, supernet_mode
 from .sampling import BudgetSampler
+from .space import budget_bounds
 from .version import __version__
 
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -56,7 +57,6 @@ class TrainConfig:
     distill_temperature: float = 1.0
     seed: int = 0
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum}
@@ -90,12 +90,6 @@ class TrainResult:
 def classification_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Cross-entropy of the model's logits against the batch's labels."""
     return F.cross_entropy(logits_of(model, batch).float(), labels_of(batch))
-
-
-def _budget_pair(budget: Union[int, tuple[int, int]]) -> tuple[int, int]:
-    from .evolution import _budget
-
-    return _budget(budget)
 
 
 def _cosine(warmup: int, total: int) -> Callable[[int], float]:
@@ -146,7 +140,7 @@ class SupernetTrainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.sampler = None
         if config.sampling != "uniform":
-            self.sampler = BudgetSampler(search_space(model), _budget_pair(config.budget), config.seed)
+            self.sampler = BudgetSampler(search_space(model), budget_bounds(config.budget), config.seed)
             self._extremes = (self.sampler.largest(), self.sampler.smallest()) if config.sampling == "sandwich" else None
         self.step = 0
         if config.gradient_checkpointing:
@@ -164,7 +158,7 @@ class SupernetTrainer:
         return to_device(take(self.data, index), self.device)
 
     def _paths(self) -> list[Optional[dict]]:
-        """Subnets trained this step (None: uniform sampling inside the layers)."""
+        """Subnets trained this step (None: the layers sample uniformly, as ``train`` set up)."""
         if self.sampler is None:
             return [None]
         drawn = self.sampler.draw(self.step)[0]
@@ -179,9 +173,7 @@ class SupernetTrainer:
         paths = self._paths()
         teacher = None
         for i, subnet in enumerate(paths):
-            if subnet is None:
-                supernet_mode(self.model, self.generator)
-            else:
+            if subnet is not None:
                 set_subnet(self.model, subnet)
             with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 if self.config.distill and i > 0:
@@ -206,6 +198,8 @@ class SupernetTrainer:
         if target > self.config.steps:
             raise ValueError(f"steps {target} exceeds the configured schedule of {self.config.steps}")
         self.model.train()
+        if self.sampler is None:
+            supernet_mode(self.model, self.generator)
         losses = []
         bar = _bar(self.config.progress and self.rank == 0, self.step, self.config.steps)
         started = time.perf_counter()
