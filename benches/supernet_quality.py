@@ -5,10 +5,14 @@ training, 500 validation (search fitness only) and 2000 test sentences, max_len 
 option (uniform as the reference, budget-aware, sandwich with distillation) the supernet (rank 4, all 36 encoder
 linears) is trained, the search runs at PEFT LoRA r=8 (query, value)'s budget of 73,728 adapter parameters, and
 we report the searched subnet's test accuracy, the mean test accuracy of random feasible subnets, and PEFT LoRA
-r=8 on query and value trained for the same number of steps.
+r=8 on query and value (320 steps). A variant is ``sampling:steps`` or ``sampling:steps+finetune``: with a
+fine-tuning part the searched subnet (and, for a fair comparison, ``--random-finetune`` random feasible subnets) is
+then trained alone from the supernet's weights, and those steps count towards GLoRA's total (at most 3x LoRA's).
+Budget-aware and sandwich training draw paths within ``[floor x budget, budget]``; the search's fitness is the
+validation loss (``--fitness``), which over 500 sentences ranks subnets more stably than accuracy.
 
     python benches/prepare_assets.py     # here, once; then carry .assets to the GPU machine
-    python benches/supernet_quality.py [--steps 320] [--glora-steps 320] [--seeds 0 1 2]
+    python benches/supernet_quality.py [--variants uniform:960 sandwich:640+320] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import math
 import os
 import statistics
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +41,11 @@ def load(model_dir: str, device: torch.device) -> MeanPoolClassifier:
     from transformers import AutoModel
 
     return MeanPoolClassifier(AutoModel.from_pretrained(model_dir, add_pooling_layer=False).float(), 2).to(device)
+
+
+def splits(tokenizer, data: str, sizes: tuple[int, int, int], seed: int) -> tuple[dict, dict, dict]:
+    texts, labels = read_sentences(data)
+    return tuple(encode(tokenizer, s, 64) for s in balanced_splits(texts, labels, sizes, seed))
 
 
 def train_plain(model, data, steps: int, lr: float, batch: int, seed: int, device) -> float:
@@ -62,73 +72,133 @@ def train_plain(model, data, steps: int, lr: float, batch: int, seed: int, devic
     return time.perf_counter() - start
 
 
+def lora_run(model_dir: str, data: tuple, seed: int, steps: int, lr: float, device: torch.device) -> dict[str, Any]:
+    """PEFT LoRA r=8 (alpha 16) on query and value with a trained head."""
+    from peft import LoraConfig, get_peft_model
+
+    train, _, test = data
+    torch.manual_seed(seed)
+    model = get_peft_model(load(model_dir, device), LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["head"]))
+    seconds = train_plain(model, train, steps, lr, 32, seed, device)
+    adapter = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" in n)
+    return {"method": "peft_lora_r8_qv", "seed": seed, "steps": steps, "lr": lr, "adapter_params": adapter,
+            "test_accuracy": accuracy_of(model, test, device), "train_s": seconds}
+
+
+def _train(model, data, device, seed: int, **settings) -> glora.TrainResult:
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    config = glora.TrainConfig(batch_size=32, warmup_steps=settings["steps"] // 10, seed=seed,
+                               precision=precision, progress=False, **settings)
+    return glora.SupernetTrainer(model, data, config, device=device).train()
+
+
+def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int, lr: float, device: torch.device,
+              fitness: str = "neg_loss", generations: int = 20, random_subnets: int = 20, finetune_steps: int = 0,
+              finetune_lr: float = 1e-3, random_finetune: int = 3, floor: float = 0.75) -> dict[str, Any]:
+    """Train the supernet with one sampling option, search at the budget, and score on the test split."""
+    train, val, test = data
+    torch.manual_seed(seed)
+    model = load(model_dir, device)
+    glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=ENCODER_LINEARS, modules_to_save=["head"]))
+    window = None if sampling == "uniform" else (int(floor * BUDGET), BUDGET)
+    trained = _train(model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=window, distill=sampling == "sandwich")
+    found = glora.search(model, glora.SubnetEvaluator(model, val, metric=fitness, device=device), BUDGET, seed=seed,
+                         generations=generations, progress=False)
+    test_eval = glora.SubnetEvaluator(model, test, device=device)
+    randoms = BudgetSampler(glora.search_space(model), (0, BUDGET), seed + 1000).draw(0, random_subnets)
+    random_scores = test_eval(randoms)
+    row = {"method": f"glora_{sampling}_{steps}", "seed": seed, "steps": steps, "lr": lr, "fitness": fitness, "train_window": window,
+           "adapter_params": found.best_params, "test_accuracy": test_eval([found.best_subnet])[0],
+           "random_feasible_test_mean": statistics.mean(random_scores), "validation_best": found.best_score,
+           "train_s": trained.seconds, "search_s": found.engine_seconds + found.fitness_seconds}
+    if finetune_steps:
+        supernet = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+        def finetuned(subnet) -> float:
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    if n in supernet:
+                        p.copy_(supernet[n])
+            _train(model, train, device, seed, steps=finetune_steps, lr=finetune_lr, sampling="fixed", subnet=subnet)
+            return glora.SubnetEvaluator(model, test, device=device)([subnet])[0]
+
+        row.update({"method": f"glora_{sampling}_{steps}+{finetune_steps}_finetuned", "finetune_steps": finetune_steps, "finetune_lr": finetune_lr,
+                    "steps": steps + finetune_steps, "test_accuracy_before_finetune": row["test_accuracy"],
+                    "test_accuracy": finetuned(found.best_subnet)})
+        if random_finetune:
+            row["random_finetuned_test_mean"] = statistics.mean(finetuned(s) for s in randoms[:random_finetune])
+    return row
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    summary = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        group = [r for r in rows if r["method"] == method]
+        acc = [r["test_accuracy"] for r in group]
+
+        def mean_of(key: str):
+            values = [r[key] for r in group if r.get(key) is not None]
+            return statistics.mean(values) if values else None
+
+        summary.append({"method": method, "seeds": len(group), "steps": group[0]["steps"], "test_mean": statistics.mean(acc),
+                        "test_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                        "random_feasible_mean": mean_of("random_feasible_test_mean"),
+                        "random_finetuned_mean": mean_of("random_finetuned_test_mean")})
+    return summary
+
+
+def parse_variant(text: str, parser: argparse.ArgumentParser) -> tuple[str, int, int]:
+    """``"sandwich:640+320"`` -> ("sandwich", 640, 320)."""
+    sampling, _, steps = text.partition(":")
+    supernet, _, finetune = steps.partition("+")
+    if sampling not in ("uniform", "budget", "sandwich") or not supernet.isdigit() or (finetune and not finetune.isdigit()):
+        parser.error(f"variant {text!r}: expected sampling:steps or sampling:steps+finetune_steps, sampling uniform, budget or sandwich")
+    return sampling, int(supernet), int(finetune or 0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=os.path.join(ASSETS, "minilm-fp16"))
     parser.add_argument("--data", default=os.path.join(ASSETS, "vaderSentiment-3.3.2.tar.gz"))
     parser.add_argument("--steps", type=int, default=320, help="training steps of PEFT LoRA")
-    parser.add_argument("--glora-steps", type=int, default=320, help="supernet training steps (at most 3x --steps)")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of PEFT LoRA")
+    parser.add_argument("--variants", nargs="*", default=["uniform:960", "budget:960", "sandwich:960", "sandwich:640+320"],
+                        help="sampling:supernet_steps[+finetune_steps]")
+    parser.add_argument("--glora-lr", type=float, default=1e-3)
+    parser.add_argument("--floor", type=float, default=0.75, help="budget-aware paths lie in [floor x budget, budget]")
+    parser.add_argument("--finetune-lr", type=float, default=1e-3)
+    parser.add_argument("--random-finetune", type=int, default=3, help="random feasible subnets fine-tuned likewise")
+    parser.add_argument("--fitness", default="neg_loss", choices=["accuracy", "neg_loss"])
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
-    parser.add_argument("--sampling", nargs="*", default=["uniform", "budget", "sandwich"])
     parser.add_argument("--random-subnets", type=int, default=20)
     parser.add_argument("--generations", type=int, default=20)
     parser.add_argument("--sizes", type=int, nargs=3, default=[1000, 500, 2000])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--name", default="supernet_quality", help="results/<name>_<device>.json")
     args = parser.parse_args()
+    variants = [parse_variant(v, parser) for v in args.variants]
+    for sampling, steps, finetune in variants:
+        if steps + finetune > 3 * args.steps:
+            parser.error(f"{sampling}:{steps}+{finetune}: GLoRA may train at most 3x LoRA's {args.steps} steps (supernet plus fine-tuning)")
     device = torch.device(args.device)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    texts, labels = read_sentences(args.data)
     rows = []
     for seed in args.seeds:
-        train, val, test = balanced_splits(texts, labels, tuple(args.sizes), seed)
-        train_d, val_d, test_d = (encode(tokenizer, s, 64) for s in (train, val, test))
-
-        torch.manual_seed(seed)
-        base = load(args.model, device)
-        lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["head"]))
-        seconds = train_plain(lora, train_d, args.steps, args.lr, 32, seed, device)
-        adapter = sum(p.numel() for n, p in lora.named_parameters() if p.requires_grad and "lora_" in n)
-        rows.append({"method": "peft_lora_r8_qv", "seed": seed, "steps": args.steps, "adapter_params": adapter,
-                     "testaccuracy_of": accuracy_of(lora, test_d, device), "train_s": seconds})
+        data = splits(tokenizer, args.data, tuple(args.sizes), seed)
+        rows.append(lora_run(args.model, data, seed, args.steps, args.lr, device))
         print(rows[-1], flush=True)
-
-        for sampling in args.sampling:
-            torch.manual_seed(seed)
-            model = load(args.model, device)
-            glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=ENCODER_LINEARS, modules_to_save=["head"]))
-            config = glora.TrainConfig(steps=args.glora_steps, batch_size=32, lr=args.lr, warmup_steps=args.glora_steps // 10,
-                                       sampling=sampling, budget=BUDGET, distill=sampling == "sandwich", seed=seed,
-                                       precision="bf16" if device.type == "cuda" else "fp32", progress=False)
-            trained = glora.SupernetTrainer(model, train_d, config, device=device).train()
-            val_eval = glora.SubnetEvaluator(model, val_d, device=device)
-            found = glora.search(model, val_eval, BUDGET, seed=seed, generations=args.generations, progress=False)
-            test_eval = glora.SubnetEvaluator(model, test_d, device=device)
-            searched = test_eval([found.best_subnet])[0]
-            randoms = BudgetSampler(glora.search_space(model), (0, BUDGET), seed + 1000).draw(0, args.random_subnets)
-            random_scores = test_eval(randoms)
-            rows.append({"method": f"glora_{sampling}", "seed": seed, "steps": args.glora_steps, "adapter_params": found.best_params,
-                         "testaccuracy_of": searched, "random_feasible_test_mean": statistics.mean(random_scores),
-                         "validation_best": found.best_score, "train_s": trained.seconds})
+        for sampling, steps, finetune in variants:
+            rows.append(glora_run(args.model, data, seed, sampling, steps, args.glora_lr, device, args.fitness, args.generations,
+                                  args.random_subnets, finetune, args.finetune_lr, args.random_finetune, args.floor))
             print(rows[-1], flush=True)
-
-    summary = []
-    for method in dict.fromkeys(r["method"] for r in rows):
-        group = [r for r in rows if r["method"] == method]
-        acc = [r["testaccuracy_of"] for r in group]
-        rnd = [r["random_feasible_test_mean"] for r in group if "random_feasible_test_mean" in r]
-        summary.append({"method": method, "seeds": len(group), "test_mean": statistics.mean(acc),
-                        "test_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-                        "random_feasible_mean": statistics.mean(rnd) if rnd else None, "steps": group[0]["steps"]})
-    print_table(summary, ["method", "seeds", "steps", "test_mean", "test_std", "random_feasible_mean"])
-    path = write_result("supernet_quality", device, {"model": "all-MiniLM-L6-v2 (mean pooling)", "sizes": args.sizes, "max_len": 64,
-                                                      "budget": BUDGET, "lora": "r=8, alpha 16, query+value", "lr": args.lr,
-                                                      "seeds": args.seeds, "generations": args.generations},
-                        {"runs": rows, "summary": summary})
+    summary = summarise(rows)
+    print_table(summary, ["method", "seeds", "steps", "test_mean", "test_std", "random_feasible_mean", "random_finetuned_mean"])
+    config = {"model": "all-MiniLM-L6-v2 (mean pooling)", "sizes": args.sizes, "max_len": 64, "budget": BUDGET,
+              "lora": f"r=8, alpha 16, query+value, lr {args.lr}", **{k: v for k, v in vars(args).items() if k not in ("model", "data", "device")}}
+    path = write_result(args.name, device, config, {"runs": rows, "summary": summary})
     print(f"wrote {path}")
 
 

@@ -39,6 +39,24 @@ def test_training_reduces_the_loss(sampling: str) -> None:
     assert -after < 0.5 * -before, f"held-out loss {-before:.3f} -> {-after:.3f}"
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_fixed_training_moves_only_the_subnets_tensors(seed: int) -> None:
+    model = _model(seed)
+    subnet = glora.sample_subnet(model, seed)
+    layers = dict(glora.glora_layers(model))
+    subnet["fc1"]["A"], subnet["fc1"]["B"], subnet["fc2"]["C"] = "none", "vector", "none"
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    evaluator = glora.SubnetEvaluator(model, _task(128, 9), metric="neg_loss")
+    loss_before = -evaluator([subnet])[0]
+    config = glora.TrainConfig(steps=40, batch_size=32, lr=1e-2, sampling="fixed", subnet=subnet, seed=seed, progress=False)
+    glora.train_supernet(model, _task(), config)
+    assert -evaluator([subnet])[0] < loss_before
+    moved = {n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])}
+    assert {"fc1.Ad", "fc1.Au", "fc2.Cd", "fc2.Cu"}.isdisjoint(moved)
+    assert "fc1.Bd" in moved and "head.weight" in moved
+    assert glora.get_subnet(model) == subnet and layers["fc1"].fixed_config == subnet["fc1"]
+
+
 def _run(sampling: str, steps_first: int, total: int, tmp_path, precision: str = "fp32", accum: int = 1):
     model = _model(1)
     config = glora.TrainConfig(steps=total, batch_size=16, lr=5e-3, warmup_steps=2, grad_accum=accum, max_grad_norm=1.0,
@@ -85,6 +103,12 @@ def test_checkpoint_mismatch_and_bad_settings(tmp_path) -> None:
         glora.TrainConfig(steps=2, sampling="random")
     with pytest.raises(ValueError, match="distill=True needs sampling='sandwich'"):
         glora.TrainConfig(steps=2, distill=True)
+    with pytest.raises(ValueError, match="sampling='fixed' trains the subnet given"):
+        glora.TrainConfig(steps=2, sampling="fixed")
+    with pytest.raises(ValueError, match="sampling='fixed' trains the subnet given"):
+        glora.TrainConfig(steps=2, subnet={})
+    with pytest.raises(KeyError, match="missing layer.*fc2"):
+        glora.SupernetTrainer(_model(), _task(64), glora.TrainConfig(steps=2, sampling="fixed", subnet={"fc1": glora.sample_subnet(_model(), 0)["fc1"]}))
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         glora.TrainConfig(steps=0)
     with pytest.raises(glora.ImpossibleBudgetError):

@@ -4,7 +4,8 @@ Sampling options: ``"uniform"`` (the reference: every layer draws every gene uni
 ``"budget"`` (each step one subnet drawn by the search engine's budget-aware construction, so every trained
 path lies within the parameter budget) and ``"sandwich"`` (each step the largest and the smallest subnet within
 budget plus a budget-aware draw; with ``distill=True`` the drawn and the smallest subnets learn from the largest
-one's predictions). AdamW with linear warm-up and cosine decay, gradient accumulation and clipping, bf16 / fp16
+one's predictions); ``"fixed"`` trains one given subnet (fine-tuning the searched subnet after the search, with
+its weights taken from the supernet). AdamW with linear warm-up and cosine decay, gradient accumulation and clipping, bf16 / fp16
 autocast, optional gradient checkpointing, checkpoints that resume bit for bit.
 
 Under ``torchrun`` (an initialised ``torch.distributed`` process group) the model is wrapped in
@@ -28,13 +29,13 @@ from torch import nn
 
 from .batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
 from .distributed import barrier, process_group
-from .model import glora_layers, search_space, set_subnet, supernet_mode
+from .model import glora_layers, search_space, set_subnet, supernet_mode, validate_subnet
 from .sampling import BudgetSampler
 from .space import budget_bounds
 from .version import __version__
 
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
-SAMPLING = ("uniform", "budget", "sandwich")
+SAMPLING = ("uniform", "budget", "sandwich", "fixed")
 PRECISION = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -55,6 +56,7 @@ class TrainConfig:
     budget: Optional[Union[int, tuple[int, int]]] = None
     distill: bool = False
     distill_temperature: float = 1.0
+    subnet: Optional[dict[str, dict[str, str]]] = None
     seed: int = 0
     progress: bool = True
 
@@ -71,7 +73,9 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {list(PRECISION)}, got {self.precision!r}")
         if self.sampling not in SAMPLING:
             raise ValueError(f"sampling must be one of {list(SAMPLING)}, got {self.sampling!r}")
-        if self.sampling != "uniform" and self.budget is None:
+        if (self.sampling == "fixed") != (self.subnet is not None):
+            raise ValueError("sampling='fixed' trains the subnet given as subnet=...; give both or neither")
+        if self.sampling in ("budget", "sandwich") and self.budget is None:
             raise ValueError(f"sampling={self.sampling!r} needs a budget (a maximum or a (min, max) pair of parameters)")
         if self.distill and self.sampling != "sandwich":
             raise ValueError("distill=True needs sampling='sandwich' (the largest subnet is the teacher)")
@@ -139,7 +143,8 @@ class SupernetTrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.generator = torch.Generator().manual_seed(config.seed)
         self.sampler = None
-        if config.sampling != "uniform":
+        self.plans = validate_subnet(model, config.subnet) if config.subnet is not None else None
+        if config.sampling in ("budget", "sandwich"):
             self.sampler = BudgetSampler(search_space(model), budget_bounds(config.budget), config.seed)
             self._extremes = (self.sampler.largest(), self.sampler.smallest()) if config.sampling == "sandwich" else None
         self.step = 0
@@ -158,7 +163,8 @@ class SupernetTrainer:
         return to_device(take(self.data, index), self.device)
 
     def _paths(self) -> list[Optional[dict]]:
-        """Subnets trained this step (None: the layers sample uniformly, as ``train`` set up)."""
+        """Subnets trained this step (None: the layers keep what ``train`` set up: uniform sampling or the fixed
+        subnet)."""
         if self.sampler is None:
             return [None]
         drawn = self.sampler.draw(self.step)[0]
@@ -198,7 +204,10 @@ class SupernetTrainer:
         if target > self.config.steps:
             raise ValueError(f"steps {target} exceeds the configured schedule of {self.config.steps}")
         self.model.train()
-        if self.sampler is None:
+        if self.plans is not None:
+            for name, layer in glora_layers(self.model):
+                layer.set_plan(self.plans[name])
+        elif self.sampler is None:
             supernet_mode(self.model, self.generator)
         losses = []
         bar = _bar(self.config.progress and self.rank == 0, self.step, self.config.steps)
