@@ -60,7 +60,7 @@ def _layers():
 
 
 @pytest.mark.parametrize("name, make, make_x", _layers(), ids=[n for n, _, _ in _layers()])
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(24))
 def test_gradients_match_plain_autograd(name, make, make_x, seed) -> None:
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -95,24 +95,46 @@ def test_gradients_match_plain_autograd(name, make, make_x, seed) -> None:
         torch.testing.assert_close(got_x, x.grad, rtol=1e-10, atol=1e-12)
 
 
-def test_autocast_matches_float32_reference() -> None:
-    torch.manual_seed(0)
-    layer = glora.GLoRALayer(nn.Linear(32, 48), max_rank=4, ranks=(4,))
+@pytest.mark.parametrize("seed", range(16))
+@pytest.mark.parametrize("base", ["float32_autocast", "bfloat16_frozen"])
+def test_low_precision_matches_float32_reference(seed: int, base: str) -> None:
+    """bf16 autocast over a float32 model, and a frozen bf16 base (an LLM's weights) with float32 factors: outputs
+    and factor gradients stay close to the float32 reference on random configurations."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    make = rng.choice([lambda: nn.Linear(32, 48), lambda: nn.Linear(32, 48, bias=False)])
+    layer = glora.GLoRALayer(make(), max_rank=4, ranks=(2, 4), add_bias=rng.random() < 0.8)
     with torch.no_grad():
         for n in FACTORS:
-            getattr(layer, n).copy_(torch.randn_like(getattr(layer, n)) * 0.1)
+            p = getattr(layer, n, None)
+            if p is not None:
+                p.copy_(torch.randn_like(p) * 0.1)
+    config = {g: rng.choice(layer.choices[g]) for g in glora.GENES}
+    layer.set_config(config)
     x = torch.randn(16, 32, requires_grad=True)
-    for config in ({"A": "lora_4", "B": "vector", "C": "lora_4", "D": "scalar", "E": "vector"},
-                   {"A": "vector", "B": "scalar", "C": "vector", "D": "vector", "E": "none"}):
-        layer.set_config(config)
+    weights = torch.randn(16, 48).bfloat16().float()  # the upstream gradient reaches the layer in bf16
+    if base == "bfloat16_frozen":
+        layer.base_layer.to(torch.bfloat16)
+        rounded = {n: t.detach().float() for n, t in layer.base_layer.named_parameters()}
+        y = layer(x.to(torch.bfloat16))
+    else:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = layer(x)
-        assert y.dtype == torch.bfloat16
-        y.float().sum().backward()
-        fused = {n: getattr(layer, n).grad.clone() for n in FACTORS if getattr(layer, n).grad is not None}
-        layer.zero_grad()
-        _reference(layer, config, x).sum().backward()
-        for n, g in fused.items():
-            ref = getattr(layer, n).grad
-            assert ((g - ref).norm() / ref.norm()).item() < 2e-2, n
-        layer.zero_grad()
+    assert y.dtype == torch.bfloat16
+    (y.float() * weights).sum().backward()
+    got = {n: getattr(layer, n).grad for n in FACTORS if hasattr(layer, n)}
+    layer.zero_grad()
+    if base == "bfloat16_frozen":
+        layer.base_layer.to(torch.float32)
+        with torch.no_grad():
+            for n, t in layer.base_layer.named_parameters():
+                t.copy_(rounded[n])
+    expected = _reference(layer, config, x)
+    assert ((y.float() - expected).norm() / expected.norm()).item() < 2e-2
+    (expected * weights).sum().backward()
+    for n, g in got.items():
+        ref = getattr(layer, n).grad
+        if ref is None or not ref.abs().sum():
+            assert g is None or not g.abs().sum(), f"{n} got a gradient but takes no part in {config}"
+        else:
+            assert ((g - ref).norm() / ref.norm()).item() < 3e-2, f"{n} for {config}"

@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 
 GENES: tuple[str, ...] = ("A", "B", "C", "D", "E")
 NONE = "none"
+LORA = "lora"
 VECTOR = "vector"
 SCALAR = "scalar"
 
@@ -38,7 +39,7 @@ class Choice:
 
     @property
     def name(self) -> str:
-        return f"lora_{self.rank}" if self.kind == "lora" else self.kind
+        return f"lora_{self.rank}" if self.kind == LORA else self.kind
 
 
 def parse_choice(gene: str, name: str, max_rank: int) -> Choice:
@@ -54,7 +55,7 @@ def parse_choice(gene: str, name: str, max_rank: int) -> Choice:
         rank = int(match.group(1))
         if not 1 <= rank <= max_rank:
             raise ChoiceError(f"choice {name!r} for gene {gene}: rank must be between 1 and the layer's maximum rank {max_rank}")
-        return Choice("lora", rank)
+        return Choice(LORA, rank)
     if name not in _KINDS_BY_GENE[gene]:
         raise ChoiceError(f"unknown choice {name!r} for gene {gene} (allowed: {', '.join(_allowed(gene))})")
     return Choice(name)

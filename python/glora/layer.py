@@ -4,9 +4,9 @@ One class serves ``nn.Linear``, ``nn.Conv1d/2d/3d`` and Hugging Face ``Conv1D``:
 ``W0`` of shape ``out x in`` (a conv as ``out x (in/groups * prod(kernel))``, ``Conv1D`` transposed), so A, B, C
 act on that matrix and the merged weight is reshaped back.
 
-The forward does no work for absent terms. With A or B in ``lora_r`` (or on a convolution) it forms ``W'`` once
-and runs the base operation with it; otherwise ``x W0^T`` is scaled per output by ``1 + A`` and B adds
-``sum(x) * B``, so nothing weight-sized is made.
+The forward does no work for absent terms. Linear layers (and ``Conv1D``) run as one autograd node
+(``linear_function.GLoRALinear``) that forms ``W'``, ``b'`` and the product with as few kernels as the plan
+needs; convolutions form ``W'`` with plain ops and run the base convolution with it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .choices import GENES, NONE, Choice, choice_cost, offered_choices, parse_choice
-from .functional import compute_dtype, effective_bias, effective_weight, factor, fused_weight, uses_fused_weight
+from .functional import compute_dtype, effective_bias, effective_weight, fused_weight, uses_fused_weight
+from .linear_function import glora_linear
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -194,13 +195,14 @@ class GLoRALayer(nn.Module):
             return self._run_folded(x)
         plan = self._current()
         w0 = self._weight_matrix()
+        if all(c.kind == NONE for c in plan):
+            return self._run_base(x, w0, self.base_layer.bias)
+        if self.kind != "conv" and not uses_fused_weight(plan, w0):
+            return glora_linear(x, w0, self.base_layer.bias, plan, compute_dtype(x), self._factors())
         p = self._parameters
         bias = effective_bias(plan, w0, self.base_layer.bias, p.get("Cd"), p.get("Cu"), p.get("D"), p.get("E"))
-        a_kind, b_kind = plan[0].kind, plan[1].kind
         if uses_fused_weight(plan, w0):
             weight = fused_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"], compute_dtype(x), self._ones_row(w0))
-        elif self.kind != "conv" and a_kind != "lora" and b_kind != "lora":
-            return self._factorised_linear(x, plan, w0, bias)
         else:
             weight = effective_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"])
         return self._run_base(x, weight, bias)
@@ -215,21 +217,6 @@ class GLoRALayer(nn.Module):
         if self.kind == "conv":
             return self.base_layer._conv_forward(x, weight.reshape(self.base_layer.weight.shape), bias)
         return F.linear(x, weight, bias)
-
-    def _factorised_linear(self, x: torch.Tensor, plan: tuple[Choice, ...], w0: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        """A and B in vector / scalar / none: ``y = (x W0^T) * (1 + a) + sum(x) * b + b'``; no weight-sized work and no
-        weight-gradient product."""
-        y = self._run_base(x, w0, bias)
-        a = factor(self._parameters["Ad"], self._parameters["Au"], plan[0])
-        if a is not None:
-            # x (W0 * a)^T = (x W0^T) * a; recovering x W0^T as y - b' keeps the bias fused in the base product,
-            # so a zero A leaves the output bit-identical to the base layer's in every precision
-            plain = y if bias is None else y - bias.to(y.dtype)
-            y = torch.addcmul(y, plain, a.squeeze(-1).to(y.dtype))
-        b = factor(self._parameters["Bd"], self._parameters["Bu"], plan[1])
-        if b is not None:
-            y = torch.addcmul(y, x.sum(dim=-1, keepdim=True).to(y.dtype), b.squeeze(-1).to(y.dtype))
-        return y
 
     # ---------------------------------------------------------------------------------------- folded (eval)
     @torch.no_grad()

@@ -1,0 +1,169 @@
+"""The training-time GLoRA linear op as one autograd node: ``y = x W'^T + b'`` (METHOD.md section 1).
+
+Why a hand-written node: an eager training step of a model with many small layers is bound by the host (kernel
+launches and autograd bookkeeping), not by the GPU. Built from plain ops a GLoRA layer costs 20-30 autograd
+nodes and about 30 kernel launches per step, where PEFT's LoRA costs about a dozen. This node forms ``W'`` and
+``b'`` with one kernel per present term (the cast to the compute dtype fused into the last one), saves only the
+cast input and the compute-dtype ``W'`` (what ``F.linear`` on ``W'`` would save), and in the backward derives
+every factor's gradient from the one weight gradient ``g^T x``, written straight into its slice of a zeroed
+gradient when a choice uses part of a factor.
+
+The arithmetic is that of ``functional.effective_weight`` / ``effective_bias``: the terms in the factors'
+precision (float32, or float64 for float64 factors), rounded once to the compute dtype; autocast is off inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .choices import LORA, NONE, SCALAR, VECTOR, Choice
+
+Tensor = torch.Tensor
+
+
+def _no_autocast(device_type: str):
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _term(down: Tensor, up: Optional[Tensor], choice: Choice) -> Tensor:
+    """A lora product, a column or a 0-d scalar of a down factor (views, except the product)."""
+    if choice.kind == LORA:
+        return down[:, : choice.rank] @ up[: choice.rank]
+    return down[:, :1] if choice.kind == VECTOR else down[0, 0]
+
+
+def _weight(plan: tuple[Choice, ...], w: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype) -> Tensor:
+    """``W0 + W0 * A + B`` from ``w`` (W0 in the factors' precision), rounded to ``dtype`` by the last op."""
+    a, b = plan[0], plan[1]
+    if b.kind == LORA:  # matrix products take no output of another dtype
+        base = torch.addmm(w, bd[:, : b.rank], bu[: b.rank])
+        if a.kind == NONE:
+            return base.to(dtype)
+    elif b.kind != NONE:
+        base = torch.add(w, _term(bd, None, b), out=None if a.kind != NONE else torch.empty(w.shape, dtype=dtype, device=w.device))
+        if a.kind == NONE:
+            return base
+    else:
+        base = w
+    return torch.addcmul(base, w, _term(ad, au, a), out=torch.empty(w.shape, dtype=dtype, device=w.device))
+
+
+def _bias(plan: tuple[Choice, ...], w: Optional[Tensor], b0: Optional[Tensor], cd, cu, d, e, dtype: torch.dtype) -> Optional[Tensor]:
+    """``b0 + b0 * D + E + W0 @ C`` in the factors' precision, cast to ``dtype``; ``b0`` itself when C, D, E are absent."""
+    c, dc, ec = plan[2], plan[3], plan[4]
+    bias = b0
+    if dc.kind != NONE:
+        bias = torch.addcmul(b0, b0, d if dc.kind == VECTOR else d[0])
+    if ec.kind != NONE:
+        ev = e if ec.kind == VECTOR else e[0]
+        bias = ev.expand(w.shape[0]) if bias is None else bias + ev
+    if c.kind != NONE:
+        cv = cd[:, 0] if c.kind == VECTOR else torch.mv(cd[:, : c.rank], cu[: c.rank, 0])
+        bias = torch.mv(w, cv) if bias is None else torch.addmv(bias.to(w.dtype), w, cv)
+    return None if bias is None else bias.to(dtype)
+
+
+class _Zeroed:
+    """Zeroed gradients for the factors a choice uses only part of, all carved from one buffer (one fill per
+    layer and step instead of one per factor)."""
+
+    def __init__(self, factors: tuple[Optional[Tensor], ...]) -> None:
+        self.factors = factors
+        self.flat: Optional[Tensor] = None
+
+    def __getitem__(self, i: int) -> Tensor:
+        if self.flat is None:
+            self.flat = self.factors[0].new_zeros(sum(f.numel() for f in self.factors if f is not None))
+        start = sum(f.numel() for f in self.factors[:i] if f is not None)
+        factor = self.factors[i]
+        return self.flat[start : start + factor.numel()].view(factor.shape)
+
+    def slice(self, i: int, block: Tensor, rank: int, up: bool = False) -> Tensor:
+        """The gradient of factor ``i`` from that of its lora slice (rows of an up factor, else columns)."""
+        if block.shape == self.factors[i].shape:
+            return block
+        full = self[i]
+        (full[:rank] if up else full[:, :rank]).copy_(block)
+        return full
+
+    def summed(self, i: int, source: Tensor, choice: Choice) -> Tensor:
+        """The gradient of factor ``i`` when its first column (vector) or first element (scalar) was broadcast:
+        ``source`` summed over the broadcast dimensions, written in place by one reduction."""
+        full = self[i]
+        if full.dim() == 1:
+            torch.sum(source, 0, keepdim=True, dtype=full.dtype, out=full[:1])
+        elif choice.kind == VECTOR:
+            torch.sum(source, 1, keepdim=True, dtype=full.dtype, out=full[:, :1])
+        else:
+            torch.sum(source, (0, 1), keepdim=True, dtype=full.dtype, out=full[:1, :1])
+        return full
+
+
+class GLoRALinear(torch.autograd.Function):
+    """``F.linear(x, W', b')`` for one plan. Inputs: x, W0 (out x in view of the frozen weight), b0, the plan,
+    the compute dtype, then Ad, Au, Bd, Bu, Cd, Cu, D, E (None where a layer lacks them)."""
+
+    @staticmethod
+    def forward(ctx, x, w0, b0, plan, dtype, ad, au, bd, bu, cd, cu, d, e):  # noqa: D102 (see the class)
+        precision = torch.promote_types(w0.dtype, ad.dtype)
+        dense = plan[0].kind != NONE or plan[1].kind != NONE
+        with _no_autocast(x.device.type):
+            w = w0 if w0.dtype == precision or not (dense or plan[2].kind != NONE) else w0.to(precision)
+            weight = _weight(plan, w, ad, au, bd, bu, dtype) if dense else w0.to(dtype)
+            bias = _bias(plan, w, b0, cd, cu, d, e, dtype)
+            xc = x.to(dtype)
+            y = F.linear(xc, weight, bias)
+        ctx.plan, ctx.precision, ctx.dense = plan, precision, dense
+        ctx.save_for_backward(xc, weight, w0, b0, ad, au, bd, bu, cd, cu, d, e)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):  # noqa: D102
+        xc, weight, w0, b0, ad, au, bd, bu, cd, cu, d, e = ctx.saved_tensors
+        plan, precision, needs = ctx.plan, ctx.precision, ctx.needs_input_grad
+        a, b, c, dc, ec = plan
+        grads: list[Optional[Tensor]] = [None] * 8
+        zeroed = _Zeroed((ad, au, bd, bu, cd, cu, d, e))
+        with _no_autocast(gy.device.type):
+            gx = gy.matmul(weight) if needs[0] else None
+            g2 = gy.reshape(-1, gy.shape[-1])
+            if ctx.dense and any(needs[5:9]):
+                gw = g2.t() @ xc.reshape(-1, xc.shape[-1])
+                if b.kind == LORA:
+                    gw32 = gw.to(precision)
+                    grads[2] = zeroed.slice(2, gw32 @ bu[: b.rank].t(), b.rank)
+                    grads[3] = zeroed.slice(3, bd[:, : b.rank].t() @ gw32, b.rank, up=True)
+                elif b.kind != NONE:
+                    grads[2] = zeroed.summed(2, gw, b)
+                if a.kind == LORA:
+                    ga = (gw * w0).to(precision)
+                    grads[0] = zeroed.slice(0, ga @ au[: a.rank].t(), a.rank)
+                    grads[1] = zeroed.slice(1, ad[:, : a.rank].t() @ ga, a.rank, up=True)
+                elif a.kind != NONE:
+                    grads[0] = zeroed.summed(0, gw * w0, a)
+            if (c.kind != NONE or dc.kind != NONE or ec.kind != NONE) and any(needs[9:13]):
+                gb = g2.sum(0, dtype=precision)
+                if dc.kind != NONE:
+                    grads[6] = gb * b0 if dc.kind == VECTOR else zeroed.summed(6, gb * b0, dc)
+                if ec.kind != NONE:
+                    grads[7] = gb if ec.kind == VECTOR else zeroed.summed(7, gb, ec)
+                if c.kind != NONE:
+                    w = w0 if w0.dtype == precision else w0.to(precision)
+                    gc = torch.mv(w.t(), gb)
+                    if c.kind == LORA:
+                        grads[4] = zeroed.slice(4, torch.outer(gc, cu[: c.rank, 0]), c.rank)
+                        grads[5] = zeroed.slice(5, (cd[:, : c.rank].t() @ gc).unsqueeze(1), c.rank, up=True)
+                    else:
+                        grads[4] = zeroed.slice(4, gc.unsqueeze(1), 1)
+        return (gx, None, None, None, None, *grads)
+
+
+def glora_linear(x: Tensor, w0: Tensor, b0: Optional[Tensor], plan: tuple[Choice, ...], dtype: torch.dtype, factors: tuple[Optional[Tensor], ...]) -> Tensor:
+    """``y = x W'^T + b'`` for ``plan`` (a linear or transposed Conv1D weight viewed as out x in)."""
+    return GLoRALinear.apply(x, w0, b0, plan, dtype, *factors)
