@@ -96,7 +96,7 @@ def effective_bias(
         ev = e if e_choice.kind == VECTOR else e[0]
         bias = ev.expand(w0.shape[0]) if bias is None else bias + ev
     if c_choice.kind != NONE:
-        c = cd[:, 0] if c_choice.kind == VECTOR else (cd[:, : c_choice.rank] @ cu[: c_choice.rank, 0])
-        wc = torch.mv(w0.to(c.dtype), c)
-        bias = wc if bias is None else bias + wc
+        c = cd[:, 0] if c_choice.kind == VECTOR else torch.mv(cd[:, : c_choice.rank], cu[: c_choice.rank, 0])
+        w = w0.to(c.dtype)
+        bias = torch.mv(w, c) if bias is None else torch.addmv(bias.to(c.dtype), w, c)
     return bias

@@ -20,7 +20,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .choices import LORA, NONE, SCALAR, VECTOR, Choice
+from .choices import LORA, NONE, VECTOR, Choice
+from .functional import effective_bias
 
 Tensor = torch.Tensor
 
@@ -52,21 +53,6 @@ def _weight(plan: tuple[Choice, ...], w: Tensor, ad: Tensor, au: Tensor, bd: Ten
     else:
         base = w
     return torch.addcmul(base, w, _term(ad, au, a), out=torch.empty(w.shape, dtype=dtype, device=w.device))
-
-
-def _bias(plan: tuple[Choice, ...], w: Optional[Tensor], b0: Optional[Tensor], cd, cu, d, e, dtype: torch.dtype) -> Optional[Tensor]:
-    """``b0 + b0 * D + E + W0 @ C`` in the factors' precision, cast to ``dtype``; ``b0`` itself when C, D, E are absent."""
-    c, dc, ec = plan[2], plan[3], plan[4]
-    bias = b0
-    if dc.kind != NONE:
-        bias = torch.addcmul(b0, b0, d if dc.kind == VECTOR else d[0])
-    if ec.kind != NONE:
-        ev = e if ec.kind == VECTOR else e[0]
-        bias = ev.expand(w.shape[0]) if bias is None else bias + ev
-    if c.kind != NONE:
-        cv = cd[:, 0] if c.kind == VECTOR else torch.mv(cd[:, : c.rank], cu[: c.rank, 0])
-        bias = torch.mv(w, cv) if bias is None else torch.addmv(bias.to(w.dtype), w, cv)
-    return None if bias is None else bias.to(dtype)
 
 
 class _Zeroed:
@@ -116,7 +102,8 @@ class GLoRALinear(torch.autograd.Function):
         with _no_autocast(x.device.type):
             w = w0 if w0.dtype == precision or not (dense or plan[2].kind != NONE) else w0.to(precision)
             weight = _weight(plan, w, ad, au, bd, bu, dtype) if dense else w0.to(dtype)
-            bias = _bias(plan, w, b0, cd, cu, d, e, dtype)
+            bias = effective_bias(plan, w, b0, cd, cu, d, e)
+            bias = None if bias is None else bias.to(dtype)
             xc = x.to(dtype)
             y = F.linear(xc, weight, bias)
         ctx.plan, ctx.precision, ctx.dense = plan, precision, dense
