@@ -145,3 +145,27 @@ def test_low_precision_matches_float32_reference(seed: int, base: str) -> None:
     assert ((y.float() - expected).norm() / expected.norm()).item() < 2e-2
     (expected * weights).sum().backward()
     _assert_gradients_close(got, layer, config, lambda g, ref: _below((g - ref).norm() / ref.norm(), 3e-2))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_no_weight_sized_copy_is_kept_over_a_compute_dtype_base(seed: int) -> None:
+    """Over a bf16 base (an LLM's frozen weights) the backward rebuilds W' instead of keeping it: apart from
+    the base weight itself, nothing weight-sized is saved for the backward."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    layer = glora.GLoRALayer(nn.Linear(24, 40, bias=False).to(torch.bfloat16), max_rank=4, ranks=(4,))
+    config = {g: rng.choice([c for c in layer.choices[g] if c != "none"] or ["none"]) for g in glora.GENES}
+    layer.set_config(config)
+    saved = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t)
+        return t
+
+    x = torch.randn(8, 24, dtype=torch.bfloat16, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = layer(x)
+    weight_sized = [t for t in saved if t.numel() == 24 * 40 and t.data_ptr() != layer.base_layer.weight.data_ptr()]
+    assert not weight_sized, f"{config}: a weight-sized copy is kept for the backward"
+    y.float().sum().backward()
+    assert x.grad is not None and layer.Ad.grad is not None

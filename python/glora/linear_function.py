@@ -6,7 +6,9 @@ nodes and about 30 kernel launches per step, where PEFT's LoRA costs about a doz
 ``b'`` with one kernel per present term (the cast to the compute dtype fused into the last one), saves only the
 cast input and the compute-dtype ``W'`` (what ``F.linear`` on ``W'`` would save), and in the backward derives
 every factor's gradient from the one weight gradient ``g^T x``, written straight into its slice of a zeroed
-gradient when a choice uses part of a factor.
+gradient when a choice uses part of a factor. Over a base already in the compute dtype (an LLM's bf16 weights,
+which the plain layer saves without a copy) ``W'`` is rebuilt in the backward instead of kept, so peak memory
+stays that of the plain layer.
 
 The arithmetic is that of ``functional.effective_weight`` / ``effective_bias``: the terms in the factors'
 precision (float32, or float64 for float64 factors), rounded once to the compute dtype; autocast is off inside.
@@ -106,8 +108,11 @@ class GLoRALinear(torch.autograd.Function):
             bias = None if bias is None else bias.to(dtype)
             xc = x.to(dtype)
             y = F.linear(xc, weight, bias)
-        ctx.plan, ctx.precision, ctx.dense = plan, precision, dense
-        ctx.save_for_backward(xc, weight, w0, b0, ad, au, bd, bu, cd, cu, d, e)
+        # keep W' when the plain layer would keep a cast copy of W0 of the same size anyway (a float32 base under
+        # autocast); over a base already in the compute dtype (an LLM's bf16 weights) rebuild it in the backward
+        keep = not dense or w0.dtype != dtype
+        ctx.plan, ctx.precision, ctx.dense, ctx.dtype = plan, precision, dense, dtype
+        ctx.save_for_backward(xc, weight if keep else None, w0, b0, ad, au, bd, bu, cd, cu, d, e)
         return y
 
     @staticmethod
@@ -118,6 +123,8 @@ class GLoRALinear(torch.autograd.Function):
         grads: list[Optional[Tensor]] = [None] * 8
         zeroed = _Zeroed((ad, au, bd, bu, cd, cu, d, e))
         with _no_autocast(gy.device.type):
+            if needs[0] and weight is None:
+                weight = _weight(plan, w0.to(precision), ad, au, bd, bu, ctx.dtype)
             gx = gy.matmul(weight) if needs[0] else None
             g2 = gy.reshape(-1, gy.shape[-1])
             if ctx.dense and any(needs[5:9]):
