@@ -82,12 +82,13 @@ def test_the_whole_pipeline_on_a_tiny_bert(tmp_path) -> None:
     out = tmp_path / "run"
     args = ["run", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--steps", "30", "--batch-size", "16",
             "--lr", "3e-3", "--budget", "3000", "--population", "8", "--generations", "2", "--train-size", "60", "--val-size", "20", "--test-size", "40",
-            "--seed", "1", "--device", "cpu"]
+            "--seed", "1", "--device", "cpu", "--finetune-steps", "10", "--sampling", "sandwich"]
     assert main(args) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["adapter_params"] <= 3000
     assert result["merged_test_accuracy"] == pytest.approx(result["test_accuracy"], abs=1 / 40 + 1e-9)
-    assert {"adapter", "merged", "subnet.json", "search.jsonl", "supernet.pt"} <= set(os.listdir(out))
+    assert result["finetune_steps"] == 10 and 0 <= result["test_accuracy_supernet"] <= 1
+    assert {"adapter", "merged", "subnet.json", "search.jsonl", "supernet.pt", "finetune.pt"} <= set(os.listdir(out))
     merged = transformers.AutoModel.from_pretrained(out / "merged", add_pooling_layer=False)
     base = transformers.AutoModel.from_pretrained(model_dir, add_pooling_layer=False)
     assert sum(p.numel() for p in merged.parameters()) == sum(p.numel() for p in base.parameters())

@@ -2,8 +2,9 @@
 
 ``glora`` (or ``glora run``) runs the whole pipeline on the built-in default, all-MiniLM-L6-v2 on the offline
 movie sentences: wrap, train the supernet, search under a parameter budget, merge, report test accuracy
-(``pipeline.py``). On a machine without a GPU the default schedule is shortened so that it finishes in minutes;
-every number can be set. ``glora demo`` wraps a MiniLM-shaped BERT with random weights, merges random subnets and
+(``pipeline.py``). On a GPU the schedule is the one ``benches/supernet_quality.py`` measured best (sandwich
+training for 640 steps, search, then 320 steps training the found subnet alone); on a machine without a GPU it is
+shortened so that it finishes in minutes; every number can be set. ``glora demo`` wraps a MiniLM-shaped BERT with random weights, merges random subnets and
 checks that the merged models match them with the base model's parameter count.
 """
 
@@ -65,7 +66,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-GPU_SCHEDULE = {"steps": 320, "population": 50, "generations": 20}
+GPU_SCHEDULE = {"steps": 640, "finetune_steps": 320, "sampling": "sandwich", "population": 50, "generations": 20}
 CPU_SCHEDULE = {"steps": 120, "population": 20, "generations": 5, "val_size": 200, "test_size": 1000}
 
 
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", dest="batch_size", type=int)
     run.add_argument("--lr", type=float)
     run.add_argument("--sampling", choices=["uniform", "budget", "sandwich"])
+    run.add_argument("--budget-floor", dest="budget_floor", type=float,
+                     help="budget-aware and sandwich training draw subnets within [floor x budget, budget] (default 0.75)")
+    run.add_argument("--finetune-steps", dest="finetune_steps", type=int, help="train the found subnet alone afterwards")
     run.add_argument("--population", type=int)
     run.add_argument("--generations", type=int)
     run.add_argument("--train-size", dest="train_size", type=int)

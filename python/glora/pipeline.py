@@ -1,7 +1,8 @@
 """The whole GLoRA pipeline on a text classifier (the ``glora`` command's main job).
 
 wrap a Hugging Face encoder -> train the supernet -> search each layer's form under a parameter budget on the
-validation split -> merge the best subnet into plain layers -> report test accuracy and save everything
+validation split -> optionally fine-tune the found subnet alone -> merge it into plain layers -> report test
+accuracy and save everything
 (``adapter/`` in safetensors, ``subnet.json``, ``merged/`` (the plain encoder in Hugging Face format and
 ``head.safetensors``), ``search.jsonl``, ``result.json``). The classifier mean-pools the encoder's tokens, as
 the sentence encoder is trained, and puts a new linear head on top.
@@ -64,6 +65,8 @@ class PipelineConfig:
     batch_size: int = 32
     lr: float = 1e-3
     sampling: str = "budget"
+    budget_floor: float = 0.75
+    finetune_steps: int = 0
     train_size: int = 1000
     val_size: int = 500
     test_size: int = 2000
@@ -109,27 +112,24 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     print(trainable_parameters_summary(model))
     os.makedirs(cfg.out, exist_ok=True)
 
-    train_cfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.steps // 10,
-                            sampling=cfg.sampling, budget=cfg.budget, seed=cfg.seed,
-                            precision="bf16" if device.type == "cuda" else "fp32")
-    trainer = SupernetTrainer(model, train_data, train_cfg, device=device)
-    checkpoint = os.path.join(cfg.out, "supernet.pt")
-    if cfg.resume and os.path.exists(checkpoint):
-        trainer.load_checkpoint(checkpoint)
+    window = (int(cfg.budget_floor * cfg.budget), cfg.budget)
     started = time.perf_counter()
-    trained = trainer.train()
-    trainer.save_checkpoint(checkpoint)
+    trained = _train(model, train_data, cfg, device, "supernet.pt", steps=cfg.steps, sampling=cfg.sampling,
+                     budget=None if cfg.sampling == "uniform" else window, distill=cfg.sampling == "sandwich")
     train_s = time.perf_counter() - started
 
     evaluator = SubnetEvaluator(model, val_data, device=device, batch_size=256)
     found = search(model, evaluator, cfg.budget, seed=cfg.seed, population=cfg.population, generations=cfg.generations,
                    log=os.path.join(cfg.out, "search.jsonl"), resume=cfg.resume)
     best = found.best_subnet
+    test_eval = SubnetEvaluator(model, test_data, device=device, batch_size=256)
+    supernet_accuracy = test_eval([best])[0]
+    if cfg.finetune_steps:
+        _train(model, train_data, cfg, device, "finetune.pt", steps=cfg.finetune_steps, sampling="fixed", subnet=best)
     set_subnet(model, best)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BiasAddedWarning)
         merged = merge(model, best)
-    test_eval = SubnetEvaluator(model, test_data, device=device, batch_size=256)
     test_accuracy = test_eval([best])[0]
     merged_accuracy = accuracy_of(merged, test_data, device)
     save_adapter(model, os.path.join(cfg.out, "adapter"), subnet=best)
@@ -146,6 +146,8 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
         "search": {"evaluations": found.evaluations, "best_validation_accuracy": found.best_score,
                    "fitness_seconds": found.fitness_seconds, "engine_seconds": found.engine_seconds},
         "adapter_params": count_params(model, best),
+        "finetune_steps": cfg.finetune_steps,
+        "test_accuracy_supernet": supernet_accuracy,
         "test_accuracy": test_accuracy,
         "merged_test_accuracy": merged_accuracy,
     }
@@ -154,6 +156,20 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     print(f"searched subnet: {result['adapter_params']:,} adapter parameters (budget {cfg.budget:,}); "
           f"validation accuracy {found.best_score:.4f}; test accuracy {test_accuracy:.4f} (merged model {merged_accuracy:.4f})")
     print(f"wrote {cfg.out}/: adapter/, merged/, subnet.json, search.jsonl, result.json")
+    return result
+
+
+def _train(model: torch.nn.Module, data: dict, cfg: PipelineConfig, device: torch.device, checkpoint: str, **settings: Any):
+    """One training phase (the supernet, or the found subnet alone) with its checkpoint in the output folder;
+    with ``resume`` it continues from that checkpoint (a finished phase is not repeated)."""
+    config = TrainConfig(batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=settings["steps"] // 10, seed=cfg.seed,
+                         precision="bf16" if device.type == "cuda" else "fp32", **settings)
+    trainer = SupernetTrainer(model, data, config, device=device)
+    path = os.path.join(cfg.out, checkpoint)
+    if cfg.resume and os.path.exists(path):
+        trainer.load_checkpoint(path)
+    result = trainer.train()
+    trainer.save_checkpoint(path)
     return result
 
 
