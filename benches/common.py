@@ -77,10 +77,13 @@ def peak_gib(device: torch.device) -> float | None:
     return None
 
 
+def result_path(name: str, device: torch.device) -> str:
+    return os.path.join(RESULTS, f"{name}_{'gpu' if device.type == 'cuda' else 'cpu'}.json")
+
+
 def write_result(name: str, device: torch.device, config: dict[str, Any], figures: Any) -> str:
     os.makedirs(RESULTS, exist_ok=True)
-    suffix = "gpu" if device.type == "cuda" else "cpu"
-    path = os.path.join(RESULTS, f"{name}_{suffix}.json")
+    path = result_path(name, device)
     payload = {
         "benchmark": name,
         "device": device_name(device),

@@ -18,6 +18,7 @@ validation loss (``--fitness``), which over 500 sentences ranks subnets more sta
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -26,7 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import print_table, write_result
+from common import print_table, result_path, write_result
 
 import glora
 from glora.movie_data import balanced_splits, read_sentences
@@ -175,6 +176,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs=3, default=[1000, 500, 2000])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--name", default="supernet_quality", help="results/<name>_<device>.json")
+    parser.add_argument("--append", action="store_true", help="keep the rows already in that file (a run split over several calls)")
     args = parser.parse_args()
     variants = [parse_variant(v, parser) for v in args.variants]
     for sampling, steps, finetune in variants:
@@ -185,20 +187,26 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    rows = []
-    for seed in args.seeds:
-        data = splits(tokenizer, args.data, tuple(args.sizes), seed)
-        rows.append(lora_run(args.model, data, seed, args.steps, args.lr, device))
-        print(rows[-1], flush=True)
-        for sampling, steps, finetune in variants:
-            rows.append(glora_run(args.model, data, seed, sampling, steps, args.glora_lr, device, args.fitness, args.generations,
-                                  args.random_subnets, finetune, args.finetune_lr, args.random_finetune, args.floor))
-            print(rows[-1], flush=True)
-    summary = summarise(rows)
-    print_table(summary, ["method", "seeds", "steps", "test_mean", "test_std", "random_feasible_mean", "random_finetuned_mean"])
     config = {"model": "all-MiniLM-L6-v2 (mean pooling)", "sizes": args.sizes, "max_len": 64, "budget": BUDGET,
               "lora": f"r=8, alpha 16, query+value, lr {args.lr}", **{k: v for k, v in vars(args).items() if k not in ("model", "data", "device")}}
-    path = write_result(args.name, device, config, {"runs": rows, "summary": summary})
+    rows = []
+    if args.append and os.path.exists(result_path(args.name, device)):
+        with open(result_path(args.name, device), encoding="utf-8") as fh:
+            rows = json.load(fh)["figures"]["runs"]
+
+    def record(row: dict[str, Any]) -> str:
+        """Print the row and rewrite the results file with every row so far (a run cut short keeps them)."""
+        rows.append(row)
+        print(row, flush=True)
+        return write_result(args.name, device, config, {"runs": rows, "summary": summarise(rows)})
+
+    for seed in args.seeds:
+        data = splits(tokenizer, args.data, tuple(args.sizes), seed)
+        path = record(lora_run(args.model, data, seed, args.steps, args.lr, device))
+        for sampling, steps, finetune in variants:
+            path = record(glora_run(args.model, data, seed, sampling, steps, args.glora_lr, device, args.fitness, args.generations,
+                                    args.random_subnets, finetune, args.finetune_lr, args.random_finetune, args.floor))
+    print_table(summarise(rows), ["method", "seeds", "steps", "test_mean", "test_std", "random_feasible_mean", "random_finetuned_mean"])
     print(f"wrote {path}")
 
 
