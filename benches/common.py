@@ -45,16 +45,20 @@ def sync(device: torch.device) -> None:
 
 
 def time_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeat: int) -> dict[str, float]:
-    """Median and spread of ``fn``'s wall time in milliseconds (CUDA events on a GPU)."""
+    """Median and spread of ``fn``'s wall time in milliseconds (CUDA events on a GPU), and the median time the
+    host spent issuing it (``host_ms``; starting from an idle GPU, close to ``median_ms`` when the host, not the
+    GPU, bounds the step)."""
     for _ in range(warmup):
         fn()
     sync(device)
-    samples = []
+    samples, host = [], []
     for _ in range(repeat):
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
+            t0 = time.perf_counter()
             fn()
+            host.append((time.perf_counter() - t0) * 1000)
             end.record()
             end.synchronize()
             samples.append(start.elapsed_time(end))
@@ -62,7 +66,9 @@ def time_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeat: in
             t0 = time.perf_counter()
             fn()
             samples.append((time.perf_counter() - t0) * 1000)
-    return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples), "n": repeat}
+            host.append(samples[-1])
+    return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples), "n": repeat,
+            "host_ms": statistics.median(host)}
 
 
 def reset_peak(device: torch.device) -> None:

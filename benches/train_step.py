@@ -65,7 +65,7 @@ def measure(method: str, make, targets, head, loss_of, device, warmup: int, repe
     step()
     reset_peak(device)
     timing = time_ms(step, device, warmup, repeat)
-    row = {"method": method, "ms_per_step": timing["median_ms"], "min_ms": timing["min_ms"], "peak_gib": peak_gib(device),
+    row = {"method": method, "ms_per_step": timing["median_ms"], "min_ms": timing["min_ms"], "host_ms": timing["host_ms"], "peak_gib": peak_gib(device),
            "trainable_params": sum(p.numel() for p in params),
            "subnet_params": glora.count_params(model, subnet) if subnet is not None else None,
            "model_params": sum(p.numel() for p in model.parameters())}
@@ -97,7 +97,7 @@ def main() -> None:
             r["time_vs_peft_lora"] = r["ms_per_step"] / lora["ms_per_step"] if lora else None
             r["memory_vs_peft_lora"] = r["peak_gib"] / lora["peak_gib"] if lora and r["peak_gib"] else None
         print(name)
-        print_table(rows, ["method", "ms_per_step", "time_vs_peft_lora", "peak_gib", "memory_vs_peft_lora", "trainable_params", "subnet_params"])
+        print_table(rows, ["method", "ms_per_step", "host_ms", "time_vs_peft_lora", "peak_gib", "memory_vs_peft_lora", "trainable_params", "subnet_params"])
         results[name] = rows
     path = write_result("train_step", device,
                         {"vit": {"model": "vit_base_patch16_224", "batch": 64 if gpu else 2, "targets": VIT_TARGETS},
