@@ -95,15 +95,17 @@ def _train(model, data, device, seed: int, **settings) -> glora.TrainResult:
 
 def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int, lr: float, device: torch.device,
               fitness: str = "neg_loss", generations: int = 20, random_subnets: int = 20, finetune_steps: int = 0,
-              finetune_lr: float = 1e-3, random_finetune: int = 3, floor: float = 0.75) -> dict[str, Any]:
-    """Train the supernet with one sampling option, search at the budget, and score on the test split."""
+              finetune_lr: float = 1e-3, random_finetune: int = 3, floor: float = 0.75, search_window: bool = False) -> dict[str, Any]:
+    """Train the supernet with one sampling option, search at the budget (or, with ``search_window``, within the
+    training window), and score on the test split."""
     train, val, test = data
     torch.manual_seed(seed)
     model = load(model_dir, device)
     glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=ENCODER_LINEARS, modules_to_save=["head"]))
     window = None if sampling == "uniform" else (int(floor * BUDGET), BUDGET)
     trained = _train(model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=window, distill=sampling == "sandwich")
-    found = glora.search(model, glora.SubnetEvaluator(model, val, metric=fitness, device=device), BUDGET, seed=seed,
+    searched = window if search_window and window else BUDGET
+    found = glora.search(model, glora.SubnetEvaluator(model, val, metric=fitness, device=device), searched, seed=seed,
                          generations=generations, progress=False)
     test_eval = glora.SubnetEvaluator(model, test, device=device)
     randoms = BudgetSampler(glora.search_space(model), (0, BUDGET), seed + 1000).draw(0, random_subnets)
@@ -111,7 +113,10 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
     row = {"method": f"glora_{sampling}_{steps}", "seed": seed, "steps": steps, "lr": lr, "fitness": fitness, "train_window": window,
            "adapter_params": found.best_params, "test_accuracy": test_eval([found.best_subnet])[0],
            "random_feasible_test_mean": statistics.mean(random_scores), "validation_best": found.best_score,
-           "train_s": trained.seconds, "search_s": found.engine_seconds + found.fitness_seconds}
+           "train_s": trained.seconds, "search_s": found.engine_seconds + found.fitness_seconds, "search_budget": searched}
+    if searched != BUDGET:
+        in_window = BudgetSampler(glora.search_space(model), searched, seed + 1000).draw(0, random_subnets)
+        row["random_in_search_window_test_mean"] = statistics.mean(test_eval(in_window))
     if finetune_steps:
         supernet = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -143,7 +148,9 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
         summary.append({"method": method, "seeds": len(group), "steps": group[0]["steps"], "test_mean": statistics.mean(acc),
                         "test_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                        "before_finetune_mean": mean_of("test_accuracy_before_finetune"),
                         "random_feasible_mean": mean_of("random_feasible_test_mean"),
+                        "random_in_window_mean": mean_of("random_in_search_window_test_mean"),
                         "random_finetuned_mean": mean_of("random_finetuned_test_mean")})
     return summary
 
@@ -170,6 +177,7 @@ def main() -> None:
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
     parser.add_argument("--random-finetune", type=int, default=3, help="random feasible subnets fine-tuned likewise")
     parser.add_argument("--fitness", default="neg_loss", choices=["accuracy", "neg_loss"])
+    parser.add_argument("--search-window", action="store_true", help="search within the training window, not all of [0, budget]")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--random-subnets", type=int, default=20)
     parser.add_argument("--generations", type=int, default=20)
@@ -205,8 +213,9 @@ def main() -> None:
         path = record(lora_run(args.model, data, seed, args.steps, args.lr, device))
         for sampling, steps, finetune in variants:
             path = record(glora_run(args.model, data, seed, sampling, steps, args.glora_lr, device, args.fitness, args.generations,
-                                    args.random_subnets, finetune, args.finetune_lr, args.random_finetune, args.floor))
-    print_table(summarise(rows), ["method", "seeds", "steps", "test_mean", "test_std", "random_feasible_mean", "random_finetuned_mean"])
+                                    args.random_subnets, finetune, args.finetune_lr, args.random_finetune, args.floor, args.search_window))
+    print_table(summarise(rows), ["method", "seeds", "steps", "test_mean", "test_std", "before_finetune_mean", "random_feasible_mean",
+                                  "random_in_window_mean", "random_finetuned_mean"])
     print(f"wrote {path}")
 
 
