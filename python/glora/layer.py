@@ -188,7 +188,8 @@ class GLoRALayer(nn.Module):
         return ones
 
     def _factors(self) -> tuple[Optional[torch.Tensor], ...]:
-        return tuple(getattr(self, n, None) for n in ("Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E"))
+        p = self._parameters  # straight from the dict: this runs on every training forward
+        return (p["Ad"], p["Au"], p["Bd"], p["Bu"], p.get("Cd"), p.get("Cu"), p.get("D"), p.get("E"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._folded is not None:
