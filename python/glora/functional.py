@@ -1,12 +1,11 @@
 """The GLoRA arithmetic of METHOD.md section 1, shared by the layer's forward and by merging.
 
-    W' = W0 + W0 * A + B          b' = b0 + b0 * D + E + W0 @ C
+    W' = W0 + W0 * A + B          b' = b0 + W0 @ C + b0 * D + E
 
-The terms are formed in the factors' precision (float32) from the stored ``W0`` and cast once, by the layer, to
-the compute dtype. Absent terms cost nothing: no zero tensors are made and no operation runs for them. Plain
-autograd ops are used throughout; their backward runs in C++, which keeps the per-layer launch overhead low
-(an H200 comparison of this against computing every term in bf16 and against one fused Python autograd node
-favoured this form; benches/results/ has the figures).
+The terms are formed in the factors' precision (float32) from the stored ``W0`` and cast once to the compute
+dtype. Absent terms cost nothing: no zero tensors are made and no operation runs for them. Merging and
+convolution layers use these functions under plain autograd; linear layers train through
+``linear_function.GLoRALinear``, which calls them inside one autograd node.
 """
 
 from __future__ import annotations
@@ -86,17 +85,27 @@ def effective_bias(
     cu: Optional[Tensor],
     d: Optional[Tensor],
     e: Optional[Tensor],
+    dtype: Optional[torch.dtype] = None,
 ) -> Optional[Tensor]:
-    """``b' = b0 + b0 * D + E + W0 @ C`` (type promotion as for ``W'``); ``b0`` itself when C, D, E are absent."""
+    """``b' = b0 + W0 @ C + b0 * D + E`` (type promotion as for ``W'``); ``b0`` itself when C, D, E are absent.
+
+    With ``dtype`` the result is rounded to it, by the last elementwise term when there is one (no extra cast);
+    that form writes into fresh outputs, so it is for use without autograd (inside ``GLoRALinear``).
+    """
     c_choice, d_choice, e_choice = plan[2], plan[3], plan[4]
+    last = "E" if e_choice.kind != NONE else "D" if d_choice.kind != NONE else None
+
+    def out(gene: str) -> Optional[Tensor]:
+        return torch.empty(w0.shape[0], dtype=dtype, device=w0.device) if dtype is not None and gene == last else None
+
     bias = b0
-    if d_choice.kind != NONE:
-        bias = torch.addcmul(b0, b0, d if d_choice.kind == VECTOR else d[0])
-    if e_choice.kind != NONE:
-        ev = e if e_choice.kind == VECTOR else e[0]
-        bias = ev.expand(w0.shape[0]) if bias is None else bias + ev
     if c_choice.kind != NONE:
         c = cd[:, 0] if c_choice.kind == VECTOR else torch.mv(cd[:, : c_choice.rank], cu[: c_choice.rank, 0])
         w = w0.to(c.dtype)
-        bias = torch.mv(w, c) if bias is None else torch.addmv(bias.to(c.dtype), w, c)
-    return bias
+        bias = torch.mv(w, c) if b0 is None else torch.addmv(b0.to(c.dtype), w, c)
+    if d_choice.kind != NONE:
+        bias = torch.addcmul(bias, b0, d if d_choice.kind == VECTOR else d[0], out=out("D"))
+    if e_choice.kind != NONE:
+        ev = e if e_choice.kind == VECTOR else e[0]
+        bias = ev.expand(w0.shape[0]) if bias is None else torch.add(bias, ev, out=out("E"))
+    return bias if dtype is None or bias is None else bias.to(dtype)

@@ -104,8 +104,7 @@ class GLoRALinear(torch.autograd.Function):
         with _no_autocast(x.device.type):
             w = w0 if w0.dtype == precision or not (dense or plan[2].kind != NONE) else w0.to(precision)
             weight = _weight(plan, w, ad, au, bd, bu, dtype) if dense else w0.to(dtype)
-            bias = effective_bias(plan, w, b0, cd, cu, d, e)
-            bias = None if bias is None else bias.to(dtype)
+            bias = effective_bias(plan, w, b0, cd, cu, d, e, dtype)
             xc = x.to(dtype)
             y = F.linear(xc, weight, bias)
         # keep W' when the plain layer would keep a cast copy of W0 of the same size anyway (a float32 base under
