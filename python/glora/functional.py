@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from . import kernels
-from .choices import NONE, SCALAR, VECTOR, Choice
+from .choices import LORA, NONE, SCALAR, VECTOR, Choice
 
 Tensor = torch.Tensor
 
@@ -40,15 +40,29 @@ def factor(down: Tensor, up: Tensor, choice: Choice) -> Optional[Tensor]:
     return down[:, :r] @ up[:r, :]
 
 
-def effective_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor) -> Tensor:
+def effective_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor,
+                     dtype: Optional[torch.dtype] = None) -> Tensor:
     """``W' = W0 + W0 * A + B`` as an out x in matrix (type promotion: float32 factors give a float32 ``W'``);
-    ``W0`` itself when A and B are absent."""
+    ``W0`` itself when A and B are absent.
+
+    With ``dtype`` the result is rounded to it by the last elementwise term (no extra weight-sized cast); that
+    form writes into a fresh output, so it is for use without autograd (merging, ``GLoRALinear``).
+    """
     a = factor(ad, au, plan[0])
-    b = factor(bd, bu, plan[1])
-    if b is not None:
-        base = w0 + b
-        return base if a is None else torch.addcmul(base, w0, a)
-    return w0 if a is None else torch.addcmul(w0, w0, a)
+    b_choice = plan[1]
+
+    def out(last: bool) -> Optional[Tensor]:
+        return torch.empty(w0.shape, dtype=dtype, device=w0.device) if dtype is not None and last else None
+
+    if b_choice.kind == LORA and w0.dtype == bd.dtype:  # one product-and-add kernel
+        base = torch.addmm(w0, bd[:, : b_choice.rank], bu[: b_choice.rank])
+    elif b_choice.kind != NONE:
+        base = torch.add(w0, factor(bd, bu, b_choice), out=out(a is None))
+    else:
+        base = w0
+    if a is not None:
+        base = torch.addcmul(base, w0, a, out=out(True))
+    return base if dtype is None else base.to(dtype)
 
 
 def _low_rank(down: Tensor, up: Tensor, choice: Choice, ones: Tensor) -> tuple[Optional[Tensor], Optional[Tensor]]:

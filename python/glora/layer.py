@@ -264,10 +264,9 @@ class GLoRALayer(nn.Module):
         compute = torch.promote_types(self.base_layer.weight.dtype, torch.float32)
         w0c = self._weight_matrix().to(compute)
         ad, au, bd, bu, cd, cu, d, e = (None if t is None else t.to(compute) for t in self._factors())
-        weight = effective_weight(plan, w0c, ad, au, bd, bu).to(dtype)
+        weight = effective_weight(plan, w0c, ad, au, bd, bu, dtype)
         b0 = self.base_layer.bias
-        bias = effective_bias(plan, w0c, None if b0 is None else b0.to(compute), cd, cu, d, e)
-        return weight, None if bias is None else bias.to(dtype)
+        return weight, effective_bias(plan, w0c, None if b0 is None else b0.to(compute), cd, cu, d, e, dtype)
 
     def merged_tensors(self, plan: tuple[Choice, ...]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """W', b' in the base layer's parameter layout and dtype."""

@@ -10,8 +10,9 @@ gradient when a choice uses part of a factor. Over a base already in the compute
 which the plain layer saves without a copy) ``W'`` is rebuilt in the backward instead of kept, so peak memory
 stays that of the plain layer.
 
-The arithmetic is that of ``functional.effective_weight`` / ``effective_bias``: the terms in the factors'
-precision (float32, or float64 for float64 factors), rounded once to the compute dtype; autocast is off inside.
+The forward calls ``functional.effective_weight`` / ``effective_bias`` (the same arithmetic as merging): the terms
+in the factors' precision (float32, or float64 for float64 factors), rounded once to the compute dtype; autocast
+is off inside the node.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .choices import LORA, NONE, VECTOR, Choice
-from .functional import effective_bias
+from .functional import effective_bias, effective_weight
 
 Tensor = torch.Tensor
 
@@ -32,29 +33,6 @@ def _no_autocast(device_type: str):
     if torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
-
-
-def _term(down: Tensor, up: Optional[Tensor], choice: Choice) -> Tensor:
-    """A lora product, a column or a 0-d scalar of a down factor (views, except the product)."""
-    if choice.kind == LORA:
-        return down[:, : choice.rank] @ up[: choice.rank]
-    return down[:, :1] if choice.kind == VECTOR else down[0, 0]
-
-
-def _weight(plan: tuple[Choice, ...], w: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype) -> Tensor:
-    """``W0 + W0 * A + B`` from ``w`` (W0 in the factors' precision), rounded to ``dtype`` by the last op."""
-    a, b = plan[0], plan[1]
-    if b.kind == LORA:  # matrix products take no output of another dtype
-        base = torch.addmm(w, bd[:, : b.rank], bu[: b.rank])
-        if a.kind == NONE:
-            return base.to(dtype)
-    elif b.kind != NONE:
-        base = torch.add(w, _term(bd, None, b), out=None if a.kind != NONE else torch.empty(w.shape, dtype=dtype, device=w.device))
-        if a.kind == NONE:
-            return base
-    else:
-        base = w
-    return torch.addcmul(base, w, _term(ad, au, a), out=torch.empty(w.shape, dtype=dtype, device=w.device))
 
 
 class _Zeroed:
@@ -103,7 +81,7 @@ class GLoRALinear(torch.autograd.Function):
         dense = plan[0].kind != NONE or plan[1].kind != NONE
         with _no_autocast(x.device.type):
             w = w0 if w0.dtype == precision or not (dense or plan[2].kind != NONE) else w0.to(precision)
-            weight = _weight(plan, w, ad, au, bd, bu, dtype) if dense else w0.to(dtype)
+            weight = effective_weight(plan, w, ad, au, bd, bu, dtype) if dense else w0.to(dtype)
             bias = effective_bias(plan, w, b0, cd, cu, d, e, dtype)
             xc = x.to(dtype)
             y = F.linear(xc, weight, bias)
@@ -123,7 +101,7 @@ class GLoRALinear(torch.autograd.Function):
         zeroed = _Zeroed((ad, au, bd, bu, cd, cu, d, e))
         with _no_autocast(gy.device.type):
             if needs[0] and weight is None:
-                weight = _weight(plan, w0.to(precision), ad, au, bd, bu, ctx.dtype)
+                weight = effective_weight(plan, w0.to(precision), ad, au, bd, bu, ctx.dtype)
             gx = gy.matmul(weight) if needs[0] else None
             g2 = gy.reshape(-1, gy.shape[-1])
             if ctx.dense and any(needs[5:9]):
