@@ -4,8 +4,10 @@ all-MiniLM-L6-v2 (mean pooling, new linear head) on the movie sentences of ../sh
 training, 500 validation (search fitness only) and 2000 test sentences, max_len 64, 3 seeds. For each sampling
 option (uniform as the reference, budget-aware, sandwich with distillation) the supernet (rank 4, all 36 encoder
 linears) is trained, the search runs at PEFT LoRA r=8 (query, value)'s budget of 73,728 adapter parameters, and
-we report the searched subnet's test accuracy, the mean test accuracy of random feasible subnets, and PEFT LoRA
-r=8 on query and value (320 steps). A variant is ``sampling:steps`` or ``sampling:steps+finetune``: with a
+we report the searched subnet's test accuracy, the mean test accuracy of random feasible subnets, and the
+baselines of BENCHMARKS.md item 5 trained for 320 steps (``--baselines``: PEFT LoRA r=8 on query and value by
+default; the linear probe, LoRA r=8 on all encoder linears, PEFT's GloraConfig default and full fine-tuning on
+request), with adapter parameters, training time and peak memory. A variant is ``sampling:steps`` or ``sampling:steps+finetune``: with a
 fine-tuning part the searched subnet (and, for a fair comparison, ``--random-finetune`` random feasible subnets) is
 then trained alone from the supernet's weights, and those steps count towards GLoRA's total (at most 3x LoRA's).
 Budget-aware and sandwich training draw paths within ``[floor x budget, budget]``; the search's fitness is the
@@ -27,7 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import print_table, result_path, write_result
+from common import peak_gib, print_table, reset_peak, result_path, write_result
 
 import glora
 from glora.movie_data import balanced_splits, read_sentences
@@ -73,17 +75,34 @@ def train_plain(model, data, steps: int, lr: float, batch: int, seed: int, devic
     return time.perf_counter() - start
 
 
-def lora_run(model_dir: str, data: tuple, seed: int, steps: int, lr: float, device: torch.device) -> dict[str, Any]:
-    """PEFT LoRA r=8 (alpha 16) on query and value with a trained head."""
-    from peft import LoraConfig, get_peft_model
+BASELINES = {  # method -> learning rate (full fine-tuning needs a much smaller one)
+    "linear_probe": 1e-2, "peft_lora_r8_qv": 1e-3, "peft_lora_r8_all": 1e-3, "peft_glora_default": 1e-3, "full_finetune": 5e-5,
+}
+
+
+def baseline_run(method: str, model_dir: str, data: tuple, seed: int, steps: int, lr: float, device: torch.device) -> dict[str, Any]:
+    """A method of ../shared/BENCHMARKS.md item 5 with a trained head: the linear probe, PEFT LoRA r=8 (alpha 16) on
+    query and value or on all encoder linears, PEFT's GloraConfig default on all encoder linears, or full
+    fine-tuning."""
+    from peft import GloraConfig, LoraConfig, get_peft_model
 
     train, _, test = data
     torch.manual_seed(seed)
-    model = get_peft_model(load(model_dir, device), LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["head"]))
+    model = load(model_dir, device)
+    if method.startswith("peft_"):
+        config = {"peft_lora_r8_qv": lambda: LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["head"]),
+                  "peft_lora_r8_all": lambda: LoraConfig(r=8, lora_alpha=16, target_modules=ENCODER_LINEARS, modules_to_save=["head"]),
+                  "peft_glora_default": lambda: GloraConfig(target_modules=ENCODER_LINEARS, modules_to_save=["head"])}[method]()
+        model = get_peft_model(model, config)
+    else:
+        for name, p in model.named_parameters():
+            p.requires_grad_(method == "full_finetune" or name.startswith("head."))
+    reset_peak(device)
     seconds = train_plain(model, train, steps, lr, 32, seed, device)
-    adapter = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" in n)
-    return {"method": "peft_lora_r8_qv", "seed": seed, "steps": steps, "lr": lr, "adapter_params": adapter,
-            "test_accuracy": accuracy_of(model, test, device), "train_s": seconds}
+    trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    head = sum(v for n, v in trainable.items() if "head" in n)
+    return {"method": method, "seed": seed, "steps": steps, "lr": lr, "adapter_params": sum(trainable.values()) - head, "head_params": head,
+            "test_accuracy": accuracy_of(model, test, device), "train_s": seconds, "peak_gib": peak_gib(device)}
 
 
 def _train(model, data, device, seed: int, **settings) -> glora.TrainResult:
@@ -95,26 +114,29 @@ def _train(model, data, device, seed: int, **settings) -> glora.TrainResult:
 
 def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int, lr: float, device: torch.device,
               fitness: str = "neg_loss", generations: int = 20, random_subnets: int = 20, finetune_steps: int = 0,
-              finetune_lr: float = 1e-3, random_finetune: int = 3, floor: float = 0.75, search_window: bool = False) -> dict[str, Any]:
+              finetune_lr: float = 1e-3, random_finetune: int = 3, floor: float = 0.75, search_window: bool = False,
+              budget: int = BUDGET) -> dict[str, Any]:
     """Train the supernet with one sampling option, search at the budget (or, with ``search_window``, within the
     training window), and score on the test split."""
     train, val, test = data
     torch.manual_seed(seed)
     model = load(model_dir, device)
     glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=ENCODER_LINEARS, modules_to_save=["head"]))
-    window = None if sampling == "uniform" else (int(floor * BUDGET), BUDGET)
+    window = None if sampling == "uniform" else (int(floor * budget), budget)
+    reset_peak(device)
     trained = _train(model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=window, distill=sampling == "sandwich")
-    searched = window if search_window and window else BUDGET
+    searched = window if search_window and window else budget
     found = glora.search(model, glora.SubnetEvaluator(model, val, metric=fitness, device=device), searched, seed=seed,
                          generations=generations, progress=False)
     test_eval = glora.SubnetEvaluator(model, test, device=device)
-    randoms = BudgetSampler(glora.search_space(model), (0, BUDGET), seed + 1000).draw(0, random_subnets)
+    randoms = BudgetSampler(glora.search_space(model), (0, budget), seed + 1000).draw(0, random_subnets)
     random_scores = test_eval(randoms)
-    row = {"method": f"glora_{sampling}_{steps}", "seed": seed, "steps": steps, "lr": lr, "fitness": fitness, "train_window": window,
+    suffix = "" if budget == BUDGET else f"@{budget}"
+    row = {"method": f"glora_{sampling}_{steps}{suffix}", "seed": seed, "budget": budget, "peak_gib": peak_gib(device), "steps": steps, "lr": lr, "fitness": fitness, "train_window": window,
            "adapter_params": found.best_params, "test_accuracy": test_eval([found.best_subnet])[0],
            "random_feasible_test_mean": statistics.mean(random_scores), "validation_best": found.best_score,
            "train_s": trained.seconds, "search_s": found.engine_seconds + found.fitness_seconds, "search_budget": searched}
-    if searched != BUDGET:
+    if searched != budget:
         in_window = BudgetSampler(glora.search_space(model), searched, seed + 1000).draw(0, random_subnets)
         row["random_in_search_window_test_mean"] = statistics.mean(test_eval(in_window))
     if finetune_steps:
@@ -128,7 +150,7 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
             _train(model, train, device, seed, steps=finetune_steps, lr=finetune_lr, sampling="fixed", subnet=subnet)
             return glora.SubnetEvaluator(model, test, device=device)([subnet])[0]
 
-        row.update({"method": f"glora_{sampling}_{steps}+{finetune_steps}_finetuned", "finetune_steps": finetune_steps, "finetune_lr": finetune_lr,
+        row.update({"method": f"glora_{sampling}_{steps}+{finetune_steps}_finetuned{suffix}", "finetune_steps": finetune_steps, "finetune_lr": finetune_lr,
                     "steps": steps + finetune_steps, "test_accuracy_before_finetune": row["test_accuracy"],
                     "test_accuracy": finetuned(found.best_subnet)})
         if random_finetune:
@@ -146,7 +168,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [r[key] for r in group if r.get(key) is not None]
             return statistics.mean(values) if values else None
 
-        summary.append({"method": method, "seeds": len(group), "steps": group[0]["steps"], "test_mean": statistics.mean(acc),
+        summary.append({"method": method, "seeds": len(group), "steps": group[0]["steps"], "adapter_params": mean_of("adapter_params"),
+                        "train_s": mean_of("train_s"), "peak_gib": mean_of("peak_gib"), "test_mean": statistics.mean(acc),
                         "test_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
                         "before_finetune_mean": mean_of("test_accuracy_before_finetune"),
                         "random_feasible_mean": mean_of("random_feasible_test_mean"),
@@ -155,23 +178,27 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
-def parse_variant(text: str, parser: argparse.ArgumentParser) -> tuple[str, int, int]:
-    """``"sandwich:640+320"`` -> ("sandwich", 640, 320)."""
+def parse_variant(text: str, parser: argparse.ArgumentParser) -> tuple[str, int, int, int]:
+    """``"sandwich:640+320@331776"`` -> ("sandwich", 640, 320, 331776); the budget defaults to 73,728."""
+    text, _, budget = text.partition("@")
     sampling, _, steps = text.partition(":")
     supernet, _, finetune = steps.partition("+")
-    if sampling not in ("uniform", "budget", "sandwich") or not supernet.isdigit() or (finetune and not finetune.isdigit()):
-        parser.error(f"variant {text!r}: expected sampling:steps or sampling:steps+finetune_steps, sampling uniform, budget or sandwich")
-    return sampling, int(supernet), int(finetune or 0)
+    numbers = [supernet] + [t for t in (finetune, budget) if t]
+    if sampling not in ("uniform", "budget", "sandwich") or not all(t.isdigit() for t in numbers):
+        parser.error(f"variant {text!r}: expected sampling:steps[+finetune_steps][@budget], sampling uniform, budget or sandwich")
+    return sampling, int(supernet), int(finetune or 0), int(budget or BUDGET)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=os.path.join(ASSETS, "minilm-fp16"))
     parser.add_argument("--data", default=os.path.join(ASSETS, "vaderSentiment-3.3.2.tar.gz"))
-    parser.add_argument("--steps", type=int, default=320, help="training steps of PEFT LoRA")
-    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of PEFT LoRA")
+    parser.add_argument("--steps", type=int, default=320, help="training steps of every baseline")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the PEFT baselines")
+    parser.add_argument("--baselines", nargs="*", default=["peft_lora_r8_qv"], choices=list(BASELINES),
+                        help=f"baselines trained per seed (learning rates: {BASELINES}; --lr sets the PEFT ones)")
     parser.add_argument("--variants", nargs="*", default=["uniform:960", "budget:960", "sandwich:960", "sandwich:640+320"],
-                        help="sampling:supernet_steps[+finetune_steps]")
+                        help="sampling:supernet_steps[+finetune_steps][@budget] (budget 73,728 unless given; 331,776 is LoRA r=8 on all linears)")
     parser.add_argument("--glora-lr", type=float, default=1e-3)
     parser.add_argument("--floor", type=float, default=0.75, help="budget-aware paths lie in [floor x budget, budget]")
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
@@ -187,7 +214,7 @@ def main() -> None:
     parser.add_argument("--append", action="store_true", help="keep the rows already in that file (a run split over several calls)")
     args = parser.parse_args()
     variants = [parse_variant(v, parser) for v in args.variants]
-    for sampling, steps, finetune in variants:
+    for sampling, steps, finetune, _ in variants:
         if steps + finetune > 3 * args.steps:
             parser.error(f"{sampling}:{steps}+{finetune}: GLoRA may train at most 3x LoRA's {args.steps} steps (supernet plus fine-tuning)")
     device = torch.device(args.device)
@@ -210,11 +237,14 @@ def main() -> None:
 
     for seed in args.seeds:
         data = splits(tokenizer, args.data, tuple(args.sizes), seed)
-        path = record(lora_run(args.model, data, seed, args.steps, args.lr, device))
-        for sampling, steps, finetune in variants:
+        for method in args.baselines:
+            lr = args.lr if method.startswith("peft_") else BASELINES[method]
+            path = record(baseline_run(method, args.model, data, seed, args.steps, lr, device))
+        for sampling, steps, finetune, budget in variants:
             path = record(glora_run(args.model, data, seed, sampling, steps, args.glora_lr, device, args.fitness, args.generations,
-                                    args.random_subnets, finetune, args.finetune_lr, args.random_finetune, args.floor, args.search_window))
-    print_table(summarise(rows), ["method", "seeds", "steps", "test_mean", "test_std", "before_finetune_mean", "random_feasible_mean",
+                                    args.random_subnets, finetune, args.finetune_lr, args.random_finetune, args.floor, args.search_window,
+                                    budget))
+    print_table(summarise(rows), ["method", "seeds", "steps", "adapter_params", "train_s", "test_mean", "test_std", "before_finetune_mean", "random_feasible_mean",
                                   "random_in_window_mean", "random_finetuned_mean"])
     print(f"wrote {path}")
 
