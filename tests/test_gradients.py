@@ -169,3 +169,28 @@ def test_no_weight_sized_copy_is_kept_over_a_compute_dtype_base(seed: int) -> No
     assert not weight_sized, f"{config}: a weight-sized copy is kept for the backward"
     y.float().sum().backward()
     assert x.grad is not None and layer.Ad.grad is not None
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_rounded_weight_and_bias_lose_nothing_over_a_low_precision_base(seed: int) -> None:
+    """W', b' over a bf16 base equal those computed from the same base widened to float32 first, bit for bit:
+    every term (scalar forms included) runs in the factors' precision and is rounded once."""
+    from glora.functional import effective_bias, effective_weight
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    layer = glora.GLoRALayer(nn.Linear(20, 12), max_rank=4, ranks=(2, 4))
+    with torch.no_grad():
+        for n in FACTORS:
+            getattr(layer, n).normal_()
+    plan = layer.validate({g: rng.choice(layer.choices[g]) for g in glora.GENES})
+    w0 = layer.base_layer.weight.detach().to(torch.bfloat16)
+    b0 = layer.base_layer.bias.detach().to(torch.bfloat16)
+    factors = [getattr(layer, n).detach() for n in FACTORS]
+    with torch.no_grad():
+        got_w = effective_weight(plan, w0, *factors[:4], dtype=torch.bfloat16)
+        want_w = effective_weight(plan, w0.float(), *factors[:4], dtype=torch.bfloat16)
+        got_b = effective_bias(plan, w0.float(), b0, *factors[4:], dtype=torch.bfloat16)
+        want_b = effective_bias(plan, w0.float(), b0.float(), *factors[4:], dtype=torch.bfloat16)
+    assert torch.equal(got_w, want_w), plan
+    assert torch.equal(got_b, want_b), plan

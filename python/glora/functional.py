@@ -29,11 +29,12 @@ def compute_dtype(x: Tensor) -> torch.dtype:
 
 
 def factor(down: Tensor, up: Tensor, choice: Choice) -> Optional[Tensor]:
-    """A or B broadcastable to out x in: ``lora_r`` a product, ``vector`` a column, ``scalar`` a 0-d tensor."""
+    """A or B broadcastable to out x in: ``lora_r`` a product, ``vector`` a column, ``scalar`` a 1 x 1 block (not a
+    0-d tensor, which would not lift a low-precision ``W0`` to the factors' precision in type promotion)."""
     if choice.kind == NONE:
         return None
     if choice.kind == SCALAR:
-        return down[0, 0]
+        return down[:1, :1]
     if choice.kind == VECTOR:
         return down[:, :1]
     r = choice.rank
@@ -45,24 +46,36 @@ def effective_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tenso
     """``W' = W0 + W0 * A + B`` as an out x in matrix (type promotion: float32 factors give a float32 ``W'``);
     ``W0`` itself when A and B are absent.
 
-    With ``dtype`` the result is rounded to it by the last elementwise term (no extra weight-sized cast); that
-    form writes into a fresh output, so it is for use without autograd (merging, ``GLoRALinear``).
+    With ``dtype`` the result is rounded once to it and built without autograd (merging, ``GLoRALinear``): the
+    terms accumulate in place in one buffer of the factors' precision, which a low-precision ``W0`` enters
+    exactly, so no copy of ``W0`` in that precision is made.
     """
+    if dtype is not None:
+        return _rounded_weight(plan, w0, ad, au, bd, bu, dtype)
     a = factor(ad, au, plan[0])
-    b_choice = plan[1]
+    b = factor(bd, bu, plan[1])
+    if b is not None:
+        base = w0 + b
+        return base if a is None else torch.addcmul(base, w0, a)
+    return w0 if a is None else torch.addcmul(w0, w0, a)
 
-    def out(last: bool) -> Optional[Tensor]:
-        return torch.empty(w0.shape, dtype=dtype, device=w0.device) if dtype is not None and last else None
 
-    if b_choice.kind == LORA and w0.dtype == bd.dtype:  # one product-and-add kernel
-        base = torch.addmm(w0, bd[:, : b_choice.rank], bu[: b_choice.rank])
+def _rounded_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype) -> Tensor:
+    a_choice, b_choice = plan[0], plan[1]
+    delta = None
+    if a_choice.kind == LORA:
+        delta = factor(ad, au, a_choice).mul_(w0)
+    elif a_choice.kind != NONE:
+        delta = torch.mul(w0, factor(ad, au, a_choice))
+    if b_choice.kind == LORA:
+        r = b_choice.rank
+        delta = bd[:, :r] @ bu[:r] if delta is None else delta.addmm_(bd[:, :r], bu[:r])
     elif b_choice.kind != NONE:
-        base = torch.add(w0, factor(bd, bu, b_choice), out=out(a is None))
-    else:
-        base = w0
-    if a is not None:
-        base = torch.addcmul(base, w0, a, out=out(True))
-    return base if dtype is None else base.to(dtype)
+        b = factor(bd, bu, b_choice)
+        delta = b.expand(w0.shape) if delta is None else delta.add_(b)
+    if delta is None:
+        return w0.to(dtype)
+    return torch.add(w0, delta, out=torch.empty(w0.shape, dtype=dtype, device=w0.device))
 
 
 def _low_rank(down: Tensor, up: Tensor, choice: Choice, ones: Tensor) -> tuple[Optional[Tensor], Optional[Tensor]]:
@@ -118,8 +131,8 @@ def effective_bias(
         w = w0.to(c.dtype)
         bias = torch.mv(w, c) if b0 is None else torch.addmv(b0.to(c.dtype), w, c)
     if d_choice.kind != NONE:
-        bias = torch.addcmul(bias, b0, d if d_choice.kind == VECTOR else d[0], out=out("D"))
+        bias = torch.addcmul(bias, b0, d if d_choice.kind == VECTOR else d[:1], out=out("D"))  # [:1]: see factor()
     if e_choice.kind != NONE:
-        ev = e if e_choice.kind == VECTOR else e[0]
+        ev = e if e_choice.kind == VECTOR else e[:1]
         bias = ev.expand(w0.shape[0]) if bias is None else torch.add(bias, ev, out=out("E"))
     return bias if dtype is None or bias is None else bias.to(dtype)

@@ -80,9 +80,10 @@ class GLoRALinear(torch.autograd.Function):
         precision = torch.promote_types(w0.dtype, ad.dtype)
         dense = plan[0].kind != NONE or plan[1].kind != NONE
         with _no_autocast(x.device.type):
-            w = w0 if w0.dtype == precision or not (dense or plan[2].kind != NONE) else w0.to(precision)
-            weight = effective_weight(plan, w, ad, au, bd, bu, dtype) if dense else w0.to(dtype)
+            weight = effective_weight(plan, w0, ad, au, bd, bu, dtype) if dense else w0.to(dtype)
+            w = w0 if w0.dtype == precision or plan[2].kind == NONE else w0.to(precision)  # W0 @ C in full precision
             bias = effective_bias(plan, w, b0, cd, cu, d, e, dtype)
+            del w
             xc = x.to(dtype)
             y = F.linear(xc, weight, bias)
         # keep W' when the plain layer would keep a cast copy of W0 of the same size anyway (a float32 base under
@@ -101,23 +102,28 @@ class GLoRALinear(torch.autograd.Function):
         zeroed = _Zeroed((ad, au, bd, bu, cd, cu, d, e))
         with _no_autocast(gy.device.type):
             if needs[0] and weight is None:
-                weight = effective_weight(plan, w0.to(precision), ad, au, bd, bu, ctx.dtype)
+                weight = effective_weight(plan, w0, ad, au, bd, bu, ctx.dtype)
             gx = gy.matmul(weight) if needs[0] else None
+            del weight  # weight-sized buffers are freed as soon as they are used: the backward's peak stays low
             g2 = gy.reshape(-1, gy.shape[-1])
             if ctx.dense and any(needs[5:9]):
                 gw = g2.t() @ xc.reshape(-1, xc.shape[-1])
+                if a.kind != NONE:
+                    ga = torch.mul(gw, w0, out=torch.empty(gw.shape, dtype=precision, device=gw.device))
+                    if a.kind == LORA:
+                        grads[0] = zeroed.slice(0, ga @ au[: a.rank].t(), a.rank)
+                        grads[1] = zeroed.slice(1, ad[:, : a.rank].t() @ ga, a.rank, up=True)
+                    else:
+                        grads[0] = zeroed.summed(0, ga, a)
+                    del ga
                 if b.kind == LORA:
                     gw32 = gw.to(precision)
                     grads[2] = zeroed.slice(2, gw32 @ bu[: b.rank].t(), b.rank)
                     grads[3] = zeroed.slice(3, bd[:, : b.rank].t() @ gw32, b.rank, up=True)
+                    del gw32
                 elif b.kind != NONE:
                     grads[2] = zeroed.summed(2, gw, b)
-                if a.kind == LORA:
-                    ga = (gw * w0).to(precision)
-                    grads[0] = zeroed.slice(0, ga @ au[: a.rank].t(), a.rank)
-                    grads[1] = zeroed.slice(1, ad[:, : a.rank].t() @ ga, a.rank, up=True)
-                elif a.kind != NONE:
-                    grads[0] = zeroed.summed(0, gw * w0, a)
+                del gw
             if (c.kind != NONE or dc.kind != NONE or ec.kind != NONE) and any(needs[9:13]):
                 gb = g2.sum(0, dtype=precision)
                 if dc.kind != NONE:
