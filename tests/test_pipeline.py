@@ -65,7 +65,7 @@ def test_reading_filters_and_splits(tmp_path) -> None:
         movie_data.read_sentences(txt)
 
 
-def test_the_whole_pipeline_on_a_tiny_bert(tmp_path) -> None:
+def test_the_whole_pipeline_on_a_tiny_bert(tmp_path, capsys) -> None:
     transformers = pytest.importorskip("transformers")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *[str(i) for i in range(1000)], "caf", "##e", "noir"]
     model_dir = tmp_path / "tiny-bert"
@@ -94,3 +94,6 @@ def test_the_whole_pipeline_on_a_tiny_bert(tmp_path) -> None:
     assert sum(p.numel() for p in merged.parameters()) == sum(p.numel() for p in base.parameters())
     assert (out / "merged" / "head.safetensors").exists()
     assert main([*args, "--resume"]) == 0  # a finished run resumes without re-training or re-evaluating
+    capsys.readouterr()
+    assert main(args) == 2  # refused before any training, with a message rather than a traceback
+    assert "holds an earlier run (supernet.pt, search.jsonl, finetune.pt): pass --resume" in capsys.readouterr().err

@@ -119,8 +119,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (OSError, ValueError) as err:  # bad input (glora's own errors are ValueErrors): a message, not a traceback
+        print(f"{parser.prog} {args.command or 'run'}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -95,6 +95,10 @@ def encode(tokenizer, split, max_len: int) -> dict[str, torch.Tensor]:
 
 def run(cfg: PipelineConfig) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    earlier = [f for f in ("supernet.pt", "search.jsonl", "finetune.pt") if os.path.exists(os.path.join(cfg.out, f))]
+    if earlier and not cfg.resume:
+        raise FileExistsError(f"the output folder {cfg.out} holds an earlier run ({', '.join(earlier)}): pass --resume to "
+                              "continue it, or choose another --out")
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
