@@ -182,3 +182,53 @@ def test_evaluator_drives_a_search() -> None:
     result = glora.search(model, evaluator, 600, generations=3, progress=False)
     assert evaluator.subnets_evaluated == result.evaluations
     assert 0.0 <= result.best_score <= 1.0 and result.best_params <= 600
+
+
+def _assert_checkpointing_changes_nothing(make_model, data, **settings) -> None:
+    """Training with gradient checkpointing gives the same losses and tensors as without, bit for bit: the
+    recomputed forward must run the same configuration as the first one (uniform draws are held)."""
+
+    def train(checkpointing: bool):
+        torch.manual_seed(0)
+        model = make_model(checkpointing)
+        cfg = glora.TrainConfig(lr=1e-2, gradient_checkpointing=checkpointing, progress=False, **settings)
+        losses = glora.train_supernet(model, data, cfg).losses
+        return losses, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    plain_losses, plain = train(False)
+    checkpointed_losses, checkpointed = train(True)
+    assert plain_losses == checkpointed_losses
+    assert all(torch.equal(plain[k], checkpointed[k]) for k in plain)
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "sandwich"])
+def test_gradient_checkpointing_of_a_bert_changes_nothing(sampling: str) -> None:
+    transformers = pytest.importorskip("transformers")
+    from glora.pipeline import ENCODER_LINEARS, MeanPoolClassifier
+
+    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    g = torch.Generator().manual_seed(0)
+    data = {"input_ids": torch.randint(0, 50, (32, 10), generator=g), "attention_mask": torch.ones(32, 10, dtype=torch.long),
+            "labels": torch.randint(0, 2, (32,), generator=g)}
+
+    def make(checkpointing: bool) -> torch.nn.Module:
+        model = MeanPoolClassifier(transformers.BertModel(config, add_pooling_layer=False), 2)
+        glora.wrap(model, glora.GLoRAConfig(target_modules=ENCODER_LINEARS, modules_to_save=["head"]))
+        if checkpointing:  # the classifier forwards the encoder's switch
+            model.activation_checkpointing_enable = model.encoder.activation_checkpointing_enable
+        return model
+
+    _assert_checkpointing_changes_nothing(make, data, steps=6, batch_size=8, sampling=sampling, budget=3000, distill=sampling == "sandwich")
+
+
+def test_gradient_checkpointing_of_a_timm_vit_changes_nothing() -> None:
+    pytest.importorskip("timm")
+    from models import vit_tiny
+
+    g = torch.Generator().manual_seed(0)
+    data = (torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 3, (16,), generator=g))
+
+    def make(checkpointing: bool) -> torch.nn.Module:
+        return glora.wrap(vit_tiny(), glora.GLoRAConfig(target_modules=["qkv", "proj", "fc1", "fc2"], modules_to_save=["head"]))
+
+    _assert_checkpointing_changes_nothing(make, data, steps=4, batch_size=8)

@@ -1,6 +1,7 @@
 """Supernet training: one weight-shared supernet over every layer's configurations (METHOD.md section 4).
 
-Sampling options: ``"uniform"`` (the reference: every layer draws every gene uniformly on every forward),
+Sampling options: ``"uniform"`` (the reference: every layer draws every gene uniformly for every forward, just
+before it, and holds the draw, so gradient checkpointing recomputes the same path),
 ``"budget"`` (each step one subnet drawn by the search engine's budget-aware construction, so every trained
 path lies within the parameter budget) and ``"sandwich"`` (each step the largest and the smallest subnet within
 budget plus a budget-aware draw; with ``distill=True`` the drawn and the smallest subnets learn from the largest
@@ -29,7 +30,7 @@ from torch import nn
 
 from .batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
 from .distributed import barrier, process_group
-from .model import glora_layers, search_space, set_subnet, supernet_mode, validate_subnet
+from .model import glora_layers, search_space, set_subnet, validate_subnet
 from .sampling import BudgetSampler
 from .space import budget_bounds
 from .version import __version__
@@ -143,6 +144,7 @@ class SupernetTrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.generator = torch.Generator().manual_seed(config.seed)
         self.sampler = None
+        self.layers = list(glora_layers(model))
         self.plans = validate_subnet(model, config.subnet) if config.subnet is not None else None
         if config.sampling in ("budget", "sandwich"):
             self.sampler = BudgetSampler(search_space(model), budget_bounds(config.budget), config.seed)
@@ -163,14 +165,19 @@ class SupernetTrainer:
         return to_device(take(self.data, index), self.device)
 
     def _paths(self) -> list[Optional[dict]]:
-        """Subnets trained this step (None: the layers keep what ``train`` set up: uniform sampling or the fixed
-        subnet)."""
+        """Subnets trained this step (None: uniform sampling, drawn by ``_draw_uniform``, or the fixed subnet)."""
         if self.sampler is None:
             return [None]
         drawn = self.sampler.draw(self.step)[0]
         if self._extremes is None:
             return [drawn]
         return [self._extremes[0], self._extremes[1], drawn]
+
+    def _draw_uniform(self) -> None:
+        """Every layer draws its configuration for this forward uniformly (the reference's rule) and holds it, so
+        a forward recomputed under gradient checkpointing runs the same configuration as the first one."""
+        for _, layer in self.layers:
+            layer.set_plan(layer.draw(self.generator))
 
     # ------------------------------------------------------------------------------------------- training
     def _micro_step(self, batch: Batch, scale: float) -> float:
@@ -181,6 +188,8 @@ class SupernetTrainer:
         for i, subnet in enumerate(paths):
             if subnet is not None:
                 set_subnet(self.model, subnet)
+            elif self.plans is None:
+                self._draw_uniform()
             with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 if self.config.distill and i > 0:
                     logits = logits_of(self.runner, batch).float()
@@ -205,10 +214,8 @@ class SupernetTrainer:
             raise ValueError(f"steps {target} exceeds the configured schedule of {self.config.steps}")
         self.model.train()
         if self.plans is not None:
-            for name, layer in glora_layers(self.model):
+            for name, layer in self.layers:
                 layer.set_plan(self.plans[name])
-        elif self.sampler is None:
-            supernet_mode(self.model, self.generator)
         losses = []
         bar = _bar(self.config.progress and self.rank == 0, self.step, self.config.steps)
         started = time.perf_counter()
@@ -298,12 +305,15 @@ class SupernetTrainer:
 
 
 def _enable_checkpointing(model: nn.Module) -> None:
-    if hasattr(model, "gradient_checkpointing_enable"):
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "gradient_checkpointing_enable"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     elif hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(True)
     else:
-        raise ValueError(f"{type(model).__name__} offers no gradient checkpointing switch (transformers' or timm's)")
+        raise ValueError(f"{type(model).__name__} offers no gradient checkpointing switch (transformers' or timm's); "
+                         "wrap the model in one that forwards it, or checkpoint inside its forward")
 
 
 def _bar(enabled: bool, initial: int, total: int):
