@@ -194,3 +194,44 @@ def test_rounded_weight_and_bias_lose_nothing_over_a_low_precision_base(seed: in
         want_b = effective_bias(plan, w0.float(), b0.float(), *factors[4:], dtype=torch.bfloat16)
     assert torch.equal(got_w, want_w), plan
     assert torch.equal(got_b, want_b), plan
+
+
+class _Outputs(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the number of elements of every new tensor an aten op makes (views and in-place results, which
+    share an input's storage, are not work and are left out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        inputs = {t.untyped_storage().data_ptr() for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        out = func(*args, **kwargs)
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
+                self.sizes.append(t.numel())
+        return out
+
+
+def _step_outputs(layer: nn.Module, x: torch.Tensor) -> list[int]:
+    with _Outputs() as seen:
+        layer(x).sum().backward()
+    return seen.sizes
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_absent_terms_do_no_work(seed: int) -> None:
+    """A fixed configuration's step does nothing for its absent terms: with A and B absent no weight-sized tensor
+    is made, forward or backward; with every gene absent the step is exactly the plain layer's."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    layer = glora.GLoRALayer(nn.Linear(24, 40), max_rank=4, ranks=(2, 4))
+    config = {g: rng.choice(layer.choices[g]) for g in glora.GENES} | {"A": "none", "B": "none"}
+    layer.set_config(config)
+    x = torch.randn(3, 24, requires_grad=True)
+    assert 24 * 40 not in _step_outputs(layer, x), f"{config}: a weight-sized tensor was made"
+    layer.set_config({g: "none" for g in glora.GENES})
+    plain = nn.Linear(24, 40)
+    plain.requires_grad_(False)
+    assert _step_outputs(layer, x) == _step_outputs(plain, x)
