@@ -19,6 +19,7 @@ from common import peak_gib, print_table, reset_peak, time_ms, write_result
 from methods import METHODS, prepare
 
 import glora
+from glora import kernels
 
 VIT_TARGETS = r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
 LLAMA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", nargs="*", default=["vit", "llama"])
     parser.add_argument("--methods", nargs="*", default=METHODS)
+    parser.add_argument("--name", default="train_step", help="results/<name>_<device>.json (e.g. train_step_fused_kernels)")
     args = parser.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -99,11 +101,12 @@ def main() -> None:
         print(name)
         print_table(rows, ["method", "ms_per_step", "host_ms", "time_vs_peft_lora", "peak_gib", "memory_vs_peft_lora", "trainable_params", "subnet_params"])
         results[name] = rows
-    path = write_result("train_step", device,
+    path = write_result(args.name, device,
                         {"vit": {"model": "vit_base_patch16_224", "batch": 64 if gpu else 2, "targets": VIT_TARGETS},
                          "llama": {"hidden": 2048, "layers": 16, "mlp": 5632, "batch": 4 if gpu else 1, "seq": 1024 if gpu else 64,
                                    "weights": "bf16", "targets": LLAMA_TARGETS},
-                         "autocast": "bf16", "glora_rank": 4, "peft_lora_r": 8, "warmup_steps": warmup, "timed_steps": repeat},
+                         "autocast": "bf16", "glora_rank": 4, "peft_lora_r": 8, "warmup_steps": warmup, "timed_steps": repeat,
+                         "fused_kernels": "on (GLORA_FUSED_KERNELS=1)" if kernels.ENABLED else "off (default)"},
                         results)
     print(f"wrote {path}")
 

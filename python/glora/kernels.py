@@ -29,7 +29,9 @@ BLOCK_N = 128
 def available(w0: torch.Tensor) -> bool:
     """Opt-in (``GLORA_FUSED_KERNELS=1``): on an H200 the fused path cut the all-lora LLaMA-style step from
     1.86x to 1.55x PEFT LoRA's time, but Triton's launch cost and its per-shape compilations slowed the
-    launch-bound ViT-B/16 supernet step (benches/results/train_step_gpu_fused_kernels.json)."""
+    launch-bound ViT-B/16 supernet step (benches/results/train_step_gpu_fused_kernels.json). Both were measured
+    before the linear layer became one autograd node, which now calls ``weight_forward`` / ``weight_grads``
+    directly (one pass over W0 forward, one for the rebuild and one for all factor gradients backward)."""
     return ENABLED and triton is not None and w0.is_cuda
 
 
@@ -98,50 +100,60 @@ def _strides(t: Optional[torch.Tensor]) -> tuple[int, int]:
     return (0, 0) if t is None else (t.stride(0), t.stride(1))
 
 
+def weight_forward(w0: torch.Tensor, pd: Optional[torch.Tensor], pu: Optional[torch.Tensor], qd: Optional[torch.Tensor],
+                   qu: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """``W0 + W0 * (pd @ pu) + qd @ qu`` in ``dtype`` in one pass (no autograd); pd/pu or qd/qu may be None."""
+    m, n = w0.shape
+    rp = 0 if pd is None else pd.shape[1]
+    rq = 0 if qd is None else qd.shape[1]
+    out = torch.empty((m, n), device=w0.device, dtype=dtype)
+    dummy = w0
+    grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(n, BLOCK_N))
+    _weight_fwd[grid](
+        w0, pd if pd is not None else dummy, pu if pu is not None else dummy, qd if qd is not None else dummy, qu if qu is not None else dummy,
+        out, m, n, rp, rq, *w0.stride(), *_strides(pd), *_strides(pu), *_strides(qd), *_strides(qu), *out.stride(),
+        HAS_P=pd is not None, HAS_Q=qd is not None, BM=BLOCK_M, BN=BLOCK_N, BR=_block_rank(rp, rq),
+    )
+    return out
+
+
+def weight_grads(g: torch.Tensor, w0: torch.Tensor, pd: Optional[torch.Tensor], pu: Optional[torch.Tensor],
+                 qd: Optional[torch.Tensor], qu: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], ...]:
+    """The float32 gradients of pd, pu, qd, qu from ``g``, the gradient of ``W'``, in one pass (no autograd)."""
+    rp = 0 if pd is None else pd.shape[1]
+    rq = 0 if qd is None else qd.shape[1]
+    br = _block_rank(rp, rq)
+    m, n = w0.shape
+    tm, tn = triton.cdiv(m, BLOCK_M), triton.cdiv(n, BLOCK_N)
+    f32 = {"device": w0.device, "dtype": torch.float32}
+    gpd = torch.empty((tn, m, br), **f32) if pd is not None else None
+    gpu = torch.empty((tm, br, n), **f32) if pd is not None else None
+    gqd = torch.empty((tn, m, br), **f32) if qd is not None else None
+    gqu = torch.empty((tm, br, n), **f32) if qd is not None else None
+    dummy = w0
+    _weight_bwd[(tm, tn)](
+        g, w0, pd if pd is not None else dummy, pu if pu is not None else dummy, qd if qd is not None else dummy, qu if qu is not None else dummy,
+        gpd if gpd is not None else dummy, gpu if gpu is not None else dummy, gqd if gqd is not None else dummy, gqu if gqu is not None else dummy,
+        m, n, rp, rq, *g.stride(), *w0.stride(), *_strides(pd), *_strides(pu), *_strides(qd), *_strides(qu),
+        HAS_P=pd is not None, HAS_Q=qd is not None, BM=BLOCK_M, BN=BLOCK_N, BR=br,
+    )
+    p = (gpd.sum(0)[:, :rp], gpu.sum(0)[:rp]) if pd is not None else (None, None)
+    q = (gqd.sum(0)[:, :rq], gqu.sum(0)[:rq]) if qd is not None else (None, None)
+    return (*p, *q)
+
+
 class FusedGLoRAWeight(torch.autograd.Function):
-    """``W' = W0 + W0 * (pd @ pu) + qd @ qu`` in ``dtype``; pd/pu or qd/qu may be None."""
+    """``W' = W0 + W0 * (pd @ pu) + qd @ qu`` in ``dtype`` as an autograd op (the convolution layers' path)."""
 
     @staticmethod
     def forward(ctx, w0, pd, pu, qd, qu, dtype):
-        m, n = w0.shape
-        rp = 0 if pd is None else pd.shape[1]
-        rq = 0 if qd is None else qd.shape[1]
-        br = _block_rank(rp, rq)
-        out = torch.empty((m, n), device=w0.device, dtype=dtype)
-        dummy = w0
-        grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(n, BLOCK_N))
-        _weight_fwd[grid](
-            w0, pd if pd is not None else dummy, pu if pu is not None else dummy, qd if qd is not None else dummy, qu if qu is not None else dummy,
-            out, m, n, rp, rq, *w0.stride(), *_strides(pd), *_strides(pu), *_strides(qd), *_strides(qu), *out.stride(),
-            HAS_P=pd is not None, HAS_Q=qd is not None, BM=BLOCK_M, BN=BLOCK_N, BR=br,
-        )
         ctx.save_for_backward(w0, pd, pu, qd, qu)
-        ctx.ranks = (rp, rq, br)
-        return out
+        return weight_forward(w0, pd, pu, qd, qu, dtype)
 
     @staticmethod
     def backward(ctx, g):
         w0, pd, pu, qd, qu = ctx.saved_tensors
-        rp, rq, br = ctx.ranks
-        m, n = w0.shape
-        tm, tn = triton.cdiv(m, BLOCK_M), triton.cdiv(n, BLOCK_N)
-        f32 = {"device": w0.device, "dtype": torch.float32}
-        gpd = torch.empty((tn, m, br), **f32) if pd is not None else None
-        gpu = torch.empty((tm, br, n), **f32) if pd is not None else None
-        gqd = torch.empty((tn, m, br), **f32) if qd is not None else None
-        gqu = torch.empty((tm, br, n), **f32) if qd is not None else None
-        dummy = w0
-        _weight_bwd[(tm, tn)](
-            g, w0, pd if pd is not None else dummy, pu if pu is not None else dummy, qd if qd is not None else dummy, qu if qu is not None else dummy,
-            gpd if gpd is not None else dummy, gpu if gpu is not None else dummy, gqd if gqd is not None else dummy, gqu if gqu is not None else dummy,
-            m, n, rp, rq, *g.stride(), *w0.stride(), *_strides(pd), *_strides(pu), *_strides(qd), *_strides(qu),
-            HAS_P=pd is not None, HAS_Q=qd is not None, BM=BLOCK_M, BN=BLOCK_N, BR=br,
-        )
-        grads = [None, None, None, None, None, None]
-        if pd is not None:
-            grads[1] = gpd.sum(0)[:, :rp].to(pd.dtype) if ctx.needs_input_grad[1] else None
-            grads[2] = gpu.sum(0)[:rp].to(pu.dtype) if ctx.needs_input_grad[2] else None
-        if qd is not None:
-            grads[3] = gqd.sum(0)[:, :rq].to(qd.dtype) if ctx.needs_input_grad[3] else None
-            grads[4] = gqu.sum(0)[:rq].to(qu.dtype) if ctx.needs_input_grad[4] else None
-        return tuple(grads)
+        grads = weight_grads(g, w0, pd, pu, qd, qu)
+        needs = ctx.needs_input_grad[1:5]
+        factors = (pd, pu, qd, qu)
+        return (None, *(gr.to(f.dtype) if gr is not None and need else None for gr, f, need in zip(grads, factors, needs)), None)

@@ -179,14 +179,6 @@ class GLoRALayer(nn.Module):
             return w
         return w.t() if self.kind == "hf_conv1d" else w.reshape(self.out_features, self.in_features)
 
-    def _ones_row(self, like: torch.Tensor) -> torch.Tensor:
-        """A 1 x in row of ones (the up factor of vector and scalar choices in the fused kernel), kept per device."""
-        ones = self.__dict__.get("_ones")
-        if ones is None or ones.device != like.device:
-            ones = torch.ones(1, self.in_features, device=like.device, dtype=self.Ad.dtype)
-            self.__dict__["_ones"] = ones
-        return ones
-
     def _factors(self) -> tuple[Optional[torch.Tensor], ...]:
         p = self._parameters  # straight from the dict: this runs on every training forward
         return (p["Ad"], p["Au"], p["Bd"], p["Bu"], p.get("Cd"), p.get("Cu"), p.get("D"), p.get("E"))
@@ -198,12 +190,12 @@ class GLoRALayer(nn.Module):
         w0 = self._weight_matrix()
         if all(c.kind == NONE for c in plan):
             return self._run_base(x, w0, self.base_layer.bias)
-        if self.kind != "conv" and not uses_fused_weight(plan, w0):
+        if self.kind != "conv":
             return glora_linear(x, w0, self.base_layer.bias, plan, compute_dtype(x), self._factors())
         p = self._parameters
         bias = effective_bias(plan, w0, self.base_layer.bias, p.get("Cd"), p.get("Cu"), p.get("D"), p.get("E"))
         if uses_fused_weight(plan, w0):
-            weight = fused_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"], compute_dtype(x), self._ones_row(w0))
+            weight = fused_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"], compute_dtype(x))
         else:
             weight = effective_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"])
         return self._run_base(x, weight, bias)

@@ -23,8 +23,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .choices import LORA, NONE, VECTOR, Choice
-from .functional import effective_bias, effective_weight
+from .choices import LORA, NONE, SCALAR, VECTOR, Choice
+from .functional import effective_bias, effective_weight, fused_weight_grads, fused_weight_value, uses_fused_weight
 
 Tensor = torch.Tensor
 
@@ -33,6 +33,13 @@ def _no_autocast(device_type: str):
     if torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
+
+
+def _weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype, fused: bool) -> Tensor:
+    """W' in ``dtype``: one Triton pass over W0 where the kernels serve (opt-in, CUDA), else the PyTorch terms."""
+    if fused:
+        return fused_weight_value(plan, w0, ad, au, bd, bu, dtype)
+    return effective_weight(plan, w0, ad, au, bd, bu, dtype)
 
 
 class _Zeroed:
@@ -79,8 +86,9 @@ class GLoRALinear(torch.autograd.Function):
     def forward(ctx, x, w0, b0, plan, dtype, ad, au, bd, bu, cd, cu, d, e):  # noqa: D102 (see the class)
         precision = torch.promote_types(w0.dtype, ad.dtype)
         dense = plan[0].kind != NONE or plan[1].kind != NONE
+        fused = dense and uses_fused_weight(plan, w0)
         with _no_autocast(x.device.type):
-            weight = effective_weight(plan, w0, ad, au, bd, bu, dtype) if dense else w0.to(dtype)
+            weight = _weight(plan, w0, ad, au, bd, bu, dtype, fused) if dense else w0.to(dtype)
             w = w0 if w0.dtype == precision or plan[2].kind == NONE else w0.to(precision)  # W0 @ C in full precision
             bias = effective_bias(plan, w, b0, cd, cu, d, e, dtype)
             del w
@@ -89,7 +97,7 @@ class GLoRALinear(torch.autograd.Function):
         # keep W' when the plain layer would keep a cast copy of W0 of the same size anyway (a float32 base under
         # autocast); over a base already in the compute dtype (an LLM's bf16 weights) rebuild it in the backward
         keep = not dense or w0.dtype != dtype
-        ctx.plan, ctx.precision, ctx.dense, ctx.dtype = plan, precision, dense, dtype
+        ctx.plan, ctx.precision, ctx.dense, ctx.fused, ctx.dtype = plan, precision, dense, fused, dtype
         ctx.save_for_backward(xc, weight if keep else None, w0, b0, ad, au, bd, bu, cd, cu, d, e)
         return y
 
@@ -102,11 +110,19 @@ class GLoRALinear(torch.autograd.Function):
         zeroed = _Zeroed((ad, au, bd, bu, cd, cu, d, e))
         with _no_autocast(gy.device.type):
             if needs[0] and weight is None:
-                weight = effective_weight(plan, w0, ad, au, bd, bu, ctx.dtype)
+                weight = _weight(plan, w0, ad, au, bd, bu, ctx.dtype, ctx.fused)
             gx = gy.matmul(weight) if needs[0] else None
             del weight  # weight-sized buffers are freed as soon as they are used: the backward's peak stays low
             g2 = gy.reshape(-1, gy.shape[-1])
-            if ctx.dense and any(needs[5:9]):
+            if ctx.dense and ctx.fused and any(needs[5:9]):
+                gpd, gpu, gqd, gqu = fused_weight_grads(plan, g2.t() @ xc.reshape(-1, xc.shape[-1]), w0, ad, au, bd, bu)
+                for i, choice, down, up in ((0, a, gpd, gpu), (2, b, gqd, gqu)):
+                    if choice.kind == SCALAR:
+                        grads[i] = zeroed.summed(i, down, choice)
+                    elif choice.kind != NONE:
+                        grads[i] = zeroed.slice(i, down, max(choice.rank, 1))
+                        grads[i + 1] = None if up is None else zeroed.slice(i + 1, up, choice.rank, up=True)
+            elif ctx.dense and any(needs[5:9]):
                 gw = g2.t() @ xc.reshape(-1, xc.shape[-1])
                 if a.kind != NONE:
                     ga = torch.mul(gw, w0, out=torch.empty(gw.shape, dtype=precision, device=gw.device))
