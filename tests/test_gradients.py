@@ -235,3 +235,24 @@ def test_absent_terms_do_no_work(seed: int) -> None:
     plain = nn.Linear(24, 40)
     plain.requires_grad_(False)
     assert _step_outputs(layer, x) == _step_outputs(plain, x)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_an_unfrozen_base_gets_its_gradients(seed: int) -> None:
+    """A user may unfreeze a wrapped layer's base weight and bias: they then get plain autograd's gradients."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    layer = glora.GLoRALayer(nn.Linear(7, 5).double(), max_rank=4, ranks=(2, 4))
+    with torch.no_grad():
+        for n in FACTORS:
+            getattr(layer, n).normal_()
+    config = {g: rng.choice(layer.choices[g]) for g in glora.GENES}
+    layer.set_config(config)
+    layer.base_layer.requires_grad_(True)
+    x = torch.randn(3, 7, dtype=torch.float64)
+    layer(x).sum().backward()
+    got = (layer.base_layer.weight.grad.clone(), layer.base_layer.bias.grad.clone())
+    layer.zero_grad()
+    _reference(layer, config, x).sum().backward()
+    torch.testing.assert_close(got[0], layer.base_layer.weight.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got[1], layer.base_layer.bias.grad, rtol=1e-10, atol=1e-12)

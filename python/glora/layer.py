@@ -190,10 +190,12 @@ class GLoRALayer(nn.Module):
         w0 = self._weight_matrix()
         if all(c.kind == NONE for c in plan):
             return self._run_base(x, w0, self.base_layer.bias)
-        if self.kind != "conv":
-            return glora_linear(x, w0, self.base_layer.bias, plan, compute_dtype(x), self._factors())
+        b0 = self.base_layer.bias
+        if self.kind != "conv" and not (w0.requires_grad or (b0 is not None and b0.requires_grad)):
+            return glora_linear(x, w0, b0, plan, compute_dtype(x), self._factors())
+        # convolutions, and a base the user unfroze (the node gives W0 and b0 no gradient), use plain autograd
         p = self._parameters
-        bias = effective_bias(plan, w0, self.base_layer.bias, p.get("Cd"), p.get("Cu"), p.get("D"), p.get("E"))
+        bias = effective_bias(plan, w0, b0, p.get("Cd"), p.get("Cu"), p.get("D"), p.get("E"))
         if uses_fused_weight(plan, w0):
             weight = fused_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"], compute_dtype(x))
         else:
