@@ -22,6 +22,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .choices import LORA, NONE, SCALAR, VECTOR, Choice
 from .functional import effective_bias, effective_weight, fused_weight_grads, fused_weight_value, uses_fused_weight
@@ -102,6 +103,7 @@ class GLoRALinear(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # the backward writes into fresh buffers; a second derivative gets a clear error
     def backward(ctx, gy):  # noqa: D102
         xc, weight, w0, b0, ad, au, bd, bu, cd, cu, d, e = ctx.saved_tensors
         plan, precision, needs = ctx.plan, ctx.precision, ctx.needs_input_grad
