@@ -30,7 +30,8 @@ from .functional import effective_bias, effective_weight, fused_weight_grads, fu
 Tensor = torch.Tensor
 
 
-def _no_autocast(device_type: str):
+def _no_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast off inside the node (its casts are explicit); entering a context only when autocast is on."""
     if torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
