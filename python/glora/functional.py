@@ -98,25 +98,26 @@ def uses_fused_weight(plan: tuple[Choice, ...], w0: Tensor) -> bool:
     return kernels.available(w0) and max(a.rank, b.rank) <= kernels.MAX_RANK
 
 
+def _kernel_factors(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor) -> tuple[Optional[Tensor], ...]:
+    """A's and B's low-rank forms (down, up, down, up) as the kernels take them."""
+    ones = _ones(w0.shape[1], w0.device, ad.dtype)
+    return (*_low_rank(ad, au, plan[0], ones), *_low_rank(bd, bu, plan[1], ones))
+
+
 def fused_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype) -> Tensor:
     """``W'`` from the stored ``W0`` straight into ``dtype`` with one Triton kernel (and one for its backward)."""
-    ones = _ones(w0.shape[1], w0.device, ad.dtype)
-    pd, pu = _low_rank(ad, au, plan[0], ones)
-    qd, qu = _low_rank(bd, bu, plan[1], ones)
-    return kernels.FusedGLoRAWeight.apply(w0, pd, pu, qd, qu, dtype)
+    return kernels.FusedGLoRAWeight.apply(w0, *_kernel_factors(plan, w0, ad, au, bd, bu), dtype)
 
 
 def fused_weight_value(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype) -> Tensor:
     """``fused_weight`` without autograd (inside ``GLoRALinear``): one pass over ``W0``."""
-    ones = _ones(w0.shape[1], w0.device, ad.dtype)
-    return kernels.weight_forward(w0, *_low_rank(ad, au, plan[0], ones), *_low_rank(bd, bu, plan[1], ones), dtype)
+    return kernels.weight_forward(w0, *_kernel_factors(plan, w0, ad, au, bd, bu), dtype)
 
 
 def fused_weight_grads(plan: tuple[Choice, ...], g: Tensor, w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor) -> tuple[Optional[Tensor], ...]:
     """From ``g``, the gradient of ``W'``, in one pass: the float32 gradients of A's and B's low-rank forms
     (down, up, down, up; a vector's or scalar's down is its out x 1 column, its up is None)."""
-    ones = _ones(w0.shape[1], w0.device, ad.dtype)
-    gpd, gpu, gqd, gqu = kernels.weight_grads(g, w0, *_low_rank(ad, au, plan[0], ones), *_low_rank(bd, bu, plan[1], ones))
+    gpd, gpu, gqd, gqu = kernels.weight_grads(g, w0, *_kernel_factors(plan, w0, ad, au, bd, bu))
     return gpd, gpu if plan[0].kind == LORA else None, gqd, gqu if plan[1].kind == LORA else None
 
 

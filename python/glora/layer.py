@@ -187,10 +187,9 @@ class GLoRALayer(nn.Module):
         if self._folded is not None:
             return self._run_folded(x)
         plan = self._current()
-        w0 = self._weight_matrix()
+        w0, b0 = self._weight_matrix(), self.base_layer.bias
         if all(c.kind == NONE for c in plan):
-            return self._run_base(x, w0, self.base_layer.bias)
-        b0 = self.base_layer.bias
+            return self._run_base(x, w0, b0)
         if self.kind != "conv" and not (w0.requires_grad or (b0 is not None and b0.requires_grad)):
             return glora_linear(x, w0, b0, plan, compute_dtype(x), self._factors())
         # convolutions, and a base the user unfroze (the node gives W0 and b0 no gradient), use plain autograd

@@ -91,9 +91,7 @@ class GLoRALinear(torch.autograd.Function):
         fused = dense and uses_fused_weight(plan, w0)
         with _no_autocast(x.device.type):
             weight = _weight(plan, w0, ad, au, bd, bu, dtype, fused) if dense else w0.to(dtype)
-            w = w0 if w0.dtype == precision or plan[2].kind == NONE else w0.to(precision)  # W0 @ C in full precision
-            bias = effective_bias(plan, w, b0, cd, cu, d, e, dtype)
-            del w
+            bias = effective_bias(plan, w0, b0, cd, cu, d, e, dtype)
             xc = x.to(dtype)
             y = F.linear(xc, weight, bias)
         # keep W' when the plain layer would keep a cast copy of W0 of the same size anyway (a float32 base under
@@ -117,12 +115,12 @@ class GLoRALinear(torch.autograd.Function):
             gx = gy.matmul(weight) if needs[0] else None
             del weight  # weight-sized buffers are freed as soon as they are used: the backward's peak stays low
             g2 = gy.reshape(-1, gy.shape[-1])
-            if ctx.dense and ctx.fused and any(needs[5:9]):
+            if ctx.fused and any(needs[5:9]):
                 gpd, gpu, gqd, gqu = fused_weight_grads(plan, g2.t() @ xc.reshape(-1, xc.shape[-1]), w0, ad, au, bd, bu)
                 for i, choice, down, up in ((0, a, gpd, gpu), (2, b, gqd, gqu)):
                     if choice.kind == SCALAR:
                         grads[i] = zeroed.summed(i, down, choice)
-                    elif choice.kind != NONE:
+                    elif choice.kind != NONE:  # a lora slice, or a vector's one column
                         grads[i] = zeroed.slice(i, down, max(choice.rank, 1))
                         grads[i + 1] = None if up is None else zeroed.slice(i + 1, up, choice.rank, up=True)
             elif ctx.dense and any(needs[5:9]):

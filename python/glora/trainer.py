@@ -30,7 +30,8 @@ from torch import nn
 
 from .batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
 from .distributed import barrier, process_group
-from .model import glora_layers, search_space, set_subnet, validate_subnet
+from .choices import Choice
+from .model import glora_layers, search_space, validate_subnet
 from .sampling import BudgetSampler
 from .space import budget_bounds
 from .version import __version__
@@ -111,7 +112,8 @@ class SupernetTrainer:
     """Trains the adapters (and any ``modules_to_save``) of a wrapped model as a weight-shared supernet."""
 
     def __init__(self, model: nn.Module, data: Data, config: TrainConfig, loss_fn: Optional[LossFn] = None, device: Optional[Union[str, torch.device]] = None) -> None:
-        if not any(True for _ in glora_layers(model)):
+        self.layers = list(glora_layers(model))
+        if not self.layers:
             raise ValueError("model has no GLoRA layers: call glora.wrap(model, config) first")
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a glora.TrainConfig, got {type(config).__name__}")
@@ -144,11 +146,11 @@ class SupernetTrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.generator = torch.Generator().manual_seed(config.seed)
         self.sampler = None
-        self.layers = list(glora_layers(model))
-        self.plans = validate_subnet(model, config.subnet) if config.subnet is not None else None
+        self.fixed = [validate_subnet(model, config.subnet)] if config.subnet is not None else []
         if config.sampling in ("budget", "sandwich"):
             self.sampler = BudgetSampler(search_space(model), budget_bounds(config.budget), config.seed)
-            self._extremes = (self.sampler.largest(), self.sampler.smallest()) if config.sampling == "sandwich" else None
+            if config.sampling == "sandwich":
+                self.fixed = [validate_subnet(model, self.sampler.largest()), validate_subnet(model, self.sampler.smallest())]
         self.step = 0
         if config.gradient_checkpointing:
             _enable_checkpointing(model)
@@ -164,20 +166,14 @@ class SupernetTrainer:
         index = order[k * self.config.batch_size : (k + 1) * self.config.batch_size]
         return to_device(take(self.data, index), self.device)
 
-    def _paths(self) -> list[Optional[dict]]:
-        """Subnets trained this step (None: uniform sampling, drawn by ``_draw_uniform``, or the fixed subnet)."""
-        if self.sampler is None:
-            return [None]
-        drawn = self.sampler.draw(self.step)[0]
-        if self._extremes is None:
-            return [drawn]
-        return [self._extremes[0], self._extremes[1], drawn]
-
-    def _draw_uniform(self) -> None:
-        """Every layer draws its configuration for this forward uniformly (the reference's rule) and holds it, so
-        a forward recomputed under gradient checkpointing runs the same configuration as the first one."""
-        for _, layer in self.layers:
-            layer.set_plan(layer.draw(self.generator))
+    def _paths(self) -> list[dict[str, tuple[Choice, ...]]]:
+        """The configurations trained this step, as each layer's plan: the fixed subnet; or one uniform draw per
+        layer (the reference's rule); or a budget-aware draw, after the sandwich's largest and smallest subnets.
+        Every layer holds its plan through the forward, so one recomputed under gradient checkpointing runs the
+        same configuration."""
+        if self.sampler is not None:
+            return [*self.fixed, validate_subnet(self.model, self.sampler.draw(self.step)[0])]
+        return self.fixed or [{name: layer.draw(self.generator) for name, layer in self.layers}]
 
     # ------------------------------------------------------------------------------------------- training
     def _micro_step(self, batch: Batch, scale: float) -> float:
@@ -185,11 +181,9 @@ class SupernetTrainer:
         total = 0.0
         paths = self._paths()
         teacher = None
-        for i, subnet in enumerate(paths):
-            if subnet is not None:
-                set_subnet(self.model, subnet)
-            elif self.plans is None:
-                self._draw_uniform()
+        for i, plans in enumerate(paths):
+            for name, layer in self.layers:
+                layer.set_plan(plans[name])
             with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 if self.config.distill and i > 0:
                     logits = logits_of(self.runner, batch).float()
@@ -213,9 +207,6 @@ class SupernetTrainer:
         if target > self.config.steps:
             raise ValueError(f"steps {target} exceeds the configured schedule of {self.config.steps}")
         self.model.train()
-        if self.plans is not None:
-            for name, layer in self.layers:
-                layer.set_plan(self.plans[name])
         losses = []
         bar = _bar(self.config.progress and self.rank == 0, self.step, self.config.steps)
         started = time.perf_counter()
