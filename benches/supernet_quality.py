@@ -125,6 +125,7 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
     window = None if sampling == "uniform" else (int(floor * budget), budget)
     reset_peak(device)
     trained = _train(model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=window, distill=sampling == "sandwich")
+    train_peak = peak_gib(device)
     searched = window if search_window and window else budget
     found = glora.search(model, glora.SubnetEvaluator(model, val, metric=fitness, device=device), searched, seed=seed,
                          generations=generations, progress=False)
@@ -132,7 +133,7 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
     randoms = BudgetSampler(glora.search_space(model), (0, budget), seed + 1000).draw(0, random_subnets)
     random_scores = test_eval(randoms)
     suffix = "" if budget == BUDGET else f"@{budget}"
-    row = {"method": f"glora_{sampling}_{steps}{suffix}", "seed": seed, "budget": budget, "peak_gib": peak_gib(device), "steps": steps, "lr": lr, "fitness": fitness, "train_window": window,
+    row = {"method": f"glora_{sampling}_{steps}{suffix}", "seed": seed, "budget": budget, "peak_gib": train_peak, "steps": steps, "lr": lr, "fitness": fitness, "train_window": window,
            "adapter_params": found.best_params, "test_accuracy": test_eval([found.best_subnet])[0],
            "random_feasible_test_mean": statistics.mean(random_scores), "validation_best": found.best_score,
            "train_s": trained.seconds, "search_s": found.engine_seconds + found.fitness_seconds, "search_budget": searched}
@@ -148,7 +149,7 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
                     if n in supernet:
                         p.copy_(supernet[n])
             _train(model, train, device, seed, steps=finetune_steps, lr=finetune_lr, sampling="fixed", subnet=subnet)
-            return glora.SubnetEvaluator(model, test, device=device)([subnet])[0]
+            return test_eval([subnet])[0]  # the evaluator folds the weights as they are at each call
 
         row.update({"method": f"glora_{sampling}_{steps}+{finetune_steps}_finetuned{suffix}", "finetune_steps": finetune_steps, "finetune_lr": finetune_lr,
                     "steps": steps + finetune_steps, "test_accuracy_before_finetune": row["test_accuracy"],
