@@ -25,7 +25,7 @@ import math
 import os
 import statistics
 import time
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -132,7 +132,7 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
     test_eval = glora.SubnetEvaluator(model, test, device=device)
     randoms = BudgetSampler(glora.search_space(model), (0, budget), seed + 1000).draw(0, random_subnets)
     random_scores = test_eval(randoms)
-    suffix = "" if budget == BUDGET else f"@{budget}"
+    suffix = settings_suffix(budget, lr, fitness, floor, search_window, finetune_lr if finetune_steps else None)
     row = {"method": f"glora_{sampling}_{steps}{suffix}", "seed": seed, "budget": budget, "peak_gib": train_peak, "steps": steps, "lr": lr, "fitness": fitness, "train_window": window,
            "adapter_params": found.best_params, "test_accuracy": test_eval([found.best_subnet])[0],
            "random_feasible_test_mean": statistics.mean(random_scores), "validation_best": found.best_score,
@@ -157,6 +157,17 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
         if random_finetune:
             row["random_finetuned_test_mean"] = statistics.mean(finetuned(s) for s in randoms[:random_finetune])
     return row
+
+
+def settings_suffix(budget: int, lr: float, fitness: str, floor: float, search_window: bool, finetune_lr: Optional[float]) -> str:
+    """The part of a GLoRA row's method name that says which settings differ from the defaults, so rows of
+    different settings are never averaged together (e.g. ``@331776[window,ftlr=0.002]``)."""
+    tags = [f"lr={lr:g}"] if lr != 1e-3 else []
+    tags += [f"fitness={fitness}"] if fitness != "neg_loss" else []
+    tags += [f"floor={floor:g}"] if floor != 0.75 else []
+    tags += ["window"] if search_window else []
+    tags += [f"ftlr={finetune_lr:g}"] if finetune_lr is not None and finetune_lr != 1e-3 else []
+    return ("" if budget == BUDGET else f"@{budget}") + (f"[{','.join(tags)}]" if tags else "")
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -231,8 +242,9 @@ def main() -> None:
             rows = json.load(fh)["figures"]["runs"]
 
     def record(row: dict[str, Any]) -> str:
-        """Print the row and rewrite the results file with every row so far (a run cut short keeps them)."""
-        rows.append(row)
+        """Print the row and rewrite the results file with every row so far (a run cut short keeps them); a row
+        of a method and seed already there (a repeated call with --append) replaces it."""
+        rows[:] = [r for r in rows if (r["method"], r["seed"]) != (row["method"], row["seed"])] + [row]
         print(row, flush=True)
         return write_result(args.name, device, config, {"runs": rows, "summary": summarise(rows)})
 
