@@ -17,7 +17,7 @@ is off inside the node.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 from typing import Optional
 
 import torch
@@ -30,11 +30,24 @@ from .functional import effective_bias, effective_weight, fused_weight_grads, fu
 Tensor = torch.Tensor
 
 
-def _no_autocast(device_type: str) -> contextlib.AbstractContextManager:
-    """Autocast off inside the node (its casts are explicit); entering a context only when autocast is on."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
+class _NoAutocast:
+    """Autocast off inside the node (its casts are explicit). The thread's flag is toggled directly: entering a
+    ``torch.autocast`` context costs tens of microseconds, paid by every layer on every step."""
+
+    __slots__ = ("device_type", "was_on")
+
+    def __init__(self, device_type: str) -> None:
+        self.device_type = device_type
+        self.was_on = False
+
+    def __enter__(self) -> None:
+        self.was_on = torch.is_autocast_enabled(self.device_type)
+        if self.was_on:
+            torch.set_autocast_enabled(self.device_type, False)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.was_on:
+            torch.set_autocast_enabled(self.device_type, True)
 
 
 def _weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype, fused: bool) -> Tensor:
@@ -44,40 +57,49 @@ def _weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Te
     return effective_weight(plan, w0, ad, au, bd, bu, dtype)
 
 
-class _Zeroed:
-    """Zeroed gradients for the factors a choice uses only part of, all carved from one buffer (one fill per
-    layer and step instead of one per factor)."""
+@functools.lru_cache(maxsize=None)
+def _rank_mask(max_rank: int, rank: int, rows: bool, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Ones for the first ``rank`` of ``max_rank`` columns (a 1 x R row) or rows (an R x 1 column), zeros after.
 
-    def __init__(self, factors: tuple[Optional[Tensor], ...]) -> None:
-        self.factors = factors
-        self.flat: Optional[Tensor] = None
+    A factor multiplied by it before a gradient product yields the whole factor's gradient, zero outside the
+    slice a ``lora_<rank>`` choice uses: one kernel instead of a zeroed buffer and a copy."""
+    mask = torch.zeros(max_rank, device=device, dtype=dtype)
+    mask[:rank] = 1
+    return mask.view(-1, 1) if rows else mask.view(1, -1)
 
-    def __getitem__(self, i: int) -> Tensor:
-        if self.flat is None:
-            self.flat = self.factors[0].new_zeros(sum(f.numel() for f in self.factors if f is not None))
-        start = sum(f.numel() for f in self.factors[:i] if f is not None)
-        factor = self.factors[i]
-        return self.flat[start : start + factor.numel()].view(factor.shape)
 
-    def slice(self, i: int, block: Tensor, rank: int, up: bool = False) -> Tensor:
-        """The gradient of factor ``i`` from that of its lora slice (rows of an up factor, else columns)."""
-        if block.shape == self.factors[i].shape:
-            return block
-        full = self[i]
-        (full[:rank] if up else full[:, :rank]).copy_(block)
-        return full
+@functools.lru_cache(maxsize=None)
+def _first(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A one-hot tensor of ``shape`` at its first element: ``s * _first(shape)`` is the gradient of a factor whose
+    first element (a scalar choice) or, for a 1 x R shape broadcast over rows, first column (a vector) was used."""
+    one = torch.zeros(shape, device=device, dtype=dtype)
+    one.view(-1)[0] = 1
+    return one
 
-    def summed(self, i: int, source: Tensor, choice: Choice) -> Tensor:
-        """The gradient of factor ``i`` when its first column (vector) or first element (scalar) was broadcast:
-        ``source`` summed over the broadcast dimensions, written in place by one reduction."""
-        full = self[i]
-        if full.dim() == 1:
-            torch.sum(source, 0, keepdim=True, dtype=full.dtype, out=full[:1])
-        elif choice.kind == VECTOR:
-            torch.sum(source, 1, keepdim=True, dtype=full.dtype, out=full[:, :1])
-        else:
-            torch.sum(source, (0, 1), keepdim=True, dtype=full.dtype, out=full[:1, :1])
-        return full
+
+def _masked(factor: Tensor, rank: int, rows: bool) -> Tensor:
+    """``factor`` with its entries past ``rank`` zeroed (itself when the choice uses all of it)."""
+    size = factor.shape[0 if rows else 1]
+    return factor if rank == size else factor * _rank_mask(size, rank, rows, factor.device, factor.dtype)
+
+
+def _broadcast_grad(source: Tensor, factor: Tensor, choice: Choice) -> Tensor:
+    """The gradient of a down factor (or of D, E) whose first column (vector) or first element (scalar) was
+    broadcast: ``source`` summed over the broadcast dimensions, placed at that column or element."""
+    dtype = factor.dtype
+    if factor.dim() == 1:
+        return source.sum(dtype=dtype) * _first(tuple(factor.shape), factor.device, dtype)
+    if choice.kind == VECTOR:
+        return source.sum(1, keepdim=True, dtype=dtype) * _first((1, factor.shape[1]), factor.device, dtype)
+    return source.sum(dtype=dtype) * _first(tuple(factor.shape), factor.device, dtype)
+
+
+def _padded(block: Tensor, factor: Tensor) -> Tensor:
+    """A block gradient of the leading rows and columns of ``factor`` (the fused kernels' output) as the whole
+    factor's gradient, zero elsewhere."""
+    if block.shape == factor.shape:
+        return block
+    return F.pad(block, (0, factor.shape[1] - block.shape[1], 0, factor.shape[0] - block.shape[0]))
 
 
 class GLoRALinear(torch.autograd.Function):
@@ -89,7 +111,7 @@ class GLoRALinear(torch.autograd.Function):
         precision = torch.promote_types(w0.dtype, ad.dtype)
         dense = plan[0].kind != NONE or plan[1].kind != NONE
         fused = dense and uses_fused_weight(plan, w0)
-        with _no_autocast(x.device.type):
+        with _NoAutocast(x.device.type):
             weight = _weight(plan, w0, ad, au, bd, bu, dtype, fused) if dense else w0.to(dtype)
             bias = effective_bias(plan, w0, b0, cd, cu, d, e, dtype)
             xc = x.to(dtype)
@@ -108,54 +130,65 @@ class GLoRALinear(torch.autograd.Function):
         plan, precision, needs = ctx.plan, ctx.precision, ctx.needs_input_grad
         a, b, c, dc, ec = plan
         grads: list[Optional[Tensor]] = [None] * 8
-        zeroed = _Zeroed((ad, au, bd, bu, cd, cu, d, e))
-        with _no_autocast(gy.device.type):
+        with _NoAutocast(gy.device.type):
             if needs[0] and weight is None:
                 weight = _weight(plan, w0, ad, au, bd, bu, ctx.dtype, ctx.fused)
             gx = gy.matmul(weight) if needs[0] else None
             del weight  # weight-sized buffers are freed as soon as they are used: the backward's peak stays low
             g2 = gy.reshape(-1, gy.shape[-1])
-            if ctx.fused and any(needs[5:9]):
-                gpd, gpu, gqd, gqu = fused_weight_grads(plan, g2.t() @ xc.reshape(-1, xc.shape[-1]), w0, ad, au, bd, bu)
-                for i, choice, down, up in ((0, a, gpd, gpu), (2, b, gqd, gqu)):
-                    if choice.kind == SCALAR:
-                        grads[i] = zeroed.summed(i, down, choice)
-                    elif choice.kind != NONE:  # a lora slice, or a vector's one column
-                        grads[i] = zeroed.slice(i, down, max(choice.rank, 1))
-                        grads[i + 1] = None if up is None else zeroed.slice(i + 1, up, choice.rank, up=True)
-            elif ctx.dense and any(needs[5:9]):
+            if ctx.dense and any(needs[5:9]):
                 gw = g2.t() @ xc.reshape(-1, xc.shape[-1])
-                if a.kind != NONE:
-                    ga = torch.mul(gw, w0, out=torch.empty(gw.shape, dtype=precision, device=gw.device))
-                    if a.kind == LORA:
-                        grads[0] = zeroed.slice(0, ga @ au[: a.rank].t(), a.rank)
-                        grads[1] = zeroed.slice(1, ad[:, : a.rank].t() @ ga, a.rank, up=True)
-                    else:
-                        grads[0] = zeroed.summed(0, ga, a)
-                    del ga
-                if b.kind == LORA:
-                    gw32 = gw.to(precision)
-                    grads[2] = zeroed.slice(2, gw32 @ bu[: b.rank].t(), b.rank)
-                    grads[3] = zeroed.slice(3, bd[:, : b.rank].t() @ gw32, b.rank, up=True)
-                    del gw32
-                elif b.kind != NONE:
-                    grads[2] = zeroed.summed(2, gw, b)
+                if ctx.fused:
+                    _fused_factor_grads(grads, plan, gw, w0, ad, au, bd, bu)
+                else:
+                    _factor_grads(grads, plan, precision, gw, w0, ad, au, bd, bu)
                 del gw
             if (c.kind != NONE or dc.kind != NONE or ec.kind != NONE) and any(needs[9:13]):
                 gb = g2.sum(0, dtype=precision)
                 if dc.kind != NONE:
-                    grads[6] = gb * b0 if dc.kind == VECTOR else zeroed.summed(6, gb * b0, dc)
+                    grads[6] = gb * b0 if dc.kind == VECTOR else _broadcast_grad(gb * b0, d, dc)
                 if ec.kind != NONE:
-                    grads[7] = gb if ec.kind == VECTOR else zeroed.summed(7, gb, ec)
+                    grads[7] = gb if ec.kind == VECTOR else _broadcast_grad(gb, e, ec)
                 if c.kind != NONE:
-                    w = w0 if w0.dtype == precision else w0.to(precision)
-                    gc = torch.mv(w.t(), gb)
+                    gc = torch.mv((w0 if w0.dtype == precision else w0.to(precision)).t(), gb)
                     if c.kind == LORA:
-                        grads[4] = zeroed.slice(4, torch.outer(gc, cu[: c.rank, 0]), c.rank)
-                        grads[5] = zeroed.slice(5, (cd[:, : c.rank].t() @ gc).unsqueeze(1), c.rank, up=True)
+                        grads[4] = torch.outer(gc, _masked(cu, c.rank, rows=True)[:, 0])
+                        grads[5] = (_masked(cd, c.rank, rows=False).t() @ gc).unsqueeze(1)
                     else:
-                        grads[4] = zeroed.slice(4, gc.unsqueeze(1), 1)
+                        grads[4] = gc.unsqueeze(1) * _first((1, cd.shape[1]), cd.device, cd.dtype)
         return (gx, None, None, None, None, *grads)
+
+
+def _factor_grads(grads: list, plan: tuple[Choice, ...], precision: torch.dtype, gw: Tensor, w0: Tensor,
+                  ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor) -> None:
+    """Ad, Au, Bd, Bu's gradients from ``gw``, the gradient of ``W'`` (``W0 * gw`` for A's)."""
+    a, b = plan[0], plan[1]
+    if a.kind != NONE:
+        ga = torch.mul(gw, w0, out=torch.empty(gw.shape, dtype=precision, device=gw.device))
+        if a.kind == LORA:
+            grads[0] = ga @ _masked(au, a.rank, rows=True).t()
+            grads[1] = _masked(ad, a.rank, rows=False).t() @ ga
+        else:
+            grads[0] = _broadcast_grad(ga, ad, a)
+        del ga
+    if b.kind == LORA:
+        gw32 = gw.to(precision)
+        grads[2] = gw32 @ _masked(bu, b.rank, rows=True).t()
+        grads[3] = _masked(bd, b.rank, rows=False).t() @ gw32
+    elif b.kind != NONE:
+        grads[2] = _broadcast_grad(gw, bd, b)
+
+
+def _fused_factor_grads(grads: list, plan: tuple[Choice, ...], gw: Tensor, w0: Tensor,
+                        ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor) -> None:
+    """As ``_factor_grads``, from the Triton kernel's one pass (which returns the used slices' gradients)."""
+    gpd, gpu, gqd, gqu = fused_weight_grads(plan, gw, w0, ad, au, bd, bu)
+    for i, choice, down, up, fd, fu in ((0, plan[0], gpd, gpu, ad, au), (2, plan[1], gqd, gqu, bd, bu)):
+        if choice.kind == SCALAR:
+            grads[i] = _broadcast_grad(down, fd, choice)
+        elif choice.kind != NONE:  # a lora slice, or a vector's one column
+            grads[i] = _padded(down, fd)
+            grads[i + 1] = None if up is None else _padded(up, fu)
 
 
 def glora_linear(x: Tensor, w0: Tensor, b0: Optional[Tensor], plan: tuple[Choice, ...], dtype: torch.dtype, factors: tuple[Optional[Tensor], ...]) -> Tensor:
