@@ -240,6 +240,9 @@ def main() -> None:
     if args.append and os.path.exists(result_path(args.name, device)):
         with open(result_path(args.name, device), encoding="utf-8") as fh:
             rows = json.load(fh)["figures"]["runs"]
+        for per_call in ("variants", "seeds", "baselines", "random_finetune", "search_window", "append"):
+            config.pop(per_call)
+        config["note"] = "rows from several calls (--append); each row records its own settings, the method name its non-default ones"
 
     def record(row: dict[str, Any]) -> str:
         """Print the row and rewrite the results file with every row so far (a run cut short keeps them); a row

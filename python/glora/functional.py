@@ -38,8 +38,16 @@ def factor(down: Tensor, up: Tensor, choice: Choice) -> Optional[Tensor]:
         return down[:1, :1]
     if choice.kind == VECTOR:
         return down[:, :1]
-    r = choice.rank
-    return down[:, :r] @ up[:r, :]
+    down, up = lora_slices(down, up, choice.rank)
+    return down @ up
+
+
+def lora_slices(down: Tensor, up: Tensor, rank: int) -> tuple[Tensor, Tensor]:
+    """The first ``rank`` columns of ``down`` and rows of ``up`` (the factors themselves at full rank: the training
+    forward runs this for every layer, and a slice is a call the host pays for even when it selects everything)."""
+    if rank == up.shape[0]:
+        return down, up
+    return down[:, :rank], up[:rank]
 
 
 def effective_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor,
@@ -69,8 +77,8 @@ def _rounded_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor
     elif a_choice.kind != NONE:
         delta = torch.mul(w0, factor(ad, au, a_choice))
     if b_choice.kind == LORA:
-        r = b_choice.rank
-        delta = bd[:, :r] @ bu[:r] if delta is None else delta.addmm_(bd[:, :r], bu[:r])
+        bd, bu = lora_slices(bd, bu, b_choice.rank)
+        delta = bd @ bu if delta is None else delta.addmm_(bd, bu)
     elif b_choice.kind != NONE:
         b = factor(bd, bu, b_choice)
         delta = b.expand(w0.shape) if delta is None else delta.add_(b)
@@ -144,18 +152,24 @@ def effective_bias(
     """
     c_choice, d_choice, e_choice = plan[2], plan[3], plan[4]
     last = "E" if e_choice.kind != NONE else "D" if d_choice.kind != NONE else None
-
-    def out(gene: str) -> Optional[Tensor]:
-        return torch.empty(w0.shape[0], dtype=dtype, device=w0.device) if dtype is not None and gene == last else None
-
     bias = b0
     if c_choice.kind != NONE:
-        c = cd[:, 0] if c_choice.kind == VECTOR else torch.mv(cd[:, : c_choice.rank], cu[: c_choice.rank, 0])
-        w = w0.to(c.dtype)
-        bias = torch.mv(w, c) if b0 is None else torch.addmv(b0.to(c.dtype), w, c)
+        if c_choice.kind == VECTOR:
+            c = cd[:, 0]
+        else:
+            cd_r, cu_r = lora_slices(cd, cu, c_choice.rank)
+            c = torch.mv(cd_r, cu_r[:, 0])
+        w = w0 if w0.dtype == c.dtype else w0.to(c.dtype)
+        bias = torch.mv(w, c) if b0 is None else torch.addmv(b0 if b0.dtype == c.dtype else b0.to(c.dtype), w, c)
     if d_choice.kind != NONE:
-        bias = torch.addcmul(bias, b0, d if d_choice.kind == VECTOR else d[:1], out=out("D"))  # [:1]: see factor()
+        out = _fresh(w0, dtype) if last == "D" else None
+        bias = torch.addcmul(bias, b0, d if d_choice.kind == VECTOR else d[:1], out=out)  # [:1]: see factor()
     if e_choice.kind != NONE:
         ev = e if e_choice.kind == VECTOR else e[:1]
-        bias = ev.expand(w0.shape[0]) if bias is None else torch.add(bias, ev, out=out("E"))
-    return bias if dtype is None or bias is None else bias.to(dtype)
+        bias = ev.expand(w0.shape[0]) if bias is None else torch.add(bias, ev, out=_fresh(w0, dtype) if last == "E" else None)
+    return bias if dtype is None or bias is None or bias.dtype == dtype else bias.to(dtype)
+
+
+def _fresh(w0: Tensor, dtype: Optional[torch.dtype]) -> Optional[Tensor]:
+    """An empty bias-sized output in ``dtype`` for the last bias term to write (rounding in the same kernel)."""
+    return None if dtype is None else torch.empty(w0.shape[0], dtype=dtype, device=w0.device)
