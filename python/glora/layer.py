@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batched_weights import Built, versions
 from .choices import GENES, NONE, Choice, choice_cost, offered_choices, parse_choice
 from .functional import compute_dtype, effective_bias, effective_weight, fused_weight, uses_fused_weight
 from .linear_function import glora_linear
@@ -97,6 +98,13 @@ class GLoRALayer(nn.Module):
         self._fixed: Optional[tuple[Choice, ...]] = None
         self._folded: Optional[tuple[torch.Tensor, Optional[torch.Tensor]]] = None
         self._sampler: Optional[Callable[["GLoRALayer"], tuple[Choice, ...]]] = None
+        self._built: Optional[Built] = None
+
+    def __getstate__(self) -> dict:
+        """Pickling and deep copies leave out the weights built for the last forward (tensors in a graph)."""
+        state = dict(super().__getstate__())
+        state["_built"] = None
+        return state
 
     def _init_up_factors(self, init: str) -> None:
         for name in ("Au", "Bu", "Cu"):
@@ -186,8 +194,11 @@ class GLoRALayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._folded is not None:
             return self._run_folded(x)
-        plan = self._current()
         w0, b0 = self._weight_matrix(), self.base_layer.bias
+        built = self._built
+        if built is not None and self._current_build(built, x):
+            return F.linear(x, w0 if built.weight is None else built.weight, b0 if built.bias is None else built.bias)
+        plan = self._current()
         if all(c.kind == NONE for c in plan):
             return self._run_base(x, w0, b0)
         if self.kind != "conv" and not (w0.requires_grad or (b0 is not None and b0.requires_grad)):
@@ -200,6 +211,15 @@ class GLoRALayer(nn.Module):
         else:
             weight = effective_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"])
         return self._run_base(x, weight, bias)
+
+    def _current_build(self, built: Built, x: torch.Tensor) -> bool:
+        """Whether the weights built when the model's forward began are still this layer's (see batched_weights)."""
+        return (
+            (self._fixed is None or self._fixed == built.plan)
+            and torch.is_grad_enabled()
+            and compute_dtype(x) == built.dtype
+            and versions(self._factors()) == built.versions
+        )
 
     def _run_base(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         """The base operation with ``weight`` (out x in) and ``bias``, cast to the input's dtype when it differs

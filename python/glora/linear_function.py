@@ -30,7 +30,7 @@ from .functional import effective_bias, effective_weight, fused_weight_grads, fu
 Tensor = torch.Tensor
 
 
-class _NoAutocast:
+class NoAutocast:
     """Autocast off inside the node (its casts are explicit). The thread's flag is toggled directly: entering a
     ``torch.autocast`` context costs tens of microseconds, paid by every layer on every step."""
 
@@ -111,7 +111,7 @@ class GLoRALinear(torch.autograd.Function):
         precision = torch.promote_types(w0.dtype, ad.dtype)
         dense = plan[0].kind != NONE or plan[1].kind != NONE
         fused = dense and uses_fused_weight(plan, w0)
-        with _NoAutocast(x.device.type):
+        with NoAutocast(x.device.type):
             weight = _weight(plan, w0, ad, au, bd, bu, dtype, fused) if dense else w0.to(dtype)
             bias = effective_bias(plan, w0, b0, cd, cu, d, e, dtype)
             xc = x.to(dtype)
@@ -128,9 +128,8 @@ class GLoRALinear(torch.autograd.Function):
     def backward(ctx, gy):  # noqa: D102
         xc, weight, w0, b0, ad, au, bd, bu, cd, cu, d, e = ctx.saved_tensors
         plan, precision, needs = ctx.plan, ctx.precision, ctx.needs_input_grad
-        a, b, c, dc, ec = plan
         grads: list[Optional[Tensor]] = [None] * 8
-        with _NoAutocast(gy.device.type):
+        with NoAutocast(gy.device.type):
             if needs[0] and weight is None:
                 weight = _weight(plan, w0, ad, au, bd, bu, ctx.dtype, ctx.fused)
             gx = gy.matmul(weight) if needs[0] else None
@@ -141,25 +140,37 @@ class GLoRALinear(torch.autograd.Function):
                 if ctx.fused:
                     _fused_factor_grads(grads, plan, gw, w0, ad, au, bd, bu)
                 else:
-                    _factor_grads(grads, plan, precision, gw, w0, ad, au, bd, bu)
+                    factor_grads(grads, plan, precision, gw, w0, ad, au, bd, bu)
                 del gw
-            if (c.kind != NONE or dc.kind != NONE or ec.kind != NONE) and any(needs[9:13]):
-                gb = g2.sum(0, dtype=precision)
-                if dc.kind != NONE:
-                    grads[6] = gb * b0 if dc.kind == VECTOR else _broadcast_grad(gb * b0, d, dc)
-                if ec.kind != NONE:
-                    grads[7] = gb if ec.kind == VECTOR else _broadcast_grad(gb, e, ec)
-                if c.kind != NONE:
-                    gc = torch.mv((w0 if w0.dtype == precision else w0.to(precision)).t(), gb)
-                    if c.kind == LORA:
-                        grads[4] = torch.outer(gc, _masked(cu, c.rank, rows=True)[:, 0])
-                        grads[5] = (_masked(cd, c.rank, rows=False).t() @ gc).unsqueeze(1)
-                    else:
-                        grads[4] = gc.unsqueeze(1) * _first((1, cd.shape[1]), cd.device, cd.dtype)
+            if has_bias_terms(plan) and any(needs[9:13]):
+                bias_grads(grads, plan, g2.sum(0, dtype=precision), w0, b0, cd, cu, d, e)
         return (gx, None, None, None, None, *grads)
 
 
-def _factor_grads(grads: list, plan: tuple[Choice, ...], precision: torch.dtype, gw: Tensor, w0: Tensor,
+def has_bias_terms(plan: tuple[Choice, ...]) -> bool:
+    """Whether C, D or E is present (the plan changes the bias)."""
+    return plan[2].kind != NONE or plan[3].kind != NONE or plan[4].kind != NONE
+
+
+def bias_grads(grads: list, plan: tuple[Choice, ...], gb: Tensor, w0: Tensor, b0: Optional[Tensor],
+               cd: Optional[Tensor], cu: Optional[Tensor], d: Optional[Tensor], e: Optional[Tensor]) -> None:
+    """Cd, Cu, D, E's gradients (slots 4-7 of ``grads``) from ``gb``, the gradient of ``b'`` in the factors'
+    precision."""
+    c, dc, ec = plan[2], plan[3], plan[4]
+    if dc.kind != NONE:
+        grads[6] = gb * b0 if dc.kind == VECTOR else _broadcast_grad(gb * b0, d, dc)
+    if ec.kind != NONE:
+        grads[7] = gb if ec.kind == VECTOR else _broadcast_grad(gb, e, ec)
+    if c.kind != NONE:
+        gc = torch.mv((w0 if w0.dtype == gb.dtype else w0.to(gb.dtype)).t(), gb)
+        if c.kind == LORA:
+            grads[4] = torch.outer(gc, _masked(cu, c.rank, rows=True)[:, 0])
+            grads[5] = (_masked(cd, c.rank, rows=False).t() @ gc).unsqueeze(1)
+        else:
+            grads[4] = gc.unsqueeze(1) * _first((1, cd.shape[1]), cd.device, cd.dtype)
+
+
+def factor_grads(grads: list, plan: tuple[Choice, ...], precision: torch.dtype, gw: Tensor, w0: Tensor,
                   ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor) -> None:
     """Ad, Au, Bd, Bu's gradients from ``gw``, the gradient of ``W'`` (``W0 * gw`` for A's)."""
     a, b = plan[0], plan[1]
@@ -181,7 +192,7 @@ def _factor_grads(grads: list, plan: tuple[Choice, ...], precision: torch.dtype,
 
 def _fused_factor_grads(grads: list, plan: tuple[Choice, ...], gw: Tensor, w0: Tensor,
                         ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor) -> None:
-    """As ``_factor_grads``, from the Triton kernel's one pass (which returns the used slices' gradients)."""
+    """As ``factor_grads``, from the Triton kernel's one pass (which returns the used slices' gradients)."""
     gpd, gpu, gqd, gqu = fused_weight_grads(plan, gw, w0, ad, au, bd, bu)
     for i, choice, down, up, fd, fu in ((0, plan[0], gpd, gpu, ad, au), (2, plan[1], gqd, gqu, bd, bu)):
         if choice.kind == SCALAR:

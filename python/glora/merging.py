@@ -7,6 +7,7 @@ import warnings
 
 from torch import nn
 
+from . import batched_weights
 from .model import Subnet, glora_layers, validate_subnet
 
 
@@ -42,6 +43,7 @@ def merge(model: nn.Module, subnet: Subnet) -> nn.Module:
     merged = copy.deepcopy(model, memo)
     if hasattr(merged, "glora_config"):
         del merged.glora_config
+    batched_weights.uninstall(merged)
     for p in merged.parameters():
         p.requires_grad_(False)
     return merged

@@ -7,6 +7,7 @@ from typing import Any, Iterator, Optional, Union
 import torch
 from torch import nn
 
+from . import batched_weights
 from .choices import GENES, Choice
 from .config import GLoRAConfig
 from .layer import GLoRALayer
@@ -35,6 +36,7 @@ def wrap(model: nn.Module, config: GLoRAConfig) -> nn.Module:
         setattr(parent, attr, GLoRALayer(base, config.max_rank, config.offered_ranks, config.add_bias, config.init))
     _unfreeze_modules_to_save(model, config.modules_to_save)
     model.glora_config = config  # type: ignore[assignment]
+    batched_weights.install(model)
     return model
 
 

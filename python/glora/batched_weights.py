@@ -1,0 +1,148 @@
+"""Every GLoRA linear layer's ``W'`` and ``b'`` for one forward, built by one autograd node before the forward.
+
+Why: an eager training step of a model with many small layers is bound by the host, not the GPU. Per layer, the
+``GLoRALinear`` node costs one Python autograd function in the forward and one in the backward, plus the Python
+that forms ``W'`` and the factor gradients. Here, when the model's forward starts, one node forms the weights of
+all layers that can take part; each layer then runs a plain ``F.linear`` whose backward (the input gradient and
+``g^T x``) is PyTorch's own, and the factor gradients of all layers are formed in one backward call.
+
+A layer takes part when the plain layer would keep a cast copy of ``W0`` for the backward anyway: a linear (or
+``Conv1D``) layer with a frozen base under autocast to a dtype other than the base's (a float32 ViT under bf16).
+Over a base already in the compute dtype (an LLM's bf16 weights) keeping every ``W'`` would add a copy of the
+weights to peak memory, so those layers keep the ``GLoRALinear`` node, which rebuilds ``W'`` in the backward.
+
+The built weights stay with the layers until the next forward of the model, so a forward recomputed under
+gradient checkpointing uses the same tensors. A layer uses them only while they are current: same plan, factors
+not modified since (their version counters), gradients enabled and the same compute dtype; otherwise it runs the
+``GLoRALinear`` node as before (a submodule called on its own, inference, a step after the optimizer's).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from .choices import NONE, Choice
+from .functional import effective_bias, effective_weight
+from .linear_function import NoAutocast, bias_grads, factor_grads, has_bias_terms
+
+Tensor = torch.Tensor
+
+ENABLED = True
+"""Set to False to run every layer through its own ``GLoRALinear`` node (the benchmarks compare both)."""
+
+
+class Built:
+    """One layer's weights for the current forward: its plan, ``W'`` (None: ``W0``), ``b'`` (None: ``b0``), the
+    compute dtype and the factors' versions when built."""
+
+    __slots__ = ("plan", "weight", "bias", "dtype", "versions")
+
+    def __init__(self, plan: tuple[Choice, ...], weight: Optional[Tensor], bias: Optional[Tensor], dtype: torch.dtype, versions: tuple[int, ...]) -> None:
+        self.plan, self.weight, self.bias, self.dtype, self.versions = plan, weight, bias, dtype, versions
+
+
+def install(model: nn.Module) -> None:
+    """Build the weights at the start of every forward of ``model`` (called by ``glora.wrap``)."""
+    handle = model.register_forward_pre_hook(_build_all)
+    model._glora_batched_hook = handle.id  # type: ignore[assignment]
+
+
+def uninstall(model: nn.Module) -> None:
+    """Remove the hook (from a merged copy, which has no GLoRA layers)."""
+    hook_id = model.__dict__.pop("_glora_batched_hook", None)
+    if hook_id is not None:
+        model._forward_pre_hooks.pop(hook_id, None)
+
+
+def versions(factors: tuple[Optional[Tensor], ...]) -> tuple[int, ...]:
+    return tuple(-1 if f is None else f._version for f in factors)
+
+
+def _build_all(model: nn.Module, args: Any) -> None:
+    from .layer import GLoRALayer
+
+    layers = [m for m in model.modules() if isinstance(m, GLoRALayer)]
+    for layer in layers:
+        layer._built = None
+    if not ENABLED or not torch.is_grad_enabled():
+        return
+    jobs, factors = [], []
+    for layer in layers:
+        job = _job(layer)
+        if job is not None:
+            jobs.append(job)
+            factors.extend(layer._factors())
+    if not jobs:
+        return
+    outputs = iter(_BuildWeights.apply(jobs, *factors))
+    for (layer, plan, dtype, dense, bias_terms), i in zip(jobs, range(0, len(factors), 8)):
+        weight = next(outputs) if dense else None
+        bias = next(outputs) if bias_terms else None
+        layer._built = Built(plan, weight, bias, dtype, versions(tuple(factors[i : i + 8])))
+
+
+def _job(layer: nn.Module) -> Optional[tuple]:
+    """(layer, plan, dtype, dense, has bias terms) when the layer takes part in this forward, else None."""
+    if layer.kind == "conv" or layer._folded is not None:
+        return None
+    w0, b0 = layer._weight_matrix(), layer.base_layer.bias
+    device_type = w0.device.type
+    if not torch.is_autocast_enabled(device_type) or w0.requires_grad or (b0 is not None and b0.requires_grad):
+        return None
+    dtype = torch.get_autocast_dtype(device_type)
+    if dtype == w0.dtype or not any(f is not None and f.requires_grad for f in layer._factors()):
+        return None
+    if layer._fixed is None and layer._sampler is None:
+        return None  # the layer's own forward raises the error that says what to do
+    plan = layer._current()
+    dense = plan[0].kind != NONE or plan[1].kind != NONE
+    bias_terms = has_bias_terms(plan)
+    if not (dense or bias_terms):
+        return None
+    return layer, plan, dtype, dense, bias_terms
+
+
+class _BuildWeights(torch.autograd.Function):
+    """Inputs: the jobs, then the eight factors of each job's layer. Outputs: per job, ``W'`` if dense and ``b'``
+    if the plan has bias terms, in the compute dtype."""
+
+    @staticmethod
+    def forward(ctx, jobs, *factors):  # noqa: D102 (see the class)
+        outputs = []
+        with NoAutocast(factors[0].device.type):
+            for (layer, plan, dtype, dense, bias_terms), i in zip(jobs, range(0, len(factors), 8)):
+                ad, au, bd, bu, cd, cu, d, e = factors[i : i + 8]
+                w0 = layer._weight_matrix()
+                if dense:
+                    outputs.append(effective_weight(plan, w0, ad, au, bd, bu, dtype))
+                if bias_terms:
+                    outputs.append(effective_bias(plan, w0, layer.base_layer.bias, cd, cu, d, e, dtype))
+        ctx.jobs = jobs
+        ctx.set_materialize_grads(False)  # a layer that did not run gets None, not a weight-sized zero
+        ctx.save_for_backward(*factors)
+        return tuple(outputs)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):  # noqa: D102
+        factors = ctx.saved_tensors
+        out: list[Optional[Tensor]] = [None] * len(factors)
+        given = iter(grads)
+        with NoAutocast(factors[0].device.type):
+            for (layer, plan, dtype, dense, bias_terms), i in zip(ctx.jobs, range(0, len(factors), 8)):
+                ad, au, bd, bu, cd, cu, d, e = factors[i : i + 8]
+                gw = next(given) if dense else None
+                gb = next(given) if bias_terms else None
+                w0 = layer._weight_matrix()
+                precision = torch.promote_types(w0.dtype, ad.dtype)
+                slots: list[Optional[Tensor]] = [None] * 8
+                if gw is not None:
+                    factor_grads(slots, plan, precision, gw, w0, ad, au, bd, bu)
+                if gb is not None:
+                    bias_grads(slots, plan, gb.to(precision), w0, layer.base_layer.bias, cd, cu, d, e)
+                out[i : i + 8] = slots
+        return (None, *out)

@@ -1,0 +1,205 @@
+"""The weights built for a whole forward (batched_weights.py) must train exactly like the per-layer node."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import random
+
+import pytest
+import torch
+from models import CASES, MLP, TinyTransformer
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+import glora
+from glora import batched_weights, linear_function
+from glora.linear_function import GLoRALinear
+from glora.model import adapter_parameters
+
+LINEAR_CASES = [c for c in CASES if c.name != "convnet"]
+
+
+def _perturbed(case, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    model = case.make()
+    glora.wrap(model, glora.GLoRAConfig(rank=4, ranks=[1, 2, 4], target_modules=case.targets, add_bias=seed % 3 != 0))
+    with torch.no_grad():
+        for _, p in adapter_parameters(model):
+            p.copy_(torch.randn_like(p) * 0.1)
+    return model.train()
+
+
+def _step(case, model: nn.Module, inputs, enabled: bool, monkeypatch) -> tuple[torch.Tensor, dict]:
+    monkeypatch.setattr(batched_weights, "ENABLED", enabled)
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(0)  # the same dropout masks for both paths
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = case.run(model, inputs)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    (out.float() * weights).sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in adapter_parameters(model) if p.grad is not None}
+
+
+@pytest.mark.parametrize("case", LINEAR_CASES, ids=repr)
+@pytest.mark.parametrize("seed", range(4))
+def test_same_outputs_and_gradients_as_the_node(case, seed: int, monkeypatch) -> None:
+    """Random subnets, perturbed adapters, bf16 autocast: bit-identical outputs and A, B gradients. PyTorch's
+    linear backward returns the bias gradient in bf16 (as for any bias trained under autocast) where the node sums
+    it in float32, so C, D, E's gradients are compared with the node's computed from its bias gradient rounded to
+    bf16 once."""
+    model = _perturbed(case, seed)
+    glora.set_subnet(model, glora.sample_subnet(model, seed))
+    inputs = case.make_input(torch.Generator().manual_seed(seed))
+    exact = linear_function.bias_grads
+    monkeypatch.setattr(linear_function, "bias_grads", lambda grads, plan, gb, *rest: exact(grads, plan, gb.bfloat16().to(gb.dtype), *rest))
+    out_node, grads_node = _step(case, model, inputs, False, monkeypatch)
+    out, grads = _step(case, model, inputs, True, monkeypatch)
+    assert torch.equal(out, out_node)
+    assert grads.keys() == grads_node.keys()
+    for name, g in grads.items():
+        ref = grads_node[name]
+        if name.rsplit(".", 1)[-1] in ("Ad", "Au", "Bd", "Bu"):
+            assert torch.equal(g, ref), name  # the weight's gradient is the node's g^T x, bit for bit
+        else:  # the bf16 sums may differ by one rounding step
+            assert (g - ref).norm() <= 1e-2 * ref.norm() + 1e-6, name
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_node_is_not_used_when_every_layer_takes_part(seed: int, monkeypatch) -> None:
+    model = _perturbed(CASES[0], seed)
+    glora.supernet_mode(model, seed)
+
+    def refuse(*args):
+        raise AssertionError("a layer ran its own GLoRALinear node")
+
+    monkeypatch.setattr(GLoRALinear, "apply", refuse)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(4, 12)).sum().backward()
+    assert any(p.grad is not None for _, p in adapter_parameters(model))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_supernet_training_steps_match_the_node(seed: int, monkeypatch) -> None:
+    """Three optimizer steps on fixed random plans: the adapters end where the per-layer node takes them."""
+    finals = []
+    for enabled in (False, True):
+        monkeypatch.setattr(batched_weights, "ENABLED", enabled)
+        model = _perturbed(CASES[3], seed)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        rng = random.Random(seed)
+        for step in range(3):
+            glora.set_subnet(model, glora.sample_subnet(model, rng.randrange(1 << 20)))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(step))).float().pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        finals.append({n: p.detach().clone() for n, p in adapter_parameters(model)})
+    for name, value in finals[1].items():
+        torch.testing.assert_close(value, finals[0][name], rtol=2e-2, atol=2e-4)
+
+
+class Checkpointed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = TinyTransformer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return checkpoint(self.block, x, use_reentrant=False)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gradient_checkpointing_changes_nothing(seed: int) -> None:
+    """The recomputed forward uses the weights built for the original one: same gradients, bit for bit."""
+    grads = []
+    for model_type in (TinyTransformer, Checkpointed):
+        torch.manual_seed(seed)
+        model = model_type()
+        glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=r"(.*\.)?(q|k|v|o|up|down)"))
+        with torch.no_grad():
+            for _, p in adapter_parameters(model):
+                p.copy_(torch.randn_like(p) * 0.1)
+        glora.set_subnet(model, glora.sample_subnet(model, seed))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed))).float().sum().backward()
+        grads.append([p.grad for _, p in adapter_parameters(model)])
+    for a, b in zip(*grads):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_a_layer_called_twice_gets_both_gradients(monkeypatch) -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.tanh(self.fc(x)))
+
+    grads = []
+    for enabled in (False, True):
+        monkeypatch.setattr(batched_weights, "ENABLED", enabled)
+        torch.manual_seed(0)
+        model = glora.wrap(Twice(), glora.GLoRAConfig(rank=2, target_modules=["fc"]))
+        with torch.no_grad():
+            for _, p in adapter_parameters(model):
+                p.copy_(torch.randn_like(p) * 0.1)
+        glora.set_subnet(model, {"fc": {"A": "lora_2", "B": "vector", "C": "lora_2", "D": "scalar", "E": "vector"}})
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(torch.randn(3, 8, generator=torch.Generator().manual_seed(0))).float().sum().backward()
+        grads.append({n: p.grad for n, p in adapter_parameters(model)})
+    for name, g in grads[1].items():
+        ref = grads[0][name]
+        assert (g is None) == (ref is None), name
+        if g is not None:
+            assert ((g - ref).norm() / ref.norm()).item() < 2e-2, name
+
+
+def test_stale_weights_are_not_used() -> None:
+    """After the optimizer's step, a layer called on its own (not through the model) computes with the new
+    factors, and a new plan set between forwards is honoured."""
+    model = _perturbed(CASES[0], 0)
+    glora.set_subnet(model, {n: {"A": "lora_4", "B": "lora_2", "C": "vector", "D": "vector", "E": "scalar"} for n, _ in glora.glora_layers(model)})
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(4, 12)).sum().backward()
+    assert model.fc1._built is not None
+    with torch.no_grad():
+        model.fc1.Ad.add_(1.0)
+    x = torch.randn(4, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        direct = model.fc1(x)
+    batched_weights.ENABLED, saved = False, batched_weights.ENABLED
+    try:
+        model.fc1._built = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fresh = model.fc1(x)
+    finally:
+        batched_weights.ENABLED = saved
+    assert torch.equal(direct, fresh)
+
+
+def test_copies_pickles_and_merges_after_a_step() -> None:
+    model = _perturbed(CASES[0], 1)
+    subnet = glora.sample_subnet(model, 1)
+    glora.set_subnet(model, subnet)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(4, 12)).sum().backward()
+    clone = copy.deepcopy(model)
+    assert clone.fc1._built is None
+    pickle.loads(pickle.dumps(model))
+    merged = glora.merge(model, subnet)
+    assert not merged._forward_pre_hooks
+    x = torch.randn(4, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_no_build_without_autocast_or_gradients() -> None:
+    model = _perturbed(CASES[0], 2)
+    glora.set_subnet(model, glora.sample_subnet(model, 2))
+    model(torch.randn(4, 12)).sum().backward()
+    assert model.fc1._built is None  # a float32 step: W' is not kept, the node rebuilds nothing
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(4, 12))
+    assert model.fc1._built is None
