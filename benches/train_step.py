@@ -19,7 +19,7 @@ from common import peak_gib, print_table, reset_peak, time_ms, write_result
 from methods import METHODS, prepare
 
 import glora
-from glora import kernels
+from glora import batched_weights, kernels
 
 VIT_TARGETS = r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
 LLAMA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
@@ -79,7 +79,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["vit", "llama"])
     parser.add_argument("--methods", nargs="*", default=METHODS)
     parser.add_argument("--name", default="train_step", help="results/<name>_<device>.json (e.g. train_step_fused_kernels)")
+    parser.add_argument("--per-layer-node", action="store_true",
+                        help="every GLoRA layer runs its own autograd node (no weights built for the whole forward)")
     args = parser.parse_args()
+    batched_weights.ENABLED = not args.per_layer_node
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     warmup, repeat = (5, 20) if gpu else (1, 2)
@@ -106,7 +109,8 @@ def main() -> None:
                          "llama": {"hidden": 2048, "layers": 16, "mlp": 5632, "batch": 4 if gpu else 1, "seq": 1024 if gpu else 64,
                                    "weights": "bf16", "targets": LLAMA_TARGETS},
                          "autocast": "bf16", "glora_rank": 4, "peft_lora_r": 8, "warmup_steps": warmup, "timed_steps": repeat,
-                         "fused_kernels": "on (GLORA_FUSED_KERNELS=1)" if kernels.ENABLED else "off (default)"},
+                         "fused_kernels": "on (GLORA_FUSED_KERNELS=1)" if kernels.ENABLED else "off (default)",
+                         "batched_weights": "on (default)" if batched_weights.ENABLED else "off (--per-layer-node)"},
                         results)
     print(f"wrote {path}")
 

@@ -201,8 +201,9 @@ def _assert_checkpointing_changes_nothing(make_model, data, **settings) -> None:
     assert all(torch.equal(plain[k], checkpointed[k]) for k in plain)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: the weights built for the whole forward are reused
 @pytest.mark.parametrize("sampling", ["uniform", "sandwich"])
-def test_gradient_checkpointing_of_a_bert_changes_nothing(sampling: str) -> None:
+def test_gradient_checkpointing_of_a_bert_changes_nothing(sampling: str, precision: str) -> None:
     transformers = pytest.importorskip("transformers")
     from glora.pipeline import ENCODER_LINEARS, MeanPoolClassifier
 
@@ -218,10 +219,12 @@ def test_gradient_checkpointing_of_a_bert_changes_nothing(sampling: str) -> None
             model.activation_checkpointing_enable = model.encoder.activation_checkpointing_enable
         return model
 
-    _assert_checkpointing_changes_nothing(make, data, steps=6, batch_size=8, sampling=sampling, budget=3000, distill=sampling == "sandwich")
+    _assert_checkpointing_changes_nothing(make, data, steps=6, batch_size=8, sampling=sampling, budget=3000, distill=sampling == "sandwich",
+                                          precision=precision)
 
 
-def test_gradient_checkpointing_of_a_timm_vit_changes_nothing() -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_gradient_checkpointing_of_a_timm_vit_changes_nothing(precision: str) -> None:
     pytest.importorskip("timm")
     from models import vit_tiny
 
@@ -231,4 +234,4 @@ def test_gradient_checkpointing_of_a_timm_vit_changes_nothing() -> None:
     def make(checkpointing: bool) -> torch.nn.Module:
         return glora.wrap(vit_tiny(), glora.GLoRAConfig(target_modules=["qkv", "proj", "fc1", "fc2"], modules_to_save=["head"]))
 
-    _assert_checkpointing_changes_nothing(make, data, steps=4, batch_size=8)
+    _assert_checkpointing_changes_nothing(make, data, steps=4, batch_size=8, precision=precision)
