@@ -45,15 +45,17 @@ class Built:
         self.plan, self.weight, self.bias, self.dtype, self.versions = plan, weight, bias, dtype, versions
 
 
-def install(model: nn.Module) -> None:
-    """Build the weights at the start of every forward of ``model`` (called by ``glora.wrap``)."""
+def install(model: nn.Module, layers: list[nn.Module]) -> None:
+    """Build the weights of ``layers`` (the model's GLoRA layers, listed once: walking the module tree on every
+    forward would cost the host more than it saves) at the start of every forward of ``model``; called by
+    ``glora.wrap``."""
     handle = model.register_forward_pre_hook(_build_all)
-    model._glora_batched_hook = handle.id  # type: ignore[assignment]
+    model.__dict__["_glora_batched"] = (handle.id, layers)
 
 
 def uninstall(model: nn.Module) -> None:
     """Remove the hook (from a merged copy, which has no GLoRA layers)."""
-    hook_id = model.__dict__.pop("_glora_batched_hook", None)
+    hook_id, _ = model.__dict__.pop("_glora_batched", (None, None))
     if hook_id is not None:
         model._forward_pre_hooks.pop(hook_id, None)
 
@@ -63,11 +65,9 @@ def versions(factors: tuple[Optional[Tensor], ...]) -> tuple[int, ...]:
 
 
 def _build_all(model: nn.Module, args: Any) -> None:
-    from .layer import GLoRALayer
-
-    layers = [m for m in model.modules() if isinstance(m, GLoRALayer)]
+    layers = model.__dict__["_glora_batched"][1]
     for layer in layers:
-        layer._built = None
+        layer.__dict__["_built"] = None  # plain attributes set directly: nn.Module.__setattr__ is slow
     if not ENABLED or not torch.is_grad_enabled():
         return
     jobs, factors = [], []
@@ -79,14 +79,14 @@ def _build_all(model: nn.Module, args: Any) -> None:
     if not jobs:
         return
     outputs = iter(_BuildWeights.apply(jobs, *factors))
-    for (layer, plan, dtype, dense, bias_terms), i in zip(jobs, range(0, len(factors), 8)):
+    for (layer, plan, dtype, dense, bias_terms, _, _), i in zip(jobs, range(0, len(factors), 8)):
         weight = next(outputs) if dense else None
         bias = next(outputs) if bias_terms else None
-        layer._built = Built(plan, weight, bias, dtype, versions(tuple(factors[i : i + 8])))
+        layer.__dict__["_built"] = Built(plan, weight, bias, dtype, versions(tuple(factors[i : i + 8])))
 
 
 def _job(layer: nn.Module) -> Optional[tuple]:
-    """(layer, plan, dtype, dense, has bias terms) when the layer takes part in this forward, else None."""
+    """(layer, plan, dtype, dense, has bias terms, W0, b0) when the layer takes part in this forward, else None."""
     if layer.kind == "conv" or layer._folded is not None:
         return None
     w0, b0 = layer._weight_matrix(), layer.base_layer.bias
@@ -103,7 +103,7 @@ def _job(layer: nn.Module) -> Optional[tuple]:
     bias_terms = has_bias_terms(plan)
     if not (dense or bias_terms):
         return None
-    return layer, plan, dtype, dense, bias_terms
+    return layer, plan, dtype, dense, bias_terms, w0, b0
 
 
 class _BuildWeights(torch.autograd.Function):
@@ -114,13 +114,12 @@ class _BuildWeights(torch.autograd.Function):
     def forward(ctx, jobs, *factors):  # noqa: D102 (see the class)
         outputs = []
         with NoAutocast(factors[0].device.type):
-            for (layer, plan, dtype, dense, bias_terms), i in zip(jobs, range(0, len(factors), 8)):
+            for (_, plan, dtype, dense, bias_terms, w0, b0), i in zip(jobs, range(0, len(factors), 8)):
                 ad, au, bd, bu, cd, cu, d, e = factors[i : i + 8]
-                w0 = layer._weight_matrix()
                 if dense:
                     outputs.append(effective_weight(plan, w0, ad, au, bd, bu, dtype))
                 if bias_terms:
-                    outputs.append(effective_bias(plan, w0, layer.base_layer.bias, cd, cu, d, e, dtype))
+                    outputs.append(effective_bias(plan, w0, b0, cd, cu, d, e, dtype))
         ctx.jobs = jobs
         ctx.set_materialize_grads(False)  # a layer that did not run gets None, not a weight-sized zero
         ctx.save_for_backward(*factors)
@@ -133,16 +132,15 @@ class _BuildWeights(torch.autograd.Function):
         out: list[Optional[Tensor]] = [None] * len(factors)
         given = iter(grads)
         with NoAutocast(factors[0].device.type):
-            for (layer, plan, dtype, dense, bias_terms), i in zip(ctx.jobs, range(0, len(factors), 8)):
+            for (_, plan, dtype, dense, bias_terms, w0, b0), i in zip(ctx.jobs, range(0, len(factors), 8)):
                 ad, au, bd, bu, cd, cu, d, e = factors[i : i + 8]
                 gw = next(given) if dense else None
                 gb = next(given) if bias_terms else None
-                w0 = layer._weight_matrix()
                 precision = torch.promote_types(w0.dtype, ad.dtype)
                 slots: list[Optional[Tensor]] = [None] * 8
                 if gw is not None:
                     factor_grads(slots, plan, precision, gw, w0, ad, au, bd, bu)
                 if gb is not None:
-                    bias_grads(slots, plan, gb.to(precision), w0, layer.base_layer.bias, cd, cu, d, e)
+                    bias_grads(slots, plan, gb.to(precision), w0, b0, cd, cu, d, e)
                 out[i : i + 8] = slots
         return (None, *out)

@@ -36,7 +36,7 @@ def wrap(model: nn.Module, config: GLoRAConfig) -> nn.Module:
         setattr(parent, attr, GLoRALayer(base, config.max_rank, config.offered_ranks, config.add_bias, config.init))
     _unfreeze_modules_to_save(model, config.modules_to_save)
     model.glora_config = config  # type: ignore[assignment]
-    batched_weights.install(model)
+    batched_weights.install(model, [layer for _, layer in glora_layers(model)])
     return model
 
 
