@@ -203,3 +203,25 @@ def test_no_build_without_autocast_or_gradients() -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randn(4, 12))
     assert model.fc1._built is None
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["batched", "per_layer_node"])
+def test_torch_compile_of_a_wrapped_model(enabled: bool, monkeypatch) -> None:
+    """torch.compile traces both paths (the autocast toggle and the cached masks have traceable forms there):
+    outputs and gradients as in eager mode."""
+    monkeypatch.setattr(batched_weights, "ENABLED", enabled)
+    model = _perturbed(CASES[0], 5)
+    glora.set_subnet(model, {n: {"A": "lora_2", "B": "vector", "C": "lora_4", "D": "scalar", "E": "vector"} for n, _ in glora.glora_layers(model)})
+    x = torch.randn(4, 12, generator=torch.Generator().manual_seed(5))
+    results = []
+    for run in (model, torch.compile(model, backend="aot_eager")):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = run(x)
+        out.float().sum().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in adapter_parameters(model) if p.grad is not None}))
+    (eager, eager_grads), (compiled, compiled_grads) = results
+    assert torch.equal(compiled, eager)
+    assert compiled_grads.keys() == eager_grads.keys()
+    for name, g in compiled_grads.items():
+        assert (g - eager_grads[name]).norm() <= 1e-2 * eager_grads[name].norm() + 1e-6, name

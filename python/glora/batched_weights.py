@@ -27,7 +27,7 @@ from torch.autograd.function import once_differentiable
 
 from .choices import NONE, Choice
 from .functional import effective_bias, effective_weight
-from .linear_function import NoAutocast, bias_grads, factor_grads, has_bias_terms
+from .linear_function import no_autocast, bias_grads, factor_grads, has_bias_terms
 
 Tensor = torch.Tensor
 
@@ -113,7 +113,7 @@ class _BuildWeights(torch.autograd.Function):
     @staticmethod
     def forward(ctx, jobs, *factors):  # noqa: D102 (see the class)
         outputs = []
-        with NoAutocast(factors[0].device.type):
+        with no_autocast(factors[0].device.type):
             for (_, plan, dtype, dense, bias_terms, w0, b0), i in zip(jobs, range(0, len(factors), 8)):
                 ad, au, bd, bu, cd, cu, d, e = factors[i : i + 8]
                 if dense:
@@ -131,7 +131,7 @@ class _BuildWeights(torch.autograd.Function):
         factors = ctx.saved_tensors
         out: list[Optional[Tensor]] = [None] * len(factors)
         given = iter(grads)
-        with NoAutocast(factors[0].device.type):
+        with no_autocast(factors[0].device.type):
             for (_, plan, dtype, dense, bias_terms, w0, b0), i in zip(ctx.jobs, range(0, len(factors), 8)):
                 ad, au, bd, bu, cd, cu, d, e = factors[i : i + 8]
                 gw = next(given) if dense else None

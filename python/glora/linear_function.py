@@ -17,6 +17,7 @@ is off inside the node.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Optional
 
@@ -30,24 +31,30 @@ from .functional import effective_bias, effective_weight, fused_weight_grads, fu
 Tensor = torch.Tensor
 
 
-class NoAutocast:
-    """Autocast off inside the node (its casts are explicit). The thread's flag is toggled directly: entering a
-    ``torch.autocast`` context costs tens of microseconds, paid by every layer on every step."""
+class _AutocastOff:
+    """Autocast off by toggling the thread's flag directly: entering a ``torch.autocast`` context costs tens of
+    microseconds, paid by every layer on every step."""
 
-    __slots__ = ("device_type", "was_on")
+    __slots__ = ("device_type",)
 
     def __init__(self, device_type: str) -> None:
         self.device_type = device_type
-        self.was_on = False
 
     def __enter__(self) -> None:
-        self.was_on = torch.is_autocast_enabled(self.device_type)
-        if self.was_on:
-            torch.set_autocast_enabled(self.device_type, False)
+        torch.set_autocast_enabled(self.device_type, False)
 
     def __exit__(self, *exc: object) -> None:
-        if self.was_on:
-            torch.set_autocast_enabled(self.device_type, True)
+        torch.set_autocast_enabled(self.device_type, True)
+
+
+def no_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast off inside the node (its casts are explicit): nothing to do when it is off; under torch.compile
+    the ``torch.autocast`` context, which the compiler traces (it cannot trace the direct toggle)."""
+    if not torch.is_autocast_enabled(device_type):
+        return contextlib.nullcontext()
+    if torch.compiler.is_compiling():
+        return torch.autocast(device_type, enabled=False)
+    return _AutocastOff(device_type)
 
 
 def _weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype, fused: bool) -> Tensor:
@@ -57,24 +64,36 @@ def _weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Te
     return effective_weight(plan, w0, ad, au, bd, bu, dtype)
 
 
-@functools.lru_cache(maxsize=None)
 def _rank_mask(max_rank: int, rank: int, rows: bool, device: torch.device, dtype: torch.dtype) -> Tensor:
     """Ones for the first ``rank`` of ``max_rank`` columns (a 1 x R row) or rows (an R x 1 column), zeros after.
 
     A factor multiplied by it before a gradient product yields the whole factor's gradient, zero outside the
     slice a ``lora_<rank>`` choice uses: one kernel instead of a zeroed buffer and a copy."""
+    make = _make_rank_mask if torch.compiler.is_compiling() else _cached_rank_mask  # the compiler traces it
+    return make(max_rank, rank, rows, device, dtype)
+
+
+def _make_rank_mask(max_rank: int, rank: int, rows: bool, device: torch.device, dtype: torch.dtype) -> Tensor:
     mask = torch.zeros(max_rank, device=device, dtype=dtype)
     mask[:rank] = 1
     return mask.view(-1, 1) if rows else mask.view(1, -1)
 
 
-@functools.lru_cache(maxsize=None)
 def _first(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
     """A one-hot tensor of ``shape`` at its first element: ``s * _first(shape)`` is the gradient of a factor whose
     first element (a scalar choice) or, for a 1 x R shape broadcast over rows, first column (a vector) was used."""
+    make = _make_first if torch.compiler.is_compiling() else _cached_first
+    return make(shape, device, dtype)
+
+
+def _make_first(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
     one = torch.zeros(shape, device=device, dtype=dtype)
     one.view(-1)[0] = 1
     return one
+
+
+_cached_rank_mask = functools.lru_cache(maxsize=None)(_make_rank_mask)
+_cached_first = functools.lru_cache(maxsize=None)(_make_first)
 
 
 def _masked(factor: Tensor, rank: int, rows: bool) -> Tensor:
@@ -111,7 +130,7 @@ class GLoRALinear(torch.autograd.Function):
         precision = torch.promote_types(w0.dtype, ad.dtype)
         dense = plan[0].kind != NONE or plan[1].kind != NONE
         fused = dense and uses_fused_weight(plan, w0)
-        with NoAutocast(x.device.type):
+        with no_autocast(x.device.type):
             weight = _weight(plan, w0, ad, au, bd, bu, dtype, fused) if dense else w0.to(dtype)
             bias = effective_bias(plan, w0, b0, cd, cu, d, e, dtype)
             xc = x.to(dtype)
@@ -129,7 +148,7 @@ class GLoRALinear(torch.autograd.Function):
         xc, weight, w0, b0, ad, au, bd, bu, cd, cu, d, e = ctx.saved_tensors
         plan, precision, needs = ctx.plan, ctx.precision, ctx.needs_input_grad
         grads: list[Optional[Tensor]] = [None] * 8
-        with NoAutocast(gy.device.type):
+        with no_autocast(gy.device.type):
             if needs[0] and weight is None:
                 weight = _weight(plan, w0, ad, au, bd, bu, ctx.dtype, ctx.fused)
             gx = gy.matmul(weight) if needs[0] else None
