@@ -79,10 +79,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["vit", "llama"])
     parser.add_argument("--methods", nargs="*", default=METHODS)
     parser.add_argument("--name", default="train_step", help="results/<name>_<device>.json (e.g. train_step_fused_kernels)")
-    parser.add_argument("--per-layer-node", action="store_true",
-                        help="every GLoRA layer runs its own autograd node (no weights built for the whole forward)")
+    parser.add_argument("--batched-weights", default="auto", choices=batched_weights.MODES,
+                        help="which layers build their weights for the whole forward (off: every layer its own node)")
     args = parser.parse_args()
-    batched_weights.ENABLED = not args.per_layer_node
+    glora.set_batched_weights(args.batched_weights)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     warmup, repeat = (5, 20) if gpu else (1, 2)
@@ -110,7 +110,7 @@ def main() -> None:
                                    "weights": "bf16", "targets": LLAMA_TARGETS},
                          "autocast": "bf16", "glora_rank": 4, "peft_lora_r": 8, "warmup_steps": warmup, "timed_steps": repeat,
                          "fused_kernels": "on (GLORA_FUSED_KERNELS=1)" if kernels.ENABLED else "off (default)",
-                         "batched_weights": "on (default)" if batched_weights.ENABLED else "off (--per-layer-node)"},
+                         "batched_weights": batched_weights.MODE},
                         results)
     print(f"wrote {path}")
 

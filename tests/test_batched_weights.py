@@ -31,7 +31,7 @@ def _perturbed(case, seed: int) -> nn.Module:
 
 
 def _step(case, model: nn.Module, inputs, enabled: bool, monkeypatch) -> tuple[torch.Tensor, dict]:
-    monkeypatch.setattr(batched_weights, "ENABLED", enabled)
+    monkeypatch.setattr(batched_weights, "MODE", "auto" if enabled else "off")
     model.zero_grad(set_to_none=True)
     torch.manual_seed(0)  # the same dropout masks for both paths
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -84,7 +84,7 @@ def test_supernet_training_steps_match_the_node(seed: int, monkeypatch) -> None:
     """Three optimizer steps on fixed random plans: the adapters end where the per-layer node takes them."""
     finals = []
     for enabled in (False, True):
-        monkeypatch.setattr(batched_weights, "ENABLED", enabled)
+        monkeypatch.setattr(batched_weights, "MODE", "auto" if enabled else "off")
         model = _perturbed(CASES[3], seed)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
         rng = random.Random(seed)
@@ -139,7 +139,7 @@ def test_a_layer_called_twice_gets_both_gradients(monkeypatch) -> None:
 
     grads = []
     for enabled in (False, True):
-        monkeypatch.setattr(batched_weights, "ENABLED", enabled)
+        monkeypatch.setattr(batched_weights, "MODE", "auto" if enabled else "off")
         torch.manual_seed(0)
         model = glora.wrap(Twice(), glora.GLoRAConfig(rank=2, target_modules=["fc"]))
         with torch.no_grad():
@@ -169,13 +169,9 @@ def test_stale_weights_are_not_used() -> None:
     x = torch.randn(4, 12)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         direct = model.fc1(x)
-    batched_weights.ENABLED, saved = False, batched_weights.ENABLED
-    try:
-        model.fc1._built = None
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            fresh = model.fc1(x)
-    finally:
-        batched_weights.ENABLED = saved
+    model.fc1._built = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fresh = model.fc1(x)
     assert torch.equal(direct, fresh)
 
 
@@ -209,7 +205,7 @@ def test_no_build_without_autocast_or_gradients() -> None:
 def test_torch_compile_of_a_wrapped_model(enabled: bool, monkeypatch) -> None:
     """torch.compile traces both paths (the autocast toggle and the cached masks have traceable forms there):
     outputs and gradients as in eager mode."""
-    monkeypatch.setattr(batched_weights, "ENABLED", enabled)
+    monkeypatch.setattr(batched_weights, "MODE", "auto" if enabled else "off")
     model = _perturbed(CASES[0], 5)
     glora.set_subnet(model, {n: {"A": "lora_2", "B": "vector", "C": "lora_4", "D": "scalar", "E": "vector"} for n, _ in glora.glora_layers(model)})
     x = torch.randn(4, 12, generator=torch.Generator().manual_seed(5))
@@ -225,3 +221,50 @@ def test_torch_compile_of_a_wrapped_model(enabled: bool, monkeypatch) -> None:
     assert compiled_grads.keys() == eager_grads.keys()
     for name, g in compiled_grads.items():
         assert (g - eager_grads[name]).norm() <= 1e-2 * eager_grads[name].norm() + 1e-6, name
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("base", ["bfloat16_autocast", "float32_plain"])
+def test_always_mode_matches_the_node_over_any_base(seed: int, base: str, monkeypatch) -> None:
+    """``always`` also batches a base in the compute dtype (an LLM's bf16 weights) and float32 training without
+    autocast: the same outputs and A/B gradients as the node, C/D/E's up to the bias gradient's rounding."""
+    results = []
+    for mode in ("off", "always"):
+        glora.set_batched_weights(mode)
+        try:
+            torch.manual_seed(seed)
+            model = TinyTransformer()
+            glora.wrap(model, glora.GLoRAConfig(rank=4, ranks=[2, 4], target_modules=r"(.*\.)?(q|k|v|o|up|down)"))
+            with torch.no_grad():
+                for _, p in adapter_parameters(model):
+                    p.copy_(torch.randn_like(p) * 0.1)
+            glora.set_subnet(model, glora.sample_subnet(model, seed))
+            x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed))
+            if base == "bfloat16_autocast":
+                for layer_name, layer in glora.glora_layers(model):
+                    layer.base_layer.to(torch.bfloat16)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    out = model(x)
+            else:
+                out = model(x)
+            out.float().sum().backward()
+            built = [layer._built is not None for _, layer in glora.glora_layers(model)]
+            results.append((out.detach(), {n: p.grad for n, p in adapter_parameters(model) if p.grad is not None}, built))
+        finally:
+            glora.set_batched_weights("auto")
+    (out_node, grads_node, built_node), (out, grads, built) = results
+    assert not any(built_node) and any(built)
+    assert torch.equal(out, out_node)
+    assert grads.keys() == grads_node.keys()
+    tolerance = 1e-2 if base == "bfloat16_autocast" else 1e-5
+    for name, g in grads.items():
+        ref = grads_node[name]
+        if name.rsplit(".", 1)[-1] in ("Ad", "Au", "Bd", "Bu"):
+            torch.testing.assert_close(g, ref, rtol=1e-5, atol=1e-7, msg=name)
+        else:
+            assert (g - ref).norm() <= tolerance * ref.norm() + 1e-6, name
+
+
+def test_an_unknown_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="batched weights mode must be one of"):
+        glora.set_batched_weights("sometimes")

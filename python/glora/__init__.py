@@ -17,6 +17,7 @@ _EXPORTS = {
     "save_adapter": ".adapter_io",
     "GENES": ".choices",
     "ChoiceError": ".choices",
+    "set_batched_weights": ".batched_weights",
     "GLoRAConfig": ".config",
     "GLoRALayer": ".layer",
     "BiasAddedWarning": ".merging",
@@ -65,6 +66,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .adapter_io import AdapterMismatchError, load_adapter, read_adapter_config, save_adapter
+    from .batched_weights import set_batched_weights
     from .choices import GENES, ChoiceError
     from .config import GLoRAConfig
     from .errors import DivergenceError, ImpossibleBudgetError, LogError, ScoreError, SearchError

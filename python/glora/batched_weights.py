@@ -31,8 +31,20 @@ from .linear_function import no_autocast, bias_grads, factor_grads, has_bias_ter
 
 Tensor = torch.Tensor
 
-ENABLED = True
-"""Set to False to run every layer through its own ``GLoRALinear`` node (the benchmarks compare both)."""
+MODES = ("auto", "always", "off")
+MODE = "auto"
+"""``auto``: the layers described above; ``always``: also layers over a base in the compute dtype, and without
+autocast (faster on a host-bound step, at the cost of keeping every ``W'`` until the backward: a copy of the
+adapted weights in peak memory); ``off``: every layer runs its own ``GLoRALinear`` node. Set it with
+``glora.set_batched_weights``."""
+
+
+def set_batched_weights(mode: str) -> None:
+    """Choose which layers build their weights for the whole forward (see ``MODE``)."""
+    global MODE
+    if mode not in MODES:
+        raise ValueError(f"batched weights mode must be one of {list(MODES)}, got {mode!r}")
+    MODE = mode
 
 
 class Built:
@@ -68,7 +80,7 @@ def _build_all(model: nn.Module, args: Any) -> None:
     layers = model.__dict__["_glora_batched"][1]
     for layer in layers:
         layer.__dict__["_built"] = None  # plain attributes set directly: nn.Module.__setattr__ is slow
-    if not ENABLED or not torch.is_grad_enabled():
+    if MODE == "off" or not torch.is_grad_enabled():
         return
     jobs, factors = [], []
     for layer in layers:
@@ -90,11 +102,14 @@ def _job(layer: nn.Module) -> Optional[tuple]:
     if layer.kind == "conv" or layer._folded is not None:
         return None
     w0, b0 = layer._weight_matrix(), layer.base_layer.bias
-    device_type = w0.device.type
-    if not torch.is_autocast_enabled(device_type) or w0.requires_grad or (b0 is not None and b0.requires_grad):
+    if w0.requires_grad or (b0 is not None and b0.requires_grad):
         return None
-    dtype = torch.get_autocast_dtype(device_type)
-    if dtype == w0.dtype or not any(f is not None and f.requires_grad for f in layer._factors()):
+    device_type = w0.device.type
+    autocast = torch.is_autocast_enabled(device_type)
+    dtype = torch.get_autocast_dtype(device_type) if autocast else w0.dtype
+    if MODE == "auto" and (not autocast or dtype == w0.dtype):
+        return None
+    if not any(f is not None and f.requires_grad for f in layer._factors()):
         return None
     if layer._fixed is None and layer._sampler is None:
         return None  # the layer's own forward raises the error that says what to do
