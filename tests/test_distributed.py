@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -24,15 +25,16 @@ def _model() -> torch.nn.Module:
     return glora.wrap(MLP(), glora.GLoRAConfig(target_modules=["fc1", "fc2"], modules_to_save=["head"]))
 
 
-def _config(batch: int) -> glora.TrainConfig:
-    return glora.TrainConfig(steps=6, batch_size=batch, lr=1e-2, warmup_steps=1, max_grad_norm=1.0, seed=3, progress=False)
+def _config(batch: int, precision: str = "fp32") -> glora.TrainConfig:
+    return glora.TrainConfig(steps=6, batch_size=batch, lr=1e-2, warmup_steps=1, max_grad_norm=1.0, seed=3, progress=False,
+                             precision=precision)
 
 
-def _worker(rank: int, world: int, init: str, out: str) -> None:
+def _worker(rank: int, world: int, init: str, out: str, precision: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         model = _model()
-        trainer = glora.SupernetTrainer(model, _task(), _config(16))
+        trainer = glora.SupernetTrainer(model, _task(), _config(16, precision))
         trainer.train()
         trainer.save_checkpoint(os.path.join(out, "ckpt.pt"))
         torch.save({n: p.detach() for n, p in model.named_parameters() if p.requires_grad}, os.path.join(out, f"rank{rank}.pt"))
@@ -40,17 +42,20 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_two_processes_match_one_process_on_the_combined_batch(tmp_path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: the weights built for the whole forward, under DDP
+def test_two_processes_match_one_process_on_the_combined_batch(tmp_path, precision: str) -> None:
     init = f"file://{tmp_path / 'rendezvous'}"
-    mp.spawn(_worker, args=(2, init, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, init, str(tmp_path), precision), nprocs=2, join=True)
     rank0 = torch.load(tmp_path / "rank0.pt")
     rank1 = torch.load(tmp_path / "rank1.pt")
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     single = _model()
-    glora.SupernetTrainer(single, _task(), _config(32)).train()
+    glora.SupernetTrainer(single, _task(), _config(32, precision)).train()
+    # bf16: the combined batch rounds differently (up to ~5e-3 after 6 steps, the per-layer node alike)
+    rtol, atol = (1e-4, 1e-6) if precision == "fp32" else (2e-2, 1e-2)
     for name, p in single.named_parameters():
         if p.requires_grad:
-            torch.testing.assert_close(rank0[name], p.detach(), rtol=1e-4, atol=1e-6, msg=name)
+            torch.testing.assert_close(rank0[name], p.detach(), rtol=rtol, atol=atol, msg=name)
     assert (tmp_path / "ckpt.pt").exists()
 
 
