@@ -101,28 +101,42 @@ def test_supernet_training_steps_match_the_node(seed: int, monkeypatch) -> None:
 
 
 class Checkpointed(nn.Module):
-    def __init__(self) -> None:
+    """Two checkpointed transformer blocks (reentrant: each segment runs its own backward pass)."""
+
+    def __init__(self, reentrant: bool) -> None:
         super().__init__()
-        self.block = TinyTransformer()
+        self.reentrant = reentrant
+        self.first, self.second = TinyTransformer(), TinyTransformer()
+        self.first.head = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return checkpoint(self.block, x, use_reentrant=False)
+        x = checkpoint(self.first, x, use_reentrant=self.reentrant)
+        return checkpoint(self.second, x, use_reentrant=self.reentrant)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_gradient_checkpointing_changes_nothing(seed: int) -> None:
-    """The recomputed forward uses the weights built for the original one: same gradients, bit for bit."""
+class Plain(Checkpointed):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(self.first(x))
+
+
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non_reentrant", "reentrant"])
+@pytest.mark.parametrize("seed", range(3))
+def test_gradient_checkpointing_changes_nothing(seed: int, reentrant: bool) -> None:
+    """Non-reentrant: the recomputed forward uses the weights built for the original one, same gradients bit for
+    bit. Reentrant: the first pass runs without gradients (the per-layer path), each segment's backward calls the
+    batched node for its own layers; the same gradients as without checkpointing."""
     grads = []
-    for model_type in (TinyTransformer, Checkpointed):
+    for model_type in (Plain, Checkpointed):
         torch.manual_seed(seed)
-        model = model_type()
+        model = model_type(reentrant)
         glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=r"(.*\.)?(q|k|v|o|up|down)"))
         with torch.no_grad():
             for _, p in adapter_parameters(model):
                 p.copy_(torch.randn_like(p) * 0.1)
         glora.set_subnet(model, glora.sample_subnet(model, seed))
+        x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed), requires_grad=reentrant)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            model(torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed))).float().sum().backward()
+            model(x).float().sum().backward()
         grads.append([p.grad for _, p in adapter_parameters(model)])
     for a, b in zip(*grads):
         assert (a is None and b is None) or torch.equal(a, b)

@@ -137,13 +137,16 @@ class _BuildWeights(torch.autograd.Function):
                     outputs.append(effective_bias(plan, w0, b0, cd, cu, d, e, dtype))
         ctx.jobs = jobs
         ctx.set_materialize_grads(False)  # a layer that did not run gets None, not a weight-sized zero
-        ctx.save_for_backward(*factors)
+        # the factors are kept as plain references, not saved tensors: under reentrant checkpointing each
+        # checkpointed segment runs its own backward pass, which calls this node for its layers' gradients
+        # (saved tensors would be freed after the first)
+        ctx.factors = factors
         return tuple(outputs)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads):  # noqa: D102
-        factors = ctx.saved_tensors
+        factors = ctx.factors
         out: list[Optional[Tensor]] = [None] * len(factors)
         given = iter(grads)
         with no_autocast(factors[0].device.type):
