@@ -147,8 +147,10 @@ def sample_subnet(model: nn.Module, generator: GeneratorLike = None) -> Subnet:
 def supernet_mode(model: nn.Module, generator: GeneratorLike = None) -> torch.Generator:
     """Make every GLoRA layer draw a fresh uniform configuration on each forward; returns the generator used.
 
-    Under gradient checkpointing a recomputed forward would draw again; draw per step with ``sample_subnet`` and
-    ``set_subnet`` there instead (``SupernetTrainer`` does so)."""
+    Layers whose weights are built for the whole forward (``glora.set_batched_weights``) draw once when the
+    model's forward starts, so a forward recomputed under gradient checkpointing reuses the draw; a layer running
+    its own node draws when it runs and would draw again in a recomputation: draw per step with ``sample_subnet``
+    and ``set_subnet`` there instead (``SupernetTrainer`` does so)."""
     g = make_generator(generator)
     for _, layer in _layers_or_raise(model):
         layer.set_sampler(lambda lyr, _g=g: lyr.draw(_g))
