@@ -115,7 +115,7 @@ def _train(model, data, device, seed: int, **settings) -> glora.TrainResult:
 def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int, lr: float, device: torch.device,
               fitness: str = "neg_loss", generations: int = 20, random_subnets: int = 20, finetune_steps: int = 0,
               finetune_lr: float = 1e-3, random_finetune: int = 3, floor: float = 0.75, search_window: bool = False,
-              budget: int = BUDGET) -> dict[str, Any]:
+              budget: int = BUDGET, spread: bool = False) -> dict[str, Any]:
     """Train the supernet with one sampling option, search at the budget (or, with ``search_window``, within the
     training window), and score on the test split."""
     train, val, test = data
@@ -124,7 +124,8 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
     glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=ENCODER_LINEARS, modules_to_save=["head"]))
     window = None if sampling == "uniform" else (int(floor * budget), budget)
     reset_peak(device)
-    trained = _train(model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=window, distill=sampling == "sandwich")
+    trained = _train(model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=window, distill=sampling == "sandwich",
+                     budget_spread=spread and window is not None)
     train_peak = peak_gib(device)
     searched = window if search_window and window else budget
     found = glora.search(model, glora.SubnetEvaluator(model, val, metric=fitness, device=device), searched, seed=seed,
@@ -132,7 +133,7 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
     test_eval = glora.SubnetEvaluator(model, test, device=device)
     randoms = BudgetSampler(glora.search_space(model), (0, budget), seed + 1000).draw(0, random_subnets)
     random_scores = test_eval(randoms)
-    suffix = settings_suffix(budget, lr, fitness, floor, search_window, finetune_lr if finetune_steps else None)
+    suffix = settings_suffix(budget, lr, fitness, floor, search_window, finetune_lr if finetune_steps else None, spread)
     row = {"method": f"glora_{sampling}_{steps}{suffix}", "seed": seed, "budget": budget, "peak_gib": train_peak, "steps": steps, "lr": lr, "fitness": fitness, "train_window": window,
            "adapter_params": found.best_params, "test_accuracy": test_eval([found.best_subnet])[0],
            "random_feasible_test_mean": statistics.mean(random_scores), "validation_best": found.best_score,
@@ -159,13 +160,15 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
     return row
 
 
-def settings_suffix(budget: int, lr: float, fitness: str, floor: float, search_window: bool, finetune_lr: Optional[float]) -> str:
+def settings_suffix(budget: int, lr: float, fitness: str, floor: float, search_window: bool, finetune_lr: Optional[float],
+                    spread: bool = False) -> str:
     """The part of a GLoRA row's method name that says which settings differ from the defaults, so rows of
     different settings are never averaged together (e.g. ``@331776[window,ftlr=0.002]``)."""
     tags = [f"lr={lr:g}"] if lr != 1e-3 else []
     tags += [f"fitness={fitness}"] if fitness != "neg_loss" else []
     tags += [f"floor={floor:g}"] if floor != 0.75 else []
     tags += ["window"] if search_window else []
+    tags += ["spread"] if spread else []
     tags += [f"ftlr={finetune_lr:g}"] if finetune_lr is not None and finetune_lr != 1e-3 else []
     return ("" if budget == BUDGET else f"@{budget}") + (f"[{','.join(tags)}]" if tags else "")
 
@@ -217,6 +220,7 @@ def main() -> None:
     parser.add_argument("--random-finetune", type=int, default=3, help="random feasible subnets fine-tuned likewise")
     parser.add_argument("--fitness", default="neg_loss", choices=["accuracy", "neg_loss"])
     parser.add_argument("--search-window", action="store_true", help="search within the training window, not all of [0, budget]")
+    parser.add_argument("--spread", action="store_true", help="budget-aware draws spread over the training window (TrainConfig.budget_spread)")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--random-subnets", type=int, default=20)
     parser.add_argument("--generations", type=int, default=20)
@@ -240,7 +244,7 @@ def main() -> None:
     if args.append and os.path.exists(result_path(args.name, device)):
         with open(result_path(args.name, device), encoding="utf-8") as fh:
             rows = json.load(fh)["figures"]["runs"]
-        for per_call in ("variants", "seeds", "baselines", "random_finetune", "search_window", "append"):
+        for per_call in ("variants", "seeds", "baselines", "random_finetune", "search_window", "spread", "append"):
             config.pop(per_call)
         config["note"] = "rows from several calls (--append); each row records its own settings, the method name its non-default ones"
 
@@ -259,7 +263,7 @@ def main() -> None:
         for sampling, steps, finetune, budget in variants:
             path = record(glora_run(args.model, data, seed, sampling, steps, args.glora_lr, device, args.fitness, args.generations,
                                     args.random_subnets, finetune, args.finetune_lr, args.random_finetune, args.floor, args.search_window,
-                                    budget))
+                                    budget, args.spread))
     print_table(summarise(rows), ["method", "seeds", "steps", "adapter_params", "train_s", "test_mean", "test_std", "before_finetune_mean", "random_feasible_mean",
                                   "random_in_window_mean", "random_finetuned_mean"])
     print(f"wrote {path}")

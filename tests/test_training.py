@@ -59,8 +59,9 @@ def test_fixed_training_moves_only_the_subnets_tensors(seed: int) -> None:
 
 def _run(sampling: str, steps_first: int, total: int, tmp_path, precision: str = "fp32", accum: int = 1):
     model = _model(1)
+    sampling, spread = sampling.removesuffix("+spread"), sampling.endswith("+spread")
     config = glora.TrainConfig(steps=total, batch_size=16, lr=5e-3, warmup_steps=2, grad_accum=accum, max_grad_norm=1.0,
-                               sampling=sampling, budget=(0, 700), precision=precision, progress=False, seed=4)
+                               sampling=sampling, budget=(0, 700), precision=precision, progress=False, seed=4, budget_spread=spread)
     data = _task(96, 1)
     trainer = glora.SupernetTrainer(model, data, config)
     first = trainer.train(steps_first).losses
@@ -79,7 +80,7 @@ def _run(sampling: str, steps_first: int, total: int, tmp_path, precision: str =
     return first + second, {n: p.detach().clone() for n, p in resumed_model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("sampling", ["uniform", "budget", "sandwich"])
+@pytest.mark.parametrize("sampling", ["uniform", "budget", "sandwich", "sandwich+spread"])
 @pytest.mark.parametrize("precision, accum", [("fp32", 1), ("bf16", 2)])
 def test_resume_from_a_checkpoint_is_bit_for_bit(sampling: str, precision: str, accum: int, tmp_path) -> None:
     straight_losses, straight = _run(sampling, 10, 10, tmp_path, precision, accum)
@@ -235,3 +236,30 @@ def test_gradient_checkpointing_of_a_timm_vit_changes_nothing(precision: str) ->
         return glora.wrap(vit_tiny(), glora.GLoRAConfig(target_modules=["qkv", "proj", "fc1", "fc2"], modules_to_save=["head"]))
 
     _assert_checkpointing_changes_nothing(make, data, steps=4, batch_size=8, precision=precision)
+
+
+def test_spread_draws_cover_the_budget_window() -> None:
+    """The construction alone piles its counts at one end of the window (here its top); spread draws cover the
+    window, stay inside it, and are a fixed function of (seed, index)."""
+    from glora.sampling import BudgetSampler
+    from models import TinyTransformer
+
+    model = glora.wrap(TinyTransformer(dim=32), glora.GLoRAConfig(rank=4, ranks=[1, 2, 4], target_modules="all-linear"))
+    space = glora.search_space(model)
+    for seed, (lo, hi) in enumerate([(1200, 2000), (0, 2000), (1500, 6000)]):
+        width = hi - lo
+        piled = sorted(space.count(s) for s in BudgetSampler(space, (lo, hi), seed).draw(0, 200))
+        spread_sampler = BudgetSampler(space, (lo, hi), seed, spread=True)
+        spread = sorted(space.count(s) for s in spread_sampler.draw(0, 200))
+        assert all(lo <= c <= hi for c in piled + spread)
+        if seed == 0:
+            assert piled[100] > lo + 0.8 * width  # the pile that spreading corrects
+        assert spread[0] < lo + 0.2 * width and spread[-1] > hi - 0.1 * width
+        assert lo + 0.35 * width < spread[100] < lo + 0.65 * width
+        assert spread_sampler.draw(7) == BudgetSampler(space, (lo, hi), seed, spread=True).draw(7)
+        assert spread_sampler.draw(7) != spread_sampler.draw(8)
+
+
+def test_budget_spread_needs_budget_aware_sampling() -> None:
+    with pytest.raises(ValueError, match="budget_spread=True spreads budget-aware draws"):
+        glora.TrainConfig(steps=2, budget_spread=True)

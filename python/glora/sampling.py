@@ -4,25 +4,66 @@ construction, every draw within a parameter budget), and the extremes used by th
 from __future__ import annotations
 
 import json
+
+import numpy as np
+
 from . import _engine
 from .choices import GENES
+from .errors import ImpossibleBudgetError
 from .genomes import Subnet, to_subnet
 from .space import SearchSpace
 
 
-class BudgetSampler:
-    """Draws subnets whose parameter count lies in ``[min, max]``; draw ``i`` is a fixed function of ``(seed, i)``."""
+_SPREAD_ATTEMPTS = 8
+_SPREAD_STREAM = 1 << 48  # the engine's draw indices used by spread draws, apart from those of plain draws
 
-    def __init__(self, space: SearchSpace, budget: tuple[int, int], seed: int) -> None:
+
+class BudgetSampler:
+    """Draws subnets whose parameter count lies in ``[min, max]``; draw ``i`` is a fixed function of ``(seed, i)``.
+
+    The engine's construction visits genes in a random order and draws each uniformly among the choices that keep
+    the total reachable, so its counts pile up at one end of the window (just under ``max`` when the budget is a
+    small part of the space's largest count, the usual case). With ``spread`` every draw first takes a target count
+    uniformly in ``[min, max]`` and is built in a narrow window around it: the counts spread over the whole budget,
+    and a supernet trained on them has seen the sizes the search will compare.
+    """
+
+    def __init__(self, space: SearchSpace, budget: tuple[int, int], seed: int, spread: bool = False) -> None:
         self.space = space
         self.budget = budget
         self.seed = seed
+        self.spread = spread
         self._spec = json.dumps(space.to_dict())
         _engine.sample_genomes(self._spec, budget[0], budget[1], 0, seed)  # refuses impossible budgets now
+        if spread:
+            gene_costs = [sorted(set(layer.costs[g].values())) for layer in space for g in GENES]
+            self._step = max(max((b - a for a, b in zip(c, c[1:])), default=0) for c in gene_costs)
+            self._smallest = sum(c[0] for c in gene_costs)
+            self._largest = sum(c[-1] for c in gene_costs)
+            probe = [space.count(to_subnet(space, g)) for g in _engine.sample_genomes(self._spec, budget[0], budget[1], 8, seed, 1 << 40)]
+            self._piles_at_top = sum(probe) >= 4 * (budget[0] + budget[1])
 
     def draw(self, index: int, n: int = 1) -> list[Subnet]:
-        genomes = _engine.sample_genomes(self._spec, self.budget[0], self.budget[1], n, self.seed, index * n)
+        if not self.spread:
+            genomes = _engine.sample_genomes(self._spec, self.budget[0], self.budget[1], n, self.seed, index * n)
+        else:
+            genomes = [self._spread_genome(index * n + j) for j in range(n)]
         return [to_subnet(self.space, g) for g in genomes]
+
+    def _spread_genome(self, i: int) -> list[int]:
+        """A draw in the narrowest window the engine accepts (one gene's largest step between choices) that ends at
+        a count taken uniformly in the budget when the construction piles up at a window's top (else starts there);
+        the window may reach past the budget, so a draw that lands outside it is redrawn (a few times, seeded)."""
+        lo, hi = self.budget
+        rng = np.random.default_rng([self.seed, i])
+        for attempt in range(_SPREAD_ATTEMPTS):
+            target = lo + int(rng.integers(0, hi - lo + 1))
+            start = target - self._step if self._piles_at_top else target
+            start = min(max(start, self._smallest), self._largest - self._step)
+            genome = _engine.sample_genomes(self._spec, start, start + self._step, 1, self.seed, (i << 8) + attempt + _SPREAD_STREAM)[0]
+            if lo <= self.space.count(to_subnet(self.space, genome)) <= hi:
+                return genome
+        return _engine.sample_genomes(self._spec, lo, hi, 1, self.seed, i)[0]
 
     def largest(self) -> Subnet:
         """The dearest subnet within budget: every gene at its dearest choice, cheapened only as the budget needs."""

@@ -5,7 +5,8 @@ before it, and holds the draw, so gradient checkpointing recomputes the same pat
 ``"budget"`` (each step one subnet drawn by the search engine's budget-aware construction, so every trained
 path lies within the parameter budget) and ``"sandwich"`` (each step the largest and the smallest subnet within
 budget plus a budget-aware draw; with ``distill=True`` the drawn and the smallest subnets learn from the largest
-one's predictions); ``"fixed"`` trains one given subnet (fine-tuning the searched subnet after the search, with
+one's predictions; ``budget_spread=True`` spreads the drawn paths' sizes over the whole budget window instead of
+the construction's pile just under its top); ``"fixed"`` trains one given subnet (fine-tuning the searched subnet after the search, with
 its weights taken from the supernet). AdamW with linear warm-up and cosine decay, gradient accumulation and clipping, bf16 / fp16
 autocast, optional gradient checkpointing, checkpoints that resume bit for bit.
 
@@ -56,6 +57,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     sampling: str = "uniform"
     budget: Optional[Union[int, tuple[int, int]]] = None
+    budget_spread: bool = False
     distill: bool = False
     distill_temperature: float = 1.0
     subnet: Optional[dict[str, dict[str, str]]] = None
@@ -79,6 +81,8 @@ class TrainConfig:
             raise ValueError("sampling='fixed' trains the subnet given as subnet=...; give both or neither")
         if self.sampling in ("budget", "sandwich") and self.budget is None:
             raise ValueError(f"sampling={self.sampling!r} needs a budget (a maximum or a (min, max) pair of parameters)")
+        if self.budget_spread and self.sampling not in ("budget", "sandwich"):
+            raise ValueError("budget_spread=True spreads budget-aware draws; it needs sampling='budget' or 'sandwich'")
         if self.distill and self.sampling != "sandwich":
             raise ValueError("distill=True needs sampling='sandwich' (the largest subnet is the teacher)")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
@@ -148,7 +152,7 @@ class SupernetTrainer:
         self.sampler = None
         self.fixed = [validate_subnet(model, config.subnet)] if config.subnet is not None else []
         if config.sampling in ("budget", "sandwich"):
-            self.sampler = BudgetSampler(search_space(model), budget_bounds(config.budget), config.seed)
+            self.sampler = BudgetSampler(search_space(model), budget_bounds(config.budget), config.seed, config.budget_spread)
             if config.sampling == "sandwich":
                 self.fixed = [validate_subnet(model, self.sampler.largest()), validate_subnet(model, self.sampler.smallest())]
         self.step = 0
