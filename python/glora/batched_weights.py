@@ -19,7 +19,7 @@ not modified since (their version counters), gradients enabled and the same comp
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -45,6 +45,19 @@ def set_batched_weights(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"batched weights mode must be one of {list(MODES)}, got {mode!r}")
     MODE = mode
+
+
+class _Job(NamedTuple):
+    """A layer taking part in this forward: its plan, the compute dtype, whether A or B is present (``W'`` is
+    built) and whether C, D or E is (``b'`` is built), and its ``W0`` (out x in) and ``b0``."""
+
+    layer: nn.Module
+    plan: tuple[Choice, ...]
+    dtype: torch.dtype
+    dense: bool
+    bias_terms: bool
+    w0: Tensor
+    b0: Optional[Tensor]
 
 
 class Built:
@@ -73,6 +86,7 @@ def uninstall(model: nn.Module) -> None:
 
 
 def versions(factors: tuple[Optional[Tensor], ...]) -> tuple[int, ...]:
+    """The factors' version counters (an in-place update, such as the optimizer's step, changes them)."""
     return tuple(-1 if f is None else f._version for f in factors)
 
 
@@ -91,14 +105,14 @@ def _build_all(model: nn.Module, args: Any) -> None:
     if not jobs:
         return
     outputs = iter(_BuildWeights.apply(jobs, *factors))
-    for (layer, plan, dtype, dense, bias_terms, _, _), i in zip(jobs, range(0, len(factors), 8)):
-        weight = next(outputs) if dense else None
-        bias = next(outputs) if bias_terms else None
-        layer.__dict__["_built"] = Built(plan, weight, bias, dtype, versions(tuple(factors[i : i + 8])))
+    for k, job in enumerate(jobs):
+        weight = next(outputs) if job.dense else None
+        bias = next(outputs) if job.bias_terms else None
+        job.layer.__dict__["_built"] = Built(job.plan, weight, bias, job.dtype, versions(tuple(factors[8 * k : 8 * k + 8])))
 
 
-def _job(layer: nn.Module) -> Optional[tuple]:
-    """(layer, plan, dtype, dense, has bias terms, W0, b0) when the layer takes part in this forward, else None."""
+def _job(layer: nn.Module) -> Optional[_Job]:
+    """The layer's job when it takes part in this forward, else None."""
     if layer.kind == "conv" or layer._folded is not None:
         return None
     w0, b0 = layer._weight_matrix(), layer.base_layer.bias
@@ -118,7 +132,7 @@ def _job(layer: nn.Module) -> Optional[tuple]:
     bias_terms = has_bias_terms(plan)
     if not (dense or bias_terms):
         return None
-    return layer, plan, dtype, dense, bias_terms, w0, b0
+    return _Job(layer, plan, dtype, dense, bias_terms, w0, b0)
 
 
 class _BuildWeights(torch.autograd.Function):
@@ -129,12 +143,12 @@ class _BuildWeights(torch.autograd.Function):
     def forward(ctx, jobs, *factors):  # noqa: D102 (see the class)
         outputs = []
         with no_autocast(factors[0].device.type):
-            for (_, plan, dtype, dense, bias_terms, w0, b0), i in zip(jobs, range(0, len(factors), 8)):
-                ad, au, bd, bu, cd, cu, d, e = factors[i : i + 8]
-                if dense:
-                    outputs.append(effective_weight(plan, w0, ad, au, bd, bu, dtype))
-                if bias_terms:
-                    outputs.append(effective_bias(plan, w0, b0, cd, cu, d, e, dtype))
+            for k, job in enumerate(jobs):
+                ad, au, bd, bu, cd, cu, d, e = factors[8 * k : 8 * k + 8]
+                if job.dense:
+                    outputs.append(effective_weight(job.plan, job.w0, ad, au, bd, bu, job.dtype))
+                if job.bias_terms:
+                    outputs.append(effective_bias(job.plan, job.w0, job.b0, cd, cu, d, e, job.dtype))
         ctx.jobs = jobs
         ctx.set_materialize_grads(False)  # a layer that did not run gets None, not a weight-sized zero
         # the factors are kept as plain references, not saved tensors: under reentrant checkpointing each
@@ -150,15 +164,15 @@ class _BuildWeights(torch.autograd.Function):
         out: list[Optional[Tensor]] = [None] * len(factors)
         given = iter(grads)
         with no_autocast(factors[0].device.type):
-            for (_, plan, dtype, dense, bias_terms, w0, b0), i in zip(ctx.jobs, range(0, len(factors), 8)):
-                ad, au, bd, bu, cd, cu, d, e = factors[i : i + 8]
-                gw = next(given) if dense else None
-                gb = next(given) if bias_terms else None
-                precision = torch.promote_types(w0.dtype, ad.dtype)
+            for k, job in enumerate(ctx.jobs):
+                ad, au, bd, bu, cd, cu, d, e = factors[8 * k : 8 * k + 8]
+                gw = next(given) if job.dense else None
+                gb = next(given) if job.bias_terms else None
+                precision = torch.promote_types(job.w0.dtype, ad.dtype)
                 slots: list[Optional[Tensor]] = [None] * 8
                 if gw is not None:
-                    factor_grads(slots, plan, precision, gw, w0, ad, au, bd, bu)
+                    factor_grads(slots, job.plan, precision, gw, job.w0, ad, au, bd, bu)
                 if gb is not None:
-                    bias_grads(slots, plan, gb.to(precision), w0, b0, cd, cu, d, e)
-                out[i : i + 8] = slots
+                    bias_grads(slots, job.plan, gb.to(precision), job.w0, job.b0, cd, cu, d, e)
+                out[8 * k : 8 * k + 8] = slots
         return (None, *out)
