@@ -197,6 +197,10 @@ def test_copies_pickles_and_merges_after_a_step() -> None:
         model(torch.randn(4, 12)).sum().backward()
     clone = copy.deepcopy(model)
     assert clone.fc1._built is None
+    model.fc1._built = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        clone(torch.randn(4, 12)).sum().backward()
+    assert clone.fc1._built is not None and model.fc1._built is None  # the copy's hook builds the copy's layers
     pickle.loads(pickle.dumps(model))
     merged = glora.merge(model, subnet)
     assert not merged._forward_pre_hooks
