@@ -8,7 +8,7 @@ import random
 
 import pytest
 import torch
-from models import CASES, MLP, TinyTransformer
+from models import CASES, TinyTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 

@@ -27,7 +27,8 @@ from torch.autograd.function import once_differentiable
 
 from .choices import NONE, Choice
 from .functional import effective_bias, effective_weight
-from .linear_function import no_autocast, bias_grads, factor_grads, has_bias_terms
+from .dtypes import no_autocast
+from .factor_grads import bias_grads, factor_grads, has_bias_terms
 
 Tensor = torch.Tensor
 

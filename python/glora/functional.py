@@ -21,14 +21,6 @@ from .choices import LORA, NONE, SCALAR, VECTOR, Choice
 Tensor = torch.Tensor
 
 
-def compute_dtype(x: Tensor) -> torch.dtype:
-    """The dtype a base operation runs in: the autocast dtype when autocast is on, else the input's."""
-    device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return x.dtype
-
-
 def factor(down: Tensor, up: Tensor, choice: Choice) -> Optional[Tensor]:
     """A or B broadcastable to out x in: ``lora_r`` a product, ``vector`` a column, ``scalar`` a 1 x 1 block (not a
     0-d tensor, which would not lift a low-precision ``W0`` to the factors' precision in type promotion)."""

@@ -20,7 +20,8 @@ from torch import nn
 
 from .batched_weights import Built, versions
 from .choices import GENES, NONE, Choice, choice_cost, offered_choices, parse_choice
-from .functional import compute_dtype, effective_bias, effective_weight, fused_weight, uses_fused_weight
+from .dtypes import compute_dtype
+from .functional import effective_bias, effective_weight, fused_weight, uses_fused_weight
 from .linear_function import glora_linear
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

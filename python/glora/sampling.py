@@ -9,7 +9,6 @@ import numpy as np
 
 from . import _engine
 from .choices import GENES
-from .errors import ImpossibleBudgetError
 from .genomes import Subnet, to_subnet
 from .space import SearchSpace
 

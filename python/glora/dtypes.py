@@ -1,0 +1,44 @@
+"""Dtypes of GLoRA's training ops: the dtype a base operation runs in, and autocast switched off inside the
+autograd nodes (whose casts are explicit)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a base operation runs in: the autocast dtype when autocast is on, else the input's."""
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return x.dtype
+
+
+class _AutocastOff:
+    """Autocast off by toggling the thread's flag directly: entering a ``torch.autocast`` context costs tens of
+    microseconds, paid by every layer on every step."""
+
+    __slots__ = ("device_type",)
+
+    def __init__(self, device_type: str) -> None:
+        self.device_type = device_type
+
+    def __enter__(self) -> None:
+        torch.set_autocast_enabled(self.device_type, False)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_autocast_enabled(self.device_type, True)
+
+
+def no_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast off inside the node (its casts are explicit): nothing to do when it is off; under torch.compile
+    the ``torch.autocast`` context, which the compiler traces (it cannot trace the direct toggle)."""
+    if not torch.is_autocast_enabled(device_type):
+        return contextlib.nullcontext()
+    if torch.compiler.is_compiling():
+        return torch.autocast(device_type, enabled=False)
+    return _AutocastOff(device_type)
