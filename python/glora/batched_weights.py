@@ -6,10 +6,11 @@ that forms ``W'`` and the factor gradients. Here, when the model's forward start
 all layers that can take part; each layer then runs a plain ``F.linear`` whose backward (the input gradient and
 ``g^T x``) is PyTorch's own, and the factor gradients of all layers are formed in one backward call.
 
-A layer takes part when the plain layer would keep a cast copy of ``W0`` for the backward anyway: a linear (or
-``Conv1D``) layer with a frozen base under autocast to a dtype other than the base's (a float32 ViT under bf16).
-Over a base already in the compute dtype (an LLM's bf16 weights) keeping every ``W'`` would add a copy of the
-weights to peak memory, so those layers keep the ``GLoRALinear`` node, which rebuilds ``W'`` in the backward.
+By default (``MODE = "auto"``) a layer takes part when the plain layer would keep a cast copy of ``W0`` for the
+backward anyway: a linear (or ``Conv1D``) layer with a frozen base under autocast to a dtype other than the
+base's (a float32 ViT under bf16). Over a base already in the compute dtype (an LLM's bf16 weights) keeping every
+``W'`` would add a copy of the weights to peak memory, so those layers keep the ``GLoRALinear`` node, which
+rebuilds ``W'`` in the backward, unless ``glora.set_batched_weights("always")`` trades that memory for speed.
 
 The built weights stay with the layers until the next forward of the model, so a forward recomputed under
 gradient checkpointing uses the same tensors. A layer uses them only while they are current: same plan, factors

@@ -6,7 +6,8 @@ act on that matrix and the merged weight is reshaped back.
 
 The forward does no work for absent terms. Linear layers (and ``Conv1D``) run as one autograd node
 (``linear_function.GLoRALinear``) that forms ``W'``, ``b'`` and the product with as few kernels as the plan
-needs; convolutions form ``W'`` with plain ops and run the base convolution with it.
+needs, or, when the wrapped model's forward has built their weights already (``batched_weights``), as a plain
+``F.linear`` on them; convolutions form ``W'`` with plain ops and run the base convolution with it.
 """
 
 from __future__ import annotations
