@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 from common import print_table, write_result
-from methods import prepare
+from methods import prepare, training_step
 
 import glora
 from glora import batched_weights
@@ -54,15 +54,7 @@ def steps_of(make, targets, head, loss_of, methods):
     steps = {}
     for method in methods:
         model, params, _ = prepare(method, make, targets, head, 0)
-        opt = torch.optim.AdamW(params, lr=1e-4, foreach=True)  # the GPU default
-
-        def step(model=model, opt=opt) -> None:
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = loss_of(model)
-            loss.backward()
-            opt.step()
-
+        step = training_step(model, params, loss_of, "cpu", foreach=True)  # foreach: the GPU default
         for _ in range(5):
             step()
         steps[method] = step

@@ -18,7 +18,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 from common import peak_gib, print_table, reset_peak, time_ms, write_result
-from methods import prepare
+from methods import prepare, training_step
 
 import glora
 
@@ -34,17 +34,10 @@ def make_vit(device: torch.device) -> torch.nn.Module:
 
 def train_step_figures(method: str, device: torch.device, batch: int, warmup: int, repeat: int, seed: int) -> dict:
     model, params, subnet = prepare(method, lambda: make_vit(device), TARGETS, "head", seed)
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
     g = torch.Generator(device="cpu").manual_seed(seed)
     x = torch.randn(batch, 3, 224, 224, generator=g).to(device)
     y = torch.randint(0, 1000, (batch,), generator=g).to(device)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
+    step = training_step(model, params, lambda m: F.cross_entropy(m(x), y), device.type)
 
     step()
     reset_peak(device)

@@ -123,9 +123,10 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
     model = load(model_dir, device)
     glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=ENCODER_LINEARS, modules_to_save=["head"]))
     window = None if sampling == "uniform" else (int(floor * budget), budget)
+    spread = spread and window is not None  # uniform paths have no budget to spread over
     reset_peak(device)
     trained = _train(model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=window, distill=sampling == "sandwich",
-                     budget_spread=spread and window is not None)
+                     budget_spread=spread)
     train_peak = peak_gib(device)
     searched = window if search_window and window else budget
     found = glora.search(model, glora.SubnetEvaluator(model, val, metric=fitness, device=device), searched, seed=seed,

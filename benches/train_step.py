@@ -16,7 +16,7 @@ import gc
 import torch
 import torch.nn.functional as F
 from common import peak_gib, print_table, reset_peak, time_ms, write_result
-from methods import METHODS, prepare
+from methods import METHODS, prepare, training_step
 
 import glora
 from glora import batched_weights, kernels
@@ -54,15 +54,7 @@ def llama(device: torch.device, batch: int, seq: int = 1024):
 
 def measure(method: str, make, targets, head, loss_of, device, warmup: int, repeat: int, seed: int = 0) -> dict:
     model, params, subnet = prepare(method, make, targets, head, seed)
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = loss_of(model)
-        loss.backward()
-        opt.step()
-
+    step = training_step(model, params, loss_of, device.type)
     step()
     reset_peak(device)
     timing = time_ms(step, device, warmup, repeat)

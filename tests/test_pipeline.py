@@ -82,7 +82,8 @@ def test_the_whole_pipeline_on_a_tiny_bert(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     args = ["run", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--steps", "30", "--batch-size", "16",
             "--lr", "3e-3", "--budget", "3000", "--population", "8", "--generations", "2", "--train-size", "60", "--val-size", "20", "--test-size", "40",
-            "--seed", "1", "--device", "cpu", "--finetune-steps", "10", "--sampling", "sandwich"]
+            "--seed", "1", "--device", "cpu", "--finetune-steps", "10", "--sampling", "sandwich",
+            "--budget-spread"]
     assert main(args) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["adapter_params"] <= 3000
@@ -97,3 +98,5 @@ def test_the_whole_pipeline_on_a_tiny_bert(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(args) == 2  # refused before any training, with a message rather than a traceback
     assert "holds an earlier run (supernet.pt, search.jsonl, finetune.pt): pass --resume" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "uniform"), "--sampling", "uniform"]) == 2  # with --budget-spread
+    assert "budget_spread=True spreads budget-aware draws; it needs sampling='budget' or 'sandwich'" in capsys.readouterr().err

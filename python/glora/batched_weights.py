@@ -15,7 +15,9 @@ rebuilds ``W'`` in the backward, unless ``glora.set_batched_weights("always")`` 
 The built weights stay with the layers until the next forward of the model, so a forward recomputed under
 gradient checkpointing uses the same tensors. A layer uses them only while they are current: same plan, factors
 not modified since (their version counters), gradients enabled and the same compute dtype; otherwise it runs the
-``GLoRALinear`` node as before (a submodule called on its own, inference, a step after the optimizer's).
+``GLoRALinear`` node as before (a submodule called on its own, inference, a step after the optimizer's). The
+weights are formed by the PyTorch terms; the opt-in Triton kernels (``GLORA_FUSED_KERNELS=1``) serve only the
+per-layer node, where they were measured (slower on host-bound steps).
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .choices import NONE, Choice
+from .choices import Choice, has_bias_terms, has_weight_terms
 from .functional import effective_bias, effective_weight
 from .dtypes import no_autocast
-from .factor_grads import bias_grads, factor_grads, has_bias_terms
+from .factor_grads import bias_grads, factor_grads
 
 Tensor = torch.Tensor
 
@@ -115,10 +117,10 @@ def _build_all(model: nn.Module, args: Any) -> None:
 
 def _job(layer: nn.Module) -> Optional[_Job]:
     """The layer's job when it takes part in this forward, else None."""
-    if layer.kind == "conv" or layer._folded is not None:
+    if layer._folded is not None:
         return None
     w0, b0 = layer._weight_matrix(), layer.base_layer.bias
-    if w0.requires_grad or (b0 is not None and b0.requires_grad):
+    if not layer.trains_through_node(w0, b0):
         return None
     device_type = w0.device.type
     autocast = torch.is_autocast_enabled(device_type)
@@ -130,7 +132,7 @@ def _job(layer: nn.Module) -> Optional[_Job]:
     if layer._fixed is None and layer._sampler is None:
         return None  # the layer's own forward raises the error that says what to do
     plan = layer._current()
-    dense = plan[0].kind != NONE or plan[1].kind != NONE
+    dense = has_weight_terms(plan)
     bias_terms = has_bias_terms(plan)
     if not (dense or bias_terms):
         return None

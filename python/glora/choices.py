@@ -61,6 +61,16 @@ def parse_choice(gene: str, name: str, max_rank: int) -> Choice:
     return Choice(name)
 
 
+def has_weight_terms(plan: tuple[Choice, ...]) -> bool:
+    """Whether A or B is present (the plan changes the weight)."""
+    return plan[0].kind != NONE or plan[1].kind != NONE
+
+
+def has_bias_terms(plan: tuple[Choice, ...]) -> bool:
+    """Whether C, D or E is present (the plan changes the bias)."""
+    return plan[2].kind != NONE or plan[3].kind != NONE or plan[4].kind != NONE
+
+
 def _allowed(gene: str) -> list[str]:
     return ["lora_<r>" if k == "lora" else k for k in _KINDS_BY_GENE[gene]]
 

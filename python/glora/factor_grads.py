@@ -9,7 +9,7 @@ choices by a one-hot placement, one kernel each instead of a zeroed buffer and a
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +25,13 @@ def _rank_mask(max_rank: int, rank: int, rows: bool, device: torch.device, dtype
 
     A factor multiplied by it before a gradient product yields the whole factor's gradient, zero outside the
     slice a ``lora_<rank>`` choice uses: one kernel instead of a zeroed buffer and a copy."""
-    make = _make_rank_mask if torch.compiler.is_compiling() else _cached_rank_mask  # the compiler traces it
-    return make(max_rank, rank, rows, device, dtype)
+    return _constant(_make_rank_mask, max_rank, rank, rows, device, dtype)
+
+
+def _first(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A one-hot tensor of ``shape`` at its first element: ``s * _first(shape)`` is the gradient of a factor whose
+    first element (a scalar choice) or, for a 1 x R shape broadcast over rows, first column (a vector) was used."""
+    return _constant(_make_first, shape, device, dtype)
 
 
 def _make_rank_mask(max_rank: int, rank: int, rows: bool, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -35,21 +40,20 @@ def _make_rank_mask(max_rank: int, rank: int, rows: bool, device: torch.device, 
     return mask.view(-1, 1) if rows else mask.view(1, -1)
 
 
-def _first(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
-    """A one-hot tensor of ``shape`` at its first element: ``s * _first(shape)`` is the gradient of a factor whose
-    first element (a scalar choice) or, for a 1 x R shape broadcast over rows, first column (a vector) was used."""
-    make = _make_first if torch.compiler.is_compiling() else _cached_first
-    return make(shape, device, dtype)
-
-
 def _make_first(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
     one = torch.zeros(shape, device=device, dtype=dtype)
     one.view(-1)[0] = 1
     return one
 
 
-_cached_rank_mask = functools.lru_cache(maxsize=None)(_make_rank_mask)
-_cached_first = functools.lru_cache(maxsize=None)(_make_first)
+def _constant(make: Callable[..., Tensor], *key: Any) -> Tensor:
+    """``make(*key)``, made once per key; made inline while torch.compile traces (it ignores such caches)."""
+    return make(*key) if torch.compiler.is_compiling() else _cached(make, *key)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached(make: Callable[..., Tensor], *key: Any) -> Tensor:
+    return make(*key)
 
 
 def _masked(factor: Tensor, rank: int, rows: bool) -> Tensor:
@@ -62,9 +66,7 @@ def _broadcast_grad(source: Tensor, factor: Tensor, choice: Choice) -> Tensor:
     """The gradient of a down factor (or of D, E) whose first column (vector) or first element (scalar) was
     broadcast: ``source`` summed over the broadcast dimensions, placed at that column or element."""
     dtype = factor.dtype
-    if factor.dim() == 1:
-        return source.sum(dtype=dtype) * _first(tuple(factor.shape), factor.device, dtype)
-    if choice.kind == VECTOR:
+    if choice.kind == VECTOR and factor.dim() == 2:
         return source.sum(1, keepdim=True, dtype=dtype) * _first((1, factor.shape[1]), factor.device, dtype)
     return source.sum(dtype=dtype) * _first(tuple(factor.shape), factor.device, dtype)
 
@@ -75,11 +77,6 @@ def _padded(block: Tensor, factor: Tensor) -> Tensor:
     if block.shape == factor.shape:
         return block
     return F.pad(block, (0, factor.shape[1] - block.shape[1], 0, factor.shape[0] - block.shape[0]))
-
-
-def has_bias_terms(plan: tuple[Choice, ...]) -> bool:
-    """Whether C, D or E is present (the plan changes the bias)."""
-    return plan[2].kind != NONE or plan[3].kind != NONE or plan[4].kind != NONE
 
 
 def bias_grads(grads: list, plan: tuple[Choice, ...], gb: Tensor, w0: Tensor, b0: Optional[Tensor],

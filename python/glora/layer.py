@@ -203,7 +203,7 @@ class GLoRALayer(nn.Module):
         plan = self._current()
         if all(c.kind == NONE for c in plan):
             return self._run_base(x, w0, b0)
-        if self.kind != "conv" and not (w0.requires_grad or (b0 is not None and b0.requires_grad)):
+        if self.trains_through_node(w0, b0):
             return glora_linear(x, w0, b0, plan, compute_dtype(x), self._factors())
         # convolutions, and a base the user unfroze (the node gives W0 and b0 no gradient), use plain autograd
         p = self._parameters
@@ -213,6 +213,11 @@ class GLoRALayer(nn.Module):
         else:
             weight = effective_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"])
         return self._run_base(x, weight, bias)
+
+    def trains_through_node(self, w0: torch.Tensor, b0: Optional[torch.Tensor]) -> bool:
+        """Whether training runs through a GLoRA autograd node (``GLoRALinear`` or the batched weights): a linear
+        or ``Conv1D`` layer whose base is frozen (the nodes give ``W0`` and ``b0`` no gradient)."""
+        return self.kind != "conv" and not (w0.requires_grad or (b0 is not None and b0.requires_grad))
 
     def _current_build(self, built: Built, x: torch.Tensor) -> bool:
         """Whether the weights built when the model's forward began are still this layer's (see batched_weights)."""

@@ -1,13 +1,13 @@
 """The training-time GLoRA linear op as one autograd node: ``y = x W'^T + b'`` (METHOD.md section 1).
 
 Why a hand-written node: an eager training step of a model with many small layers is bound by the host (kernel
-launches and autograd bookkeeping), not by the GPU. Built from plain ops a GLoRA layer costs 20-30 autograd
-nodes and about 30 kernel launches per step, where PEFT's LoRA costs about a dozen. This node forms ``W'`` and
-``b'`` with one kernel per present term (the cast to the compute dtype fused into the last one), saves only the
-cast input and the compute-dtype ``W'`` (what ``F.linear`` on ``W'`` would save), and in the backward derives
-every factor's gradient from the one weight gradient ``g^T x`` (``factor_grads``). Over a base already in the compute dtype (an LLM's bf16 weights,
-which the plain layer saves without a copy) ``W'`` is rebuilt in the backward instead of kept, so peak memory
-stays that of the plain layer.
+launches and autograd bookkeeping), not by the GPU. Built from plain ops a GLoRA layer costs 20-30 autograd nodes
+and about 30 kernel launches per step, where PEFT's LoRA costs about a dozen. This node forms ``W'`` and ``b'``
+with one kernel per present term (the cast to the compute dtype fused into the last one), saves only the cast input
+and the compute-dtype ``W'`` (what ``F.linear`` on ``W'`` would save), and in the backward derives every factor's
+gradient from the one weight gradient ``g^T x`` (``factor_grads``). Over a base already in the compute dtype (an
+LLM's bf16 weights, which the plain layer saves without a copy) ``W'`` is rebuilt in the backward instead of kept,
+so peak memory stays that of the plain layer.
 
 The forward calls ``functional.effective_weight`` / ``effective_bias`` (the same arithmetic as merging): the terms
 in the factors' precision (float32, or float64 for float64 factors), rounded once to the compute dtype; autocast
@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .choices import NONE, Choice
+from .choices import Choice, has_bias_terms, has_weight_terms
 from .dtypes import no_autocast
-from .factor_grads import bias_grads, factor_grads, fused_factor_grads, has_bias_terms
+from .factor_grads import bias_grads, factor_grads, fused_factor_grads
 from .functional import effective_bias, effective_weight, fused_weight_value, uses_fused_weight
 
 Tensor = torch.Tensor
@@ -44,7 +44,7 @@ class GLoRALinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w0, b0, plan, dtype, ad, au, bd, bu, cd, cu, d, e):  # noqa: D102 (see the class)
         precision = torch.promote_types(w0.dtype, ad.dtype)
-        dense = plan[0].kind != NONE or plan[1].kind != NONE
+        dense = has_weight_terms(plan)
         fused = dense and uses_fused_weight(plan, w0)
         with no_autocast(x.device.type):
             weight = _weight(plan, w0, ad, au, bd, bu, dtype, fused) if dense else w0.to(dtype)

@@ -121,7 +121,7 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     started = time.perf_counter()
     trained = _train(model, train_data, cfg, device, "supernet.pt", steps=cfg.steps, sampling=cfg.sampling,
                      budget=None if cfg.sampling == "uniform" else window, distill=cfg.sampling == "sandwich",
-                     budget_spread=cfg.budget_spread and cfg.sampling != "uniform")
+                     budget_spread=cfg.budget_spread)
     train_s = time.perf_counter() - started
 
     evaluator = SubnetEvaluator(model, val_data, device=device, batch_size=256)

@@ -15,6 +15,7 @@ from .space import SearchSpace
 
 _SPREAD_ATTEMPTS = 8
 _SPREAD_STREAM = 1 << 48  # the engine's draw indices used by spread draws, apart from those of plain draws
+_PROBE_STREAM = 1 << 40  # the draws that find which end of a window the construction piles up at
 
 
 class BudgetSampler:
@@ -35,12 +36,11 @@ class BudgetSampler:
         self._spec = json.dumps(space.to_dict())
         _engine.sample_genomes(self._spec, budget[0], budget[1], 0, seed)  # refuses impossible budgets now
         if spread:
-            gene_costs = [sorted(set(layer.costs[g].values())) for layer in space for g in GENES]
-            self._step = max(max((b - a for a, b in zip(c, c[1:])), default=0) for c in gene_costs)
-            self._smallest = sum(c[0] for c in gene_costs)
-            self._largest = sum(c[-1] for c in gene_costs)
-            probe = [space.count(to_subnet(space, g)) for g in _engine.sample_genomes(self._spec, budget[0], budget[1], 8, seed, 1 << 40)]
-            self._piles_at_top = sum(probe) >= 4 * (budget[0] + budget[1])
+            # each gene's costs in genome order: a genome's count without building its subnet
+            self._costs = [[layer.costs[g][c] for c in layer.choices[g]] for layer in space for g in GENES]
+            self._step = max(map(_largest_step, self._costs))
+            probe = _engine.sample_genomes(self._spec, budget[0], budget[1], 8, seed, _PROBE_STREAM)
+            self._piles_at_top = sum(map(self._count, probe)) >= 4 * (budget[0] + budget[1])
 
     def draw(self, index: int, n: int = 1) -> list[Subnet]:
         if not self.spread:
@@ -58,11 +58,14 @@ class BudgetSampler:
         for attempt in range(_SPREAD_ATTEMPTS):
             target = lo + int(rng.integers(0, hi - lo + 1))
             start = target - self._step if self._piles_at_top else target
-            start = min(max(start, self._smallest), self._largest - self._step)
+            start = min(max(start, self.space.min_params), self.space.max_params - self._step)
             genome = _engine.sample_genomes(self._spec, start, start + self._step, 1, self.seed, (i << 8) + attempt + _SPREAD_STREAM)[0]
-            if lo <= self.space.count(to_subnet(self.space, genome)) <= hi:
+            if lo <= self._count(genome) <= hi:
                 return genome
         return _engine.sample_genomes(self._spec, lo, hi, 1, self.seed, i)[0]
+
+    def _count(self, genome: list[int]) -> int:
+        return sum(costs[choice] for costs, choice in zip(self._costs, genome))
 
     def largest(self) -> Subnet:
         """The dearest subnet within budget: every gene at its dearest choice, cheapened only as the budget needs."""
@@ -70,6 +73,12 @@ class BudgetSampler:
 
     def smallest(self) -> Subnet:
         return _extreme(self.space, self.budget, largest=False)
+
+
+def _largest_step(costs: list[int]) -> int:
+    """The largest gap between two consecutive costs of one gene (the narrowest window the engine accepts)."""
+    ordered = sorted(set(costs))
+    return max((b - a for a, b in zip(ordered, ordered[1:])), default=0)
 
 
 def _extreme(space: SearchSpace, budget: tuple[int, int], largest: bool) -> Subnet:

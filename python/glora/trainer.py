@@ -1,14 +1,14 @@
 """Supernet training: one weight-shared supernet over every layer's configurations (METHOD.md section 4).
 
 Sampling options: ``"uniform"`` (the reference: every layer draws every gene uniformly for every forward, just
-before it, and holds the draw, so gradient checkpointing recomputes the same path),
-``"budget"`` (each step one subnet drawn by the search engine's budget-aware construction, so every trained
-path lies within the parameter budget) and ``"sandwich"`` (each step the largest and the smallest subnet within
-budget plus a budget-aware draw; with ``distill=True`` the drawn and the smallest subnets learn from the largest
-one's predictions; ``budget_spread=True`` spreads the drawn paths' sizes over the whole budget window instead of
-the construction's pile just under its top); ``"fixed"`` trains one given subnet (fine-tuning the searched subnet after the search, with
-its weights taken from the supernet). AdamW with linear warm-up and cosine decay, gradient accumulation and clipping, bf16 / fp16
-autocast, optional gradient checkpointing, checkpoints that resume bit for bit.
+before it, and holds the draw, so gradient checkpointing recomputes the same path), ``"budget"`` (each step one
+subnet drawn by the search engine's budget-aware construction, so every trained path lies within the parameter
+budget) and ``"sandwich"`` (each step the largest and the smallest subnet within budget plus a budget-aware draw;
+with ``distill=True`` the drawn and the smallest subnets learn from the largest one's predictions;
+``budget_spread=True`` spreads the drawn paths' sizes over the whole budget window instead of the construction's
+pile just under its top); ``"fixed"`` trains one given subnet (fine-tuning the searched subnet after the search,
+with its weights taken from the supernet). AdamW with linear warm-up and cosine decay, gradient accumulation and
+clipping, bf16 / fp16 autocast, optional gradient checkpointing, checkpoints that resume bit for bit.
 
 Under ``torchrun`` (an initialised ``torch.distributed`` process group) the model is wrapped in
 DistributedDataParallel: every process draws the same paths (same seed), takes its own share of each global
