@@ -71,6 +71,28 @@ def time_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeat: in
             "host_ms": statistics.median(host)}
 
 
+def time_interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int, repeat: int) -> dict[str, dict[str, float]]:
+    """``time_ms`` for several functions whose steps are interleaved: round after round, one step of each, so a
+    drift of the host's speed (large on shared machines) reaches every function alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    host: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            one = time_ms(fn, device, 0, 1)
+            samples[name].append(one["median_ms"])
+            host[name].append(one["host_ms"])
+    return {name: {"median_ms": statistics.median(s), "min_ms": min(s), "max_ms": max(s), "n": repeat,
+                   "host_ms": statistics.median(host[name])} for name, s in samples.items()}
+
+
+def allocated(device: torch.device) -> int:
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+
+
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -4,6 +4,9 @@ Models (random init): timm ViT-B/16 (batch 64, 224 px; targets blocks.*.attn.qkv
 trainable) and a LLaMA-style decoder of about 0.95 B parameters (hidden 2048, 16 layers, MLP 5632; weights in
 bf16; batch 4 x 1024 tokens; targets q, k, v, o, gate, up, down; no biases). bf16 autocast for every method.
 Figures: median ms per step and peak GPU memory, with ratios to PEFT LoRA r=8 measured in the same process.
+The methods' steps are timed interleaved (one step of each per round), so a drift of the host's speed, which
+bounds these steps, reaches all alike; each peak is the method's own (what it allocates over what was allocated
+before its model was built).
 
     python benches/train_step.py [--models vit llama] [--methods ...]
 """
@@ -15,7 +18,7 @@ import gc
 
 import torch
 import torch.nn.functional as F
-from common import peak_gib, print_table, reset_peak, time_ms, write_result
+from common import allocated, peak_gib, print_table, reset_peak, time_interleaved, write_result
 from methods import METHODS, prepare, training_step
 
 import glora
@@ -52,17 +55,27 @@ def llama(device: torch.device, batch: int, seq: int = 1024):
     return make, LLAMA_TARGETS, None, lambda model: model(input_ids=ids, labels=ids).loss
 
 
-def measure(method: str, make, targets, head, loss_of, device, warmup: int, repeat: int, seed: int = 0) -> dict:
-    model, params, subnet = prepare(method, make, targets, head, seed)
-    step = training_step(model, params, loss_of, device.type)
-    step()
-    reset_peak(device)
-    timing = time_ms(step, device, warmup, repeat)
-    row = {"method": method, "ms_per_step": timing["median_ms"], "min_ms": timing["min_ms"], "host_ms": timing["host_ms"], "peak_gib": peak_gib(device),
-           "trainable_params": sum(p.numel() for p in params),
-           "subnet_params": glora.count_params(model, subnet) if subnet is not None else None,
-           "model_params": sum(p.numel() for p in model.parameters())}
-    return row
+def prepare_all(methods: list[str], make, targets, head, loss_of, device, seed: int = 0) -> tuple[dict, dict]:
+    """Every method's model and training step, all kept alive for interleaved timing, and each method's row
+    with its peak memory: the most allocated during a step minus what was allocated before its model was built
+    (the models built before it), so each figure is the method's own, as if it ran alone."""
+    steps, rows = {}, {}
+    for method in methods:
+        gc.collect()
+        before = allocated(device)
+        model, params, subnet = prepare(method, make, targets, head, seed)
+        step = training_step(model, params, loss_of, device.type)
+        step()
+        reset_peak(device)
+        step()
+        peak = peak_gib(device)
+        steps[method] = step
+        rows[method] = {"method": method, "peak_gib": None if peak is None else peak - before / 2**30,
+                        "trainable_params": sum(p.numel() for p in params),
+                        "subnet_params": glora.count_params(model, subnet) if subnet is not None else None,
+                        "model_params": sum(p.numel() for p in model.parameters())}
+        print(f"{method}: peak {rows[method]['peak_gib']} GiB", flush=True)
+    return steps, rows
 
 
 def main() -> None:
@@ -77,18 +90,21 @@ def main() -> None:
     glora.set_batched_weights(args.batched_weights)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
-    warmup, repeat = (5, 20) if gpu else (1, 2)
+    warmup, repeat = (5, 30) if gpu else (1, 2)
     results = {}
     for name in args.models:
         if name == "vit":
             make, targets, head, loss_of = vit(device, 64 if gpu else 2)
         else:
             make, targets, head, loss_of = llama(device, 4 if gpu else 1, 1024 if gpu else 64)
+        steps, by_method = prepare_all(args.methods, make, targets, head, loss_of, device)
+        timings = time_interleaved(steps, device, warmup, repeat)
         rows = []
-        for method in args.methods:
-            rows.append(measure(method, make, targets, head, loss_of, device, warmup, repeat))
-            gc.collect()
-            print(f"{name} {method}: {rows[-1]['ms_per_step']:.2f} ms/step, peak {rows[-1]['peak_gib']} GiB", flush=True)
+        for method, row in by_method.items():
+            timing = timings[method]
+            rows.append({**row, "ms_per_step": timing["median_ms"], "min_ms": timing["min_ms"], "host_ms": timing["host_ms"]})
+        del steps
+        gc.collect()
         lora = next((r for r in rows if r["method"] == "peft_lora_r8"), None)
         for r in rows:
             r["time_vs_peft_lora"] = r["ms_per_step"] / lora["ms_per_step"] if lora else None
@@ -102,7 +118,7 @@ def main() -> None:
                                    "weights": "bf16", "targets": LLAMA_TARGETS},
                          "autocast": "bf16", "glora_rank": 4, "peft_lora_r": 8, "warmup_steps": warmup, "timed_steps": repeat,
                          "fused_kernels": "on (GLORA_FUSED_KERNELS=1)" if kernels.ENABLED else "off (default)",
-                         "batched_weights": batched_weights.MODE},
+                         "batched_weights": batched_weights.MODE, "timing": "interleaved rounds, one step of each method per round"},
                         results)
     print(f"wrote {path}")
 

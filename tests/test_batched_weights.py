@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 import random
+import weakref
 
 import pytest
 import torch
@@ -119,11 +120,13 @@ class Plain(Checkpointed):
         return self.second(self.first(x))
 
 
+@pytest.mark.parametrize("base", ["float32", "bfloat16"])
 @pytest.mark.parametrize("reentrant", [False, True], ids=["non_reentrant", "reentrant"])
 @pytest.mark.parametrize("seed", range(3))
-def test_gradient_checkpointing_changes_nothing(seed: int, reentrant: bool) -> None:
+def test_gradient_checkpointing_changes_nothing(seed: int, reentrant: bool, base: str) -> None:
     """Non-reentrant: the recomputed forward uses the weights built for the original one, same gradients bit for
-    bit. Reentrant: the first pass runs without gradients (the per-layer path), each segment's backward calls the
+    bit (over a bf16 base the checkpoint's saved-tensor hooks take precedence: ``W'`` is kept, not rebuilt).
+    Reentrant: the first pass runs without gradients (the per-layer path), each segment's backward calls the
     batched node for its own layers; the same gradients as without checkpointing."""
     grads = []
     for model_type in (Plain, Checkpointed):
@@ -133,6 +136,8 @@ def test_gradient_checkpointing_changes_nothing(seed: int, reentrant: bool) -> N
         with torch.no_grad():
             for _, p in adapter_parameters(model):
                 p.copy_(torch.randn_like(p) * 0.1)
+        for _, layer in glora.glora_layers(model):
+            layer.base_layer.to(getattr(torch, base))
         glora.set_subnet(model, glora.sample_subnet(model, seed))
         x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed), requires_grad=reentrant)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -209,11 +214,9 @@ def test_copies_pickles_and_merges_after_a_step() -> None:
         torch.testing.assert_close(merged(x), model(x), rtol=1e-5, atol=1e-6)
 
 
-def test_no_build_without_autocast_or_gradients() -> None:
+def test_no_build_without_gradients() -> None:
     model = _perturbed(CASES[0], 2)
     glora.set_subnet(model, glora.sample_subnet(model, 2))
-    model(torch.randn(4, 12)).sum().backward()
-    assert model.fc1._built is None  # a float32 step: W' is not kept, the node rebuilds nothing
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randn(4, 12))
     assert model.fc1._built is None
@@ -241,37 +244,47 @@ def test_torch_compile_of_a_wrapped_model(enabled: bool, monkeypatch) -> None:
         assert (g - eager_grads[name]).norm() <= 1e-2 * eager_grads[name].norm() + 1e-6, name
 
 
+def _tiny_transformer(seed: int, base: str) -> nn.Module:
+    torch.manual_seed(seed)
+    model = TinyTransformer()
+    glora.wrap(model, glora.GLoRAConfig(rank=4, ranks=[2, 4], target_modules=r"(.*\.)?(q|k|v|o|up|down)"))
+    with torch.no_grad():
+        for _, p in adapter_parameters(model):
+            p.copy_(torch.randn_like(p) * 0.1)
+    if base == "bfloat16_autocast":
+        for _, layer in glora.glora_layers(model):
+            layer.base_layer.to(torch.bfloat16)
+    return model
+
+
+def _forward(model: nn.Module, x: torch.Tensor, base: str) -> torch.Tensor:
+    if base == "bfloat16_autocast":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(x)
+    return model(x)
+
+
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("base", ["bfloat16_autocast", "float32_plain"])
-def test_always_mode_matches_the_node_over_any_base(seed: int, base: str, monkeypatch) -> None:
-    """``always`` also batches a base in the compute dtype (an LLM's bf16 weights) and float32 training without
-    autocast: the same outputs and A/B gradients as the node, C/D/E's up to the bias gradient's rounding."""
+@pytest.mark.parametrize("mode", ["auto", "always"])
+def test_batched_modes_match_the_node_over_any_base(seed: int, base: str, mode: str, monkeypatch) -> None:
+    """A base in the compute dtype (an LLM's bf16 weights) and float32 training without autocast: ``auto``
+    rebuilds ``W'`` in the backward, ``always`` keeps it; both give the node's outputs and A/B gradients, and
+    C/D/E's up to the bias gradient's rounding. No layer runs its own node."""
+    node_calls = []
+    apply = GLoRALinear.apply
+    monkeypatch.setattr(GLoRALinear, "apply", lambda *args: node_calls.append(1) or apply(*args))
     results = []
-    for mode in ("off", "always"):
-        glora.set_batched_weights(mode)
-        try:
-            torch.manual_seed(seed)
-            model = TinyTransformer()
-            glora.wrap(model, glora.GLoRAConfig(rank=4, ranks=[2, 4], target_modules=r"(.*\.)?(q|k|v|o|up|down)"))
-            with torch.no_grad():
-                for _, p in adapter_parameters(model):
-                    p.copy_(torch.randn_like(p) * 0.1)
-            glora.set_subnet(model, glora.sample_subnet(model, seed))
-            x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed))
-            if base == "bfloat16_autocast":
-                for layer_name, layer in glora.glora_layers(model):
-                    layer.base_layer.to(torch.bfloat16)
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    out = model(x)
-            else:
-                out = model(x)
-            out.float().sum().backward()
-            built = [layer._built is not None for _, layer in glora.glora_layers(model)]
-            results.append((out.detach(), {n: p.grad for n, p in adapter_parameters(model) if p.grad is not None}, built))
-        finally:
-            glora.set_batched_weights("auto")
-    (out_node, grads_node, built_node), (out, grads, built) = results
-    assert not any(built_node) and any(built)
+    for m in ("off", mode):
+        monkeypatch.setattr(batched_weights, "MODE", m)
+        node_calls.clear()
+        model = _tiny_transformer(seed, base)
+        glora.set_subnet(model, glora.sample_subnet(model, seed))
+        out = _forward(model, torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed)), base)
+        out.float().sum().backward()
+        results.append((out.detach(), {n: p.grad for n, p in adapter_parameters(model) if p.grad is not None}, len(node_calls)))
+    (out_node, grads_node, calls_node), (out, grads, calls) = results
+    assert calls_node > 0 and calls == 0
     assert torch.equal(out, out_node)
     assert grads.keys() == grads_node.keys()
     tolerance = 1e-2 if base == "bfloat16_autocast" else 1e-5
@@ -281,6 +294,69 @@ def test_always_mode_matches_the_node_over_any_base(seed: int, base: str, monkey
             torch.testing.assert_close(g, ref, rtol=1e-5, atol=1e-7, msg=name)
         else:
             assert (g - ref).norm() <= tolerance * ref.norm() + 1e-6, name
+
+
+def _built_weights(monkeypatch) -> list:
+    """Weak references to every ``W'`` the batched node builds from now on."""
+    refs = []
+    apply = batched_weights._BuildWeights.apply
+
+    def record(*args):
+        outputs = apply(*args)
+        refs.extend(weakref.ref(t) for t in outputs)
+        return outputs
+
+    monkeypatch.setattr(batched_weights._BuildWeights, "apply", record)
+    return refs
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("base", ["bfloat16_autocast", "float32_plain"])
+def test_auto_mode_keeps_no_weight_copy_over_a_compute_dtype_base(seed: int, base: str, monkeypatch) -> None:
+    """Between the forward and the backward no built ``W'`` is alive (the graph holds recipes), and the
+    backward still gives the same gradients as a second identical model under ``always``."""
+    refs = _built_weights(monkeypatch)
+    model = _tiny_transformer(seed, base)
+    subnet = {n: {"A": "lora_4", "B": "lora_2", "C": "vector", "D": "none", "E": "scalar"} for n, _ in glora.glora_layers(model)}
+    glora.set_subnet(model, subnet)
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed))
+    loss = _forward(model, x, base).float().sum()
+    assert refs and all(r() is None or r().dim() == 1 for r in refs)  # only the bias vectors remain
+    loss.backward()
+    monkeypatch.setattr(batched_weights, "MODE", "always")
+    kept = _tiny_transformer(seed, base)
+    glora.set_subnet(kept, subnet)
+    _forward(kept, x, base).float().sum().backward()
+    for (name, p), (_, q) in zip(adapter_parameters(model), adapter_parameters(kept)):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            assert torch.equal(p.grad, q.grad), name
+
+
+def test_a_factor_modified_between_forward_and_backward_is_reported() -> None:
+    model = _tiny_transformer(0, "bfloat16_autocast")
+    glora.set_subnet(model, {n: {"A": "lora_4", "B": "vector", "C": "none", "D": "none", "E": "none"} for n, _ in glora.glora_layers(model)})
+    loss = _forward(model, torch.randn(2, 5, 16), "bfloat16_autocast").float().sum()
+    with torch.no_grad():
+        for _, layer in glora.glora_layers(model):
+            layer.Au.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified in place between the forward and the backward"):
+        loss.backward()
+
+
+def test_a_checkpointing_model_keeps_the_node_where_weights_would_be_rebuilt(monkeypatch) -> None:
+    """With the model's checkpointing switch on, layers over a bf16 base run their own node (a batched ``W'``
+    would live through the step for the recompute); a float32 base under bf16 autocast stays batched."""
+    node_calls = []
+    apply = GLoRALinear.apply
+    monkeypatch.setattr(GLoRALinear, "apply", lambda *args: node_calls.append(1) or apply(*args))
+    for base, expect_node in (("bfloat16_autocast", True), ("float32_autocast", False)):
+        model = _tiny_transformer(0, "bfloat16_autocast" if base == "bfloat16_autocast" else "float32_plain")
+        model.grad_checkpointing = True  # timm's switch (transformers: is_activation_checkpointing)
+        glora.set_subnet(model, glora.sample_subnet(model, 0))
+        node_calls.clear()
+        _forward(model, torch.randn(2, 5, 16), "bfloat16_autocast").float().sum().backward()
+        assert bool(node_calls) == expect_node, base
 
 
 def test_an_unknown_mode_is_refused() -> None:

@@ -3,28 +3,33 @@
 Why: an eager training step of a model with many small layers is bound by the host, not the GPU. Per layer, the
 ``GLoRALinear`` node costs one Python autograd function in the forward and one in the backward, plus the Python
 that forms ``W'`` and the factor gradients. Here, when the model's forward starts, one node forms the weights of
-all layers that can take part; each layer then runs a plain ``F.linear`` whose backward (the input gradient and
-``g^T x``) is PyTorch's own, and the factor gradients of all layers are formed in one backward call.
+all linear (and ``Conv1D``) layers with a frozen base; each layer then runs a plain ``F.linear`` whose backward
+(the input gradient and ``g^T x``) is PyTorch's own, and the factor gradients of all layers are formed in one
+backward call.
 
-By default (``MODE = "auto"``) a layer takes part when the plain layer would keep a cast copy of ``W0`` for the
-backward anyway: a linear (or ``Conv1D``) layer with a frozen base under autocast to a dtype other than the
-base's (a float32 ViT under bf16). Over a base already in the compute dtype (an LLM's bf16 weights) keeping every
-``W'`` would add a copy of the weights to peak memory, so those layers keep the ``GLoRALinear`` node, which
-rebuilds ``W'`` in the backward, unless ``glora.set_batched_weights("always")`` trades that memory for speed.
+Memory: the linear's backward needs ``W'``. Under autocast to a dtype other than the base's (a float32 ViT under
+bf16) the plain layer keeps a cast copy of ``W0`` for it anyway, so ``W'`` is kept in its place. Otherwise (an
+LLM's bf16 weights, float32 training) keeping every ``W'`` would add a copy of the weights to peak memory, so the
+layer hands the linear a recipe instead (saved-tensor hooks): ``W'`` is freed after the layer's forward and
+rebuilt from the factors when its backward runs, as the ``GLoRALinear`` node does.
+``glora.set_batched_weights("always")`` keeps every ``W'`` (a little faster, one more copy of the weights).
 
 The built weights stay with the layers until the next forward of the model, so a forward recomputed under
-gradient checkpointing uses the same tensors. A layer uses them only while they are current: same plan, factors
-not modified since (their version counters), gradients enabled and the same compute dtype; otherwise it runs the
-``GLoRALinear`` node as before (a submodule called on its own, inference, a step after the optimizer's). The
-weights are formed by the PyTorch terms; the opt-in Triton kernels (``GLORA_FUSED_KERNELS=1``) serve only the
-per-layer node, where they were measured (slower on host-bound steps).
+gradient checkpointing uses the same tensors; for that reason a model whose checkpointing switch is on
+(transformers' ``is_activation_checkpointing`` or ``is_gradient_checkpointing``, timm's ``grad_checkpointing``) keeps the per-layer node on layers
+whose ``W'`` would otherwise be rebuilt. A layer uses the built weights only while they are current: same plan,
+factors not modified since (their version counters), gradients enabled and the same compute dtype; otherwise it
+runs the ``GLoRALinear`` node as before (a submodule called on its own, inference, a step after the
+optimizer's). The weights are formed by the PyTorch terms; the opt-in Triton kernels (``GLORA_FUSED_KERNELS=1``)
+serve only the per-layer node, where they were measured (slower on host-bound steps).
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -37,9 +42,9 @@ Tensor = torch.Tensor
 
 MODES = ("auto", "always", "off")
 MODE = "auto"
-"""``auto``: the layers described above; ``always``: also layers over a base in the compute dtype, and without
-autocast (faster on a host-bound step, at the cost of keeping every ``W'`` until the backward: a copy of the
-adapted weights in peak memory); ``off``: every layer runs its own ``GLoRALinear`` node. Set it with
+"""``auto``: ``W'`` kept for the backward where the plain layer would keep a cast ``W0``, rebuilt in the backward
+elsewhere; ``always``: every ``W'`` kept until the backward (a little faster on a host-bound step, a copy of the
+adapted weights more in peak memory); ``off``: every layer runs its own ``GLoRALinear`` node. Set it with
 ``glora.set_batched_weights``."""
 
 
@@ -53,7 +58,8 @@ def set_batched_weights(mode: str) -> None:
 
 class _Job(NamedTuple):
     """A layer taking part in this forward: its plan, the compute dtype, whether A or B is present (``W'`` is
-    built) and whether C, D or E is (``b'`` is built), and its ``W0`` (out x in) and ``b0``."""
+    built) and whether C, D or E is (``b'`` is built), its ``W0`` (out x in) and ``b0``, and whether ``W'`` is
+    kept for the backward (else rebuilt there)."""
 
     layer: nn.Module
     plan: tuple[Choice, ...]
@@ -62,16 +68,47 @@ class _Job(NamedTuple):
     bias_terms: bool
     w0: Tensor
     b0: Optional[Tensor]
+    keep: bool
 
 
 class Built:
     """One layer's weights for the current forward: its plan, ``W'`` (None: ``W0``), ``b'`` (None: ``b0``), the
-    compute dtype and the factors' versions when built."""
+    compute dtype, the factors' versions when built, and the recipe that rebuilds ``W'`` in the backward (None:
+    ``W'`` is kept)."""
 
-    __slots__ = ("plan", "weight", "bias", "dtype", "versions")
+    __slots__ = ("plan", "weight", "bias", "dtype", "versions", "recipe")
 
-    def __init__(self, plan: tuple[Choice, ...], weight: Optional[Tensor], bias: Optional[Tensor], dtype: torch.dtype, versions: tuple[int, ...]) -> None:
-        self.plan, self.weight, self.bias, self.dtype, self.versions = plan, weight, bias, dtype, versions
+    def __init__(self, plan: tuple[Choice, ...], weight: Optional[Tensor], bias: Optional[Tensor], dtype: torch.dtype,
+                 versions: tuple[int, ...], recipe: Optional["_Recipe"]) -> None:
+        self.plan, self.weight, self.bias, self.dtype, self.versions, self.recipe = plan, weight, bias, dtype, versions, recipe
+
+
+class _Recipe:
+    """Saved-tensor hooks that store ``W'`` (or a view of it, such as the transpose the linear saves) as this
+    recipe and rebuild it from ``W0`` and the factors when the backward asks for it."""
+
+    __slots__ = ("plan", "w0", "factors", "dtype", "versions", "weight")
+
+    def __init__(self, job: _Job, factors: tuple[Optional[Tensor], ...], versions: tuple[int, ...]) -> None:
+        self.plan, self.w0, self.dtype, self.factors, self.versions = job.plan, job.w0, job.dtype, factors[:4], versions[:4]
+        self.weight: Optional[Tensor] = None  # set for the layer's forward only
+
+    def pack(self, t: Tensor) -> Union[Tensor, tuple]:
+        w = self.weight
+        if w is not None and (t is w or t._base is w):
+            return (t.size(), t.stride(), t.storage_offset())
+        return t
+
+    def unpack(self, saved: Union[Tensor, tuple]) -> Tensor:
+        if not isinstance(saved, tuple):
+            return saved
+        if versions(self.factors) != self.versions:
+            raise RuntimeError("a GLoRA factor (Ad, Au, Bd or Bu) was modified in place between the forward and the "
+                               "backward; the backward needs the values the forward used")
+        ad, au, bd, bu = self.factors
+        with torch.no_grad(), no_autocast(self.w0.device.type):
+            weight = effective_weight(self.plan, self.w0, ad, au, bd, bu, self.dtype)
+        return weight.as_strided(*saved)
 
 
 def install(model: nn.Module, layers: list[nn.Module]) -> None:
@@ -101,8 +138,9 @@ def _build_all(model: nn.Module, args: Any) -> None:
     if MODE == "off" or not torch.is_grad_enabled():
         return
     jobs, factors = [], []
+    checkpointing = _checkpointing(model)
     for layer in layers:
-        job = _job(layer)
+        job = _job(layer, checkpointing)
         if job is not None:
             jobs.append(job)
             factors.extend(layer._factors())
@@ -112,10 +150,44 @@ def _build_all(model: nn.Module, args: Any) -> None:
     for k, job in enumerate(jobs):
         weight = next(outputs) if job.dense else None
         bias = next(outputs) if job.bias_terms else None
-        job.layer.__dict__["_built"] = Built(job.plan, weight, bias, job.dtype, versions(tuple(factors[8 * k : 8 * k + 8])))
+        own = tuple(factors[8 * k : 8 * k + 8])
+        recipe = None if job.keep or weight is None else _Recipe(job, own, versions(own))
+        job.layer.__dict__["_built"] = Built(job.plan, weight, bias, job.dtype, versions(own), recipe)
 
 
-def _job(layer: nn.Module) -> Optional[_Job]:
+def linear(layer: nn.Module, built: Built, x: Tensor, w0: Tensor, b0: Optional[Tensor]) -> Tensor:
+    """``layer``'s output on its built weights (current: see ``GLoRALayer._current_build``). A ``W'`` to be
+    rebuilt in the backward is handed over: the layer forgets it (a second call in the same forward runs the
+    node) and the linear saves the recipe in its place, unless other saved-tensor hooks are active (gradient
+    checkpointing, offloading), which then own what is saved."""
+    weight = w0 if built.weight is None else built.weight
+    bias = b0 if built.bias is None else built.bias
+    recipe = built.recipe
+    if recipe is None or _saved_tensor_hooks_active():
+        return F.linear(x, weight, bias)
+    layer.__dict__["_built"] = None
+    recipe.weight = weight
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(recipe.pack, recipe.unpack):
+            return F.linear(x, weight, bias)
+    finally:
+        recipe.weight = None
+
+
+def _checkpointing(model: nn.Module) -> bool:
+    """Whether the model's gradient checkpointing switch is on (transformers >= 5, older transformers, timm)."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing", "grad_checkpointing"):
+        if hasattr(type(model), name) or name in model.__dict__:
+            return bool(getattr(model, name))
+    return False
+
+
+def _saved_tensor_hooks_active() -> bool:
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return top is not None and top(False) is not None
+
+
+def _job(layer: nn.Module, checkpointing: bool) -> Optional[_Job]:
     """The layer's job when it takes part in this forward, else None."""
     if layer._folded is not None:
         return None
@@ -125,7 +197,8 @@ def _job(layer: nn.Module) -> Optional[_Job]:
     device_type = w0.device.type
     autocast = torch.is_autocast_enabled(device_type)
     dtype = torch.get_autocast_dtype(device_type) if autocast else w0.dtype
-    if MODE == "auto" and (not autocast or dtype == w0.dtype):
+    keep = MODE == "always" or (autocast and dtype != w0.dtype)
+    if not keep and checkpointing:
         return None
     if not any(f is not None and f.requires_grad for f in layer._factors()):
         return None
@@ -136,7 +209,7 @@ def _job(layer: nn.Module) -> Optional[_Job]:
     bias_terms = has_bias_terms(plan)
     if not (dense or bias_terms):
         return None
-    return _Job(layer, plan, dtype, dense, bias_terms, w0, b0)
+    return _Job(layer, plan, dtype, dense, bias_terms, w0, b0, keep)
 
 
 class _BuildWeights(torch.autograd.Function):

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batched_weights import Built, versions
+from .batched_weights import linear as batched_linear
 from .choices import GENES, NONE, Choice, choice_cost, offered_choices, parse_choice
 from .dtypes import compute_dtype
 from .functional import effective_bias, effective_weight, fused_weight, uses_fused_weight
@@ -199,7 +200,7 @@ class GLoRALayer(nn.Module):
         w0, b0 = self._weight_matrix(), self.base_layer.bias
         built = self._built
         if built is not None and self._current_build(built, x):
-            return F.linear(x, w0 if built.weight is None else built.weight, b0 if built.bias is None else built.bias)
+            return batched_linear(self, built, x, w0, b0)
         plan = self._current()
         if all(c.kind == NONE for c in plan):
             return self._run_base(x, w0, b0)
