@@ -222,12 +222,15 @@ def test_no_build_without_gradients() -> None:
     assert model.fc1._built is None
 
 
+@pytest.mark.parametrize("base", ["float32", "bfloat16"])
 @pytest.mark.parametrize("enabled", [True, False], ids=["batched", "per_layer_node"])
-def test_torch_compile_of_a_wrapped_model(enabled: bool, monkeypatch) -> None:
-    """torch.compile traces both paths (the autocast toggle and the cached masks have traceable forms there):
-    outputs and gradients as in eager mode."""
+def test_torch_compile_of_a_wrapped_model(enabled: bool, base: str, monkeypatch) -> None:
+    """torch.compile traces both paths (the autocast toggle, the cached masks and, over a bf16 base, the
+    saved-tensor hooks that rebuild ``W'`` have traceable forms there): outputs and gradients as in eager mode."""
     monkeypatch.setattr(batched_weights, "MODE", "auto" if enabled else "off")
     model = _perturbed(CASES[0], 5)
+    for _, layer in glora.glora_layers(model):
+        layer.base_layer.to(getattr(torch, base))
     glora.set_subnet(model, {n: {"A": "lora_2", "B": "vector", "C": "lora_4", "D": "scalar", "E": "vector"} for n, _ in glora.glora_layers(model)})
     x = torch.randn(4, 12, generator=torch.Generator().manual_seed(5))
     results = []

@@ -14,14 +14,14 @@ layer hands the linear a recipe instead (saved-tensor hooks): ``W'`` is freed af
 rebuilt from the factors when its backward runs, as the ``GLoRALinear`` node does.
 ``glora.set_batched_weights("always")`` keeps every ``W'`` (a little faster, one more copy of the weights).
 
-The built weights stay with the layers until the next forward of the model, so a forward recomputed under
-gradient checkpointing uses the same tensors; for that reason a model whose checkpointing switch is on
-(transformers' ``is_activation_checkpointing`` or ``is_gradient_checkpointing``, timm's ``grad_checkpointing``) keeps the per-layer node on layers
-whose ``W'`` would otherwise be rebuilt. A layer uses the built weights only while they are current: same plan,
-factors not modified since (their version counters), gradients enabled and the same compute dtype; otherwise it
-runs the ``GLoRALinear`` node as before (a submodule called on its own, inference, a step after the
-optimizer's). The weights are formed by the PyTorch terms; the opt-in Triton kernels (``GLORA_FUSED_KERNELS=1``)
-serve only the per-layer node, where they were measured (slower on host-bound steps).
+The built weights stay with the layers until the next forward of the model, so a forward recomputed under gradient
+checkpointing uses the same tensors; for that reason a model whose checkpointing switch is on (transformers'
+``is_activation_checkpointing`` or ``is_gradient_checkpointing``, timm's ``grad_checkpointing``) keeps the
+per-layer node on layers whose ``W'`` would otherwise be rebuilt. A layer uses the built weights only while they
+are current: same plan, factors not modified since (their version counters), gradients enabled and the same
+compute dtype; otherwise it runs the ``GLoRALinear`` node as before (a submodule called on its own, inference, a
+step after the optimizer's). The weights are formed by the PyTorch terms; the opt-in Triton kernels
+(``GLORA_FUSED_KERNELS=1``) serve only the per-layer node, where they were measured (slower on host-bound steps).
 """
 
 from __future__ import annotations
