@@ -147,7 +147,8 @@ def test_gradient_checkpointing_changes_nothing(seed: int, reentrant: bool, base
         assert (a is None and b is None) or torch.equal(a, b)
 
 
-def test_a_layer_called_twice_gets_both_gradients(monkeypatch) -> None:
+@pytest.mark.parametrize("base", ["float32", "bfloat16"])
+def test_a_layer_called_twice_gets_both_gradients(base: str, monkeypatch) -> None:
     class Twice(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -164,6 +165,7 @@ def test_a_layer_called_twice_gets_both_gradients(monkeypatch) -> None:
         with torch.no_grad():
             for _, p in adapter_parameters(model):
                 p.copy_(torch.randn_like(p) * 0.1)
+        model.fc.base_layer.to(getattr(torch, base))  # bf16: the second call finds W' handed over, runs the node
         glora.set_subnet(model, {"fc": {"A": "lora_2", "B": "vector", "C": "lora_2", "D": "scalar", "E": "vector"}})
         with torch.autocast("cpu", dtype=torch.bfloat16):
             model(torch.randn(3, 8, generator=torch.Generator().manual_seed(0))).float().sum().backward()
@@ -297,6 +299,38 @@ def test_batched_modes_match_the_node_over_any_base(seed: int, base: str, mode: 
             torch.testing.assert_close(g, ref, rtol=1e-5, atol=1e-7, msg=name)
         else:
             assert (g - ref).norm() <= tolerance * ref.norm() + 1e-6, name
+
+
+@pytest.mark.parametrize("case", LINEAR_CASES, ids=repr)
+@pytest.mark.parametrize("seed", range(2))
+def test_rebuilt_weights_match_the_node_on_every_model_kind(case, seed: int, monkeypatch) -> None:
+    """Over a bf16 base (``W'`` rebuilt in the backward) on every linear model kind, Hugging Face ``Conv1D``
+    (a transposed ``W0``) included: the node's outputs and A/B gradients; C/D/E's as in
+    ``test_same_outputs_and_gradients_as_the_node`` (the node's bias gradient rounded to bf16 once)."""
+    exact = linear_function.bias_grads
+    monkeypatch.setattr(linear_function, "bias_grads", lambda grads, plan, gb, *rest: exact(grads, plan, gb.bfloat16().to(gb.dtype), *rest))
+    results = []
+    for mode in ("off", "auto"):
+        monkeypatch.setattr(batched_weights, "MODE", mode)
+        model = _perturbed(case, seed)
+        for _, layer in glora.glora_layers(model):
+            layer.base_layer.to(torch.bfloat16)
+        glora.set_subnet(model, glora.sample_subnet(model, seed))
+        inputs = case.make_input(torch.Generator().manual_seed(seed))
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = case.run(model, inputs)
+        out.float().sum().backward()
+        results.append((out.detach(), {n: p.grad for n, p in adapter_parameters(model) if p.grad is not None}))
+    (out_node, grads_node), (out, grads) = results
+    assert torch.equal(out, out_node)
+    assert grads.keys() == grads_node.keys()
+    for name, g in grads.items():
+        ref = grads_node[name]
+        if name.rsplit(".", 1)[-1] in ("Ad", "Au", "Bd", "Bu"):
+            torch.testing.assert_close(g, ref, rtol=1e-5, atol=1e-7, msg=name)
+        else:
+            assert (g - ref).norm() <= 1e-2 * ref.norm() + 1e-6, name
 
 
 def _built_weights(monkeypatch) -> list:
