@@ -35,7 +35,7 @@ from torch.autograd.function import once_differentiable
 
 from .choices import Choice, has_bias_terms, has_weight_terms
 from .functional import effective_bias, effective_weight
-from .dtypes import no_autocast
+from .dtypes import keeps_cast_copy, no_autocast
 from .factor_grads import bias_grads, factor_grads
 
 Tensor = torch.Tensor
@@ -151,8 +151,9 @@ def _build_all(model: nn.Module, args: Any) -> None:
         weight = next(outputs) if job.dense else None
         bias = next(outputs) if job.bias_terms else None
         own = tuple(factors[8 * k : 8 * k + 8])
-        recipe = None if job.keep or weight is None else _Recipe(job, own, versions(own))
-        job.layer.__dict__["_built"] = Built(job.plan, weight, bias, job.dtype, versions(own), recipe)
+        built_versions = versions(own)
+        recipe = None if job.keep or weight is None else _Recipe(job, own, built_versions)
+        job.layer.__dict__["_built"] = Built(job.plan, weight, bias, job.dtype, built_versions, recipe)
 
 
 def linear(layer: nn.Module, built: Built, x: Tensor, w0: Tensor, b0: Optional[Tensor]) -> Tensor:
@@ -195,9 +196,8 @@ def _job(layer: nn.Module, checkpointing: bool) -> Optional[_Job]:
     if not layer.trains_through_node(w0, b0):
         return None
     device_type = w0.device.type
-    autocast = torch.is_autocast_enabled(device_type)
-    dtype = torch.get_autocast_dtype(device_type) if autocast else w0.dtype
-    keep = MODE == "always" or (autocast and dtype != w0.dtype)
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else w0.dtype
+    keep = MODE == "always" or keeps_cast_copy(w0, dtype)
     if not keep and checkpointing:
         return None
     if not any(f is not None and f.requires_grad for f in layer._factors()):

@@ -18,6 +18,13 @@ def compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
+def keeps_cast_copy(w0: Tensor, dtype: torch.dtype) -> bool:
+    """Whether a plain linear layer computing in ``dtype`` keeps a cast copy of ``W0`` for its backward (a float32
+    base under bf16 autocast), so that keeping ``W'`` in its place costs no memory; over a base already in
+    ``dtype`` (an LLM's bf16 weights) it keeps ``W0`` itself, and GLoRA rebuilds ``W'`` in the backward instead."""
+    return w0.dtype != dtype
+
+
 class _AutocastOff:
     """Autocast off by toggling the thread's flag directly: entering a ``torch.autocast`` context costs tens of
     microseconds, paid by every layer on every step."""

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batched_weights import Built, versions
-from .batched_weights import linear as batched_linear
+from .batched_weights import Built, versions, linear as batched_linear
 from .choices import GENES, NONE, Choice, choice_cost, offered_choices, parse_choice
 from .dtypes import compute_dtype
 from .functional import effective_bias, effective_weight, fused_weight, uses_fused_weight

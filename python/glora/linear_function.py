@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .choices import Choice, has_bias_terms, has_weight_terms
-from .dtypes import no_autocast
+from .dtypes import keeps_cast_copy, no_autocast
 from .factor_grads import bias_grads, factor_grads, fused_factor_grads
 from .functional import effective_bias, effective_weight, fused_weight_value, uses_fused_weight
 
@@ -51,9 +51,7 @@ class GLoRALinear(torch.autograd.Function):
             bias = effective_bias(plan, w0, b0, cd, cu, d, e, dtype)
             xc = x.to(dtype)
             y = F.linear(xc, weight, bias)
-        # keep W' when the plain layer would keep a cast copy of W0 of the same size anyway (a float32 base under
-        # autocast); over a base already in the compute dtype (an LLM's bf16 weights) rebuild it in the backward
-        keep = not dense or w0.dtype != dtype
+        keep = not dense or keeps_cast_copy(w0, dtype)
         ctx.plan, ctx.precision, ctx.dense, ctx.fused, ctx.dtype = plan, precision, dense, fused, dtype
         ctx.save_for_backward(xc, weight if keep else None, w0, b0, ad, au, bd, bu, cd, cu, d, e)
         return y
