@@ -396,6 +396,37 @@ def test_a_checkpointing_model_keeps_the_node_where_weights_would_be_rebuilt(mon
         assert bool(node_calls) == expect_node, base
 
 
+def test_transformers_checkpointing_switch_is_seen_on_a_submodule(monkeypatch) -> None:
+    """transformers keeps its switch on submodules (the decoder layers, the inner model): enabling it after the
+    wrap makes the layers over a bf16 base run their own node, and the step matches the one without it."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                      num_key_value_heads=2, vocab_size=32, max_position_embeddings=8)
+    ids = torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(0))
+    node_calls = []
+    apply = GLoRALinear.apply
+    monkeypatch.setattr(GLoRALinear, "apply", lambda *args: node_calls.append(1) or apply(*args))
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
+        glora.wrap(model, glora.GLoRAConfig(target_modules=r".*_proj"))
+        glora.set_subnet(model, {n: {"A": "lora_4", "B": "vector", "C": "none", "D": "none", "E": "none"} for n, _ in glora.glora_layers(model)})
+        with torch.no_grad():
+            for _, p in adapter_parameters(model):
+                p.copy_(torch.randn_like(p) * 0.1)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        node_calls.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(input_ids=ids, labels=ids).loss.backward()
+        assert bool(node_calls) == checkpointing
+        grads.append({n: p.grad for n, p in adapter_parameters(model) if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    assert all(torch.allclose(grads[0][n], grads[1][n], rtol=1e-2, atol=1e-4) for n in grads[0])
+
+
 def test_an_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="batched weights mode must be one of"):
         glora.set_batched_weights("sometimes")

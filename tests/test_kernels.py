@@ -63,3 +63,47 @@ def test_fused_weight_kernels_match_the_pytorch_path() -> None:
     done = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=tests)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "WORST" in done.stdout
+
+
+WEIGHT_SCRIPT = textwrap.dedent(
+    """
+    import os, random
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+    from glora import functional, kernels
+    from glora.choices import parse_choice
+
+    worst, cases = 0.0, 0
+    for seed in range(40):
+        rng = random.Random(seed)
+        torch.manual_seed(seed)
+        out, inn = rng.choice([(40, 72), (33, 20), (130, 70)])
+        w0 = torch.randn(out, inn).to(rng.choice([torch.float32, torch.bfloat16]))
+        factors = [torch.randn(out, 8), torch.randn(8, inn), torch.randn(out, 8), torch.randn(8, inn)]
+        names = ["lora_2", "lora_8", "vector", "scalar", "none"]
+        plan = (parse_choice("A", rng.choice(names), 8), parse_choice("B", rng.choice(names), 8))
+        if plan[0].kind == "none" and plan[1].kind == "none":
+            continue
+        dtype = rng.choice([torch.float32, torch.bfloat16])
+        kernels.weight_kernel_usable = lambda w: True
+        fused = functional.effective_weight(plan + (None,) * 3, w0, *factors, dtype)
+        kernels.weight_kernel_usable = lambda w: False
+        plain = functional.effective_weight(plan + (None,) * 3, w0, *factors, dtype)
+        assert fused.dtype == plain.dtype == dtype and fused.shape == plain.shape, (plan, fused.dtype, plain.dtype)
+        # both round one float32 sum to dtype; Triton's interpreter truncates where the GPU rounds to nearest even,
+        # so a bf16 result may differ by up to two steps of bf16 (the float32 sums differ in their last bits)
+        rel = 1e-5 if dtype == torch.float32 else 2 ** -6
+        worst = max(worst, ((fused.float() - plain.float()).abs() / (rel * plain.float().abs() + 1e-5)).max().item())
+        cases += 1
+    print("WORST", worst, "CASES", cases)
+    assert cases >= 30 and worst <= 1.0, worst
+    """
+)
+
+
+def test_weight_kernel_matches_the_pytorch_terms_on_every_form() -> None:
+    """The one-launch ``W'`` (stored factors read with rank and broadcast as arguments) equals the PyTorch terms for
+    lora slices, vectors, scalars and absent terms, over float32 and bf16 bases."""
+    done = subprocess.run([sys.executable, "-c", WEIGHT_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "WORST" in done.stdout

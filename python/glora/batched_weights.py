@@ -16,11 +16,11 @@ rebuilt from the factors when its backward runs, as the ``GLoRALinear`` node doe
 
 The built weights stay with the layers until the next forward of the model, so a forward recomputed under gradient
 checkpointing uses the same tensors; for that reason a model whose checkpointing switch is on (transformers'
-``is_activation_checkpointing`` or ``is_gradient_checkpointing``, timm's ``grad_checkpointing``) keeps the
-per-layer node on layers whose ``W'`` would otherwise be rebuilt. A layer uses the built weights only while they
-are current: same plan, factors not modified since (their version counters), gradients enabled and the same
-compute dtype; otherwise it runs the ``GLoRALinear`` node as before (a submodule called on its own, inference, a
-step after the optimizer's). The weights are formed by the PyTorch terms; the opt-in Triton kernels
+``gradient_checkpointing`` or timm's ``grad_checkpointing`` on any of its modules) keeps the per-layer node on
+layers whose ``W'`` would otherwise be rebuilt. A layer uses the built weights only while they are current: same
+plan, factors not modified since (their version counters), gradients enabled and the same compute dtype;
+otherwise it runs the ``GLoRALinear`` node as before (a submodule called on its own, inference, a step after the
+optimizer's). The weights are formed by the PyTorch terms; the opt-in Triton kernels
 (``GLORA_FUSED_KERNELS=1``) serve only the per-layer node, where they were measured (slower on host-bound steps).
 """
 
@@ -116,12 +116,12 @@ def install(model: nn.Module, layers: list[nn.Module]) -> None:
     forward would cost the host more than it saves) at the start of every forward of ``model``; called by
     ``glora.wrap``."""
     handle = model.register_forward_pre_hook(_build_all)
-    model.__dict__["_glora_batched"] = (handle.id, layers)
+    model.__dict__["_glora_batched"] = (handle.id, layers, _checkpointing_switches(model))
 
 
 def uninstall(model: nn.Module) -> None:
     """Remove the hook (from a merged copy, which has no GLoRA layers)."""
-    hook_id, _ = model.__dict__.pop("_glora_batched", (None, None))
+    hook_id = model.__dict__.pop("_glora_batched", (None,))[0]
     if hook_id is not None:
         model._forward_pre_hooks.pop(hook_id, None)
 
@@ -132,13 +132,13 @@ def versions(factors: tuple[Optional[Tensor], ...]) -> tuple[int, ...]:
 
 
 def _build_all(model: nn.Module, args: Any) -> None:
-    layers = model.__dict__["_glora_batched"][1]
+    _, layers, switches = model.__dict__["_glora_batched"]
     for layer in layers:
         layer.__dict__["_built"] = None  # plain attributes set directly: nn.Module.__setattr__ is slow
     if MODE == "off" or not torch.is_grad_enabled():
         return
     jobs, factors = [], []
-    checkpointing = _checkpointing(model)
+    checkpointing = any(getattr(module, name, False) for module, name in switches)
     for layer in layers:
         job = _job(layer, checkpointing)
         if job is not None:
@@ -175,12 +175,13 @@ def linear(layer: nn.Module, built: Built, x: Tensor, w0: Tensor, b0: Optional[T
         recipe.weight = None
 
 
-def _checkpointing(model: nn.Module) -> bool:
-    """Whether the model's gradient checkpointing switch is on (transformers >= 5, older transformers, timm)."""
-    for name in ("is_activation_checkpointing", "is_gradient_checkpointing", "grad_checkpointing"):
-        if hasattr(type(model), name) or name in model.__dict__:
-            return bool(getattr(model, name))
-    return False
+def _checkpointing_switches(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """The attributes that turn gradient checkpointing on, found once: ``gradient_checkpointing`` (transformers;
+    its ``is_activation_checkpointing`` walks every module on each call, a millisecond per step on a 1 B model)
+    and timm's ``grad_checkpointing`` on any module, and both on the model itself even when not set yet."""
+    names = ("gradient_checkpointing", "grad_checkpointing")
+    found = [(m, n) for m in model.modules() if m is not model for n in names if hasattr(m, n)]
+    return found + [(model, n) for n in names]
 
 
 def _saved_tensor_hooks_active() -> bool:

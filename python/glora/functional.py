@@ -52,6 +52,10 @@ def effective_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tenso
     exactly, so no copy of ``W0`` in that precision is made.
     """
     if dtype is not None:
+        a, b = plan[0], plan[1]
+        if (a.kind != NONE or b.kind != NONE) and max(a.rank, b.rank) <= kernels.MAX_RANK and kernels.weight_kernel_usable(w0):
+            ones = _ones(w0.shape[1], w0.device, ad.dtype)
+            return kernels.weight_from_factors(w0, _stored_factor(ad, au, a, ones), _stored_factor(bd, bu, b, ones), dtype)
         return _rounded_weight(plan, w0, ad, au, bd, bu, dtype)
     a = factor(ad, au, plan[0])
     b = factor(bd, bu, plan[1])
@@ -77,6 +81,16 @@ def _rounded_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor
     if delta is None:
         return w0.to(dtype)
     return torch.add(w0, delta, out=torch.empty(w0.shape, dtype=dtype, device=w0.device))
+
+
+def _stored_factor(down: Tensor, up: Tensor, choice: Choice, ones: Tensor) -> Optional[kernels.Factor]:
+    """A or B as ``kernels.weight_from_factors`` reads it: a lora slice by its rank, a vector as the down factor's
+    first column times a row of ones, a scalar as its first element read for every row."""
+    if choice.kind == NONE:
+        return None
+    if choice.kind == LORA:
+        return down, up, choice.rank, down.stride(0)
+    return down, ones, 1, down.stride(0) if choice.kind == VECTOR else 0
 
 
 def _low_rank(down: Tensor, up: Tensor, choice: Choice, ones: Tensor) -> tuple[Optional[Tensor], Optional[Tensor]]:

@@ -22,6 +22,7 @@ except ImportError:  # triton ships with CUDA builds of torch; CPU-only installs
 
 MAX_RANK = 64
 ENABLED = os.environ.get("GLORA_FUSED_KERNELS") == "1"
+WEIGHT_KERNEL = os.environ.get("GLORA_WEIGHT_KERNEL", "1") != "0"
 BLOCK_M = 64
 BLOCK_N = 128
 
@@ -33,6 +34,14 @@ def available(w0: torch.Tensor) -> bool:
     before the linear layer became one autograd node, which now calls ``weight_forward`` / ``weight_grads``
     directly (one pass over W0 forward, one for the rebuild and one for all factor gradients backward)."""
     return ENABLED and triton is not None and w0.is_cuda
+
+
+def weight_kernel_usable(w0: torch.Tensor) -> bool:
+    """Whether ``W'`` is formed by one kernel launch where no autograd is involved (the weights built for a training
+    forward, their rebuild in the backward, merging): CUDA, Triton, a float base, not under torch.compile
+    (``GLORA_WEIGHT_KERNEL=0`` turns it off)."""
+    return (WEIGHT_KERNEL and triton is not None and w0.is_cuda and w0.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            and not torch.compiler.is_compiling())
 
 
 if triton is not None:
@@ -53,10 +62,11 @@ if triton is not None:
         u = tl.load(U + rk[:, None] * s_uk + rn[None, :] * s_un, mask=(rk[:, None] < R) & (rn[None, :] < N), other=0.0).to(tl.float32)
         return d, u
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["RP", "RQ", "s_pdm", "s_pdk", "s_puk", "s_pun", "s_qdm", "s_qdk", "s_quk", "s_qun"])
     def _weight_fwd(W0, PD, PU, QD, QU, OUT, M, N, RP, RQ,
                     s_wm, s_wn, s_pdm, s_pdk, s_puk, s_pun, s_qdm, s_qdk, s_quk, s_qun, s_om, s_on,
-                    HAS_P: tl.constexpr, HAS_Q: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr):
+                    HAS_P: tl.constexpr, HAS_Q: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr,
+                    ROUNDING: tl.constexpr):
         w, rm, rn, rk, mask = _tile(W0, M, N, s_wm, s_wn, BM, BN, BR)
         out = w
         if HAS_P:
@@ -65,7 +75,7 @@ if triton is not None:
         if HAS_Q:
             qd, qu = _factor_tiles(QD, QU, rm, rn, rk, M, N, RQ, s_qdm, s_qdk, s_quk, s_qun)
             out += tl.dot(qd, qu, input_precision="ieee")
-        tl.store(OUT + rm[:, None] * s_om + rn[None, :] * s_on, out.to(OUT.dtype.element_ty), mask=mask)
+        tl.store(OUT + rm[:, None] * s_om + rn[None, :] * s_on, out.to(OUT.dtype.element_ty, fp_downcast_rounding=ROUNDING), mask=mask)
 
     @triton.jit
     def _weight_bwd(G, W0, PD, PU, QD, QU, GPD, GPU, GQD, GQU, M, N, RP, RQ,
@@ -96,6 +106,11 @@ def _block_rank(*ranks: int) -> int:
     return 1 << (r - 1).bit_length()
 
 
+def _rounding(dtype: torch.dtype) -> Optional[str]:
+    """Round to nearest even when narrowing to ``dtype``, as PyTorch's cast does (None: float32, no narrowing)."""
+    return None if dtype == torch.float32 else "rtne"
+
+
 def _strides(t: Optional[torch.Tensor]) -> tuple[int, int]:
     return (0, 0) if t is None else (t.stride(0), t.stride(1))
 
@@ -112,7 +127,27 @@ def weight_forward(w0: torch.Tensor, pd: Optional[torch.Tensor], pu: Optional[to
     _weight_fwd[grid](
         w0, pd if pd is not None else dummy, pu if pu is not None else dummy, qd if qd is not None else dummy, qu if qu is not None else dummy,
         out, m, n, rp, rq, *w0.stride(), *_strides(pd), *_strides(pu), *_strides(qd), *_strides(qu), *out.stride(),
-        HAS_P=pd is not None, HAS_Q=qd is not None, BM=BLOCK_M, BN=BLOCK_N, BR=_block_rank(rp, rq),
+        HAS_P=pd is not None, HAS_Q=qd is not None, BM=BLOCK_M, BN=BLOCK_N, BR=_block_rank(rp, rq), ROUNDING=_rounding(dtype),
+    )
+    return out
+
+
+Factor = tuple[torch.Tensor, torch.Tensor, int, int]
+"""A or B for ``weight_from_factors``: the stored down and up factors, the rank used, and the row stride to read the
+down factor with (0 reads its first row for every row: a scalar broadcast to a column)."""
+
+
+def weight_from_factors(w0: torch.Tensor, p: Optional[Factor], q: Optional[Factor], dtype: torch.dtype) -> torch.Tensor:
+    """``W0 + W0 * (Pd Pu) + Qd Qu`` in ``dtype`` in one launch (no autograd), reading the stored factors as they
+    are: the rank and the broadcast are kernel arguments, so no slice or view is made on the host."""
+    m, n = w0.shape
+    out = torch.empty((m, n), device=w0.device, dtype=dtype)
+    pd, pu, rp, s_pdm = p if p is not None else (w0, w0, 0, 0)
+    qd, qu, rq, s_qdm = q if q is not None else (w0, w0, 0, 0)
+    _weight_fwd[(triton.cdiv(m, BLOCK_M), triton.cdiv(n, BLOCK_N))](
+        w0, pd, pu, qd, qu, out, m, n, rp, rq, *w0.stride(), s_pdm, pd.stride(1), *pu.stride(), s_qdm, qd.stride(1), *qu.stride(),
+        *out.stride(), HAS_P=p is not None, HAS_Q=q is not None, BM=BLOCK_M, BN=BLOCK_N, BR=_block_rank(rp, rq),
+        ROUNDING=_rounding(dtype),
     )
     return out
 
