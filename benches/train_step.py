@@ -19,7 +19,7 @@ import gc
 import torch
 import torch.nn.functional as F
 from common import allocated, peak_gib, print_table, reset_peak, time_interleaved, write_result
-from methods import METHODS, prepare, training_step
+from methods import METHODS, OPTIMIZER, prepare, training_step
 
 import glora
 from glora import batched_weights, kernels
@@ -112,14 +112,14 @@ def main() -> None:
         print(name)
         print_table(rows, ["method", "ms_per_step", "host_ms", "time_vs_peft_lora", "peak_gib", "memory_vs_peft_lora", "trainable_params", "subnet_params"])
         results[name] = rows
-    path = write_result(args.name, device,
-                        {"vit": {"model": "vit_base_patch16_224", "batch": 64 if gpu else 2, "targets": VIT_TARGETS},
-                         "llama": {"hidden": 2048, "layers": 16, "mlp": 5632, "batch": 4 if gpu else 1, "seq": 1024 if gpu else 64,
-                                   "weights": "bf16", "targets": LLAMA_TARGETS},
-                         "autocast": "bf16", "glora_rank": 4, "peft_lora_r": 8, "warmup_steps": warmup, "timed_steps": repeat,
-                         "fused_kernels": "on (GLORA_FUSED_KERNELS=1)" if kernels.ENABLED else "off (default)",
-                         "batched_weights": batched_weights.MODE, "timing": "interleaved rounds, one step of each method per round"},
-                        results)
+        path = write_result(args.name, device,  # after each model: a run cut short keeps what it measured
+                            {"vit": {"model": "vit_base_patch16_224", "batch": 64 if gpu else 2, "targets": VIT_TARGETS},
+                             "llama": {"hidden": 2048, "layers": 16, "mlp": 5632, "batch": 4 if gpu else 1, "seq": 1024 if gpu else 64,
+                                       "weights": "bf16", "targets": LLAMA_TARGETS},
+                             "autocast": "bf16", "glora_rank": 4, "peft_lora_r": 8, "warmup_steps": warmup, "timed_steps": repeat,
+                             "optimizer": OPTIMIZER, "fused_kernels": "on (GLORA_FUSED_KERNELS=1)" if kernels.ENABLED else "off (default)",
+                             "batched_weights": batched_weights.MODE, "timing": "interleaved rounds, one step of each method per round"},
+                            results)
     print(f"wrote {path}")
 
 
