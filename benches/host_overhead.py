@@ -54,7 +54,7 @@ def steps_of(make, targets, head, loss_of, methods):
     steps = {}
     for method in methods:
         model, params, _ = prepare(method, make, targets, head, 0)
-        step = training_step(model, params, loss_of, "cpu", foreach=True)  # foreach: the GPU default
+        step = training_step(model, params, loss_of, "cpu", fused=True)  # fused, as train_step.py on the GPU
         for _ in range(5):
             step()
         steps[method] = step

@@ -17,10 +17,10 @@ OPTIMIZER = ("AdamW lr 1e-4, weight decay 1e-4; fused on CUDA, as the transforme
 
 
 def training_step(model: torch.nn.Module, params: list, loss_of: Callable[[torch.nn.Module], torch.Tensor],
-                  device_type: str, foreach: Optional[bool] = None) -> Callable[[], None]:
+                  device_type: str, fused: Optional[bool] = None) -> Callable[[], None]:
     """One AdamW step (lr 1e-4, weight decay 1e-4) under bf16 autocast, as every speed benchmark times it: see
-    ``OPTIMIZER``."""
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4, foreach=foreach, fused=True if device_type == "cuda" else None)
+    ``OPTIMIZER`` (``fused`` None: fused on CUDA only)."""
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4, fused=device_type == "cuda" if fused is None else fused)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
