@@ -301,6 +301,28 @@ def test_batched_modes_match_the_node_over_any_base(seed: int, base: str, mode: 
             assert (g - ref).norm() <= tolerance * ref.norm() + 1e-6, name
 
 
+@pytest.mark.parametrize("how", ["inside_autocast", "create_graph"])
+def test_the_rebuild_is_the_same_in_any_backward(how: str) -> None:
+    """``W'`` rebuilt in a backward run inside the autocast region, or with ``create_graph=True`` (grad mode on
+    while it runs), gives the gradients of the usual backward."""
+    grads = []
+    for variant in ("usual", how):
+        model = _tiny_transformer(3, "bfloat16_autocast")
+        glora.set_subnet(model, glora.sample_subnet(model, 3))
+        x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(3))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(x).float().sum()
+            if variant == "inside_autocast":
+                loss.backward()
+        if variant == "usual":
+            loss.backward()
+        elif variant == "create_graph":
+            loss.backward(create_graph=True)
+        grads.append({n: p.grad.detach() for n, p in adapter_parameters(model) if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    assert all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
+
+
 @pytest.mark.parametrize("case", LINEAR_CASES, ids=repr)
 @pytest.mark.parametrize("seed", range(2))
 def test_rebuilt_weights_match_the_node_on_every_model_kind(case, seed: int, monkeypatch) -> None:

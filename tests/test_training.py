@@ -9,6 +9,7 @@ import torch
 from models import MLP, ConvNet, TinyTransformer
 
 import glora
+from glora.model import draw_plans
 
 
 def _task(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,3 +264,28 @@ def test_spread_draws_cover_the_budget_window() -> None:
 def test_budget_spread_needs_budget_aware_sampling() -> None:
     with pytest.raises(ValueError, match="budget_spread=True spreads budget-aware draws"):
         glora.TrainConfig(steps=2, budget_spread=True)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_plans_drawn_together_equal_plans_drawn_one_by_one(seed: int) -> None:
+    """The trainer and ``supernet_mode`` draw every layer's configuration from one call to the generator: the same
+    configurations, and the generator left in the same state, as drawing layer after layer."""
+    from models import vit_tiny
+
+    model = glora.wrap(vit_tiny(), glora.GLoRAConfig(ranks=[2, 4], target_modules=["qkv", "attn.proj", "fc1", "fc2"]))
+    layers = [layer for _, layer in glora.glora_layers(model)]
+    together, one_by_one = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    for _ in range(3):
+        assert draw_plans(layers, together) == [layer.draw(one_by_one) for layer in layers]
+    assert torch.equal(together.get_state(), one_by_one.get_state())
+    # supernet_mode over the batched build: each layer runs the configuration drawn for it, in order
+    glora.supernet_mode(model, seed)
+    expected = draw_plans(layers, torch.Generator().manual_seed(seed))
+    model.train()
+    glora.set_batched_weights("always")  # keeps each layer's built weights after its forward
+    try:
+        model(torch.randn(2, 3, 32, 32)).sum().backward()
+    finally:
+        glora.set_batched_weights("auto")
+    assert [layer._built.plan if layer._built is not None else None for layer in layers] == [
+        p if any(c.kind != "none" for c in p) else None for p in expected]

@@ -106,7 +106,11 @@ class _Recipe:
             raise RuntimeError("a GLoRA factor (Ad, Au, Bd or Bu) was modified in place between the forward and the "
                                "backward; the backward needs the values the forward used")
         ad, au, bd, bu = self.factors
-        with torch.no_grad(), no_autocast(self.w0.device.type):
+        device_type = self.w0.device.type
+        if torch.is_grad_enabled() or torch.is_autocast_enabled(device_type):  # a double backward, or one under autocast
+            with torch.no_grad(), no_autocast(device_type):
+                weight = effective_weight(self.plan, self.w0, ad, au, bd, bu, self.dtype)
+        else:  # the usual backward: no context to enter, a cost paid per layer and step
             weight = effective_weight(self.plan, self.w0, ad, au, bd, bu, self.dtype)
         return weight.as_strided(*saved)
 
@@ -137,12 +141,13 @@ def _build_all(model: nn.Module, args: Any) -> None:
         layer.__dict__["_built"] = None  # plain attributes set directly: nn.Module.__setattr__ is slow
     if MODE == "off" or not torch.is_grad_enabled():
         return
-    jobs, factors = [], []
     checkpointing = any(getattr(module, name, False) for module, name in switches)
-    for layer in layers:
-        job = _job(layer, checkpointing)
-        if job is not None:
-            jobs.append(job)
+    taking_part = [t for t in (_taking_part(layer, checkpointing) for layer in layers) if t is not None]
+    jobs, factors = [], []
+    for (layer, w0, b0, dtype, keep), plan in zip(taking_part, _plans([t[0] for t in taking_part])):
+        dense, bias_terms = has_weight_terms(plan), has_bias_terms(plan)
+        if dense or bias_terms:
+            jobs.append(_Job(layer, plan, dtype, dense, bias_terms, w0, b0, keep))
             factors.extend(layer._factors())
     if not jobs:
         return
@@ -189,8 +194,8 @@ def _saved_tensor_hooks_active() -> bool:
     return top is not None and top(False) is not None
 
 
-def _job(layer: nn.Module, checkpointing: bool) -> Optional[_Job]:
-    """The layer's job when it takes part in this forward, else None."""
+def _taking_part(layer: nn.Module, checkpointing: bool) -> Optional[tuple]:
+    """``(layer, W0, b0, compute dtype, keep W')`` when the layer takes part in this forward, else None."""
     if layer._folded is not None:
         return None
     w0, b0 = layer._weight_matrix(), layer.base_layer.bias
@@ -205,12 +210,18 @@ def _job(layer: nn.Module, checkpointing: bool) -> Optional[_Job]:
         return None
     if layer._fixed is None and layer._sampler is None:
         return None  # the layer's own forward raises the error that says what to do
-    plan = layer._current()
-    dense = has_weight_terms(plan)
-    bias_terms = has_bias_terms(plan)
-    if not (dense or bias_terms):
-        return None
-    return _Job(layer, plan, dtype, dense, bias_terms, w0, b0, keep)
+    return layer, w0, b0, dtype, keep
+
+
+def _plans(layers: list[nn.Module]) -> list[tuple[Choice, ...]]:
+    """Each layer's configuration for this forward, in order; layers sharing ``supernet_mode``'s sampler draw
+    together from one call to its generator (the same configurations as drawn one by one)."""
+    drawing = [layer for layer in layers if layer._fixed is None]
+    sampler = drawing[0]._sampler if drawing else None
+    if not (hasattr(sampler, "draw_all") and all(layer._sampler is sampler for layer in drawing)):
+        return [layer._current() for layer in layers]
+    drawn = iter(sampler.draw_all(drawing))
+    return [layer._fixed if layer._fixed is not None else next(drawn) for layer in layers]
 
 
 class _BuildWeights(torch.autograd.Function):

@@ -169,7 +169,10 @@ class GLoRALayer(nn.Module):
 
     def draw(self, generator: torch.Generator) -> tuple[Choice, ...]:
         """One configuration drawn uniformly and independently per gene from the offered choices."""
-        draws = torch.randint(0, 1 << 30, (len(GENES),), generator=generator).tolist()
+        return self.plan_of(torch.randint(0, 1 << 30, (len(GENES),), generator=generator).tolist())
+
+    def plan_of(self, draws: list[int]) -> tuple[Choice, ...]:
+        """The configuration that ``draw`` makes of one random integer per gene."""
         return tuple(options[d % len(options)] for options, d in zip(self._offered, draws))
 
     def _current(self) -> tuple[Choice, ...]:

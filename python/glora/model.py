@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -144,6 +144,31 @@ def sample_subnet(model: nn.Module, generator: GeneratorLike = None) -> Subnet:
     return {name: uniform_layer_config(layer, g) for name, layer in _layers_or_raise(model)}
 
 
+def draw_plans(layers: Sequence[GLoRALayer], generator: torch.Generator) -> list[tuple[Choice, ...]]:
+    """``[layer.draw(generator) for layer in layers]`` from one call to the generator: a CPU generator fills a
+    tensor in order, so the configurations are the same (a generator on another device draws per layer)."""
+    if generator.device.type != "cpu":
+        return [layer.draw(generator) for layer in layers]
+    rows = torch.randint(0, 1 << 30, (len(layers), len(GENES)), generator=generator).tolist()
+    return [layer.plan_of(row) for layer, row in zip(layers, rows)]
+
+
+class UniformSampler:
+    """What ``supernet_mode`` installs on every layer: a uniform draw per layer and forward from one generator.
+    The weights built for a whole forward (``batched_weights``) draw for all its layers at once."""
+
+    __slots__ = ("generator",)
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def __call__(self, layer: GLoRALayer) -> tuple[Choice, ...]:
+        return layer.draw(self.generator)
+
+    def draw_all(self, layers: Sequence[GLoRALayer]) -> list[tuple[Choice, ...]]:
+        return draw_plans(layers, self.generator)
+
+
 def supernet_mode(model: nn.Module, generator: GeneratorLike = None) -> torch.Generator:
     """Make every GLoRA layer draw a fresh uniform configuration on each forward; returns the generator used.
 
@@ -152,8 +177,9 @@ def supernet_mode(model: nn.Module, generator: GeneratorLike = None) -> torch.Ge
     its own node draws when it runs and would draw again in a recomputation: draw per step with ``sample_subnet``
     and ``set_subnet`` there instead (``SupernetTrainer`` does so)."""
     g = make_generator(generator)
+    sampler = UniformSampler(g)
     for _, layer in _layers_or_raise(model):
-        layer.set_sampler(lambda lyr, _g=g: lyr.draw(_g))
+        layer.set_sampler(sampler)
     return g
 
 

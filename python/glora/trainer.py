@@ -32,7 +32,7 @@ from torch import nn
 from .batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
 from .distributed import barrier, process_group
 from .choices import Choice
-from .model import glora_layers, search_space, validate_subnet
+from .model import draw_plans, glora_layers, search_space, validate_subnet
 from .sampling import BudgetSampler
 from .space import budget_bounds
 from .version import __version__
@@ -179,7 +179,7 @@ class SupernetTrainer:
         same configuration."""
         if self.sampler is not None:
             return [*self.fixed, validate_subnet(self.model, self.sampler.draw(self.step)[0])]
-        return self.fixed or [{name: layer.draw(self.generator) for name, layer in self.layers}]
+        return self.fixed or [dict(zip((n for n, _ in self.layers), draw_plans([lyr for _, lyr in self.layers], self.generator)))]
 
     # ------------------------------------------------------------------------------------------- training
     def _micro_step(self, batch: Batch, scale: float) -> float:
