@@ -9,7 +9,10 @@ from reference_layer import replace_linears
 
 import glora
 
-METHODS = ["full_finetune", "peft_lora_r8", "peft_glora_default", "reference_supernet", "glora_supernet", "glora_fixed_random", "glora_fixed_all_lora"]
+METHODS = ["full_finetune", "peft_lora_r8", "peft_glora_default", "reference_supernet", "glora_supernet", "glora_supernet_add_bias",
+           "glora_fixed_random", "glora_fixed_all_lora"]
+"""``glora_supernet_add_bias``: the paper's terms on bias-free layers too (``add_bias=True``; C and E create a bias
+there), a different model from the default only where layers lack a bias (the LLaMA-style decoder)."""
 
 
 OPTIMIZER = ("AdamW lr 1e-4, weight decay 1e-4; fused on CUDA, as the transformers Trainer's default optimizer "
@@ -51,8 +54,9 @@ def prepare(method: str, make_model: Callable[[], torch.nn.Module], targets: str
             for p in model.get_submodule(head).parameters():
                 p.requires_grad_(True)
     else:
-        glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=targets, modules_to_save=saved))
-        if method == "glora_supernet":
+        add_bias = method == "glora_supernet_add_bias"
+        glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=targets, modules_to_save=saved, add_bias=add_bias))
+        if method in ("glora_supernet", "glora_supernet_add_bias"):
             glora.supernet_mode(model, seed)
         elif method == "glora_fixed_all_lora":
             subnet = {n: {g: layer.choices[g][0] for g in glora.GENES} for n, layer in glora.glora_layers(model)}

@@ -6,7 +6,9 @@ bf16; batch 4 x 1024 tokens; targets q, k, v, o, gate, up, down; no biases). bf1
 Figures: median ms per step and peak GPU memory, with ratios to PEFT LoRA r=8 measured in the same process.
 The methods' steps are timed interleaved (one step of each per round), so a drift of the host's speed, which
 bounds these steps, reaches all alike; each peak is the method's own (what it allocates over what was allocated
-before its model was built).
+before its model was built). glora's layers keep the base's architecture (``add_bias=False``, the default, as
+PEFT's GloraConfig: no bias-creating C or E on bias-free layers); ``glora_supernet_add_bias`` is the supernet with
+the paper's terms there too, measured on the LLaMA-style decoder (every ViT layer has a bias).
 
     python benches/train_step.py [--models vit llama] [--methods ...]
 """
@@ -97,7 +99,8 @@ def main() -> None:
             make, targets, head, loss_of = vit(device, 64 if gpu else 2)
         else:
             make, targets, head, loss_of = llama(device, 4 if gpu else 1, 1024 if gpu else 64)
-        steps, by_method = prepare_all(args.methods, make, targets, head, loss_of, device)
+        methods = [m for m in args.methods if not (name == "vit" and m == "glora_supernet_add_bias")]  # every ViT layer has a bias
+        steps, by_method = prepare_all(methods, make, targets, head, loss_of, device)
         timings = time_interleaved(steps, device, warmup, repeat)
         rows = []
         for method, row in by_method.items():

@@ -98,6 +98,19 @@ def test_merge_warns_when_a_bias_is_added() -> None:
     assert merged.fc1.bias is not None
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_by_default_a_bias_free_model_keeps_its_architecture(seed: int) -> None:
+    """With the default config, bias-free layers offer no term that creates a bias; any subnet merges into
+    bias-free layers, without a warning."""
+    model = glora.wrap(MLP(bias=False), glora.GLoRAConfig(target_modules=["fc1", "fc2"]))
+    for _, layer in glora.glora_layers(model):
+        assert layer.choices["C"] == layer.choices["D"] == layer.choices["E"] == ("none",)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", glora.BiasAddedWarning)
+        merged = glora.merge(model, glora.sample_subnet(model, seed))
+    assert merged.fc1.bias is None and merged.fc2.bias is None
+
+
 def _table_cost(gene: str, choice: str, out: int, inn: int) -> int:
     """METHOD.md section 2, written out independently of glora.choices."""
     if choice == "none":

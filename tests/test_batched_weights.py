@@ -252,7 +252,7 @@ def test_torch_compile_of_a_wrapped_model(enabled: bool, base: str, monkeypatch)
 def _tiny_transformer(seed: int, base: str) -> nn.Module:
     torch.manual_seed(seed)
     model = TinyTransformer()
-    glora.wrap(model, glora.GLoRAConfig(rank=4, ranks=[2, 4], target_modules=r"(.*\.)?(q|k|v|o|up|down)"))
+    glora.wrap(model, glora.GLoRAConfig(rank=4, ranks=[2, 4], target_modules=r"(.*\.)?(q|k|v|o|up|down)", add_bias=True))
     with torch.no_grad():
         for _, p in adapter_parameters(model):
             p.copy_(torch.randn_like(p) * 0.1)

@@ -21,8 +21,10 @@ class GLoRAConfig:
             name; a list holds names or suffixes (``"qkv"`` matches ``"blocks.0.attn.qkv"``); ``"all-linear"``
             wraps every ``nn.Linear`` and Hugging Face ``Conv1D`` outside ``modules_to_save``.
         exclude_modules: layers never wrapped, in the same forms as ``target_modules``.
-        add_bias: on layers without a bias, True follows the paper (C and E may create one; a merge then gives the
-            layer a bias), False keeps the base architecture (C, D, E are not offered there).
+        add_bias: on layers without a bias (an LLM's projections), False keeps the base architecture, as PEFT's
+            GloraConfig does: C and E, which would create a bias, are not offered there, so a merged model still
+            loads into its original class. True follows the paper (C and E may create one; a merge then gives the
+            layer a bias and warns with ``BiasAddedWarning``). Layers with a bias are offered all terms either way.
         modules_to_save: extra modules that stay trainable and are saved with the adapter (a new head).
         init: initialisation of the up factors: ``"kaiming"`` (default) or ``"xavier"``.
     """
@@ -31,7 +33,7 @@ class GLoRAConfig:
     ranks: Optional[list[int]] = None
     target_modules: TargetSpec = None
     exclude_modules: TargetSpec = None
-    add_bias: bool = True
+    add_bias: bool = False
     modules_to_save: Optional[list[str]] = None
     init: str = "kaiming"
 

@@ -62,7 +62,7 @@ class GLoRALayer(nn.Module):
         base_layer: nn.Module,
         max_rank: int,
         ranks: tuple[int, ...],
-        add_bias: bool = True,
+        add_bias: bool = False,
         init: str = "kaiming",
     ) -> None:
         super().__init__()
