@@ -20,8 +20,8 @@ checkpointing uses the same tensors; for that reason a model whose checkpointing
 layers whose ``W'`` would otherwise be rebuilt. A layer uses the built weights only while they are current: same
 plan, factors not modified since (their version counters), gradients enabled and the same compute dtype;
 otherwise it runs the ``GLoRALinear`` node as before (a submodule called on its own, inference, a step after the
-optimizer's). The weights are formed by the PyTorch terms; the opt-in Triton kernels
-(``GLORA_FUSED_KERNELS=1``) serve only the per-layer node, where they were measured (slower on host-bound steps).
+optimizer's). The weights are formed by the PyTorch terms; with the opt-in Triton kernels (``GLORA_FUSED_KERNELS=1``)
+each ``W'`` here is one launch, which did not shorten the host-bound steps measured (see ``kernels``).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def _build_all(model: nn.Module, args: Any) -> None:
         layer.__dict__["_built"] = None  # plain attributes set directly: nn.Module.__setattr__ is slow
     if MODE == "off" or not torch.is_grad_enabled():
         return
-    checkpointing = any(getattr(module, name, False) for module, name in switches)
+    checkpointing = any(getattr(module, name, False) is True for module, name in switches)
     taking_part = [t for t in (_taking_part(layer, checkpointing) for layer in layers) if t is not None]
     jobs, factors = [], []
     for (layer, w0, b0, dtype, keep), plan in zip(taking_part, _plans([t[0] for t in taking_part])):
@@ -185,7 +185,7 @@ def _checkpointing_switches(model: nn.Module) -> list[tuple[nn.Module, str]]:
     its ``is_activation_checkpointing`` walks every module on each call, a millisecond per step on a 1 B model)
     and timm's ``grad_checkpointing`` on any module, and both on the model itself even when not set yet."""
     names = ("gradient_checkpointing", "grad_checkpointing")
-    found = [(m, n) for m in model.modules() if m is not model for n in names if hasattr(m, n)]
+    found = [(m, n) for m in model.modules() if m is not model for n in names if isinstance(getattr(m, n, None), bool)]
     return found + [(model, n) for n in names]
 
 

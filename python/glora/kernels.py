@@ -2,7 +2,8 @@
 all four factor gradients in one pass backward (instead of about ten weight-sized PyTorch kernels).
 
 A and B of any form are passed as low-rank factors: ``lora_r`` as its slices, ``vector`` as the column times a
-row of ones, ``scalar`` as the element broadcast to a column times a row of ones. Ranks up to 64 are handled
+row of ones, ``scalar`` as the element broadcast to a column times a row of ones (``weight_from_factors`` reads
+the stored factors as they are, with the rank and the broadcast as arguments). Ranks up to 64 are handled
 (padded to a power of two, at least 16, for ``tl.dot``). The backward writes one partial sum per tile row or
 column and adds them with ``torch.sum``, so gradients are deterministic (no atomics).
 """
