@@ -17,6 +17,7 @@ import glora
 from glora import batched_weights, linear_function
 from glora.linear_function import GLoRALinear
 from glora.model import adapter_parameters
+from glora.trainer import _enable_checkpointing
 
 LINEAR_CASES = [c for c in CASES if c.name != "convnet"]
 
@@ -301,6 +302,7 @@ def test_batched_modes_match_the_node_over_any_base(seed: int, base: str, mode: 
             assert (g - ref).norm() <= tolerance * ref.norm() + 1e-6, name
 
 
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
 @pytest.mark.parametrize("how", ["inside_autocast", "create_graph"])
 def test_the_rebuild_is_the_same_in_any_backward(how: str) -> None:
     """``W'`` rebuilt in a backward run inside the autocast region, or with ``create_graph=True`` (grad mode on
@@ -438,7 +440,7 @@ def test_transformers_checkpointing_switch_is_seen_on_a_submodule(monkeypatch) -
             for _, p in adapter_parameters(model):
                 p.copy_(torch.randn_like(p) * 0.1)
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _enable_checkpointing(model)  # the trainer's switch: transformers' own, non-reentrant
         model.train()
         node_calls.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -64,11 +64,22 @@ def _masked(factor: Tensor, rank: int, rows: bool) -> Tensor:
 
 def _broadcast_grad(source: Tensor, factor: Tensor, choice: Choice) -> Tensor:
     """The gradient of a down factor (or of D, E) whose first column (vector) or first element (scalar) was
-    broadcast: ``source`` summed over the broadcast dimensions, placed at that column or element."""
+    broadcast: ``source`` summed over the broadcast dimensions, placed at that column or element. A source in the
+    factor's dtype is summed row by row and placed in one product with a column selector."""
     dtype = factor.dtype
     if choice.kind == VECTOR and factor.dim() == 2:
+        if source.dtype == dtype:
+            return source @ _constant(_make_column_selector, source.shape[1], factor.shape[1], factor.device, dtype)
         return source.sum(1, keepdim=True, dtype=dtype) * _first((1, factor.shape[1]), factor.device, dtype)
     return source.sum(dtype=dtype) * _first(tuple(factor.shape), factor.device, dtype)
+
+
+def _make_column_selector(rows: int, columns: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A rows x columns matrix of zeros with a first column of ones: ``m @ selector`` puts the row sums of ``m``
+    in the first column."""
+    selector = torch.zeros(rows, columns, device=device, dtype=dtype)
+    selector[:, 0] = 1
+    return selector
 
 
 def _padded(block: Tensor, factor: Tensor) -> Tensor:
@@ -84,8 +95,11 @@ def bias_grads(grads: list, plan: tuple[Choice, ...], gb: Tensor, w0: Tensor, b0
     """Cd, Cu, D, E's gradients (slots 4-7 of ``grads``) from ``gb``, the gradient of ``b'`` in the factors'
     precision."""
     c, dc, ec = plan[2], plan[3], plan[4]
-    if dc.kind != NONE:
-        grads[6] = gb * b0 if dc.kind == VECTOR else _broadcast_grad(gb * b0, d, dc)
+    if dc.kind == VECTOR:
+        grads[6] = gb * b0
+    elif dc.kind == SCALAR:
+        total = torch.dot(gb, b0) if b0.dtype == gb.dtype else (gb * b0).sum()
+        grads[6] = total * _first(tuple(d.shape), d.device, d.dtype)
     if ec.kind != NONE:
         grads[7] = gb if ec.kind == VECTOR else _broadcast_grad(gb, e, ec)
     if c.kind != NONE:
@@ -102,7 +116,8 @@ def factor_grads(grads: list, plan: tuple[Choice, ...], precision: torch.dtype, 
     """Ad, Au, Bd, Bu's gradients from ``gw``, the gradient of ``W'`` (``W0 * gw`` for A's)."""
     a, b = plan[0], plan[1]
     if a.kind != NONE:
-        ga = torch.mul(gw, w0, out=torch.empty(gw.shape, dtype=precision, device=gw.device))
+        # W0 * gw in the factors' precision: type promotion gives it when W0 is in it, else an output of that dtype
+        ga = gw * w0 if w0.dtype == precision else torch.mul(gw, w0, out=torch.empty(gw.shape, dtype=precision, device=gw.device))
         if a.kind == LORA:
             grads[0] = ga @ _masked(au, a.rank, rows=True).t()
             grads[1] = _masked(ad, a.rank, rows=False).t() @ ga
