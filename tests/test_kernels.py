@@ -85,9 +85,9 @@ WEIGHT_SCRIPT = textwrap.dedent(
         if plan[0].kind == "none" and plan[1].kind == "none":
             continue
         dtype = rng.choice([torch.float32, torch.bfloat16])
-        kernels.weight_kernel_usable = lambda w: True
+        kernels.available = lambda w: True
         fused = functional.effective_weight(plan + (None,) * 3, w0, *factors, dtype)
-        kernels.weight_kernel_usable = lambda w: False
+        kernels.available = lambda w: False
         plain = functional.effective_weight(plan + (None,) * 3, w0, *factors, dtype)
         assert fused.dtype == plain.dtype == dtype and fused.shape == plain.shape, (plan, fused.dtype, plain.dtype)
         # both round one float32 sum to dtype; Triton's interpreter truncates where the GPU rounds to nearest even,

@@ -35,7 +35,7 @@ from torch.autograd.function import once_differentiable
 
 from .choices import Choice, has_bias_terms, has_weight_terms
 from .functional import effective_bias, effective_weight
-from .dtypes import keeps_cast_copy, no_autocast
+from .dtypes import factor_precision, keeps_cast_copy, no_autocast
 from .factor_grads import bias_grads, factor_grads
 
 Tensor = torch.Tensor
@@ -224,18 +224,6 @@ def _plans(layers: list[nn.Module]) -> list[tuple[Choice, ...]]:
     return [layer._fixed if layer._fixed is not None else next(drawn) for layer in layers]
 
 
-_PRECISIONS: dict[tuple[torch.dtype, torch.dtype], torch.dtype] = {}
-
-
-def _precision(base: torch.dtype, factors: torch.dtype) -> torch.dtype:
-    """The dtype the factor gradients are formed in, looked up once per pair (``torch.promote_types`` goes through
-    the dispatcher: a cost per layer and step)."""
-    precision = _PRECISIONS.get((base, factors))
-    if precision is None:
-        precision = _PRECISIONS[base, factors] = torch.promote_types(base, factors)
-    return precision
-
-
 class _BuildWeights(torch.autograd.Function):
     """Inputs: the jobs, then the eight factors of each job's layer. Outputs: per job, ``W'`` if dense and ``b'``
     if the plan has bias terms, in the compute dtype."""
@@ -269,7 +257,7 @@ class _BuildWeights(torch.autograd.Function):
                 ad, au, bd, bu, cd, cu, d, e = factors[8 * k : 8 * k + 8]
                 gw = next(given) if job.dense else None
                 gb = next(given) if job.bias_terms else None
-                precision = _precision(job.w0.dtype, ad.dtype)
+                precision = factor_precision(job.w0.dtype, ad.dtype)
                 slots: list[Optional[Tensor]] = [None] * 8
                 if gw is not None:
                     factor_grads(slots, job.plan, precision, gw, job.w0, ad, au, bd, bu)

@@ -1,5 +1,5 @@
-"""Dtypes of GLoRA's training ops: the dtype a base operation runs in, and autocast switched off inside the
-autograd nodes (whose casts are explicit)."""
+"""Dtypes of GLoRA's training ops: the dtype a base operation runs in, the one factor gradients are formed in,
+and autocast switched off inside the autograd nodes (whose casts are explicit)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,18 @@ def compute_dtype(x: Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
     return x.dtype
+
+
+_PRECISIONS: dict[tuple[torch.dtype, torch.dtype], torch.dtype] = {}
+
+
+def factor_precision(base: torch.dtype, factors: torch.dtype) -> torch.dtype:
+    """The dtype the factor gradients are formed in, looked up once per pair (``torch.promote_types`` goes through
+    the dispatcher: a cost per layer and step)."""
+    precision = _PRECISIONS.get((base, factors))
+    if precision is None:
+        precision = _PRECISIONS[base, factors] = torch.promote_types(base, factors)
+    return precision
 
 
 def keeps_cast_copy(w0: Tensor, dtype: torch.dtype) -> bool:

@@ -47,15 +47,15 @@ def effective_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tenso
     """``W' = W0 + W0 * A + B`` as an out x in matrix (type promotion: float32 factors give a float32 ``W'``);
     ``W0`` itself when A and B are absent.
 
-    With ``dtype`` the result is rounded once to it and built without autograd (merging, ``GLoRALinear``): the
-    terms accumulate in place in one buffer of the factors' precision, which a low-precision ``W0`` enters
-    exactly, so no copy of ``W0`` in that precision is made.
+    With ``dtype`` the result is rounded once to it and built without autograd (merging, ``GLoRALinear``, the
+    batched weights): the terms accumulate in place in one buffer of the factors' precision, which a low-precision
+    ``W0`` enters exactly, so no copy of ``W0`` in that precision is made; where the opt-in kernels serve, in one
+    launch that reads the stored factors.
     """
     if dtype is not None:
-        a, b = plan[0], plan[1]
-        if (a.kind != NONE or b.kind != NONE) and max(a.rank, b.rank) <= kernels.MAX_RANK and kernels.weight_kernel_usable(w0):
+        if uses_fused_weight(plan, w0):
             ones = _ones(w0.shape[1], w0.device, ad.dtype)
-            return kernels.weight_from_factors(w0, _stored_factor(ad, au, a, ones), _stored_factor(bd, bu, b, ones), dtype)
+            return kernels.weight_from_factors(w0, _stored_factor(ad, au, plan[0], ones), _stored_factor(bd, bu, plan[1], ones), dtype)
         return _rounded_weight(plan, w0, ad, au, bd, bu, dtype)
     a = factor(ad, au, plan[0])
     b = factor(bd, bu, plan[1])
@@ -105,7 +105,8 @@ def _low_rank(down: Tensor, up: Tensor, choice: Choice, ones: Tensor) -> tuple[O
 
 
 def uses_fused_weight(plan: tuple[Choice, ...], w0: Tensor) -> bool:
-    """Whether ``fused_weight`` serves this configuration (A or B present, CUDA, Triton, rank within range)."""
+    """Whether the Triton kernels form this configuration's ``W'`` and its factor gradients (A or B present, the
+    kernels available for ``W0``, rank within range)."""
     a, b = plan[0], plan[1]
     if a.kind == NONE and b.kind == NONE:
         return False
@@ -121,11 +122,6 @@ def _kernel_factors(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor
 def fused_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype) -> Tensor:
     """``W'`` from the stored ``W0`` straight into ``dtype`` with one Triton kernel (and one for its backward)."""
     return kernels.FusedGLoRAWeight.apply(w0, *_kernel_factors(plan, w0, ad, au, bd, bu), dtype)
-
-
-def fused_weight_value(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype) -> Tensor:
-    """``fused_weight`` without autograd (inside ``GLoRALinear``): one pass over ``W0``."""
-    return kernels.weight_forward(w0, *_kernel_factors(plan, w0, ad, au, bd, bu), dtype)
 
 
 def fused_weight_grads(plan: tuple[Choice, ...], g: Tensor, w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor) -> tuple[Optional[Tensor], ...]:

@@ -28,20 +28,12 @@ BLOCK_N = 128
 
 
 def available(w0: torch.Tensor) -> bool:
-    """Opt-in (``GLORA_FUSED_KERNELS=1``): on an H200 the fused path cut the all-lora LLaMA-style step from
-    1.86x to 1.55x PEFT LoRA's time, but Triton's launch cost and its per-shape compilations slowed the
-    launch-bound ViT-B/16 supernet step (benches/results/train_step_gpu_fused_kernels.json). Both were measured
-    before the linear layer became one autograd node, which now calls ``weight_forward`` / ``weight_grads``
-    directly (one pass over W0 forward, one for the rebuild and one for all factor gradients backward)."""
-    return ENABLED and triton is not None and w0.is_cuda
-
-
-def weight_kernel_usable(w0: torch.Tensor) -> bool:
-    """Whether ``W'`` is formed by one kernel launch where no autograd is involved (the weights built for a training
-    forward, their rebuild in the backward, merging): opt-in as ``available``, CUDA, a float base, not under
-    torch.compile. On an H200 it replaced four or five PyTorch launches per layer but did not shorten the
-    host-bound supernet steps (LLaMA-style forward 54 vs 59 ms, whole step 164 vs 150 ms; ViT-B/16 50.5 vs
-    49.0 ms, within the host's noise)."""
+    """Opt-in (``GLORA_FUSED_KERNELS=1``), on CUDA, over a float32/bf16/fp16 base, outside torch.compile. On an
+    H200 the fused path cut an all-lora LLaMA-style step from 1.86x to 1.55x PEFT LoRA's time, but slowed the
+    launch-bound ViT-B/16 supernet step (benches/results/train_step_gpu_fused_kernels.json); forming ``W'`` in one
+    launch for the batched build, its rebuild and merging replaced four or five PyTorch launches per layer without
+    shortening the host-bound supernet steps (LLaMA-style forward 54 vs 59 ms, whole step 164 vs 150 ms; ViT-B/16
+    50.5 vs 49.0 ms, within the host's noise)."""
     return (ENABLED and triton is not None and w0.is_cuda and w0.dtype in (torch.float32, torch.bfloat16, torch.float16)
             and not torch.compiler.is_compiling())
 
@@ -117,23 +109,6 @@ def _strides(t: Optional[torch.Tensor]) -> tuple[int, int]:
     return (0, 0) if t is None else (t.stride(0), t.stride(1))
 
 
-def weight_forward(w0: torch.Tensor, pd: Optional[torch.Tensor], pu: Optional[torch.Tensor], qd: Optional[torch.Tensor],
-                   qu: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """``W0 + W0 * (pd @ pu) + qd @ qu`` in ``dtype`` in one pass (no autograd); pd/pu or qd/qu may be None."""
-    m, n = w0.shape
-    rp = 0 if pd is None else pd.shape[1]
-    rq = 0 if qd is None else qd.shape[1]
-    out = torch.empty((m, n), device=w0.device, dtype=dtype)
-    dummy = w0
-    grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(n, BLOCK_N))
-    _weight_fwd[grid](
-        w0, pd if pd is not None else dummy, pu if pu is not None else dummy, qd if qd is not None else dummy, qu if qu is not None else dummy,
-        out, m, n, rp, rq, *w0.stride(), *_strides(pd), *_strides(pu), *_strides(qd), *_strides(qu), *out.stride(),
-        HAS_P=pd is not None, HAS_Q=qd is not None, BM=BLOCK_M, BN=BLOCK_N, BR=_block_rank(rp, rq), ROUNDING=_rounding(dtype),
-    )
-    return out
-
-
 Factor = tuple[torch.Tensor, torch.Tensor, int, int]
 """A or B for ``weight_from_factors``: the stored down and up factors, the rank used, and the row stride to read the
 down factor with (0 reads its first row for every row: a scalar broadcast to a column)."""
@@ -152,6 +127,11 @@ def weight_from_factors(w0: torch.Tensor, p: Optional[Factor], q: Optional[Facto
         ROUNDING=_rounding(dtype),
     )
     return out
+
+
+def _sliced(down: Optional[torch.Tensor], up: Optional[torch.Tensor]) -> Optional[Factor]:
+    """Low-rank factors already sliced to their rank (or None) as ``weight_from_factors`` reads them."""
+    return None if down is None else (down, up, down.shape[1], down.stride(0))
 
 
 def weight_grads(g: torch.Tensor, w0: torch.Tensor, pd: Optional[torch.Tensor], pu: Optional[torch.Tensor],
@@ -185,7 +165,7 @@ class FusedGLoRAWeight(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w0, pd, pu, qd, qu, dtype):
         ctx.save_for_backward(w0, pd, pu, qd, qu)
-        return weight_forward(w0, pd, pu, qd, qu, dtype)
+        return weight_from_factors(w0, _sliced(pd, pu), _sliced(qd, qu), dtype)
 
     @staticmethod
     def backward(ctx, g):

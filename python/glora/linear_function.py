@@ -23,18 +23,11 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .choices import Choice, has_bias_terms, has_weight_terms
-from .dtypes import keeps_cast_copy, no_autocast
+from .dtypes import factor_precision, keeps_cast_copy, no_autocast
 from .factor_grads import bias_grads, factor_grads, fused_factor_grads
-from .functional import effective_bias, effective_weight, fused_weight_value, uses_fused_weight
+from .functional import effective_bias, effective_weight, uses_fused_weight
 
 Tensor = torch.Tensor
-
-
-def _weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype, fused: bool) -> Tensor:
-    """W' in ``dtype``: one Triton pass over W0 where the kernels serve (opt-in, CUDA), else the PyTorch terms."""
-    if fused:
-        return fused_weight_value(plan, w0, ad, au, bd, bu, dtype)
-    return effective_weight(plan, w0, ad, au, bd, bu, dtype)
 
 
 class GLoRALinear(torch.autograd.Function):
@@ -43,11 +36,11 @@ class GLoRALinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w0, b0, plan, dtype, ad, au, bd, bu, cd, cu, d, e):  # noqa: D102 (see the class)
-        precision = torch.promote_types(w0.dtype, ad.dtype)
+        precision = factor_precision(w0.dtype, ad.dtype)
         dense = has_weight_terms(plan)
         fused = dense and uses_fused_weight(plan, w0)
         with no_autocast(x.device.type):
-            weight = _weight(plan, w0, ad, au, bd, bu, dtype, fused) if dense else w0.to(dtype)
+            weight = effective_weight(plan, w0, ad, au, bd, bu, dtype) if dense else w0.to(dtype)
             bias = effective_bias(plan, w0, b0, cd, cu, d, e, dtype)
             xc = x.to(dtype)
             y = F.linear(xc, weight, bias)
@@ -64,7 +57,7 @@ class GLoRALinear(torch.autograd.Function):
         grads: list[Optional[Tensor]] = [None] * 8
         with no_autocast(gy.device.type):
             if needs[0] and weight is None:
-                weight = _weight(plan, w0, ad, au, bd, bu, ctx.dtype, ctx.fused)
+                weight = effective_weight(plan, w0, ad, au, bd, bu, ctx.dtype)
             gx = gy.matmul(weight) if needs[0] else None
             del weight  # weight-sized buffers are freed as soon as they are used: the backward's peak stays low
             g2 = gy.reshape(-1, gy.shape[-1])

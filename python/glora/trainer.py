@@ -179,7 +179,10 @@ class SupernetTrainer:
         same configuration."""
         if self.sampler is not None:
             return [*self.fixed, validate_subnet(self.model, self.sampler.draw(self.step)[0])]
-        return self.fixed or [dict(zip((n for n, _ in self.layers), draw_plans([lyr for _, lyr in self.layers], self.generator)))]
+        if self.fixed:
+            return self.fixed
+        plans = draw_plans([layer for _, layer in self.layers], self.generator)
+        return [{name: plan for (name, _), plan in zip(self.layers, plans)}]
 
     # ------------------------------------------------------------------------------------------- training
     def _micro_step(self, batch: Batch, scale: float) -> float:
