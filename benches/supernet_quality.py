@@ -2,7 +2,7 @@
 
 all-MiniLM-L6-v2 (mean pooling, new linear head) on the movie sentences of ../shared/BENCHMARKS.md: 1000
 training, 500 validation (search fitness only) and 2000 test sentences, max_len 64, 3 seeds. For each sampling
-option (uniform as the reference, budget-aware, sandwich with distillation) the supernet (rank 4, all 36 encoder
+option (uniform as the reference, budget-aware, sandwich with distillation) the supernet (rank 4 unless ``--ranks``, all 36 encoder
 linears) is trained, the search runs at PEFT LoRA r=8 (query, value)'s budget of 73,728 adapter parameters, and
 we report the searched subnet's test accuracy, the mean test accuracy of random feasible subnets, and the
 baselines of BENCHMARKS.md item 5 trained for 320 steps (``--baselines``: PEFT LoRA r=8 on query and value by
@@ -51,10 +51,12 @@ def splits(tokenizer, data: str, sizes: tuple[int, int, int], seed: int) -> tupl
     return tuple(encode(tokenizer, s, 64) for s in balanced_splits(texts, labels, sizes, seed))
 
 
-def train_plain(model, data, steps: int, lr: float, batch: int, seed: int, device) -> float:
-    """AdamW with 10 % warm-up and cosine decay over the trainable parameters (the PEFT baseline)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+def train_plain(model, data, steps: int, lr: float, batch: int, seed: int, device, head_ratio: float = 1.0) -> float:
+    """AdamW with 10 % warm-up and cosine decay over the trainable parameters (the PEFT baseline); the head's
+    learning rate is ``lr * head_ratio``."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in params if ("head" in n) == is_head], "lr": lr * (head_ratio if is_head else 1.0)} for is_head in (False, True)]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, weight_decay=1e-4)
     warm = steps // 10
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / (warm + 1) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
     n = len(data["labels"])
@@ -98,35 +100,41 @@ def baseline_run(method: str, model_dir: str, data: tuple, seed: int, steps: int
         for name, p in model.named_parameters():
             p.requires_grad_(method == "full_finetune" or name.startswith("head."))
     reset_peak(device)
-    seconds = train_plain(model, train, steps, lr, 32, seed, device)
+    head_ratio = LR_RATIOS.get("modules_to_save", 1.0)
+    seconds = train_plain(model, train, steps, lr, 32, seed, device, head_ratio)
     trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
     head = sum(v for n, v in trainable.items() if "head" in n)
-    return {"method": method, "seed": seed, "steps": steps, "lr": lr, "adapter_params": sum(trainable.values()) - head, "head_params": head,
+    return {"method": method + (f"[head{head_ratio:g}]" if head_ratio != 1.0 else ""), "seed": seed, "steps": steps, "lr": lr, "adapter_params": sum(trainable.values()) - head, "head_params": head,
             "test_accuracy": accuracy_of(model, test, device), "train_s": seconds, "peak_gib": peak_gib(device)}
+
+
+LR_RATIOS: dict[str, float] = {}  # --lr-ratios, for the supernet and the fine-tuning
 
 
 def _train(model, data, device, seed: int, **settings) -> glora.TrainResult:
     precision = "bf16" if device.type == "cuda" else "fp32"
     config = glora.TrainConfig(batch_size=32, warmup_steps=settings["steps"] // 10, seed=seed,
-                               precision=precision, progress=False, **settings)
+                               precision=precision, progress=False, lr_ratios=LR_RATIOS or None, **settings)
     return glora.SupernetTrainer(model, data, config, device=device).train()
 
 
 def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int, lr: float, device: torch.device,
               fitness: str = "neg_loss", generations: int = 20, random_subnets: int = 20, finetune_steps: int = 0,
               finetune_lr: float = 1e-3, random_finetune: int = 3, floor: float = 0.75, search_window: bool = False,
-              budget: int = BUDGET, spread: bool = False) -> dict[str, Any]:
+              budget: int = BUDGET, spread: bool = False, ranks: tuple[int, ...] = (4,), init: str = "kaiming",
+              max_grad_norm: Optional[float] = None, choices: Optional[dict[str, list[str]]] = None) -> dict[str, Any]:
     """Train the supernet with one sampling option, search at the budget (or, with ``search_window``, within the
     training window), and score on the test split."""
     train, val, test = data
     torch.manual_seed(seed)
     model = load(model_dir, device)
-    glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=ENCODER_LINEARS, modules_to_save=["head"]))
+    glora.wrap(model, glora.GLoRAConfig(ranks=list(ranks), target_modules=ENCODER_LINEARS, modules_to_save=["head"], init=init,
+                                        choices=choices))
     window = None if sampling == "uniform" else (int(floor * budget), budget)
     spread = spread and window is not None  # uniform paths have no budget to spread over
     reset_peak(device)
     trained = _train(model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=window, distill=sampling == "sandwich",
-                     budget_spread=spread)
+                     budget_spread=spread, max_grad_norm=max_grad_norm)
     train_peak = peak_gib(device)
     searched = window if search_window and window else budget
     found = glora.search(model, glora.SubnetEvaluator(model, val, metric=fitness, device=device), searched, seed=seed,
@@ -134,11 +142,13 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
     test_eval = glora.SubnetEvaluator(model, test, device=device)
     randoms = BudgetSampler(glora.search_space(model), (0, budget), seed + 1000).draw(0, random_subnets)
     random_scores = test_eval(randoms)
-    suffix = settings_suffix(budget, lr, fitness, floor, search_window, finetune_lr if finetune_steps else None, spread)
-    row = {"method": f"glora_{sampling}_{steps}{suffix}", "seed": seed, "budget": budget, "peak_gib": train_peak, "steps": steps, "lr": lr, "fitness": fitness, "train_window": window,
+    suffix = settings_suffix(budget, lr, fitness, floor, search_window, finetune_lr if finetune_steps else None, spread, ranks,
+                             init, max_grad_norm, choices)
+    row = {"method": f"glora_{sampling}_{steps}{suffix}", "seed": seed, "budget": budget, "ranks": list(ranks), "peak_gib": train_peak, "steps": steps, "lr": lr, "fitness": fitness, "train_window": window,
            "adapter_params": found.best_params, "test_accuracy": test_eval([found.best_subnet])[0],
            "random_feasible_test_mean": statistics.mean(random_scores), "validation_best": found.best_score,
-           "train_s": trained.seconds, "search_s": found.engine_seconds + found.fitness_seconds, "search_budget": searched}
+           "train_s": trained.seconds,
+           "loss_curve": [round(statistics.mean(trained.losses[i:i + 20]), 4) for i in range(0, steps, 20)], "search_s": found.engine_seconds + found.fitness_seconds, "search_budget": searched}
     if searched != budget:
         in_window = BudgetSampler(glora.search_space(model), searched, seed + 1000).draw(0, random_subnets)
         row["random_in_search_window_test_mean"] = statistics.mean(test_eval(in_window))
@@ -162,10 +172,16 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
 
 
 def settings_suffix(budget: int, lr: float, fitness: str, floor: float, search_window: bool, finetune_lr: Optional[float],
-                    spread: bool = False) -> str:
+                    spread: bool = False, ranks: tuple[int, ...] = (4,), init: str = "kaiming", max_grad_norm: Optional[float] = None,
+                    choices: Optional[dict[str, list[str]]] = None) -> str:
     """The part of a GLoRA row's method name that says which settings differ from the defaults, so rows of
     different settings are never averaged together (e.g. ``@331776[window,ftlr=0.002]``)."""
-    tags = [f"lr={lr:g}"] if lr != 1e-3 else []
+    tags = [f"ranks={'/'.join(map(str, ranks))}"] if tuple(ranks) != (4,) else []
+    tags += [f"{g}:{'/'.join(k)}" for g, k in (choices or {}).items()]
+    tags += [f"init={init}"] if init != "kaiming" else []
+    tags += [f"clip={max_grad_norm:g}"] if max_grad_norm is not None else []
+    tags += [f"lr={lr:g}"] if lr != 1e-3 else []
+    tags += ["x".join(f"{'head' if g == 'modules_to_save' else g}{r:g}" for g, r in LR_RATIOS.items())] if LR_RATIOS else []
     tags += [f"fitness={fitness}"] if fitness != "neg_loss" else []
     tags += [f"floor={floor:g}"] if floor != 0.75 else []
     tags += ["window"] if search_window else []
@@ -216,6 +232,11 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=["uniform:960", "budget:960", "sandwich:960", "sandwich:640+320"],
                         help="sampling:supernet_steps[+finetune_steps][@budget] (budget 73,728 unless given; 331,776 is LoRA r=8 on all linears)")
     parser.add_argument("--glora-lr", type=float, default=1e-3)
+    parser.add_argument("--choices", nargs="*", default=[], help="kinds offered per support tensor, e.g. B=lora,none (GLoRAConfig.choices)")
+    parser.add_argument("--init", default="kaiming", choices=["kaiming", "xavier"], help="initialisation of the up factors")
+    parser.add_argument("--max-grad-norm", type=float, default=None, help="gradient clipping of the supernet training")
+    parser.add_argument("--lr-ratios", default="", help="learning-rate multipliers per support tensor, e.g. A=5,modules_to_save=10 (TrainConfig.lr_ratios; the head's also for the baselines)")
+    parser.add_argument("--ranks", type=int, nargs="+", default=[4], help="LoRA ranks offered by the supernet (nested slices of one factor)")
     parser.add_argument("--floor", type=float, default=0.75, help="budget-aware paths lie in [floor x budget, budget]")
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
     parser.add_argument("--random-finetune", type=int, default=3, help="random feasible subnets fine-tuned likewise")
@@ -231,6 +252,7 @@ def main() -> None:
     parser.add_argument("--append", action="store_true", help="keep the rows already in that file (a run split over several calls)")
     args = parser.parse_args()
     variants = [parse_variant(v, parser) for v in args.variants]
+    LR_RATIOS.update({g: float(r) for g, _, r in (t.partition("=") for t in args.lr_ratios.split(",") if t)})
     for sampling, steps, finetune, _ in variants:
         if steps + finetune > 3 * args.steps:
             parser.error(f"{sampling}:{steps}+{finetune}: GLoRA may train at most 3x LoRA's {args.steps} steps (supernet plus fine-tuning)")
@@ -245,7 +267,7 @@ def main() -> None:
     if args.append and os.path.exists(result_path(args.name, device)):
         with open(result_path(args.name, device), encoding="utf-8") as fh:
             rows = json.load(fh)["figures"]["runs"]
-        for per_call in ("variants", "seeds", "baselines", "random_finetune", "search_window", "spread", "append"):
+        for per_call in ("variants", "seeds", "baselines", "random_finetune", "search_window", "spread", "ranks", "init", "max_grad_norm", "lr_ratios", "choices", "append"):
             config.pop(per_call)
         config["note"] = "rows from several calls (--append); each row records its own settings, the method name its non-default ones"
 
@@ -264,7 +286,8 @@ def main() -> None:
         for sampling, steps, finetune, budget in variants:
             path = record(glora_run(args.model, data, seed, sampling, steps, args.glora_lr, device, args.fitness, args.generations,
                                     args.random_subnets, finetune, args.finetune_lr, args.random_finetune, args.floor, args.search_window,
-                                    budget, args.spread))
+                                    budget, args.spread, tuple(args.ranks), args.init, args.max_grad_norm,
+                                    {g: k.split(",") for g, _, k in (c.partition("=") for c in args.choices)} or None))
     print_table(summarise(rows), ["method", "seeds", "steps", "adapter_params", "train_s", "test_mean", "test_std", "before_finetune_mean", "random_feasible_mean",
                                   "random_in_window_mean", "random_finetuned_mean"])
     print(f"wrote {path}")

@@ -10,6 +10,8 @@ import torch
 from models import CASES, MLP, Case
 
 import glora
+from glora.model import draw_plans
+from glora.sampling import BudgetSampler
 
 SEEDS = range(6)
 
@@ -253,3 +255,31 @@ def test_summary_mentions_counts() -> None:
     layer = model.fc1
     assert f"supernet adapter params: {sum(p.numel() for n, p in layer.named_parameters() if 'base_layer' not in n):,}" in text
     assert f"other trainable params: {sum(p.numel() for p in model.head.parameters()):,}" in text
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_restricted_space_holds_in_every_draw_search_and_file(seed: int, tmp_path) -> None:
+    """``GLoRAConfig.choices``: uniform draws, the supernet's per-layer draws, budget-aware draws and the search
+    use only the kinds offered, and an adapter file brings the restriction back."""
+    choices = {"A": ["vector", "none"], "B": ["lora", "none"]}
+    torch.manual_seed(seed)
+    model = glora.wrap(MLP(), glora.GLoRAConfig(target_modules=["fc1", "fc2"], ranks=[2, 4], choices=choices))
+    allowed = {"A": {"vector", "none"}, "B": {"lora_2", "lora_4", "none"}}
+
+    def kinds_ok(subnet) -> bool:
+        return all(config[g] in allowed[g] for config in subnet.values() for g in allowed)
+
+    layers = [layer for _, layer in glora.glora_layers(model)]
+    plans = draw_plans(layers, torch.Generator().manual_seed(seed))
+    assert all(plan[0].name in allowed["A"] and plan[1].name in allowed["B"] for plan in plans)
+    assert all(kinds_ok(glora.sample_subnet(model, seed * 10 + i)) for i in range(10))
+    space = glora.search_space(model)
+    budget = (space.min_params + space.max_params) // 2
+    assert all(kinds_ok(s) for s in BudgetSampler(space, (0, budget), seed).draw(0, 10))
+    found = glora.search(model, lambda subnets: [float(glora.count_params(model, s)) for s in subnets], budget, seed=seed,
+                         population=8, parents=4, generations=2, progress=False)
+    assert kinds_ok(found.best_subnet)
+    glora.save_adapter(model, tmp_path, subnet=found.best_subnet)
+    fresh = glora.load_adapter(MLP(), tmp_path)
+    assert fresh.glora_config.choices == {"A": ["vector", "none"], "B": ["lora", "none"]}
+    assert [layer.choices for _, layer in glora.glora_layers(fresh)] == [layer.choices for layer in layers]

@@ -69,6 +69,14 @@ def test_disabled_genes_on_bias_free_layers() -> None:
     assert with_bias.q.choices["D"] == ("none",) and len(with_bias.q.choices["E"]) == 3
 
 
+def test_kinds_left_out_by_config_choices_are_refused() -> None:
+    model = _mlp(choices={"B": ["none", "lora"]}, ranks=[2, 4])
+    assert model.fc1.choices["B"] == ("lora_2", "lora_4", "none") and len(model.fc1.choices["A"]) == 5
+    with pytest.raises(ValueError, match="layer 'fc1': gene B offers only lora_2, lora_4, none on this model .* got 'vector'"):
+        glora.set_subnet(model, _full({**NONE, "B": "vector"}))
+    glora.set_subnet(model, _full({**NONE, "B": "lora_4"}))
+
+
 def test_target_patterns_matching_nothing_or_wrong_types() -> None:
     with pytest.raises(ValueError, match=r"matched no module of MLP; some module names are: \['fc1'"):
         glora.wrap(MLP(), glora.GLoRAConfig(target_modules=["query"]))
@@ -92,6 +100,14 @@ def test_config_errors() -> None:
         glora.GLoRAConfig(ranks=[2, -1], target_modules=["fc1"])
     with pytest.raises(ValueError, match="init must be"):
         glora.GLoRAConfig(target_modules=["fc1"], init="normal")
+    with pytest.raises(ValueError, match="choices names unknown gene 'F'"):
+        glora.GLoRAConfig(target_modules=["fc1"], choices={"F": ["none"]})
+    with pytest.raises(ValueError, match=r"choices\['D'\] has unknown kind\(s\) \['lora'\]; D offers vector, scalar, none"):
+        glora.GLoRAConfig(target_modules=["fc1"], choices={"D": ["lora", "none"]})
+    with pytest.raises(ValueError, match=r"choices\['B'\] must be a non-empty list"):
+        glora.GLoRAConfig(target_modules=["fc1"], choices={"B": []})
+    with pytest.raises(ValueError, match=r"choices\['B'\] must be a non-empty list"):
+        glora.GLoRAConfig(target_modules=["fc1"], choices={"B": "lora"})
     with pytest.raises(TypeError, match="GLoRAConfig"):
         glora.wrap(MLP(), {"target_modules": ["fc1"]})
     with pytest.raises(ValueError, match="modules_to_save"):

@@ -62,7 +62,8 @@ def _run(sampling: str, steps_first: int, total: int, tmp_path, precision: str =
     model = _model(1)
     sampling, spread = sampling.removesuffix("+spread"), sampling.endswith("+spread")
     config = glora.TrainConfig(steps=total, batch_size=16, lr=5e-3, warmup_steps=2, grad_accum=accum, max_grad_norm=1.0,
-                               sampling=sampling, budget=(0, 700), precision=precision, progress=False, seed=4, budget_spread=spread)
+                               sampling=sampling, budget=(0, 700), precision=precision, progress=False, seed=4, budget_spread=spread,
+                               lr_ratios={"A": 3.0, "modules_to_save": 2.0} if accum > 1 else None)  # several optimizer groups
     data = _task(96, 1)
     trainer = glora.SupernetTrainer(model, data, config)
     first = trainer.train(steps_first).losses
@@ -289,3 +290,26 @@ def test_plans_drawn_together_equal_plans_drawn_one_by_one(seed: int) -> None:
         glora.set_batched_weights("auto")
     assert [layer._built.plan if layer._built is not None else None for layer in layers] == [
         p if any(c.kind != "none" for c in p) else None for p in expected]
+
+
+def test_lr_ratios_give_each_group_its_rate_through_the_schedule() -> None:
+    """``TrainConfig.lr_ratios``: support tensors at lr x their gene's ratio, the head at lr x the ratio of
+    ``modules_to_save``, the rest at lr, and the warm-up / cosine schedule keeps the ratios."""
+    model = _model()
+    config = glora.TrainConfig(steps=4, batch_size=16, lr=1e-3, warmup_steps=2, lr_ratios={"A": 4.0, "modules_to_save": 2.5}, progress=False)
+    trainer = glora.SupernetTrainer(model, _task(64), config)
+    expected = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            tensor = name.rsplit(".", 1)[-1]
+            expected[id(p)] = 4.0 if tensor in ("Ad", "Au") else 2.5 if name.startswith("head.") else 1.0
+    assert {2.5, 4.0, 1.0} == set(expected.values())
+    for step in range(4):
+        rates = {id(p): group["lr"] for group in trainer.optimizer.param_groups for p in group["params"]}
+        base = rates[id(model.fc1.Bd)]
+        assert base > 0 and all(rates[k] == pytest.approx(base * ratio) for k, ratio in expected.items()), step
+        trainer.train(step + 1)
+    with pytest.raises(ValueError, match="lr_ratios must map some of A, B, C, D, E, modules_to_save"):
+        glora.TrainConfig(steps=2, lr_ratios={"head": 2.0})
+    with pytest.raises(ValueError, match=r"lr_ratios\['B'\] must be a positive finite number"):
+        glora.TrainConfig(steps=2, lr_ratios={"B": float("nan")})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 GENES: tuple[str, ...] = ("A", "B", "C", "D", "E")
 NONE = "none"
@@ -75,8 +75,9 @@ def _allowed(gene: str) -> list[str]:
     return ["lora_<r>" if k == "lora" else k for k in _KINDS_BY_GENE[gene]]
 
 
-def offered_choices(gene: str, ranks: Sequence[int], enabled: bool = True) -> tuple[str, ...]:
-    """The choices the search offers for ``gene``: lora at every rank, then vector, scalar, none.
+def offered_choices(gene: str, ranks: Sequence[int], enabled: bool = True, kinds: Optional[Sequence[str]] = None) -> tuple[str, ...]:
+    """The choices the search offers for ``gene``: lora at every rank, then vector, scalar, none (only those of
+    ``kinds`` when given).
 
     A disabled gene (C, D or E on a layer where it would change the architecture) offers only ``none``.
     """
@@ -84,6 +85,8 @@ def offered_choices(gene: str, ranks: Sequence[int], enabled: bool = True) -> tu
         return (NONE,)
     names: list[str] = []
     for kind in _KINDS_BY_GENE[gene]:
+        if kinds is not None and kind not in kinds:
+            continue
         if kind == "lora":
             names.extend(f"lora_{r}" for r in sorted(ranks))
         else:
@@ -109,8 +112,24 @@ def config_cost(config: dict[str, str], out_features: int, in_features: int, max
     return sum(choice_cost(g, parse_choice(g, config[g], max_rank), out_features, in_features) for g in GENES)
 
 
-def all_none() -> dict[str, str]:
-    return {g: NONE for g in GENES}
+def normalise_kinds(choices: Optional[Mapping[str, Sequence[str]]]) -> Optional[dict[str, tuple[str, ...]]]:
+    """Validate ``GLoRAConfig.choices`` (genes to the kinds they offer, ``"lora"`` standing for every rank); return
+    it with the kinds in canonical order, or None."""
+    if choices is None:
+        return None
+    if not isinstance(choices, Mapping):
+        raise ValueError(f"choices must map genes ({', '.join(GENES)}) to lists of kinds, got {type(choices).__name__}")
+    result = {}
+    for gene, kinds in choices.items():
+        if gene not in _KINDS_BY_GENE:
+            raise ValueError(f"choices names unknown gene {gene!r}; genes are {', '.join(GENES)}")
+        if isinstance(kinds, str) or not isinstance(kinds, (list, tuple)) or not kinds:
+            raise ValueError(f"choices[{gene!r}] must be a non-empty list of kinds, got {kinds!r}")
+        unknown = [k for k in kinds if k not in _KINDS_BY_GENE[gene]]
+        if unknown:
+            raise ValueError(f"choices[{gene!r}] has unknown kind(s) {unknown}; {gene} offers {', '.join(_KINDS_BY_GENE[gene])}")
+        result[gene] = tuple(k for k in _KINDS_BY_GENE[gene] if k in kinds)
+    return result
 
 
 def normalise_ranks(rank: int, ranks: Iterable[int] | None) -> tuple[int, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Optional, Union
 
-from .choices import normalise_ranks
+from .choices import normalise_kinds, normalise_ranks
 
 TargetSpec = Union[str, list[str], None]
 
@@ -27,6 +27,11 @@ class GLoRAConfig:
             layer a bias and warns with ``BiasAddedWarning``). Layers with a bias are offered all terms either way.
         modules_to_save: extra modules that stay trainable and are saved with the adapter (a new head).
         init: initialisation of the up factors: ``"kaiming"`` (default) or ``"xavier"``.
+        choices: the kinds each support tensor offers, a subset of the paper's (genes not named offer all of
+            theirs; ``"lora"`` stands for every rank), e.g. ``{"B": ["lora", "none"]}``. B's vector and scalar add
+            ``b_i * sum(x)`` to every output, so one optimizer step moves the output of a wide layer (an MLP's down
+            projection, where ``sum(x)`` is in the tens) hundreds of times more than a row scale or a bias does;
+            leaving them out keeps supernet training stable at ordinary learning rates.
     """
 
     rank: int = 4
@@ -36,6 +41,7 @@ class GLoRAConfig:
     add_bias: bool = False
     modules_to_save: Optional[list[str]] = None
     init: str = "kaiming"
+    choices: Optional[dict[str, list[str]]] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
@@ -53,6 +59,8 @@ class GLoRAConfig:
                 raise ValueError(f"{name} must be a string, a list of strings or None, got {type(value).__name__}")
         if self.modules_to_save is not None:
             self.modules_to_save = list(self.modules_to_save)
+        kinds = normalise_kinds(self.choices)
+        self.choices = None if kinds is None else {g: list(k) for g, k in kinds.items()}
         if self.init not in ("kaiming", "xavier"):
             raise ValueError(f"init must be 'kaiming' or 'xavier', got {self.init!r}")
 

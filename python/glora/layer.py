@@ -13,7 +13,7 @@ needs, or, when the wrapped model's forward has built their weights already (``b
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +64,7 @@ class GLoRALayer(nn.Module):
         ranks: tuple[int, ...],
         add_bias: bool = False,
         init: str = "kaiming",
+        kinds: Optional[dict[str, Sequence[str]]] = None,
     ) -> None:
         super().__init__()
         self.kind = base_kind(base_layer)
@@ -79,7 +80,7 @@ class GLoRALayer(nn.Module):
         self.max_rank = max_rank
         self.has_bias = base_layer.bias is not None
         enabled = {"A": True, "B": True, "C": self.has_bias or add_bias, "D": self.has_bias, "E": self.has_bias or add_bias}
-        self.choices: dict[str, tuple[str, ...]] = {g: offered_choices(g, ranks, enabled[g]) for g in GENES}
+        self.choices: dict[str, tuple[str, ...]] = {g: offered_choices(g, ranks, enabled[g], (kinds or {}).get(g)) for g in GENES}
 
         factory = {"device": weight.device, "dtype": torch.float32 if not weight.is_floating_point() or weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype}
         out, inn, r = self.out_features, self.in_features, max_rank
@@ -131,13 +132,15 @@ class GLoRALayer(nn.Module):
         if missing:
             raise ValueError(f"configuration lacks gene(s) {missing}")
         plan = []
-        for g in GENES:
+        for g, offered in zip(GENES, self._offered):
             choice = parse_choice(g, config[g], self.max_rank)
             if choice.kind != NONE and self.choices[g] == (NONE,):
                 raise ValueError(
                     f"gene {g} is disabled on this layer (it has no bias and add_bias=False, or D on a bias-free "
                     f"layer); only 'none' is allowed, got {config[g]!r}"
                 )
+            if all(choice.kind != o.kind for o in offered):
+                raise ValueError(f"gene {g} offers only {', '.join(self.choices[g])} on this model (GLoRAConfig.choices); got {config[g]!r}")
             plan.append(choice)
         return tuple(plan)
 

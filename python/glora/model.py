@@ -33,7 +33,7 @@ def wrap(model: nn.Module, config: GLoRAConfig) -> nn.Module:
     for name in targets:
         parent, attr = _parent(model, name)
         base = getattr(parent, attr)
-        setattr(parent, attr, GLoRALayer(base, config.max_rank, config.offered_ranks, config.add_bias, config.init))
+        setattr(parent, attr, GLoRALayer(base, config.max_rank, config.offered_ranks, config.add_bias, config.init, config.choices))
     _unfreeze_modules_to_save(model, config.modules_to_save)
     model.glora_config = config  # type: ignore[assignment]
     batched_weights.install(model, [layer for _, layer in glora_layers(model)])
@@ -196,8 +196,16 @@ def adapter_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
             yield name, param
 
 
+FACTOR_GENES = {"Ad": "A", "Au": "A", "Bd": "B", "Bu": "B", "Cd": "C", "Cu": "C", "D": "D", "E": "E"}
+
+
+def adapter_gene(name: str) -> Optional[str]:
+    """The support tensor (``"A"`` .. ``"E"``) that a parameter named ``name`` stores, or None for any other."""
+    return None if ".base_layer." in name else FACTOR_GENES.get(name.rsplit(".", 1)[-1])
+
+
 def _is_adapter_param(name: str) -> bool:
-    return name.rsplit(".", 1)[-1] in ("Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E") and ".base_layer." not in name
+    return adapter_gene(name) is not None
 
 
 def trainable_parameters_summary(model: nn.Module) -> str:

@@ -31,8 +31,8 @@ from torch import nn
 
 from .batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
 from .distributed import barrier, process_group
-from .choices import Choice
-from .model import draw_plans, glora_layers, search_space, validate_subnet
+from .choices import GENES, Choice
+from .model import adapter_gene, draw_plans, glora_layers, search_space, validate_subnet
 from .sampling import BudgetSampler
 from .space import budget_bounds
 from .version import __version__
@@ -40,11 +40,18 @@ from .version import __version__
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 SAMPLING = ("uniform", "budget", "sandwich", "fixed")
 PRECISION = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+LR_GROUPS = (*GENES, "modules_to_save")
 
 
 @dataclass
 class TrainConfig:
-    """Settings of supernet training (the reference recipe: AdamW, lr 1e-4, weight decay 1e-4, cosine)."""
+    """Settings of supernet training (the reference recipe: AdamW, lr 1e-4, weight decay 1e-4, cosine).
+
+    ``lr_ratios`` multiplies the learning rate of named support tensors, or of every trainable tensor outside the
+    adapters (``"modules_to_save"``: a new head), e.g. ``{"A": 4.0, "modules_to_save": 10.0}``, in the manner of
+    LoRA+ (PEFT's ``loraplus_lr_ratio``): one AdamW step moves the output by very different amounts per term (a row
+    scale of W0 little, B's vector ``b_i * sum(x)`` a lot). Groups not named use ``lr``.
+    """
 
     steps: int
     batch_size: int = 32
@@ -60,6 +67,7 @@ class TrainConfig:
     budget_spread: bool = False
     distill: bool = False
     distill_temperature: float = 1.0
+    lr_ratios: Optional[dict[str, float]] = None
     subnet: Optional[dict[str, dict[str, str]]] = None
     seed: int = 0
     progress: bool = True
@@ -85,6 +93,12 @@ class TrainConfig:
             raise ValueError("budget_spread=True spreads budget-aware draws; it needs sampling='budget' or 'sandwich'")
         if self.distill and self.sampling != "sandwich":
             raise ValueError("distill=True needs sampling='sandwich' (the largest subnet is the teacher)")
+        if self.lr_ratios is not None:
+            if not isinstance(self.lr_ratios, dict) or not set(self.lr_ratios) <= set(LR_GROUPS):
+                raise ValueError(f"lr_ratios must map some of {', '.join(LR_GROUPS)} to multipliers, got {self.lr_ratios!r}")
+            for gene, ratio in self.lr_ratios.items():
+                if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (math.isfinite(ratio) and ratio > 0):
+                    raise ValueError(f"lr_ratios[{gene!r}] must be a positive finite number, got {ratio!r}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm!r}")
 
@@ -142,12 +156,13 @@ class SupernetTrainer:
             # paths change every step, so some adapter tensors get no gradient in a given step
             self.runner = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                                                   find_unused_parameters=True)
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in named]
         if not self.params:
             raise ValueError("the model has no trainable parameters")
         # fused on CUDA: one kernel per group of tensors, as the transformers Trainer's default (adamw_torch_fused)
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay,
-                                           fused=True if self.device.type == "cuda" else None)
+        self.optimizer = torch.optim.AdamW(_param_groups(named, config.lr, config.lr_ratios or {}), lr=config.lr,
+                                           weight_decay=config.weight_decay, fused=True if self.device.type == "cuda" else None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _cosine(config.warmup_steps, config.steps))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -302,6 +317,15 @@ class SupernetTrainer:
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         self.step = int(state["step"])
+
+
+def _param_groups(named: list[tuple[str, nn.Parameter]], lr: float, ratios: dict[str, float]) -> list[dict]:
+    """One optimizer group per learning rate: each support tensor at ``lr`` times its gene's ratio, every other
+    trainable tensor at ``lr`` times the ratio of ``"modules_to_save"`` (1 where not given)."""
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, param in named:
+        groups.setdefault(lr * ratios.get(adapter_gene(name) or "modules_to_save", 1.0), []).append(param)
+    return [{"params": params, "lr": group_lr} for group_lr, params in groups.items()]
 
 
 def _enable_checkpointing(model: nn.Module) -> None:
