@@ -76,11 +76,21 @@ def _run(args: argparse.Namespace) -> int:
 
     schedule = GPU_SCHEDULE if (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu" else CPU_SCHEDULE
     chosen = {k: v for k, v in vars(args).items() if k in PipelineConfig.__dataclass_fields__ and v is not None}
+    if "choices" in chosen:
+        chosen["choices"] = dict(chosen["choices"])
     defaults = {k: v for k, v in schedule.items() if k not in chosen}
     if defaults:
         print(f"schedule for this device (override with the flags): {defaults}")
     run(PipelineConfig(**{**defaults, **chosen}))
     return 0
+
+
+def _gene_kinds(text: str) -> tuple[str, list[str]]:
+    """``"B=lora,none"`` -> ("B", ["lora", "none"]) (checked by GLoRAConfig)."""
+    gene, sep, kinds = text.partition("=")
+    if not sep or not gene or not kinds:
+        raise argparse.ArgumentTypeError(f"expected GENE=kind,kind (e.g. B=lora,none), got {text!r}")
+    return gene, kinds.split(",")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", help="vaderSentiment-3.3.2.tar.gz or movieReviewSnippets_GroundTruth.txt (default .assets/...)")
     run.add_argument("--out", help="output folder (default glora-run)")
     run.add_argument("--rank", type=int)
+    run.add_argument("--choices", type=_gene_kinds, nargs="+", metavar="GENE=KINDS",
+                     help="kinds a support tensor offers, e.g. B=lora,none (GLoRAConfig.choices; default: all of the paper's)")
     run.add_argument("--budget", type=int, help="adapter parameter budget of the searched subnet (default 73,728)")
     run.add_argument("--steps", type=int, help="supernet training steps")
     run.add_argument("--batch-size", dest="batch_size", type=int)

@@ -60,6 +60,7 @@ class PipelineConfig:
     data: str = ".assets/vaderSentiment-3.3.2.tar.gz"
     out: str = "glora-run"
     rank: int = 4
+    choices: Optional[dict[str, list[str]]] = None
     budget: int = 73_728
     steps: int = 320
     batch_size: int = 32
@@ -112,7 +113,7 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     train_data, val_data, test_data = (encode(tokenizer, s, cfg.max_len) for s in (train, val, test))
     model = MeanPoolClassifier(AutoModel.from_pretrained(model_path, add_pooling_layer=False).float(), 2).to(device)
-    wrap(model, GLoRAConfig(rank=cfg.rank, target_modules=ENCODER_LINEARS, modules_to_save=["head"]))
+    wrap(model, GLoRAConfig(rank=cfg.rank, target_modules=ENCODER_LINEARS, modules_to_save=["head"], choices=cfg.choices))
     print(f"{len(texts)} sentences; splits train {cfg.train_size}, validation {cfg.val_size}, test {cfg.test_size}; device {device}")
     print(trainable_parameters_summary(model))
     os.makedirs(cfg.out, exist_ok=True)
