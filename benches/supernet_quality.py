@@ -25,6 +25,7 @@ import math
 import os
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -82,7 +83,8 @@ BASELINES = {  # method -> learning rate (full fine-tuning needs a much smaller 
 }
 
 
-def baseline_run(method: str, model_dir: str, data: tuple, seed: int, steps: int, lr: float, device: torch.device) -> dict[str, Any]:
+def baseline_run(method: str, model_dir: str, data: tuple, seed: int, steps: int, lr: float, device: torch.device,
+                 head_ratio: float = 1.0) -> dict[str, Any]:
     """A method of ../shared/BENCHMARKS.md item 5 with a trained head: the linear probe, PEFT LoRA r=8 (alpha 16) on
     query and value or on all encoder linears, PEFT's GloraConfig default on all encoder linears, or full
     fine-tuning."""
@@ -100,7 +102,6 @@ def baseline_run(method: str, model_dir: str, data: tuple, seed: int, steps: int
         for name, p in model.named_parameters():
             p.requires_grad_(method == "full_finetune" or name.startswith("head."))
     reset_peak(device)
-    head_ratio = LR_RATIOS.get("modules_to_save", 1.0)
     seconds = train_plain(model, train, steps, lr, 32, seed, device, head_ratio)
     trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
     head = sum(v for n, v in trainable.items() if "head" in n)
@@ -108,49 +109,81 @@ def baseline_run(method: str, model_dir: str, data: tuple, seed: int, steps: int
             "test_accuracy": accuracy_of(model, test, device), "train_s": seconds, "peak_gib": peak_gib(device)}
 
 
-LR_RATIOS: dict[str, float] = {}  # --lr-ratios, for the supernet and the fine-tuning
-
-
-def _train(model, data, device, seed: int, **settings) -> glora.TrainResult:
+def _train(model, data, device, seed: int, lr_ratios: Optional[dict[str, float]] = None, **settings) -> glora.TrainResult:
     precision = "bf16" if device.type == "cuda" else "fp32"
     config = glora.TrainConfig(batch_size=32, warmup_steps=settings["steps"] // 10, seed=seed,
-                               precision=precision, progress=False, lr_ratios=LR_RATIOS or None, **settings)
+                               precision=precision, progress=False, lr_ratios=lr_ratios, **settings)
     return glora.SupernetTrainer(model, data, config, device=device).train()
 
 
-def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int, lr: float, device: torch.device,
-              fitness: str = "neg_loss", generations: int = 20, random_subnets: int = 20, finetune_steps: int = 0,
-              finetune_lr: float = 1e-3, random_finetune: int = 3, floor: float = 0.75, search_window: bool = False,
-              budget: int = BUDGET, spread: bool = False, ranks: tuple[int, ...] = (4,), init: str = "kaiming",
-              max_grad_norm: Optional[float] = None, choices: Optional[dict[str, list[str]]] = None) -> dict[str, Any]:
+@dataclass
+class Settings:
+    """GLoRA's settings of a quality run (the command line's); ``tags`` names those that differ from these defaults."""
+
+    lr: float = 1e-3
+    fitness: str = "neg_loss"
+    generations: int = 20
+    random_subnets: int = 20
+    finetune_lr: float = 1e-3
+    random_finetune: int = 3
+    floor: float = 0.75
+    search_window: bool = False
+    spread: bool = False
+    ranks: tuple[int, ...] = (4,)
+    init: str = "kaiming"
+    max_grad_norm: Optional[float] = None
+    choices: Optional[dict[str, list[str]]] = None
+    lr_ratios: Optional[dict[str, float]] = None  # for the supernet and the fine-tuning; the head's also for the baselines
+
+    def tags(self, spread: bool, finetuned: bool) -> list[str]:
+        """The non-default settings, in the order of the method names already in the results (``spread`` and
+        ``finetuned``: whether budget spreading and the fine-tuning learning rate took part in the run)."""
+        tags = [f"ranks={'/'.join(map(str, self.ranks))}"] if tuple(self.ranks) != (4,) else []
+        tags += [f"{g}:{'/'.join(k)}" for g, k in (self.choices or {}).items()]
+        tags += [f"init={self.init}"] if self.init != "kaiming" else []
+        tags += [f"clip={self.max_grad_norm:g}"] if self.max_grad_norm is not None else []
+        tags += [f"lr={self.lr:g}"] if self.lr != 1e-3 else []
+        tags += ["x".join(f"{'head' if g == 'modules_to_save' else g}{r:g}" for g, r in self.lr_ratios.items())] if self.lr_ratios else []
+        tags += [f"fitness={self.fitness}"] if self.fitness != "neg_loss" else []
+        tags += [f"floor={self.floor:g}"] if self.floor != 0.75 else []
+        tags += ["window"] if self.search_window else []
+        tags += ["spread"] if spread else []
+        tags += [f"ftlr={self.finetune_lr:g}"] if finetuned and self.finetune_lr != 1e-3 else []
+        return tags
+
+
+def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int, device: torch.device, settings: Settings,
+              finetune_steps: int = 0, budget: int = BUDGET) -> dict[str, Any]:
     """Train the supernet with one sampling option, search at the budget (or, with ``search_window``, within the
     training window), and score on the test split."""
+    s = settings
     train, val, test = data
     torch.manual_seed(seed)
     model = load(model_dir, device)
-    glora.wrap(model, glora.GLoRAConfig(ranks=list(ranks), target_modules=ENCODER_LINEARS, modules_to_save=["head"], init=init,
-                                        choices=choices))
-    window = None if sampling == "uniform" else (int(floor * budget), budget)
-    spread = spread and window is not None  # uniform paths have no budget to spread over
+    glora.wrap(model, glora.GLoRAConfig(ranks=list(s.ranks), target_modules=ENCODER_LINEARS, modules_to_save=["head"], init=s.init,
+                                        choices=s.choices))
+    window = None if sampling == "uniform" else (int(s.floor * budget), budget)
+    spread = s.spread and window is not None  # uniform paths have no budget to spread over
     reset_peak(device)
-    trained = _train(model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=window, distill=sampling == "sandwich",
-                     budget_spread=spread, max_grad_norm=max_grad_norm)
+    trained = _train(model, train, device, seed, s.lr_ratios, steps=steps, lr=s.lr, sampling=sampling, budget=window,
+                     distill=sampling == "sandwich", budget_spread=spread, max_grad_norm=s.max_grad_norm)
     train_peak = peak_gib(device)
-    searched = window if search_window and window else budget
-    found = glora.search(model, glora.SubnetEvaluator(model, val, metric=fitness, device=device), searched, seed=seed,
-                         generations=generations, progress=False)
+    searched = window if s.search_window and window else budget
+    found = glora.search(model, glora.SubnetEvaluator(model, val, metric=s.fitness, device=device), searched, seed=seed,
+                         generations=s.generations, progress=False)
     test_eval = glora.SubnetEvaluator(model, test, device=device)
-    randoms = BudgetSampler(glora.search_space(model), (0, budget), seed + 1000).draw(0, random_subnets)
+    randoms = BudgetSampler(glora.search_space(model), (0, budget), seed + 1000).draw(0, s.random_subnets)
     random_scores = test_eval(randoms)
-    suffix = settings_suffix(budget, lr, fitness, floor, search_window, finetune_lr if finetune_steps else None, spread, ranks,
-                             init, max_grad_norm, choices)
-    row = {"method": f"glora_{sampling}_{steps}{suffix}", "seed": seed, "budget": budget, "ranks": list(ranks), "peak_gib": train_peak, "steps": steps, "lr": lr, "fitness": fitness, "train_window": window,
+    tags = s.tags(spread, finetune_steps > 0)
+    suffix = ("" if budget == BUDGET else f"@{budget}") + (f"[{','.join(tags)}]" if tags else "")
+    row = {"method": f"glora_{sampling}_{steps}{suffix}", "seed": seed, "budget": budget, "ranks": list(s.ranks), "peak_gib": train_peak,
+           "steps": steps, "lr": s.lr, "fitness": s.fitness, "train_window": window,
            "adapter_params": found.best_params, "test_accuracy": test_eval([found.best_subnet])[0],
            "random_feasible_test_mean": statistics.mean(random_scores), "validation_best": found.best_score,
-           "train_s": trained.seconds,
-           "loss_curve": [round(statistics.mean(trained.losses[i:i + 20]), 4) for i in range(0, steps, 20)], "search_s": found.engine_seconds + found.fitness_seconds, "search_budget": searched}
+           "train_s": trained.seconds, "loss_curve": [round(statistics.mean(trained.losses[i:i + 20]), 4) for i in range(0, steps, 20)],
+           "search_s": found.engine_seconds + found.fitness_seconds, "search_budget": searched}
     if searched != budget:
-        in_window = BudgetSampler(glora.search_space(model), searched, seed + 1000).draw(0, random_subnets)
+        in_window = BudgetSampler(glora.search_space(model), searched, seed + 1000).draw(0, s.random_subnets)
         row["random_in_search_window_test_mean"] = statistics.mean(test_eval(in_window))
     if finetune_steps:
         supernet = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -160,34 +193,15 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
                 for n, p in model.named_parameters():
                     if n in supernet:
                         p.copy_(supernet[n])
-            _train(model, train, device, seed, steps=finetune_steps, lr=finetune_lr, sampling="fixed", subnet=subnet)
+            _train(model, train, device, seed, s.lr_ratios, steps=finetune_steps, lr=s.finetune_lr, sampling="fixed", subnet=subnet)
             return test_eval([subnet])[0]  # the evaluator folds the weights as they are at each call
 
-        row.update({"method": f"glora_{sampling}_{steps}+{finetune_steps}_finetuned{suffix}", "finetune_steps": finetune_steps, "finetune_lr": finetune_lr,
-                    "steps": steps + finetune_steps, "test_accuracy_before_finetune": row["test_accuracy"],
+        row.update({"method": f"glora_{sampling}_{steps}+{finetune_steps}_finetuned{suffix}", "finetune_steps": finetune_steps,
+                    "finetune_lr": s.finetune_lr, "steps": steps + finetune_steps, "test_accuracy_before_finetune": row["test_accuracy"],
                     "test_accuracy": finetuned(found.best_subnet)})
-        if random_finetune:
-            row["random_finetuned_test_mean"] = statistics.mean(finetuned(s) for s in randoms[:random_finetune])
+        if s.random_finetune:
+            row["random_finetuned_test_mean"] = statistics.mean(finetuned(r) for r in randoms[:s.random_finetune])
     return row
-
-
-def settings_suffix(budget: int, lr: float, fitness: str, floor: float, search_window: bool, finetune_lr: Optional[float],
-                    spread: bool = False, ranks: tuple[int, ...] = (4,), init: str = "kaiming", max_grad_norm: Optional[float] = None,
-                    choices: Optional[dict[str, list[str]]] = None) -> str:
-    """The part of a GLoRA row's method name that says which settings differ from the defaults, so rows of
-    different settings are never averaged together (e.g. ``@331776[window,ftlr=0.002]``)."""
-    tags = [f"ranks={'/'.join(map(str, ranks))}"] if tuple(ranks) != (4,) else []
-    tags += [f"{g}:{'/'.join(k)}" for g, k in (choices or {}).items()]
-    tags += [f"init={init}"] if init != "kaiming" else []
-    tags += [f"clip={max_grad_norm:g}"] if max_grad_norm is not None else []
-    tags += [f"lr={lr:g}"] if lr != 1e-3 else []
-    tags += ["x".join(f"{'head' if g == 'modules_to_save' else g}{r:g}" for g, r in LR_RATIOS.items())] if LR_RATIOS else []
-    tags += [f"fitness={fitness}"] if fitness != "neg_loss" else []
-    tags += [f"floor={floor:g}"] if floor != 0.75 else []
-    tags += ["window"] if search_window else []
-    tags += ["spread"] if spread else []
-    tags += [f"ftlr={finetune_lr:g}"] if finetune_lr is not None and finetune_lr != 1e-3 else []
-    return ("" if budget == BUDGET else f"@{budget}") + (f"[{','.join(tags)}]" if tags else "")
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -252,7 +266,12 @@ def main() -> None:
     parser.add_argument("--append", action="store_true", help="keep the rows already in that file (a run split over several calls)")
     args = parser.parse_args()
     variants = [parse_variant(v, parser) for v in args.variants]
-    LR_RATIOS.update({g: float(r) for g, _, r in (t.partition("=") for t in args.lr_ratios.split(",") if t)})
+    settings = Settings(lr=args.glora_lr, fitness=args.fitness, generations=args.generations, random_subnets=args.random_subnets,
+                        finetune_lr=args.finetune_lr, random_finetune=args.random_finetune, floor=args.floor,
+                        search_window=args.search_window, spread=args.spread, ranks=tuple(args.ranks), init=args.init,
+                        max_grad_norm=args.max_grad_norm,
+                        choices={g: k.split(",") for g, _, k in (c.partition("=") for c in args.choices)} or None,
+                        lr_ratios={g: float(r) for g, _, r in (t.partition("=") for t in args.lr_ratios.split(",") if t)} or None)
     for sampling, steps, finetune, _ in variants:
         if steps + finetune > 3 * args.steps:
             parser.error(f"{sampling}:{steps}+{finetune}: GLoRA may train at most 3x LoRA's {args.steps} steps (supernet plus fine-tuning)")
@@ -282,12 +301,10 @@ def main() -> None:
         data = splits(tokenizer, args.data, tuple(args.sizes), seed)
         for method in args.baselines:
             lr = args.lr if method.startswith("peft_") else BASELINES[method]
-            path = record(baseline_run(method, args.model, data, seed, args.steps, lr, device))
+            head_ratio = (settings.lr_ratios or {}).get("modules_to_save", 1.0)
+            path = record(baseline_run(method, args.model, data, seed, args.steps, lr, device, head_ratio))
         for sampling, steps, finetune, budget in variants:
-            path = record(glora_run(args.model, data, seed, sampling, steps, args.glora_lr, device, args.fitness, args.generations,
-                                    args.random_subnets, finetune, args.finetune_lr, args.random_finetune, args.floor, args.search_window,
-                                    budget, args.spread, tuple(args.ranks), args.init, args.max_grad_norm,
-                                    {g: k.split(",") for g, _, k in (c.partition("=") for c in args.choices)} or None))
+            path = record(glora_run(args.model, data, seed, sampling, steps, device, settings, finetune, budget))
     print_table(summarise(rows), ["method", "seeds", "steps", "adapter_params", "train_s", "test_mean", "test_std", "before_finetune_mean", "random_feasible_mean",
                                   "random_in_window_mean", "random_finetuned_mean"])
     print(f"wrote {path}")
