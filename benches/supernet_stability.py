@@ -6,11 +6,13 @@ all-MiniLM-L6-v2 and the movie sentences of supernet_quality.py:
 
 1. per target layer, ``|sum(x)|`` over its input and ``|y|`` of its output on a batch of training sentences, and so
    the relative output change of one step of size ``lr`` through B's vector against A's vector;
-2. budget-aware supernet training (paths within [0.75, 1] x 73,728 parameters) in the paper's space and in the space
-   without B's vector and scalar (``GLoRAConfig(choices={"B": ["lora", "none"]})``): the loss curve (means over 10
-   steps) and the validation accuracy of random subnets within the budget on the supernet's weights.
+2. budget-aware (or sandwich, with distillation) supernet training, paths within [0.75, 1] x 73,728 parameters, in
+   the paper's space and in the space without B's vector and scalar (``GLoRAConfig(choices={"B": ["lora", "none"]})``):
+   the loss curve (means over 10 steps) and the validation accuracy of random subnets within the budget on the
+   supernet's weights.
 
     python benches/supernet_stability.py [--runs 1:2e-3:160 2:1e-3:320] [--device cpu]
+    python benches/supernet_stability.py --runs 1:2e-3:200:sandwich --name supernet_stability_sandwich
 """
 
 from __future__ import annotations
@@ -52,16 +54,17 @@ def input_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor], lr: float
             for n, (s, y, d) in stats.items()]
 
 
-def run(model_dir: str, data: tuple, seed: int, lr: float, steps: int, choices: Optional[dict[str, list[str]]], device: torch.device,
-        random_subnets: int) -> dict[str, Any]:
+def run(model_dir: str, data: tuple, seed: int, lr: float, steps: int, sampling: str, choices: Optional[dict[str, list[str]]],
+        device: torch.device, random_subnets: int) -> dict[str, Any]:
     train, val, _ = data
     torch.manual_seed(seed)
     model = load(model_dir, device)
     glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=ENCODER_LINEARS, modules_to_save=["head"], choices=choices))
-    losses = _train(model, train, device, seed, steps=steps, lr=lr, sampling="budget", budget=(int(0.75 * BUDGET), BUDGET)).losses
+    losses = _train(model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=(int(0.75 * BUDGET), BUDGET),
+                    distill=sampling == "sandwich").losses
     draws = BudgetSampler(glora.search_space(model), (0, BUDGET), seed + 1000).draw(0, random_subnets)
     accuracy = glora.SubnetEvaluator(model, val, device=device)(draws)
-    return {"seed": seed, "lr": lr, "steps": steps, "loss_curve": [round(statistics.mean(losses[i:i + 10]), 4) for i in range(0, steps, 10)],
+    return {"seed": seed, "lr": lr, "steps": steps, "sampling": sampling, "loss_curve": [round(statistics.mean(losses[i:i + 10]), 4) for i in range(0, steps, 10)],
             "final_loss": statistics.mean(losses[-50:]), "max_loss_after_warmup": max(losses[steps // 10:]),
             "random_val_accuracy": accuracy, "random_val_mean": statistics.mean(accuracy)}
 
@@ -70,7 +73,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=os.path.join(ASSETS, "minilm-fp16"))
     parser.add_argument("--data", default=os.path.join(ASSETS, "vaderSentiment-3.3.2.tar.gz"))
-    parser.add_argument("--runs", nargs="*", default=["1:2e-3:160", "2:1e-3:320"], help="seed:lr:steps")
+    parser.add_argument("--runs", nargs="*", default=["1:2e-3:160", "2:1e-3:320"], help="seed:lr:steps[:sampling] (budget or sandwich; default budget)")
+    parser.add_argument("--name", default="supernet_stability", help="results/<name>_<device>.json")
     parser.add_argument("--random-subnets", type=int, default=6)
     parser.add_argument("--validation", type=int, default=300, help="validation sentences scored per random subnet")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -81,23 +85,25 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     config = {"model": "all-MiniLM-L6-v2 (mean pooling)", "sizes": [1000, 500, 2000], "validation_scored": args.validation,
-              "budget_window": [int(0.75 * BUDGET), BUDGET], "sampling": "budget", "rank": 4, "runs": args.runs,
+              "budget_window": [int(0.75 * BUDGET), BUDGET], "rank": 4, "runs": args.runs,
               "spaces": SPACES}
     figures: dict[str, Any] = {"input_sums": None, "runs": []}
     for spec in args.runs:
-        seed, lr, steps = spec.split(":")
+        seed, lr, steps, sampling = (spec.split(":") + ["budget"])[:4]
         seed, lr, steps = int(seed), float(lr), int(steps)
+        if sampling not in ("budget", "sandwich"):
+            parser.error(f"run {spec!r}: sampling must be budget or sandwich")
         train, val, test = splits(tokenizer, args.data, (1000, 500, 2000), seed)
         val = {k: v[: args.validation] for k, v in val.items()}
         if figures["input_sums"] is None:
             figures["input_sums"] = input_sums(load(args.model, device), {k: v[:64].to(device) for k, v in train.items()}, lr)
         for space, choices in SPACES.items():
-            row = {"space": space, **run(args.model, (train, val, test), seed, lr, steps, choices, device, args.random_subnets)}
+            row = {"space": space, **run(args.model, (train, val, test), seed, lr, steps, sampling, choices, device, args.random_subnets)}
             figures["runs"].append(row)
             print({k: v for k, v in row.items() if k != "loss_curve"}, flush=True)
-            path = write_result("supernet_stability", device, config, figures)
+            path = write_result(args.name, device, config, figures)
     print_table(figures["input_sums"], ["layer", "in_features", "abs_sum_x", "abs_y", "b_vector_step", "a_vector_step"])
-    print_table(figures["runs"], ["space", "seed", "lr", "steps", "final_loss", "max_loss_after_warmup", "random_val_mean"])
+    print_table(figures["runs"], ["space", "sampling", "seed", "lr", "steps", "final_loss", "max_loss_after_warmup", "random_val_mean"])
     print(f"wrote {path}")
 
 
