@@ -75,6 +75,9 @@ def test_kinds_left_out_by_config_choices_are_refused() -> None:
     with pytest.raises(ValueError, match="layer 'fc1': gene B offers only lora_2, lora_4, none on this model .* got 'vector'"):
         glora.set_subnet(model, _full({**NONE, "B": "vector"}))
     glora.set_subnet(model, _full({**NONE, "B": "lora_4"}))
+    only_none = _mlp(choices={"E": ["none"]})  # a gene left with 'none' by the config is not "disabled"
+    with pytest.raises(ValueError, match="layer 'fc1': gene E offers only none on this model"):
+        glora.set_subnet(only_none, _full({**NONE, "E": "vector"}))
 
 
 def test_target_patterns_matching_nothing_or_wrong_types() -> None:

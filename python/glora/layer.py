@@ -81,6 +81,7 @@ class GLoRALayer(nn.Module):
         self.has_bias = base_layer.bias is not None
         enabled = {"A": True, "B": True, "C": self.has_bias or add_bias, "D": self.has_bias, "E": self.has_bias or add_bias}
         self.choices: dict[str, tuple[str, ...]] = {g: offered_choices(g, ranks, enabled[g], (kinds or {}).get(g)) for g in GENES}
+        self._disabled = frozenset(g for g in GENES if not enabled[g])
 
         factory = {"device": weight.device, "dtype": torch.float32 if not weight.is_floating_point() or weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype}
         out, inn, r = self.out_features, self.in_features, max_rank
@@ -134,12 +135,12 @@ class GLoRALayer(nn.Module):
         plan = []
         for g, offered in zip(GENES, self._offered):
             choice = parse_choice(g, config[g], self.max_rank)
-            if choice.kind != NONE and self.choices[g] == (NONE,):
-                raise ValueError(
-                    f"gene {g} is disabled on this layer (it has no bias and add_bias=False, or D on a bias-free "
-                    f"layer); only 'none' is allowed, got {config[g]!r}"
-                )
             if all(choice.kind != o.kind for o in offered):
+                if g in self._disabled:
+                    raise ValueError(
+                        f"gene {g} is disabled on this layer (it has no bias and add_bias=False, or D on a bias-free "
+                        f"layer); only 'none' is allowed, got {config[g]!r}"
+                    )
                 raise ValueError(f"gene {g} offers only {', '.join(self.choices[g])} on this model (GLoRAConfig.choices); got {config[g]!r}")
             plan.append(choice)
         return tuple(plan)
