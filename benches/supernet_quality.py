@@ -3,7 +3,7 @@
 all-MiniLM-L6-v2 (mean pooling, new linear head) on the movie sentences of ../shared/BENCHMARKS.md: 1000
 training, 500 validation (search fitness only) and 2000 test sentences, max_len 64, 3 seeds. For each sampling
 option (uniform as the reference, budget-aware, sandwich with distillation) the supernet (rank 4 unless ``--ranks``, all 36 encoder
-linears) is trained, the search runs at PEFT LoRA r=8 (query, value)'s budget of 73,728 adapter parameters, and
+linears; by default without B's vector and scalar forms, ``--choices`` alone for the paper's full space) is trained, the search runs at PEFT LoRA r=8 (query, value)'s budget of 73,728 adapter parameters, and
 we report the searched subnet's test accuracy, the mean test accuracy of random feasible subnets, and the
 baselines of BENCHMARKS.md item 5 trained for 320 steps (``--baselines``: PEFT LoRA r=8 on query and value by
 default; the linear probe, LoRA r=8 on all encoder linears, PEFT's GloraConfig default and full fine-tuning on
@@ -11,10 +11,11 @@ request), with adapter parameters, training time and peak memory. A variant is `
 fine-tuning part the searched subnet (and, for a fair comparison, ``--random-finetune`` random feasible subnets) is
 then trained alone from the supernet's weights, and those steps count towards GLoRA's total (at most 3x LoRA's).
 Budget-aware and sandwich training draw paths within ``[floor x budget, budget]``; the search's fitness is the
-validation loss (``--fitness``), which over 500 sentences ranks subnets more stably than accuracy.
+validation loss (``--fitness``), which over 500 sentences ranks subnets more stably than accuracy. The summary
+compares each method with LoRA r=8 (query, value) seed by seed.
 
     python benches/prepare_assets.py     # here, once; then carry .assets to the GPU machine
-    python benches/supernet_quality.py [--variants uniform:960 sandwich:640+320] [--seeds 0 1 2]
+    python benches/supernet_quality.py [--variants uniform:640 sandwich:640+320] [--choices] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -204,11 +205,15 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
     return row
 
 
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarise(rows: list[dict[str, Any]], baseline: str = "peft_lora_r8_qv") -> list[dict[str, Any]]:
+    """Per method: means over its seeds, and a paired comparison with ``baseline`` on the seeds both ran (each
+    seed draws its own splits, so the per-seed difference removes most of the splits' noise)."""
+    reference = {r["seed"]: r["test_accuracy"] for r in rows if r["method"] == baseline}
     summary = []
     for method in dict.fromkeys(r["method"] for r in rows):
         group = [r for r in rows if r["method"] == method]
         acc = [r["test_accuracy"] for r in group]
+        gains = [r["test_accuracy"] - reference[r["seed"]] for r in group if r["seed"] in reference]
 
         def mean_of(key: str):
             values = [r[key] for r in group if r.get(key) is not None]
@@ -217,6 +222,10 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         summary.append({"method": method, "seeds": len(group), "steps": group[0]["steps"], "adapter_params": mean_of("adapter_params"),
                         "train_s": mean_of("train_s"), "peak_gib": mean_of("peak_gib"), "test_mean": statistics.mean(acc),
                         "test_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                        "test_mean_seeds_0_1_2": statistics.mean(a for r, a in zip(group, acc) if r["seed"] in (0, 1, 2))
+                        if {0, 1, 2} <= {r["seed"] for r in group} else None,
+                        f"gain_over_{baseline}": statistics.mean(gains) if gains and method != baseline else None,
+                        f"seeds_above_{baseline}": f"{sum(g > 0 for g in gains)}/{len(gains)}" if gains and method != baseline else None,
                         "before_finetune_mean": mean_of("test_accuracy_before_finetune"),
                         "random_feasible_mean": mean_of("random_feasible_test_mean"),
                         "random_in_window_mean": mean_of("random_in_search_window_test_mean"),
@@ -243,10 +252,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the PEFT baselines")
     parser.add_argument("--baselines", nargs="*", default=["peft_lora_r8_qv"], choices=list(BASELINES),
                         help=f"baselines trained per seed (learning rates: {BASELINES}; --lr sets the PEFT ones)")
-    parser.add_argument("--variants", nargs="*", default=["uniform:960", "budget:960", "sandwich:960", "sandwich:640+320"],
+    parser.add_argument("--variants", nargs="*", default=["uniform:640", "budget:960", "sandwich:960"],
                         help="sampling:supernet_steps[+finetune_steps][@budget] (budget 73,728 unless given; 331,776 is LoRA r=8 on all linears)")
     parser.add_argument("--glora-lr", type=float, default=1e-3)
-    parser.add_argument("--choices", nargs="*", default=[], help="kinds offered per support tensor, e.g. B=lora,none (GLoRAConfig.choices)")
+    parser.add_argument("--choices", nargs="*", default=["B=lora,none"],
+                        help="kinds offered per support tensor (GLoRAConfig.choices; the default leaves out B's vector and scalar forms, "
+                             "which make the supernet unstable; --choices alone gives the paper's full space)")
     parser.add_argument("--init", default="kaiming", choices=["kaiming", "xavier"], help="initialisation of the up factors")
     parser.add_argument("--max-grad-norm", type=float, default=None, help="gradient clipping of the supernet training")
     parser.add_argument("--lr-ratios", default="", help="learning-rate multipliers per support tensor, e.g. A=5,modules_to_save=10 (TrainConfig.lr_ratios; the head's also for the baselines)")
@@ -305,8 +316,8 @@ def main() -> None:
             path = record(baseline_run(method, args.model, data, seed, args.steps, lr, device, head_ratio))
         for sampling, steps, finetune, budget in variants:
             path = record(glora_run(args.model, data, seed, sampling, steps, device, settings, finetune, budget))
-    print_table(summarise(rows), ["method", "seeds", "steps", "adapter_params", "train_s", "test_mean", "test_std", "before_finetune_mean", "random_feasible_mean",
-                                  "random_in_window_mean", "random_finetuned_mean"])
+    print_table(summarise(rows), ["method", "seeds", "steps", "adapter_params", "train_s", "test_mean", "test_std", "gain_over_peft_lora_r8_qv",
+                                  "seeds_above_peft_lora_r8_qv", "before_finetune_mean", "random_feasible_mean", "random_finetuned_mean"])
     print(f"wrote {path}")
 
 

@@ -83,14 +83,16 @@ def test_the_whole_pipeline_on_a_tiny_bert(tmp_path, capsys) -> None:
     args = ["run", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--steps", "30", "--batch-size", "16",
             "--lr", "3e-3", "--budget", "3000", "--population", "8", "--generations", "2", "--train-size", "60", "--val-size", "20", "--test-size", "40",
             "--seed", "1", "--device", "cpu", "--finetune-steps", "10", "--sampling", "sandwich",
-            "--budget-spread", "--choices", "B=lora,none"]
+            "--budget-spread"]
     assert main(args) == 0
     result = json.loads((out / "result.json").read_text())
     subnet = json.loads((out / "subnet.json").read_text())
-    assert {config["B"] for config in subnet.values()} <= {"lora_4", "none"}
+    assert {config["B"] for config in subnet.values()} <= {"lora_4", "none"}  # the default space: no vector/scalar B
     assert result["adapter_params"] <= 3000
     assert result["merged_test_accuracy"] == pytest.approx(result["test_accuracy"], abs=1 / 40 + 1e-9)
     assert result["finetune_steps"] == 10 and 0 <= result["test_accuracy_supernet"] <= 1
+    assert result["search"]["fitness"] == "neg_loss" and result["search"]["best_fitness"] <= 0  # the default fitness
+    assert 0 <= result["search"]["best_validation_accuracy"] <= 1
     assert {"adapter", "merged", "subnet.json", "search.jsonl", "supernet.pt", "finetune.pt"} <= set(os.listdir(out))
     merged = transformers.AutoModel.from_pretrained(out / "merged", add_pooling_layer=False)
     base = transformers.AutoModel.from_pretrained(model_dir, add_pooling_layer=False)

@@ -67,14 +67,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-GPU_SCHEDULE = {"steps": 640, "finetune_steps": 320, "sampling": "sandwich", "population": 50, "generations": 20}
 CPU_SCHEDULE = {"steps": 120, "population": 20, "generations": 5, "val_size": 200, "test_size": 1000}
 
 
 def _run(args: argparse.Namespace) -> int:
     from .pipeline import PipelineConfig, run
 
-    schedule = GPU_SCHEDULE if (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu" else CPU_SCHEDULE
+    schedule = {} if (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu" else CPU_SCHEDULE
     chosen = {k: v for k, v in vars(args).items() if k in PipelineConfig.__dataclass_fields__ and v is not None}
     if "choices" in chosen:
         chosen["choices"] = dict(chosen["choices"])
@@ -102,12 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output folder (default glora-run)")
     run.add_argument("--rank", type=int)
     run.add_argument("--choices", type=_gene_kinds, nargs="+", metavar="GENE=KINDS",
-                     help="kinds a support tensor offers, e.g. B=lora,none (GLoRAConfig.choices; default: all of the paper's)")
+                     help="kinds a support tensor offers (GLoRAConfig.choices), replacing the default B=lora,none (the paper's kinds "
+                          "elsewhere); B=lora,vector,scalar,none gives the paper's full space")
     run.add_argument("--budget", type=int, help="adapter parameter budget of the searched subnet (default 73,728)")
-    run.add_argument("--steps", type=int, help="supernet training steps")
+    run.add_argument("--steps", type=int, help="supernet training steps (default 640; 120 on the CPU)")
     run.add_argument("--batch-size", dest="batch_size", type=int)
     run.add_argument("--lr", type=float)
-    run.add_argument("--sampling", choices=["uniform", "budget", "sandwich"])
+    run.add_argument("--sampling", choices=["uniform", "budget", "sandwich"], help="supernet paths (default uniform)")
     run.add_argument("--budget-floor", dest="budget_floor", type=float,
                      help="budget-aware and sandwich training draw subnets within [floor x budget, budget] (default 0.75)")
     run.add_argument("--budget-spread", dest="budget_spread", action="store_true", default=None,
@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--finetune-steps", dest="finetune_steps", type=int, help="train the found subnet alone afterwards")
     run.add_argument("--population", type=int)
     run.add_argument("--generations", type=int)
+    run.add_argument("--fitness", choices=["neg_loss", "accuracy"], help="the search's score on the validation split (default neg_loss)")
     run.add_argument("--train-size", dest="train_size", type=int)
     run.add_argument("--val-size", dest="val_size", type=int)
     run.add_argument("--test-size", dest="test_size", type=int)
