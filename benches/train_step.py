@@ -5,8 +5,9 @@ trainable) and a LLaMA-style decoder of about 0.95 B parameters (hidden 2048, 16
 bf16; batch 4 x 1024 tokens; targets q, k, v, o, gate, up, down; no biases). bf16 autocast for every method.
 Figures: median ms per step and peak GPU memory, with ratios to PEFT LoRA r=8 measured in the same process.
 The methods' steps are timed interleaved (one step of each per round), so a drift of the host's speed, which
-bounds these steps, reaches all alike; each peak is the method's own (what it allocates over what was allocated
-before its model was built). glora's layers keep the base's architecture (``add_bias=False``, the default, as
+bounds these steps, reaches all alike; each peak is the method's own, measured in a fresh process that builds
+only that model and runs two steps (``--peaks shared`` measures it in the timing process instead, over what was
+allocated before the model was built: that figure came out 1.4 GiB low for the reference layer on ViT-B/16). glora's layers keep the base's architecture (``add_bias=False``, the default, as
 PEFT's GloraConfig: no bias-creating C or E on bias-free layers); ``glora_supernet_add_bias`` is the supernet with
 the paper's terms there too, measured on the LLaMA-style decoder (every ViT layer has a bias).
 
@@ -17,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
+import subprocess
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -57,26 +61,46 @@ def llama(device: torch.device, batch: int, seq: int = 1024):
     return make, LLAMA_TARGETS, None, lambda model: model(input_ids=ids, labels=ids).loss
 
 
-def prepare_all(methods: list[str], make, targets, head, loss_of, device, seed: int = 0) -> tuple[dict, dict]:
+def measured_step(method: str, make, targets, head, loss_of, device) -> tuple:
+    """The method's model, its training step and its peak memory in GiB (None off CUDA): the most allocated
+    during a step minus what was allocated before the model was built."""
+    gc.collect()
+    before = allocated(device)
+    model, params, subnet = prepare(method, make, targets, head, 0)
+    step = training_step(model, params, loss_of, device.type)
+    step()
+    reset_peak(device)
+    step()
+    peak = peak_gib(device)
+    return model, params, subnet, step, None if peak is None else peak - before / 2**30
+
+
+def isolated_peak(model_name: str, method: str, args: argparse.Namespace) -> float | None:
+    """The method's peak memory measured by a fresh process of this script (``--peak-of``)."""
+    command = [sys.executable, __file__, "--peak-of", model_name, method, "--device", args.device, "--batched-weights", args.batched_weights]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring the peak of {method} on {model_name} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_gib"]
+
+
+def workload(name: str, device: torch.device) -> tuple:
+    gpu = device.type == "cuda"
+    if name == "vit":
+        return vit(device, 64 if gpu else 2)
+    return llama(device, 4 if gpu else 1, 1024 if gpu else 64)
+
+
+def prepare_all(methods: list[str], make, targets, head, loss_of, device) -> tuple[dict, dict]:
     """Every method's model and training step, all kept alive for interleaved timing, and each method's row
-    with its peak memory: the most allocated during a step minus what was allocated before its model was built
-    (the models built before it), so each figure is the method's own, as if it ran alone."""
+    with its peak memory measured in this process (``--peaks shared``)."""
     steps, rows = {}, {}
     for method in methods:
-        gc.collect()
-        before = allocated(device)
-        model, params, subnet = prepare(method, make, targets, head, seed)
-        step = training_step(model, params, loss_of, device.type)
-        step()
-        reset_peak(device)
-        step()
-        peak = peak_gib(device)
+        model, params, subnet, step, peak = measured_step(method, make, targets, head, loss_of, device)
         steps[method] = step
-        rows[method] = {"method": method, "peak_gib": None if peak is None else peak - before / 2**30,
-                        "trainable_params": sum(p.numel() for p in params),
+        rows[method] = {"method": method, "peak_gib": peak, "trainable_params": sum(p.numel() for p in params),
                         "subnet_params": glora.count_params(model, subnet) if subnet is not None else None,
                         "model_params": sum(p.numel() for p in model.parameters())}
-        print(f"{method}: peak {rows[method]['peak_gib']} GiB", flush=True)
     return steps, rows
 
 
@@ -88,19 +112,22 @@ def main() -> None:
     parser.add_argument("--name", default="train_step", help="results/<name>_<device>.json (e.g. train_step_fused_kernels)")
     parser.add_argument("--batched-weights", default="auto", choices=batched_weights.MODES,
                         help="which layers build their weights for the whole forward (off: every layer its own node)")
+    parser.add_argument("--peaks", default="isolated", choices=["isolated", "shared"],
+                        help="peak memory from a fresh process per method (isolated) or from the timing process (shared)")
+    parser.add_argument("--peak-of", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     glora.set_batched_weights(args.batched_weights)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
+    if args.peak_of:
+        name, method = args.peak_of
+        print(json.dumps({"peak_gib": measured_step(method, *workload(name, device), device)[-1]}))
+        return
     warmup, repeat = (5, 30) if gpu else (1, 2)
     results = {}
     for name in args.models:
-        if name == "vit":
-            make, targets, head, loss_of = vit(device, 64 if gpu else 2)
-        else:
-            make, targets, head, loss_of = llama(device, 4 if gpu else 1, 1024 if gpu else 64)
         methods = [m for m in args.methods if not (name == "vit" and m == "glora_supernet_add_bias")]  # every ViT layer has a bias
-        steps, by_method = prepare_all(methods, make, targets, head, loss_of, device)
+        steps, by_method = prepare_all(methods, *workload(name, device), device)
         timings = time_interleaved(steps, device, warmup, repeat)
         rows = []
         for method, row in by_method.items():
@@ -108,6 +135,11 @@ def main() -> None:
             rows.append({**row, "ms_per_step": timing["median_ms"], "min_ms": timing["min_ms"], "host_ms": timing["host_ms"]})
         del steps
         gc.collect()
+        if gpu and args.peaks == "isolated":
+            torch.cuda.empty_cache()  # the fresh processes get the memory the timing process no longer uses
+            for row in rows:
+                row["peak_gib_shared_process"] = row["peak_gib"]
+                row["peak_gib"] = isolated_peak(name, row["method"], args)
         lora = next((r for r in rows if r["method"] == "peft_lora_r8"), None)
         for r in rows:
             r["time_vs_peft_lora"] = r["ms_per_step"] / lora["ms_per_step"] if lora else None
@@ -121,7 +153,8 @@ def main() -> None:
                                        "weights": "bf16", "targets": LLAMA_TARGETS},
                              "autocast": "bf16", "glora_rank": 4, "peft_lora_r": 8, "warmup_steps": warmup, "timed_steps": repeat,
                              "optimizer": OPTIMIZER, "fused_kernels": "on (GLORA_FUSED_KERNELS=1)" if kernels.ENABLED else "off (default)",
-                             "batched_weights": batched_weights.MODE, "timing": "interleaved rounds, one step of each method per round"},
+                             "batched_weights": batched_weights.MODE, "timing": "interleaved rounds, one step of each method per round",
+                             "peaks": args.peaks},
                             results)
     print(f"wrote {path}")
 
