@@ -100,6 +100,8 @@ def test_the_whole_pipeline_on_a_tiny_bert(tmp_path, capsys) -> None:
     assert (out / "merged" / "head.safetensors").exists()
     assert main([*args, "--resume"]) == 0  # a finished run resumes without re-training or re-evaluating
     capsys.readouterr()
+    assert main([*args, "--resume", "--lr", "1e-3"]) == 2  # other settings would not continue the same run
+    assert "written with other training settings (lr 0.003 there, 0.001 here)" in capsys.readouterr().err
     assert main(args) == 2  # refused before any training, with a message rather than a traceback
     assert "holds an earlier run (supernet.pt, search.jsonl, finetune.pt): pass --resume" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "uniform"), "--sampling", "uniform"]) == 2  # with --budget-spread

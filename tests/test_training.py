@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -120,6 +121,32 @@ def test_checkpoint_mismatch_and_bad_settings(tmp_path) -> None:
         glora.SupernetTrainer(MLP(), _task(64), glora.TrainConfig(steps=2))
     with pytest.raises(ValueError, match="differ in length"):
         glora.SupernetTrainer(_model(), (torch.randn(10, 12), torch.zeros(9)), glora.TrainConfig(steps=2, batch_size=4))
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path) -> None:
+    config = glora.TrainConfig(steps=4, batch_size=16, lr=1e-3, progress=False)
+    trainer = glora.SupernetTrainer(_model(), _task(64), config)
+    trainer.train(2)
+    trainer.save_checkpoint(tmp_path / "a.pt")
+    glora.SupernetTrainer(_model(), _task(64), dataclasses.replace(config, progress=True)).load_checkpoint(tmp_path / "a.pt")
+    for change, message in [({"lr": 2e-3}, "lr 0.001 there, 0.002 here"), ({"steps": 8}, "steps 4 there, 8 here"),
+                            ({"sampling": "budget", "budget": 600}, "sampling 'uniform' there, 'budget' here; budget None there, 600 here"),
+                            ({"seed": 1, "batch_size": 8}, "batch_size 16 there, 8 here; .*seed 0 there, 1 here")]:
+        other = glora.SupernetTrainer(_model(), _task(64), dataclasses.replace(config, **change))
+        with pytest.raises(ValueError, match=f"written with other training settings \\({message}\\); resume with the TrainConfig"):
+            other.load_checkpoint(tmp_path / "a.pt")
+    torch.manual_seed(0)
+    narrower = glora.wrap(MLP(), glora.GLoRAConfig(target_modules=["fc1", "fc2"], modules_to_save=["head"], choices={"B": ["lora", "none"]}))
+    with pytest.raises(ValueError, match="another search space: layer 'fc1' gene B offers lora_4, vector, scalar, none there, lora_4, none here"):
+        glora.SupernetTrainer(narrower, _task(64), config).load_checkpoint(tmp_path / "a.pt")
+    state = torch.load(tmp_path / "a.pt", weights_only=False)
+    torch.save({**state, "world": 2}, tmp_path / "two.pt")
+    with pytest.raises(ValueError, match="written by 2 processes, this run has 1"):
+        glora.SupernetTrainer(_model(), _task(64), config).load_checkpoint(tmp_path / "two.pt")
+    torch.save({k: v for k, v in state.items() if k not in ("config", "space", "world")}, tmp_path / "older.pt")
+    resumed = glora.SupernetTrainer(_model(), _task(64), dataclasses.replace(config, lr=2e-3))
+    resumed.load_checkpoint(tmp_path / "older.pt")  # a checkpoint from before these checks is taken as it is
+    assert resumed.step == 2
 
 
 def _perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:

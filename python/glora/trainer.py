@@ -41,6 +41,7 @@ LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 SAMPLING = ("uniform", "budget", "sandwich", "fixed")
 PRECISION = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 LR_GROUPS = (*GENES, "modules_to_save")
+RESUME_FREE = ("progress", "gradient_checkpointing")  # settings a resumed run may change: nothing computed depends on them
 
 
 @dataclass
@@ -272,6 +273,8 @@ class SupernetTrainer:
         state = {
             "glora_version": __version__,
             "config": asdict(self.config),
+            "space": self._space(),
+            "world": self.world,
             "step": self.step,
             "trainable": self._trainable_state(),
             "optimizer": self.optimizer.state_dict(),
@@ -290,11 +293,18 @@ class SupernetTrainer:
         os.replace(tmp, path)
         barrier(self.world)
 
+    def _space(self) -> dict[str, dict[str, list[str]]]:
+        return {name: {g: list(names) for g, names in layer.choices.items()} for name, layer in self.layers}
+
     def load_checkpoint(self, path: Union[str, os.PathLike]) -> None:
+        """Restore a checkpoint of the same run: a different TrainConfig (other than ``progress`` and
+        ``gradient_checkpointing``, which change nothing computed), search space or number of processes would not
+        continue the run exactly, so it is refused, naming what differs."""
         state = torch.load(path, map_location="cpu", weights_only=False)
         for key in ("step", "trainable", "optimizer", "scheduler", "rng"):
             if key not in state:
                 raise ValueError(f"{path} is not a glora training checkpoint (no {key!r})")
+        self._check_same_run(path, state)
         params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         saved = state["trainable"]
         for name in sorted(set(params) | set(saved)):
@@ -317,6 +327,30 @@ class SupernetTrainer:
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         self.step = int(state["step"])
+
+
+    def _check_same_run(self, path: Union[str, os.PathLike], state: dict) -> None:
+        """Checkpoints written before these keys existed are taken as they are."""
+        if "config" in state:
+            here = asdict(self.config)
+            differ = [f"{k} {state['config'].get(k)!r} there, {here[k]!r} here" for k in here
+                      if k not in RESUME_FREE and state["config"].get(k) != here[k]]
+            if differ:
+                raise ValueError(f"checkpoint {path} was written with other training settings ({'; '.join(differ)}); "
+                                 "resume with the TrainConfig it was written with")
+        if "space" in state and state["space"] != self._space():
+            here = self._space()
+            name = next(n for n in sorted(set(here) | set(state["space"])) if here.get(n) != state["space"].get(n))
+            if name not in here or name not in state["space"]:
+                where = "the checkpoint" if name in state["space"] else "this model"
+                raise ValueError(f"checkpoint {path} has another search space: layer {name!r} is only in {where}")
+            gene = next(g for g in here[name] if here[name][g] != state["space"][name].get(g))
+            raise ValueError(f"checkpoint {path} has another search space: layer {name!r} gene {gene} offers "
+                             f"{', '.join(state['space'][name].get(gene, []))} there, {', '.join(here[name][gene])} here "
+                             "(GLoRAConfig ranks, choices or add_bias)")
+        if state.get("world", self.world) != self.world:
+            raise ValueError(f"checkpoint {path} was written by {state['world']} processes, this run has {self.world}: "
+                             "each process's batches depend on their number, so the run would not continue exactly")
 
 
 def _param_groups(named: list[tuple[str, nn.Parameter]], lr: float, ratios: dict[str, float]) -> list[dict]:
