@@ -328,7 +328,6 @@ class SupernetTrainer:
         np.random.set_state(state["rng"]["numpy"])
         self.step = int(state["step"])
 
-
     def _check_same_run(self, path: Union[str, os.PathLike], state: dict) -> None:
         """Checkpoints written before these keys existed are taken as they are."""
         if "config" in state:
@@ -338,15 +337,15 @@ class SupernetTrainer:
             if differ:
                 raise ValueError(f"checkpoint {path} was written with other training settings ({'; '.join(differ)}); "
                                  "resume with the TrainConfig it was written with")
-        if "space" in state and state["space"] != self._space():
-            here = self._space()
-            name = next(n for n in sorted(set(here) | set(state["space"])) if here.get(n) != state["space"].get(n))
-            if name not in here or name not in state["space"]:
-                where = "the checkpoint" if name in state["space"] else "this model"
+        space, saved = self._space(), state.get("space")
+        if saved is not None and saved != space:
+            name = next(n for n in sorted(set(space) | set(saved)) if space.get(n) != saved.get(n))
+            if name not in space or name not in saved:
+                where = "the checkpoint" if name in saved else "this model"
                 raise ValueError(f"checkpoint {path} has another search space: layer {name!r} is only in {where}")
-            gene = next(g for g in here[name] if here[name][g] != state["space"][name].get(g))
+            gene = next(g for g in space[name] if space[name][g] != saved[name].get(g))
             raise ValueError(f"checkpoint {path} has another search space: layer {name!r} gene {gene} offers "
-                             f"{', '.join(state['space'][name].get(gene, []))} there, {', '.join(here[name][gene])} here "
+                             f"{', '.join(saved[name].get(gene, []))} there, {', '.join(space[name][gene])} here "
                              "(GLoRAConfig ranks, choices or add_bias)")
         if state.get("world", self.world) != self.world:
             raise ValueError(f"checkpoint {path} was written by {state['world']} processes, this run has {self.world}: "
