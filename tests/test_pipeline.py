@@ -106,3 +106,11 @@ def test_the_whole_pipeline_on_a_tiny_bert(tmp_path, capsys) -> None:
     assert "holds an earlier run (supernet.pt, search.jsonl, finetune.pt): pass --resume" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "uniform"), "--sampling", "uniform"]) == 2  # with --budget-spread
     assert "budget_spread=True spreads budget-aware draws; it needs sampling='budget' or 'sandwich'" in capsys.readouterr().err
+
+
+def test_pipeline_settings_are_checked_before_any_work() -> None:
+    from glora.pipeline import PipelineConfig
+
+    assert PipelineConfig().choices == {"B": ["lora", "none"]} and PipelineConfig().choices is not PipelineConfig().choices
+    with pytest.raises(ValueError, match="fitness must be one of accuracy, neg_loss, got 'loss'"):
+        PipelineConfig(fitness="loss")

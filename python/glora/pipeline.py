@@ -23,7 +23,7 @@ import torch
 
 from .adapter_io import save_adapter
 from .config import GLoRAConfig
-from .evaluator import SubnetEvaluator
+from .evaluator import METRICS, SubnetEvaluator
 from .evolution import search
 from .merging import BiasAddedWarning, merge
 from .model import count_params, set_subnet, trainable_parameters_summary, wrap
@@ -85,6 +85,10 @@ class PipelineConfig:
     seed: int = 0
     device: Optional[str] = None
     resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fitness not in METRICS:  # checked here, not minutes later when the search starts
+            raise ValueError(f"fitness must be one of {', '.join(METRICS)}, got {self.fitness!r}")
 
 
 def default_model_path() -> str:
