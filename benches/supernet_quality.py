@@ -15,7 +15,7 @@ validation loss (``--fitness``), which over 500 sentences ranks subnets more sta
 compares each method with LoRA r=8 (query, value) seed by seed.
 
     python benches/prepare_assets.py     # here, once; then carry .assets to the GPU machine
-    python benches/supernet_quality.py [--variants uniform:640 sandwich:640+320] [--choices] [--seeds 0 1 2]
+    python benches/supernet_quality.py [--variants uniform:640 sandwich:640+320] [--choices] [--seeds 0 1 2] [--jobs 15]
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -233,6 +236,32 @@ def summarise(rows: list[dict[str, Any]], baseline: str = "peft_lora_r8_qv") -> 
     return summary
 
 
+def run_in_processes(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """Every (seed, baseline) and (seed, variant) in a process of its own (this script with ``--only``), ``--jobs``
+    at a time, one CPU thread each; the rows come back in job order and record how many processes shared the
+    machine (their ``train_s`` and ``search_s`` are then not timings; the accuracies do not depend on it)."""
+    work = [job for seed in args.seeds for job in [f"{seed}:baseline:{b}" for b in args.baselines] + [f"{seed}:variant:{v}" for v in args.variants]]
+    together = min(args.jobs, len(work))
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}  # the parts are not results to fetch
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+
+    def one(index: int, job: str) -> list[dict[str, Any]]:
+        name = f"{args.name}.part{index}"
+        command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--only", job, "--name", name, "--jobs", "1"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"job {job} failed:\n{done.stderr[-3000:]}")
+        path = result_path(name, device)
+        with open(path, encoding="utf-8") as fh:
+            rows = json.load(fh)["figures"]["runs"]
+        os.remove(path)
+        print(f"done: {job}", flush=True)
+        return [{**row, "concurrent_processes": together} for row in rows]
+
+    with ThreadPoolExecutor(together) as pool:
+        return [row for rows in pool.map(one, range(len(work)), work) for row in rows]
+
+
 def parse_variant(text: str, parser: argparse.ArgumentParser) -> tuple[str, int, int, int]:
     """``"sandwich:640+320@331776"`` -> ("sandwich", 640, 320, 331776); the budget defaults to 73,728."""
     text, _, budget = text.partition("@")
@@ -275,7 +304,14 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--name", default="supernet_quality", help="results/<name>_<device>.json")
     parser.add_argument("--append", action="store_true", help="keep the rows already in that file (a run split over several calls)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="run each (seed, method) in a process of its own, this many at once (MiniLM's steps are bound by "
+                             "the host: on a 16-core H200 machine 15-18 fit)")
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # SEED:baseline:NAME or SEED:variant:SPEC, a --jobs part
     args = parser.parse_args()
+    if args.only:
+        seed, kind, what = args.only.split(":", 2)
+        args.seeds, args.baselines, args.variants = [int(seed)], [what] if kind == "baseline" else [], [what] if kind == "variant" else []
     variants = [parse_variant(v, parser) for v in args.variants]
     settings = Settings(lr=args.glora_lr, fitness=args.fitness, generations=args.generations, random_subnets=args.random_subnets,
                         finetune_lr=args.finetune_lr, random_finetune=args.random_finetune, floor=args.floor,
@@ -308,7 +344,10 @@ def main() -> None:
         print(row, flush=True)
         return write_result(args.name, device, config, {"runs": rows, "summary": summarise(rows)})
 
-    for seed in args.seeds:
+    if args.jobs > 1:
+        for row in run_in_processes(args, device):
+            path = record(row)
+    for seed in args.seeds if args.jobs == 1 else []:
         data = splits(tokenizer, args.data, tuple(args.sizes), seed)
         for method in args.baselines:
             lr = args.lr if method.startswith("peft_") else BASELINES[method]
