@@ -28,6 +28,7 @@ from .evolution import search
 from .merging import BiasAddedWarning, merge
 from .model import count_params, set_subnet, trainable_parameters_summary, wrap
 from .movie_data import balanced_splits, read_sentences
+from .space import budget_bounds
 from .trainer import SupernetTrainer, TrainConfig
 
 ENCODER_LINEARS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
@@ -87,7 +88,22 @@ class PipelineConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        if self.fitness not in METRICS:  # checked here, not minutes later when the search starts
+        """Settings used only after training (the search's) are checked here too, not minutes later."""
+        positive = ("rank", "steps", "batch_size", "train_size", "val_size", "test_size", "max_len", "population", "generations")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("finetune_steps", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        budget_bounds(self.budget)
+        if not 0 <= self.budget_floor <= 1:
+            raise ValueError(f"budget_floor must lie in [0, 1], got {self.budget_floor!r}")
+        if self.sampling not in ("uniform", "budget", "sandwich"):
+            raise ValueError(f"sampling must be 'uniform', 'budget' or 'sandwich', got {self.sampling!r}")
+        if self.fitness not in METRICS:
             raise ValueError(f"fitness must be one of {', '.join(METRICS)}, got {self.fitness!r}")
 
 
