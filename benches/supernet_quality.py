@@ -247,11 +247,13 @@ def run_in_processes(args: argparse.Namespace, device: torch.device) -> list[dic
 
     def one(index: int, job: str) -> list[dict[str, Any]]:
         name = f"{args.name}.part{index}"
+        path = result_path(name, device)
+        if os.path.exists(path):  # left by an interrupted run: with --append the part would take its rows in
+            os.remove(path)
         command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--only", job, "--name", name, "--jobs", "1"]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"job {job} failed:\n{done.stderr[-3000:]}")
-        path = result_path(name, device)
         with open(path, encoding="utf-8") as fh:
             rows = json.load(fh)["figures"]["runs"]
         os.remove(path)
