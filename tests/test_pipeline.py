@@ -119,6 +119,13 @@ def test_pipeline_settings_are_checked_before_any_work() -> None:
                          ({"finetune_steps": -1}, "finetune_steps must be a non-negative integer, got -1"),
                          ({"budget": -5}, "budget maximum must be a non-negative whole number of parameters, got -5"),
                          ({"budget_floor": 1.5}, r"budget_floor must lie in \[0, 1\], got 1.5"),
-                         ({"sampling": "random"}, "sampling must be 'uniform', 'budget' or 'sandwich', got 'random'")]:
+                         ({"sampling": "random"}, "sampling must be 'uniform', 'budget' or 'sandwich', got 'random'"),
+                         ({"device": "tpu"}, "device 'tpu' is not a torch device")]:
         with pytest.raises(ValueError, match=message):
             PipelineConfig(**bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda': torch sees no CUDA GPU here"):
+            PipelineConfig(device="cuda")
+    else:
+        with pytest.raises(ValueError, match=f"device 'cuda:{torch.cuda.device_count()}': torch sees"):
+            PipelineConfig(device=f"cuda:{torch.cuda.device_count()}")

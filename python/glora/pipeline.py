@@ -105,6 +105,19 @@ class PipelineConfig:
             raise ValueError(f"sampling must be 'uniform', 'budget' or 'sandwich', got {self.sampling!r}")
         if self.fitness not in METRICS:
             raise ValueError(f"fitness must be one of {', '.join(METRICS)}, got {self.fitness!r}")
+        if self.device is not None:
+            _check_device(self.device)
+
+
+def _check_device(name: str) -> None:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: torch sees no CUDA GPU here (torch.cuda.is_available() is False)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
 
 
 def default_model_path() -> str:
