@@ -129,3 +129,15 @@ def test_pipeline_settings_are_checked_before_any_work() -> None:
     else:
         with pytest.raises(ValueError, match=f"device 'cuda:{torch.cuda.device_count()}': torch sees"):
             PipelineConfig(device=f"cuda:{torch.cuda.device_count()}")
+
+
+def test_an_interrupted_run_says_how_to_resume(monkeypatch, capsys) -> None:
+    import glora.pipeline
+    from glora.cli import main
+
+    def interrupted(cfg) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(glora.pipeline, "run", interrupted)
+    assert main(["run", "--model", "unused", "--device", "cpu"]) == 130
+    assert "interrupted; the finished training phases and search evaluations are kept" in capsys.readouterr().err

@@ -142,6 +142,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (OSError, ValueError) as err:  # bad input (glora's own errors are ValueErrors): a message, not a traceback
         print(f"{parser.prog} {args.command or 'run'}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.command in (None, "run"):
+            print(f"{parser.prog} run: interrupted; the finished training phases and search evaluations are kept in the "
+                  "output folder, and the same command with --resume continues from them", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
