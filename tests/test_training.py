@@ -123,6 +123,26 @@ def test_checkpoint_mismatch_and_bad_settings(tmp_path) -> None:
         glora.SupernetTrainer(_model(), (torch.randn(10, 12), torch.zeros(9)), glora.TrainConfig(steps=2, batch_size=4))
 
 
+def test_periodic_checkpoints_let_a_killed_run_continue_exactly(tmp_path) -> None:
+    config = glora.TrainConfig(steps=10, batch_size=16, lr=5e-3, warmup_steps=2, sampling="budget", budget=(0, 700), progress=False, seed=3)
+    data = _task(96, 1)
+    straight_model = _model(1)
+    straight = glora.SupernetTrainer(straight_model, data, config).train().losses
+    killed = glora.SupernetTrainer(_model(1), data, config)
+    killed.train(8, checkpoint=tmp_path / "c.pt", checkpoint_every=3)  # killed after step 8: the file holds step 6
+    assert torch.load(tmp_path / "c.pt", weights_only=False)["step"] == 6
+    resumed_model = _model(1)
+    resumed = glora.SupernetTrainer(resumed_model, data, config)
+    resumed.load_checkpoint(tmp_path / "c.pt")
+    assert resumed.train().losses == straight[6:]
+    trained = dict(straight_model.named_parameters())
+    assert all(torch.equal(p, trained[n]) for n, p in resumed_model.named_parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="checkpoint and checkpoint_every go together"):
+        killed.train(checkpoint=tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive integer, got 0"):
+        killed.train(checkpoint=tmp_path / "c.pt", checkpoint_every=0)
+
+
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path) -> None:
     config = glora.TrainConfig(steps=4, batch_size=16, lr=1e-3, progress=False)
     trainer = glora.SupernetTrainer(_model(), _task(64), config)

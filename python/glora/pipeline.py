@@ -209,15 +209,16 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def _train(model: torch.nn.Module, data: dict, cfg: PipelineConfig, device: torch.device, checkpoint: str, **settings: Any):
-    """One training phase (the supernet, or the found subnet alone) with its checkpoint in the output folder;
-    with ``resume`` it continues from that checkpoint (a finished phase is not repeated)."""
+    """One training phase (the supernet, or the found subnet alone) with its checkpoint in the output folder,
+    rewritten every tenth of the phase; with ``resume`` it continues from that checkpoint (a finished phase is not
+    repeated)."""
     config = TrainConfig(batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=settings["steps"] // 10, seed=cfg.seed,
                          precision="bf16" if device.type == "cuda" else "fp32", **settings)
     trainer = SupernetTrainer(model, data, config, device=device)
     path = os.path.join(cfg.out, checkpoint)
     if cfg.resume and os.path.exists(path):
         trainer.load_checkpoint(path)
-    result = trainer.train()
+    result = trainer.train(checkpoint=path, checkpoint_every=max(1, config.steps // 10))
     trainer.save_checkpoint(path)
     return result
 

@@ -226,11 +226,18 @@ class SupernetTrainer:
             total += loss.item() / len(paths)
         return total
 
-    def train(self, steps: Optional[int] = None) -> TrainResult:
-        """Train until ``steps`` optimizer steps are done in total (default: the configured number)."""
+    def train(self, steps: Optional[int] = None, checkpoint: Optional[Union[str, os.PathLike]] = None,
+              checkpoint_every: Optional[int] = None) -> TrainResult:
+        """Train until ``steps`` optimizer steps are done in total (default: the configured number). With
+        ``checkpoint`` and ``checkpoint_every``, the checkpoint is rewritten every that many steps, so a killed run
+        loses at most that many (``load_checkpoint`` continues it exactly)."""
         target = self.config.steps if steps is None else steps
         if target > self.config.steps:
             raise ValueError(f"steps {target} exceeds the configured schedule of {self.config.steps}")
+        if (checkpoint is None) != (checkpoint_every is None):
+            raise ValueError("checkpoint and checkpoint_every go together: the file and how often to rewrite it")
+        if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+            raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
         self.model.train()
         losses = []
         bar = _bar(self.config.progress and self.rank == 0, self.step, self.config.steps)
@@ -251,6 +258,8 @@ class SupernetTrainer:
             self.step += 1
             done += 1
             losses.append(loss)
+            if checkpoint_every is not None and self.step % checkpoint_every == 0:
+                self.save_checkpoint(checkpoint)
             if bar is not None:
                 rate = done * accum * self.config.batch_size * self.world / (time.perf_counter() - started)
                 bar.update(1)
