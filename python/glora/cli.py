@@ -2,9 +2,9 @@
 
 ``glora`` (or ``glora run``) runs the whole pipeline on the built-in default, all-MiniLM-L6-v2 on the offline movie
 sentences: wrap, train the supernet, search under a parameter budget, merge, report test accuracy
-(``pipeline.py``). On a GPU the schedule is the one ``benches/supernet_quality.py`` measured best (sandwich
-training for 640 steps, search, then 320 steps training the found subnet alone); on a machine without a GPU it is
-shortened so that it finishes in minutes; every number can be set. ``glora demo`` wraps a MiniLM-shaped BERT with
+(``pipeline.py``). The defaults are the option ``benches/supernet_quality.py`` measured best on a GPU (uniform
+paths for 640 steps without B's vector and scalar forms, then the search with validation loss as fitness); on a
+machine without a GPU the schedule is shortened so that it finishes in minutes; every number can be set. ``glora demo`` wraps a MiniLM-shaped BERT with
 random weights, merges random subnets and checks that the merged models match them with the base model's parameter
 count.
 """
