@@ -30,7 +30,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -236,7 +236,7 @@ def summarise(rows: list[dict[str, Any]], baseline: str = "peft_lora_r8_qv") -> 
     return summary
 
 
-def run_in_processes(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+def run_in_processes(args: argparse.Namespace, device: torch.device) -> Iterator[dict[str, Any]]:
     """Every (seed, baseline) and (seed, variant) in a process of its own (this script with ``--only``), ``--jobs``
     at a time, one CPU thread each; the rows come back in job order and record how many processes shared the
     machine (their ``train_s`` and ``search_s`` are then not timings; the accuracies do not depend on it)."""
@@ -261,7 +261,15 @@ def run_in_processes(args: argparse.Namespace, device: torch.device) -> list[dic
         return [{**row, "concurrent_processes": together} for row in rows]
 
     with ThreadPoolExecutor(together) as pool:
-        return [row for rows in pool.map(one, range(len(work)), work) for row in rows]
+        futures = [pool.submit(one, index, job) for index, job in enumerate(work)]
+        failed = []
+        for future in futures:  # in job order; a failed job does not cost the others' rows
+            try:
+                yield from future.result()
+            except RuntimeError as err:
+                failed.append(str(err))
+    if failed:
+        raise RuntimeError("\n\n".join(failed))
 
 
 def parse_variant(text: str, parser: argparse.ArgumentParser) -> tuple[str, int, int, int]:
