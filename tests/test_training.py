@@ -159,6 +159,11 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path) -> None:
     narrower = glora.wrap(MLP(), glora.GLoRAConfig(target_modules=["fc1", "fc2"], modules_to_save=["head"], choices={"B": ["lora", "none"]}))
     with pytest.raises(ValueError, match="another search space: layer 'fc1' gene B offers lora_4, vector, scalar, none there, lora_4, none here"):
         glora.SupernetTrainer(narrower, _task(64), config).load_checkpoint(tmp_path / "a.pt")
+    budgeted = dataclasses.replace(config, sampling="budget", budget=600)
+    written = glora.SupernetTrainer(_model(), _task(64), budgeted)
+    written.save_checkpoint(tmp_path / "b.pt")
+    for same in ((0, 600), [0, 600]):
+        glora.SupernetTrainer(_model(), _task(64), dataclasses.replace(budgeted, budget=same)).load_checkpoint(tmp_path / "b.pt")
     state = torch.load(tmp_path / "a.pt", weights_only=False)
     torch.save({**state, "world": 2}, tmp_path / "two.pt")
     with pytest.raises(ValueError, match="written by 2 processes, this run has 1"):

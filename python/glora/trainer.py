@@ -340,9 +340,14 @@ class SupernetTrainer:
     def _check_same_run(self, path: Union[str, os.PathLike], state: dict) -> None:
         """Checkpoints written before these keys existed are taken as they are."""
         if "config" in state:
-            here = asdict(self.config)
-            differ = [f"{k} {state['config'].get(k)!r} there, {here[k]!r} here" for k in here
-                      if k not in RESUME_FREE and state["config"].get(k) != here[k]]
+            here, there = asdict(self.config), state["config"]
+
+            def same(key: str) -> bool:
+                if key == "budget" and here[key] is not None and there.get(key) is not None:
+                    return budget_bounds(here[key]) == budget_bounds(there[key])  # 700, (0, 700) and [0, 700] alike
+                return there.get(key) == here[key]
+
+            differ = [f"{k} {there.get(k)!r} there, {here[k]!r} here" for k in here if k not in RESUME_FREE and not same(k)]
             if differ:
                 raise ValueError(f"checkpoint {path} was written with other training settings ({'; '.join(differ)}); "
                                  "resume with the TrainConfig it was written with")
