@@ -343,7 +343,7 @@ def main() -> None:
     if args.append and os.path.exists(result_path(args.name, device)):
         with open(result_path(args.name, device), encoding="utf-8") as fh:
             rows = json.load(fh)["figures"]["runs"]
-        for per_call in ("variants", "seeds", "baselines", "random_finetune", "search_window", "spread", "ranks", "init", "max_grad_norm", "lr_ratios", "choices", "append"):
+        for per_call in ("variants", "seeds", "baselines", "random_finetune", "search_window", "spread", "ranks", "init", "max_grad_norm", "lr_ratios", "choices", "append", "jobs", "only"):
             config.pop(per_call)
         config["note"] = "rows from several calls (--append); each row records its own settings, the method name its non-default ones"
 
