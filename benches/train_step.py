@@ -7,8 +7,9 @@ Figures: median ms per step and peak GPU memory, with ratios to PEFT LoRA r=8 me
 The methods' steps are timed interleaved (one step of each per round), so a drift of the host's speed, which
 bounds these steps, reaches all alike; each peak is the method's own, measured in a fresh process that builds
 only that model and runs two steps (``--peaks shared`` measures it in the timing process instead, over what was
-allocated before the model was built: that figure came out 1.4 GiB low for the reference layer on ViT-B/16). glora's layers keep the base's architecture (``add_bias=False``, the default, as
-PEFT's GloraConfig: no bias-creating C or E on bias-free layers); ``glora_supernet_add_bias`` is the supernet with
+allocated before the model was built: that figure came out 1.4 GiB low for the reference layer on ViT-B/16).
+glora's layers keep the base's architecture (``add_bias=False``, the default, as PEFT's GloraConfig: no
+bias-creating C or E on bias-free layers); ``glora_supernet_add_bias`` is the supernet with
 the paper's terms there too, measured on the LLaMA-style decoder (every ViT layer has a bias).
 
     python benches/train_step.py [--models vit llama] [--methods ...]
