@@ -94,6 +94,12 @@ def test_bad_budgets_scores_and_arguments() -> None:
     assert worst.best_score == 1.0
     with pytest.raises(ValueError, match="objective"):
         _run(objective="speed")
+    with pytest.raises(ValueError, match="population must be a positive integer, got 0"):
+        _run(population=0)
+    with pytest.raises(ValueError, match="generations must be a positive integer, got 0"):
+        _run(generations=0)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -2"):
+        _run(seed=-2)
     with pytest.raises(glora.SearchError, match="mutation_prob"):
         _run(mutation_prob=2.0)
     with pytest.raises(glora.SearchError, match="search space is empty"):

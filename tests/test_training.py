@@ -11,6 +11,7 @@ from models import MLP, ConvNet, TinyTransformer
 
 import glora
 from glora.model import draw_plans
+from glora.trainer import classification_loss
 
 
 def _task(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,15 +129,27 @@ def test_periodic_checkpoints_let_a_killed_run_continue_exactly(tmp_path) -> Non
     data = _task(96, 1)
     straight_model = _model(1)
     straight = glora.SupernetTrainer(straight_model, data, config).train().losses
-    killed = glora.SupernetTrainer(_model(1), data, config)
-    killed.train(8, checkpoint=tmp_path / "c.pt", checkpoint_every=3)  # killed after step 8: the file holds step 6
-    assert torch.load(tmp_path / "c.pt", weights_only=False)["step"] == 6
+    calls = []
+
+    def killed_in_step_8(model, batch):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        return classification_loss(model, batch)
+
+    killed = glora.SupernetTrainer(_model(1), data, config, killed_in_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        killed.train(checkpoint=tmp_path / "c.pt", checkpoint_every=3)
+    assert torch.load(tmp_path / "c.pt", weights_only=False)["step"] == 6  # the last multiple of 3 before the kill
     resumed_model = _model(1)
     resumed = glora.SupernetTrainer(resumed_model, data, config)
     resumed.load_checkpoint(tmp_path / "c.pt")
     assert resumed.train().losses == straight[6:]
     trained = dict(straight_model.named_parameters())
     assert all(torch.equal(p, trained[n]) for n, p in resumed_model.named_parameters() if p.requires_grad)
+    ended = glora.SupernetTrainer(_model(1), data, config)
+    ended.train(8, checkpoint=tmp_path / "e.pt", checkpoint_every=3)
+    assert torch.load(tmp_path / "e.pt", weights_only=False)["step"] == 8  # and at the end
     with pytest.raises(ValueError, match="checkpoint and checkpoint_every go together"):
         killed.train(checkpoint=tmp_path / "c.pt")
     with pytest.raises(ValueError, match="checkpoint_every must be a positive integer, got 0"):
@@ -150,7 +163,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path) -> None:
     trainer.save_checkpoint(tmp_path / "a.pt")
     glora.SupernetTrainer(_model(), _task(64), dataclasses.replace(config, progress=True)).load_checkpoint(tmp_path / "a.pt")
     for change, message in [({"lr": 2e-3}, "lr 0.001 there, 0.002 here"), ({"steps": 8}, "steps 4 there, 8 here"),
-                            ({"sampling": "budget", "budget": 600}, "sampling 'uniform' there, 'budget' here; budget None there, 600 here"),
+                            ({"sampling": "budget", "budget": 600}, r"sampling 'uniform' there, 'budget' here; budget None there, \(0, 600\) here"),
                             ({"seed": 1, "batch_size": 8}, "batch_size 16 there, 8 here; .*seed 0 there, 1 here")]:
         other = glora.SupernetTrainer(_model(), _task(64), dataclasses.replace(config, **change))
         with pytest.raises(ValueError, match=f"written with other training settings \\({message}\\); resume with the TrainConfig"):

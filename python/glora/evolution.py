@@ -76,6 +76,18 @@ def _scores(returned: Any, expected: int) -> list[float]:
     return out
 
 
+def check_search_settings(budget: Budget, seed: int, population: int, generations: int) -> tuple[int, int]:
+    """Check the settings every search needs and return the budget as ``(min, max)``; callers that search after
+    minutes of training (``glora run``) call it first."""
+    lo_hi = budget_bounds(budget)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    for name, value in (("population", population), ("generations", generations)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return lo_hi
+
+
 def search(
     space_or_model: Any,
     fitness: Fitness,
@@ -106,15 +118,13 @@ def search(
     continues a search that was interrupted, re-evaluating nothing that was recorded.
     """
     space = _space_of(space_or_model)
-    lo, hi = budget_bounds(budget)
+    lo, hi = check_search_settings(budget, seed, population, generations)
     if not callable(fitness):
         raise TypeError(f"fitness must be callable, got {type(fitness).__name__}")
     if objective not in ("fitness", "pareto"):
         raise ValueError(f"objective must be 'fitness' or 'pareto', got {objective!r}")
     if nonfinite not in ("error", "worst"):
         raise ValueError(f"nonfinite must be 'error' or 'worst', got {nonfinite!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     if isinstance(population, int) and not isinstance(population, bool):

@@ -24,11 +24,10 @@ import torch
 from .adapter_io import save_adapter
 from .config import GLoRAConfig
 from .evaluator import METRICS, SubnetEvaluator
-from .evolution import search
+from .evolution import check_search_settings, search
 from .merging import BiasAddedWarning, merge
 from .model import count_params, set_subnet, trainable_parameters_summary, wrap
 from .movie_data import balanced_splits, read_sentences
-from .space import budget_bounds
 from .trainer import SupernetTrainer, TrainConfig
 
 ENCODER_LINEARS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
@@ -88,21 +87,11 @@ class PipelineConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        """Settings used only after training (the search's) are checked here too, not minutes later."""
-        positive = ("rank", "steps", "batch_size", "train_size", "val_size", "test_size", "max_len", "population", "generations")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("finetune_steps", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        budget_bounds(self.budget)
-        if not 0 <= self.budget_floor <= 1:
-            raise ValueError(f"budget_floor must lie in [0, 1], got {self.budget_floor!r}")
-        if self.sampling not in ("uniform", "budget", "sandwich"):
-            raise ValueError(f"sampling must be 'uniform', 'budget' or 'sandwich', got {self.sampling!r}")
+        """The settings first used after training (the search's, the fine-tuning's, the fitness) are checked here,
+        not minutes later; the others are checked before training by GLoRAConfig and TrainConfig."""
+        check_search_settings(self.budget, self.seed, self.population, self.generations)
+        if isinstance(self.finetune_steps, bool) or not isinstance(self.finetune_steps, int) or self.finetune_steps < 0:
+            raise ValueError(f"finetune_steps must be a non-negative integer, got {self.finetune_steps!r}")
         if self.fitness not in METRICS:
             raise ValueError(f"fitness must be one of {', '.join(METRICS)}, got {self.fitness!r}")
         if self.device is not None:
@@ -218,9 +207,7 @@ def _train(model: torch.nn.Module, data: dict, cfg: PipelineConfig, device: torc
     path = os.path.join(cfg.out, checkpoint)
     if cfg.resume and os.path.exists(path):
         trainer.load_checkpoint(path)
-    result = trainer.train(checkpoint=path, checkpoint_every=max(1, config.steps // 10))
-    trainer.save_checkpoint(path)
-    return result
+    return trainer.train(checkpoint=path, checkpoint_every=max(1, config.steps // 10))
 
 
 @torch.inference_mode()

@@ -64,7 +64,7 @@ class TrainConfig:
     precision: str = "fp32"
     gradient_checkpointing: bool = False
     sampling: str = "uniform"
-    budget: Optional[Union[int, tuple[int, int]]] = None
+    budget: Optional[Union[int, tuple[int, int]]] = None  # kept as (min, max)
     budget_spread: bool = False
     distill: bool = False
     distill_temperature: float = 1.0
@@ -90,6 +90,8 @@ class TrainConfig:
             raise ValueError("sampling='fixed' trains the subnet given as subnet=...; give both or neither")
         if self.sampling in ("budget", "sandwich") and self.budget is None:
             raise ValueError(f"sampling={self.sampling!r} needs a budget (a maximum or a (min, max) pair of parameters)")
+        if self.budget is not None:
+            self.budget = budget_bounds(self.budget)  # one form for 700, (0, 700) and [0, 700]
         if self.budget_spread and self.sampling not in ("budget", "sandwich"):
             raise ValueError("budget_spread=True spreads budget-aware draws; it needs sampling='budget' or 'sandwich'")
         if self.distill and self.sampling != "sandwich":
@@ -229,8 +231,8 @@ class SupernetTrainer:
     def train(self, steps: Optional[int] = None, checkpoint: Optional[Union[str, os.PathLike]] = None,
               checkpoint_every: Optional[int] = None) -> TrainResult:
         """Train until ``steps`` optimizer steps are done in total (default: the configured number). With
-        ``checkpoint`` and ``checkpoint_every``, the checkpoint is rewritten every that many steps, so a killed run
-        loses at most that many (``load_checkpoint`` continues it exactly)."""
+        ``checkpoint`` and ``checkpoint_every``, the checkpoint is written every that many steps and at the end, so a
+        killed run loses at most that many (``load_checkpoint`` continues it exactly)."""
         target = self.config.steps if steps is None else steps
         if target > self.config.steps:
             raise ValueError(f"steps {target} exceeds the configured schedule of {self.config.steps}")
@@ -266,6 +268,8 @@ class SupernetTrainer:
                 bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.0f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
         if bar is not None:
             bar.close()
+        if checkpoint_every is not None and done and self.step % checkpoint_every:
+            self.save_checkpoint(checkpoint)
         seconds = time.perf_counter() - started
         return TrainResult(self.step, losses, seconds, done * accum * self.config.batch_size * self.world / max(seconds, 1e-9))
 
@@ -338,16 +342,11 @@ class SupernetTrainer:
         self.step = int(state["step"])
 
     def _check_same_run(self, path: Union[str, os.PathLike], state: dict) -> None:
-        """Checkpoints written before these keys existed are taken as they are."""
+        """Checkpoints written before ``space`` and ``world`` were recorded are checked on their settings alone."""
         if "config" in state:
-            here, there = asdict(self.config), state["config"]
-
-            def same(key: str) -> bool:
-                if key == "budget" and here[key] is not None and there.get(key) is not None:
-                    return budget_bounds(here[key]) == budget_bounds(there[key])  # 700, (0, 700) and [0, 700] alike
-                return there.get(key) == here[key]
-
-            differ = [f"{k} {there.get(k)!r} there, {here[k]!r} here" for k in here if k not in RESUME_FREE and not same(k)]
+            here = asdict(self.config)
+            there = asdict(TrainConfig(**{k: v for k, v in state["config"].items() if k in here}))  # in today's form
+            differ = [f"{k} {there[k]!r} there, {here[k]!r} here" for k in here if k not in RESUME_FREE and there[k] != here[k]]
             if differ:
                 raise ValueError(f"checkpoint {path} was written with other training settings ({'; '.join(differ)}); "
                                  "resume with the TrainConfig it was written with")
