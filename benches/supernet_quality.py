@@ -2,9 +2,10 @@
 
 all-MiniLM-L6-v2 (mean pooling, new linear head) on the movie sentences of ../shared/BENCHMARKS.md: 1000
 training, 500 validation (search fitness only) and 2000 test sentences, max_len 64, 3 seeds. For each sampling
-option (uniform as the reference, budget-aware, sandwich with distillation) the supernet (rank 4 unless ``--ranks``, all 36 encoder
-linears; by default without B's vector and scalar forms, ``--choices`` alone for the paper's full space) is trained, the search runs at PEFT LoRA r=8 (query, value)'s budget of 73,728 adapter parameters, and
-we report the searched subnet's test accuracy, the mean test accuracy of random feasible subnets, and the
+option (uniform as the reference, budget-aware, sandwich with distillation) the supernet (rank 4 unless
+``--ranks``, all 36 encoder linears; by default without B's vector and scalar forms, ``--choices`` alone for the
+paper's full space) is trained, the search runs at PEFT LoRA r=8 (query, value)'s budget of 73,728 adapter
+parameters, and we report the searched subnet's test accuracy, the mean test accuracy of random feasible subnets, and the
 baselines of BENCHMARKS.md item 5 trained for 320 steps (``--baselines``: PEFT LoRA r=8 on query and value by
 default; the linear probe, LoRA r=8 on all encoder linears, PEFT's GloraConfig default and full fine-tuning on
 request), with adapter parameters, training time and peak memory. A variant is ``sampling:steps`` or ``sampling:steps+finetune``: with a
