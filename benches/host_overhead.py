@@ -20,7 +20,7 @@ from common import print_table, write_result
 from methods import prepare, training_step
 
 import glora
-from glora import batched_weights
+from glora.layers import batched_weights
 
 METHODS = ["full_finetune", "peft_lora_r8", "glora_supernet", "glora_fixed_random", "glora_fixed_all_lora"]
 

@@ -23,8 +23,8 @@ from common import print_table, write_result
 
 import glora
 from glora import _engine
-from glora.choices import GENES, choice_cost, offered_choices, parse_choice
-from glora.space import LayerSpace, SearchSpace
+from glora.layers.choices import GENES, choice_cost, offered_choices, parse_choice
+from glora.engine.space import LayerSpace, SearchSpace
 
 
 def make_space(shapes: list[tuple[str, int, int]], rank: int = 4, bias: bool = True) -> SearchSpace:

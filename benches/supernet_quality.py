@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from common import peak_gib, print_table, reset_peak, result_path, write_result
 
 import glora
-from glora.movie_data import balanced_splits, read_sentences
-from glora.pipeline import ENCODER_LINEARS, MeanPoolClassifier, accuracy_of, encode
-from glora.sampling import BudgetSampler
+from glora.tasks.movie import balanced_splits, read_sentences
+from glora.tasks.pipeline import ENCODER_LINEARS, MeanPoolClassifier, accuracy_of, encode
+from glora.training.sampling import BudgetSampler
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".assets")
 BUDGET = 73_728

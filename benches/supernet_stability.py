@@ -31,8 +31,8 @@ from common import print_table, write_result
 from supernet_quality import ASSETS, BUDGET, _train, load, splits
 
 import glora
-from glora.pipeline import ENCODER_LINEARS
-from glora.sampling import BudgetSampler
+from glora.tasks.pipeline import ENCODER_LINEARS
+from glora.training.sampling import BudgetSampler
 
 SPACES = {"paper": None, "B without vector/scalar": {"B": ["lora", "none"]},
           "B and C without vector/scalar": {"B": ["lora", "none"], "C": ["lora", "none"]}}

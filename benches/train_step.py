@@ -29,7 +29,7 @@ from common import allocated, peak_gib, print_table, reset_peak, time_interleave
 from methods import METHODS, OPTIMIZER, prepare, training_step
 
 import glora
-from glora import batched_weights, kernels
+from glora.layers import batched_weights, kernels
 
 VIT_TARGETS = r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
 LLAMA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from glora.choices import GENES, choice_cost, offered_choices, parse_choice
-from glora.space import LayerSpace, SearchSpace
+from glora.layers.choices import GENES, choice_cost, offered_choices, parse_choice
+from glora.engine.space import LayerSpace, SearchSpace
 
 
 def synthetic_space(shapes: list[tuple[int, int]], rank: int = 4) -> SearchSpace:

@@ -14,10 +14,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import glora
-from glora import batched_weights, linear_function
-from glora.linear_function import GLoRALinear
-from glora.model import adapter_parameters
-from glora.trainer import _enable_checkpointing
+from glora.layers import batched_weights, linear_function
+from glora.layers.linear_function import GLoRALinear
+from glora.tuner.model import adapter_parameters
+from glora.training.trainer import _enable_checkpointing
 
 LINEAR_CASES = [c for c in CASES if c.name != "convnet"]
 

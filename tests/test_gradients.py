@@ -175,7 +175,7 @@ def test_no_weight_sized_copy_is_kept_over_a_compute_dtype_base(seed: int) -> No
 def test_rounded_weight_and_bias_lose_nothing_over_a_low_precision_base(seed: int) -> None:
     """W', b' over a bf16 base equal those computed from the same base widened to float32 first, bit for bit:
     every term (scalar forms included) runs in the factors' precision and is rounded once."""
-    from glora.functional import effective_bias, effective_weight
+    from glora.layers.functional import effective_bias, effective_weight
 
     torch.manual_seed(seed)
     rng = random.Random(seed)

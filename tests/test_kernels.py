@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent(
     from torch import nn
     from transformers.pytorch_utils import Conv1D
     import glora
-    from glora import kernels
+    from glora.layers import kernels
 
     def run(layer, x, fused):
         kernels.available = (lambda w0: True) if fused else (lambda w0: False)
@@ -70,8 +70,8 @@ WEIGHT_SCRIPT = textwrap.dedent(
     import os, random
     os.environ["TRITON_INTERPRET"] = "1"
     import torch
-    from glora import functional, kernels
-    from glora.choices import parse_choice
+    from glora.layers import functional, kernels
+    from glora.layers.choices import parse_choice
 
     worst, cases = 0.0, 0
     for seed in range(40):

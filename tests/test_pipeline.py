@@ -10,7 +10,7 @@ import tarfile
 import pytest
 import torch
 
-from glora import movie_data
+from glora.tasks import movie as movie_data
 
 WORDS = ["good", "great", "fine", "bad", "awful", "dull", "film", "plot", "the", "a", "very", "not"]
 
@@ -77,7 +77,7 @@ def test_the_whole_pipeline_on_a_tiny_bert(tmp_path, capsys) -> None:
     transformers.BertModel(config).save_pretrained(model_dir)
     data = tmp_path / movie_data.SDIST
     _sdist(data, _lines())
-    from glora.cli import main
+    from glora.cli.main import main
 
     out = tmp_path / "run"
     args = ["run", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--steps", "30", "--batch-size", "16",
@@ -109,7 +109,7 @@ def test_the_whole_pipeline_on_a_tiny_bert(tmp_path, capsys) -> None:
 
 
 def test_pipeline_settings_are_checked_before_any_work() -> None:
-    from glora.pipeline import PipelineConfig
+    from glora.tasks.pipeline import PipelineConfig
 
     assert PipelineConfig().choices == {"B": ["lora", "none"]} and PipelineConfig().choices is not PipelineConfig().choices
     for bad, message in [({"fitness": "loss"}, "fitness must be one of accuracy, neg_loss, got 'loss'"),
@@ -130,12 +130,12 @@ def test_pipeline_settings_are_checked_before_any_work() -> None:
 
 
 def test_an_interrupted_run_says_how_to_resume(monkeypatch, capsys) -> None:
-    import glora.pipeline
-    from glora.cli import main
+    import glora.tasks.pipeline
+    from glora.cli.main import main
 
     def interrupted(cfg) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(glora.pipeline, "run", interrupted)
+    monkeypatch.setattr(glora.tasks.pipeline, "run", interrupted)
     assert main(["run", "--model", "unused", "--device", "cpu"]) == 130
     assert "interrupted; the finished training phases and search evaluations are kept" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from spaces import AdditiveFitness, synthetic_space, vit_like_space
 
 import glora
 from glora import _engine
-from glora.genomes import to_genome, to_subnet
+from glora.engine.genomes import to_genome, to_subnet
 
 SMALL = synthetic_space([(64, 32), (32, 64), (48, 48), (16, 80)] * 3)
 
@@ -228,7 +228,7 @@ def test_log_refusals(tmp_path) -> None:
 
 
 def _replay(*args: str) -> subprocess.CompletedProcess:
-    code = "import sys; sys.modules['torch'] = None; from glora.replay import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; sys.modules['torch'] = None; from glora.engine.replay import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
 
 

@@ -10,8 +10,8 @@ import torch
 from models import MLP, ConvNet, TinyTransformer
 
 import glora
-from glora.model import draw_plans
-from glora.trainer import classification_loss
+from glora.tuner.model import draw_plans
+from glora.training.trainer import classification_loss
 
 
 def _task(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,7 +190,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path) -> None:
 def _perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for _, p in glora.model.adapter_parameters(model):
+        for _, p in glora.tuner.model.adapter_parameters(model):
             p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     return model
 
@@ -205,7 +205,7 @@ def test_evaluator_matches_plain_evaluation_of_merged_models(per_pass: int, metr
 
     def plain(logits, labels):
         logits, labels = logits.reshape(-1, 4), labels.reshape(-1)
-        return glora.evaluator.METRICS[metric](logits, labels)
+        return glora.training.evaluator.METRICS[metric](logits, labels)
 
     evaluator = glora.SubnetEvaluator(model, (x, y), metric=plain, batch_size=16, subnets_per_pass=per_pass)
     subnets = [glora.sample_subnet(model, s) for s in range(7)]
@@ -273,7 +273,7 @@ def _assert_checkpointing_changes_nothing(make_model, data, **settings) -> None:
 @pytest.mark.parametrize("sampling", ["uniform", "sandwich"])
 def test_gradient_checkpointing_of_a_bert_changes_nothing(sampling: str, precision: str) -> None:
     transformers = pytest.importorskip("transformers")
-    from glora.pipeline import ENCODER_LINEARS, MeanPoolClassifier
+    from glora.tasks.pipeline import ENCODER_LINEARS, MeanPoolClassifier
 
     config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
     g = torch.Generator().manual_seed(0)
@@ -308,7 +308,7 @@ def test_gradient_checkpointing_of_a_timm_vit_changes_nothing(precision: str) ->
 def test_spread_draws_cover_the_budget_window() -> None:
     """The construction alone piles its counts at one end of the window (here its top); spread draws cover the
     window, stay inside it, and are a fixed function of (seed, index)."""
-    from glora.sampling import BudgetSampler
+    from glora.training.sampling import BudgetSampler
     from models import TinyTransformer
 
     model = glora.wrap(TinyTransformer(dim=32), glora.GLoRAConfig(rank=4, ranks=[1, 2, 4], target_modules="all-linear"))

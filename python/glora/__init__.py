@@ -8,40 +8,40 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .version import __version__
+from glora.version import __version__
 
 _EXPORTS = {
-    "AdapterMismatchError": ".adapter_io",
-    "load_adapter": ".adapter_io",
-    "read_adapter_config": ".adapter_io",
-    "save_adapter": ".adapter_io",
-    "GENES": ".choices",
-    "ChoiceError": ".choices",
-    "set_batched_weights": ".batched_weights",
-    "GLoRAConfig": ".config",
-    "GLoRALayer": ".layer",
-    "BiasAddedWarning": ".merging",
-    "merge": ".merging",
-    "merge_and_unload": ".merging",
-    "count_params": ".model",
-    "get_subnet": ".model",
-    "glora_layers": ".model",
-    "sample_subnet": ".model",
-    "search_space": ".model",
-    "set_subnet": ".model",
-    "supernet_mode": ".model",
-    "trainable_parameters_summary": ".model",
-    "wrap": ".model",
-    "LayerSpace": ".space",
-    "SearchSpace": ".space",
-    "search": ".evolution",
-    "SubnetEvaluator": ".evaluator",
-    "SupernetTrainer": ".trainer",
-    "TrainConfig": ".trainer",
-    "TrainResult": ".trainer",
-    "train_supernet": ".trainer",
-    "SearchResult": ".evolution",
-    "ParetoPoint": ".evolution",
+    "AdapterMismatchError": ".files.adapter",
+    "load_adapter": ".files.adapter",
+    "read_adapter_config": ".files.adapter",
+    "save_adapter": ".files.adapter",
+    "GENES": ".layers.choices",
+    "ChoiceError": ".layers.choices",
+    "set_batched_weights": ".layers.batched_weights",
+    "GLoRAConfig": ".tuner.config",
+    "GLoRALayer": ".layers.layer",
+    "BiasAddedWarning": ".tuner.merging",
+    "merge": ".tuner.merging",
+    "merge_and_unload": ".tuner.merging",
+    "count_params": ".tuner.model",
+    "get_subnet": ".tuner.model",
+    "glora_layers": ".tuner.model",
+    "sample_subnet": ".tuner.model",
+    "search_space": ".tuner.model",
+    "set_subnet": ".tuner.model",
+    "supernet_mode": ".tuner.model",
+    "trainable_parameters_summary": ".tuner.model",
+    "wrap": ".tuner.model",
+    "LayerSpace": ".engine.space",
+    "SearchSpace": ".engine.space",
+    "search": ".engine.evolution",
+    "SubnetEvaluator": ".training.evaluator",
+    "SupernetTrainer": ".training.trainer",
+    "TrainConfig": ".training.trainer",
+    "TrainResult": ".training.trainer",
+    "train_supernet": ".training.trainer",
+    "SearchResult": ".engine.evolution",
+    "ParetoPoint": ".engine.evolution",
     "SearchError": ".errors",
     "ImpossibleBudgetError": ".errors",
     "ScoreError": ".errors",
@@ -65,14 +65,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .adapter_io import AdapterMismatchError, load_adapter, read_adapter_config, save_adapter
-    from .batched_weights import set_batched_weights
-    from .choices import GENES, ChoiceError
-    from .config import GLoRAConfig
-    from .errors import DivergenceError, ImpossibleBudgetError, LogError, ScoreError, SearchError
-    from .layer import GLoRALayer
-    from .merging import BiasAddedWarning, merge, merge_and_unload
-    from .model import (
+    from glora.files.adapter import AdapterMismatchError, load_adapter, read_adapter_config, save_adapter
+    from glora.layers.batched_weights import set_batched_weights
+    from glora.layers.choices import GENES, ChoiceError
+    from glora.tuner.config import GLoRAConfig
+    from glora.errors import DivergenceError, ImpossibleBudgetError, LogError, ScoreError, SearchError
+    from glora.layers.layer import GLoRALayer
+    from glora.tuner.merging import BiasAddedWarning, merge, merge_and_unload
+    from glora.tuner.model import (
         count_params,
         get_subnet,
         glora_layers,
@@ -83,7 +83,7 @@ if TYPE_CHECKING:
         trainable_parameters_summary,
         wrap,
     )
-    from .evaluator import SubnetEvaluator
-    from .evolution import ParetoPoint, SearchResult, search
-    from .trainer import SupernetTrainer, TrainConfig, TrainResult, train_supernet
-    from .space import LayerSpace, SearchSpace
+    from glora.training.evaluator import SubnetEvaluator
+    from glora.engine.evolution import ParetoPoint, SearchResult, search
+    from glora.training.trainer import SupernetTrainer, TrainConfig, TrainResult, train_supernet
+    from glora.engine.space import LayerSpace, SearchSpace

@@ -5,7 +5,7 @@ Each carries ``kind`` (a short name of the problem) and ``details`` (a dict of i
 :class:`SearchError`, itself a ``ValueError``.
 """
 
-from ._engine import DivergenceError, ImpossibleBudgetError, LogError, ScoreError, SearchError
+from glora._engine import DivergenceError, ImpossibleBudgetError, LogError, ScoreError, SearchError
 
 __all__ = ["DivergenceError", "ImpossibleBudgetError", "LogError", "ScoreError", "SearchError", "score_error"]
 

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batched_weights import Built, versions, linear as batched_linear
-from .choices import GENES, NONE, Choice, choice_cost, offered_choices, parse_choice
-from .dtypes import compute_dtype
-from .functional import effective_bias, effective_weight, fused_weight, uses_fused_weight
-from .linear_function import glora_linear
+from glora.layers.batched_weights import Built, versions, linear as batched_linear
+from glora.layers.choices import GENES, NONE, Choice, choice_cost, offered_choices, parse_choice
+from glora.layers.dtypes import compute_dtype
+from glora.layers.functional import effective_bias, effective_weight, fused_weight, uses_fused_weight
+from glora.layers.linear_function import glora_linear
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 

@@ -13,11 +13,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
-from . import _engine
-from .errors import score_error
-from .genomes import Subnet, to_subnet
-from .space import Budget, SearchSpace, budget_bounds
-from .version import __version__
+from glora import _engine
+from glora.errors import score_error
+from glora.engine.genomes import Subnet, to_subnet
+from glora.engine.space import Budget, SearchSpace, budget_bounds
+from glora.version import __version__
 
 Fitness = Callable[[list[Subnet]], Sequence[float]]
 
@@ -55,7 +55,7 @@ class SearchResult:
 def _space_of(space_or_model: Any) -> SearchSpace:
     if isinstance(space_or_model, SearchSpace):
         return space_or_model
-    from .model import search_space  # imports torch only when given a model
+    from glora.tuner.model import search_space  # imports torch only when given a model
 
     return search_space(space_or_model)
 

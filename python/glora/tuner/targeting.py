@@ -7,7 +7,7 @@ from typing import Optional, Union
 
 from torch import nn
 
-from .layer import is_hf_conv1d, is_supported
+from glora.layers.layer import is_hf_conv1d, is_supported
 
 Spec = Union[str, list[str], None]
 

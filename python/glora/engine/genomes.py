@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .choices import GENES
-from .space import SearchSpace
+from glora.layers.choices import GENES
+from glora.engine.space import SearchSpace
 
 Subnet = dict[str, dict[str, str]]
 

@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 
-from . import _engine
-from .choices import GENES
-from .genomes import Subnet, to_subnet
-from .space import SearchSpace
+from glora import _engine
+from glora.layers.choices import GENES
+from glora.engine.genomes import Subnet, to_subnet
+from glora.engine.space import SearchSpace
 
 
 _SPREAD_ATTEMPTS = 8

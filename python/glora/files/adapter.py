@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import GLoRAConfig
-from .model import Subnet, adapter_parameters, describe, set_subnet, validate_subnet, wrap
-from .version import __version__
+from glora.tuner.config import GLoRAConfig
+from glora.tuner.model import Subnet, adapter_parameters, describe, set_subnet, validate_subnet, wrap
+from glora.version import __version__
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
@@ -35,7 +35,7 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_adapter(model: nn.Module, path: Union[str, os.PathLike], subnet: Optional[Subnet] = None) -> None:
     """Write the GLoRA tensors (and trainable extra modules) of ``model`` into the folder ``path``."""
-    from .model import config_of
+    from glora.tuner.model import config_of
 
     config = config_of(model)
     if subnet is not None:

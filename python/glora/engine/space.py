@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Iterator, Union
 
-from .choices import GENES
+from glora.layers.choices import GENES
 
 Budget = Union[int, tuple[int, int]]
 

@@ -21,14 +21,14 @@ from typing import Any, Optional
 
 import torch
 
-from .adapter_io import save_adapter
-from .config import GLoRAConfig
-from .evaluator import METRICS, SubnetEvaluator
-from .evolution import check_search_settings, search
-from .merging import BiasAddedWarning, merge
-from .model import count_params, set_subnet, trainable_parameters_summary, wrap
-from .movie_data import balanced_splits, read_sentences
-from .trainer import SupernetTrainer, TrainConfig
+from glora.files.adapter import save_adapter
+from glora.tuner.config import GLoRAConfig
+from glora.training.evaluator import METRICS, SubnetEvaluator
+from glora.engine.evolution import check_search_settings, search
+from glora.tuner.merging import BiasAddedWarning, merge
+from glora.tuner.model import count_params, set_subnet, trainable_parameters_summary, wrap
+from glora.tasks.movie import balanced_splits, read_sentences
+from glora.training.trainer import SupernetTrainer, TrainConfig
 
 ENCODER_LINEARS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
 

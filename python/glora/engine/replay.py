@@ -14,10 +14,10 @@ import math
 import sys
 from typing import Any, Optional, Sequence
 
-from . import _engine
-from .errors import SearchError
-from .genomes import to_subnet
-from .space import SearchSpace
+from glora import _engine
+from glora.errors import SearchError
+from glora.engine.genomes import to_subnet
+from glora.engine.space import SearchSpace
 
 
 def replay(path: str) -> dict[str, Any]:

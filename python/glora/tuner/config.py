@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Optional, Union
 
-from .choices import normalise_kinds, normalise_ranks
+from glora.layers.choices import normalise_kinds, normalise_ranks
 
 TargetSpec = Union[str, list[str], None]
 

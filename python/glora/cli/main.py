@@ -39,7 +39,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"search space: {space.min_params:,} to {space.max_params:,} adapter parameters per subnet")
     ids = torch.randint(0, config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(args.seed))
     with torch.no_grad():
-        for _, p in glora.model.adapter_parameters(model):
+        for _, p in glora.tuner.model.adapter_parameters(model):
             p.normal_(0, 0.02)
     worst = 0.0
     for k in range(args.subnets):
@@ -71,7 +71,7 @@ CPU_SCHEDULE = {"steps": 120, "population": 20, "generations": 5, "val_size": 20
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .pipeline import PipelineConfig, run
+    from glora.tasks.pipeline import PipelineConfig, run
 
     schedule = {} if (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu" else CPU_SCHEDULE
     chosen = {k: v for k, v in vars(args).items() if k in PipelineConfig.__dataclass_fields__ and v is not None}

@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
-from .distributed import barrier, process_group
-from .choices import GENES, Choice
-from .model import adapter_gene, draw_plans, glora_layers, search_space, validate_subnet
-from .sampling import BudgetSampler
-from .space import budget_bounds
-from .version import __version__
+from glora.training.batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
+from glora.training.distributed import barrier, process_group
+from glora.layers.choices import GENES, Choice
+from glora.tuner.model import adapter_gene, draw_plans, glora_layers, search_space, validate_subnet
+from glora.training.sampling import BudgetSampler
+from glora.engine.space import budget_bounds
+from glora.version import __version__
 
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 SAMPLING = ("uniform", "budget", "sandwich", "fixed")

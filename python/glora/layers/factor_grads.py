@@ -14,8 +14,8 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .choices import LORA, NONE, SCALAR, VECTOR, Choice
-from .functional import fused_weight_grads
+from glora.layers.choices import LORA, NONE, SCALAR, VECTOR, Choice
+from glora.layers.functional import fused_weight_grads
 
 Tensor = torch.Tensor
 

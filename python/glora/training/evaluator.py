@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
-from .distributed import process_group
-from .model import Subnet, glora_layers, validate_subnet
+from glora.training.batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
+from glora.training.distributed import process_group
+from glora.tuner.model import Subnet, glora_layers, validate_subnet
 
 Metric = Callable[[torch.Tensor, torch.Tensor], Union[float, torch.Tensor]]
 

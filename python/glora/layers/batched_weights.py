@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .choices import Choice, has_bias_terms, has_weight_terms
-from .functional import effective_bias, effective_weight
-from .dtypes import factor_precision, keeps_cast_copy, no_autocast
-from .factor_grads import bias_grads, factor_grads
+from glora.layers.choices import Choice, has_bias_terms, has_weight_terms
+from glora.layers.functional import effective_bias, effective_weight
+from glora.layers.dtypes import factor_precision, keeps_cast_copy, no_autocast
+from glora.layers.factor_grads import bias_grads, factor_grads
 
 Tensor = torch.Tensor
 

@@ -7,12 +7,12 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from . import batched_weights
-from .choices import GENES, Choice
-from .config import GLoRAConfig
-from .layer import GLoRALayer
-from .space import LayerSpace, SearchSpace, check_subnet_layers
-from .targeting import name_matches, select_targets
+from glora.layers import batched_weights
+from glora.layers.choices import GENES, Choice
+from glora.tuner.config import GLoRAConfig
+from glora.layers.layer import GLoRALayer
+from glora.engine.space import LayerSpace, SearchSpace, check_subnet_layers
+from glora.tuner.targeting import name_matches, select_targets
 
 Subnet = dict[str, dict[str, str]]
 GeneratorLike = Union[torch.Generator, int, None]

@@ -7,8 +7,8 @@ import warnings
 
 from torch import nn
 
-from . import batched_weights
-from .model import Subnet, glora_layers, validate_subnet
+from glora.layers import batched_weights
+from glora.tuner.model import Subnet, glora_layers, validate_subnet
 
 
 class BiasAddedWarning(UserWarning):

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .choices import Choice, has_bias_terms, has_weight_terms
-from .dtypes import factor_precision, keeps_cast_copy, no_autocast
-from .factor_grads import bias_grads, factor_grads, fused_factor_grads
-from .functional import effective_bias, effective_weight, uses_fused_weight
+from glora.layers.choices import Choice, has_bias_terms, has_weight_terms
+from glora.layers.dtypes import factor_precision, keeps_cast_copy, no_autocast
+from glora.layers.factor_grads import bias_grads, factor_grads, fused_factor_grads
+from glora.layers.functional import effective_bias, effective_weight, uses_fused_weight
 
 Tensor = torch.Tensor
 

@@ -15,8 +15,8 @@ from typing import Optional
 
 import torch
 
-from . import kernels
-from .choices import LORA, NONE, SCALAR, VECTOR, Choice
+from glora.layers import kernels
+from glora.layers.choices import LORA, NONE, SCALAR, VECTOR, Choice
 
 Tensor = torch.Tensor
 

@@ -1,0 +1,1 @@
+"""Files: adapter folders (safetensors + JSON)."""

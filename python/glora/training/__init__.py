@@ -1,0 +1,1 @@
+"""Supernet training and batched subnet evaluation (data handling, path sampling, torchrun)."""

@@ -1,0 +1,1 @@
+"""Wrapping a model: the config, target selection, subnets, the search space of a model, merging."""
