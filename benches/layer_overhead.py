@@ -58,7 +58,7 @@ def merged_figures(device: torch.device, batch: int, warmup: int, repeat: int, s
     base = make_vit(device).eval()
     model = glora.wrap(copy.deepcopy(base), glora.GLoRAConfig(rank=4, target_modules=TARGETS))
     with torch.no_grad():
-        for _, p in glora.tuner.model.adapter_parameters(model):
+        for _, p in glora.adapter_parameters(model):
             p.normal_(0, 0.02)
     subnet = glora.sample_subnet(model, seed)
     with warnings.catch_warnings():

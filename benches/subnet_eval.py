@@ -44,7 +44,7 @@ def main() -> None:
     base = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=10).to(device).eval()
     model = glora.wrap(copy.deepcopy(base), glora.GLoRAConfig(rank=4, target_modules=TARGETS))
     with torch.no_grad():
-        for _, p in glora.tuner.model.adapter_parameters(model):
+        for _, p in glora.adapter_parameters(model):
             p.normal_(0, 0.02)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.images, 3, 224, 224, generator=g)

@@ -10,7 +10,7 @@ import torch
 from models import CASES, MLP, Case
 
 import glora
-from glora.tuner.model import draw_plans
+from glora.tuner.subnets import draw_plans
 from glora.training.sampling import BudgetSampler
 
 SEEDS = range(6)
@@ -26,7 +26,7 @@ def _wrapped(case: Case, seed: int, **config) -> tuple[torch.nn.Module, torch.nn
 def _perturb(model: torch.nn.Module, seed: int, scale: float = 0.1) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for _, p in glora.tuner.model.adapter_parameters(model):
+        for _, p in glora.adapter_parameters(model):
             p.copy_(torch.randn(p.shape, generator=g) * scale)
 
 
@@ -169,7 +169,7 @@ def test_only_adapter_and_chosen_modules_get_gradients(case: Case) -> None:
     glora.supernet_mode(model, 0)
     out = case.run(model, case.make_input(torch.Generator().manual_seed(0)))
     out.float().pow(2).mean().backward()
-    adapter = {n for n, _ in glora.tuner.model.adapter_parameters(model)}
+    adapter = {n for n, _ in glora.adapter_parameters(model)}
     for name, p in model.named_parameters():
         allowed = name in adapter or (head is not None and name.startswith(head + "."))
         assert p.requires_grad == allowed, name
@@ -215,7 +215,7 @@ def test_low_precision_forward(case: Case, dtype: torch.dtype) -> None:
     out = case.run(model, inputs)
     assert torch.isfinite(out).all()
     out.float().sum().backward()
-    assert all(p.grad is not None for _, p in glora.tuner.model.adapter_parameters(model) if p.grad is not None)
+    assert all(p.grad is not None for _, p in glora.adapter_parameters(model) if p.grad is not None)
 
 
 def test_bf16_autocast_training_step() -> None:

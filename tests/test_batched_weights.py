@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 import glora
 from glora.layers import batched_weights, linear_function
 from glora.layers.linear_function import GLoRALinear
-from glora.tuner.model import adapter_parameters
+from glora.tuner.wrapping import adapter_parameters
 from glora.training.trainer import _enable_checkpointing
 
 LINEAR_CASES = [c for c in CASES if c.name != "convnet"]

@@ -77,7 +77,7 @@ def _perturbed_model() -> torch.nn.Module:
     model = _model()
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
-        for _, p in glora.tuner.model.adapter_parameters(model):
+        for _, p in glora.adapter_parameters(model):
             p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     return model
 

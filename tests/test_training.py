@@ -10,7 +10,7 @@ import torch
 from models import MLP, ConvNet, TinyTransformer
 
 import glora
-from glora.tuner.model import draw_plans
+from glora.tuner.subnets import draw_plans
 from glora.training.trainer import classification_loss
 
 
@@ -190,7 +190,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path) -> None:
 def _perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for _, p in glora.tuner.model.adapter_parameters(model):
+        for _, p in glora.adapter_parameters(model):
             p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     return model
 

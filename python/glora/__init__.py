@@ -23,15 +23,16 @@ _EXPORTS = {
     "BiasAddedWarning": ".tuner.merging",
     "merge": ".tuner.merging",
     "merge_and_unload": ".tuner.merging",
-    "count_params": ".tuner.model",
-    "get_subnet": ".tuner.model",
-    "glora_layers": ".tuner.model",
-    "sample_subnet": ".tuner.model",
-    "search_space": ".tuner.model",
-    "set_subnet": ".tuner.model",
-    "supernet_mode": ".tuner.model",
-    "trainable_parameters_summary": ".tuner.model",
-    "wrap": ".tuner.model",
+    "count_params": ".tuner.subnets",
+    "get_subnet": ".tuner.subnets",
+    "glora_layers": ".tuner.wrapping",
+    "sample_subnet": ".tuner.subnets",
+    "search_space": ".tuner.space",
+    "set_subnet": ".tuner.subnets",
+    "supernet_mode": ".tuner.subnets",
+    "trainable_parameters_summary": ".tuner.summary",
+    "wrap": ".tuner.wrapping",
+    "adapter_parameters": ".tuner.wrapping",
     "LayerSpace": ".engine.space",
     "SearchSpace": ".engine.space",
     "search": ".engine.evolution",
@@ -72,17 +73,10 @@ if TYPE_CHECKING:
     from glora.errors import DivergenceError, ImpossibleBudgetError, LogError, ScoreError, SearchError
     from glora.layers.layer import GLoRALayer
     from glora.tuner.merging import BiasAddedWarning, merge, merge_and_unload
-    from glora.tuner.model import (
-        count_params,
-        get_subnet,
-        glora_layers,
-        sample_subnet,
-        search_space,
-        set_subnet,
-        supernet_mode,
-        trainable_parameters_summary,
-        wrap,
-    )
+    from glora.tuner.space import search_space
+    from glora.tuner.subnets import count_params, get_subnet, sample_subnet, set_subnet, supernet_mode
+    from glora.tuner.summary import trainable_parameters_summary
+    from glora.tuner.wrapping import adapter_parameters, glora_layers, wrap
     from glora.training.evaluator import SubnetEvaluator
     from glora.engine.evolution import ParetoPoint, SearchResult, search
     from glora.training.trainer import SupernetTrainer, TrainConfig, TrainResult, train_supernet

@@ -39,7 +39,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"search space: {space.min_params:,} to {space.max_params:,} adapter parameters per subnet")
     ids = torch.randint(0, config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(args.seed))
     with torch.no_grad():
-        for _, p in glora.tuner.model.adapter_parameters(model):
+        for _, p in glora.adapter_parameters(model):
             p.normal_(0, 0.02)
     worst = 0.0
     for k in range(args.subnets):

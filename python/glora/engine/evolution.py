@@ -55,7 +55,7 @@ class SearchResult:
 def _space_of(space_or_model: Any) -> SearchSpace:
     if isinstance(space_or_model, SearchSpace):
         return space_or_model
-    from glora.tuner.model import search_space  # imports torch only when given a model
+    from glora.tuner.space import search_space  # imports torch only when given a model
 
     return search_space(space_or_model)
 

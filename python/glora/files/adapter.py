@@ -11,7 +11,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from glora.tuner.config import GLoRAConfig
-from glora.tuner.model import Subnet, adapter_parameters, describe, set_subnet, validate_subnet, wrap
+from glora.tuner.wrapping import adapter_parameters, describe, wrap
+from glora.tuner.subnets import Subnet, set_subnet, validate_subnet
 from glora.version import __version__
 
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -35,7 +36,7 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_adapter(model: nn.Module, path: Union[str, os.PathLike], subnet: Optional[Subnet] = None) -> None:
     """Write the GLoRA tensors (and trainable extra modules) of ``model`` into the folder ``path``."""
-    from glora.tuner.model import config_of
+    from glora.tuner.wrapping import config_of
 
     config = config_of(model)
     if subnet is not None:

@@ -26,7 +26,9 @@ from glora.tuner.config import GLoRAConfig
 from glora.training.evaluator import METRICS, SubnetEvaluator
 from glora.engine.evolution import check_search_settings, search
 from glora.tuner.merging import BiasAddedWarning, merge
-from glora.tuner.model import count_params, set_subnet, trainable_parameters_summary, wrap
+from glora.tuner.wrapping import wrap
+from glora.tuner.subnets import count_params, set_subnet
+from glora.tuner.summary import trainable_parameters_summary
 from glora.tasks.movie import balanced_splits, read_sentences
 from glora.training.trainer import SupernetTrainer, TrainConfig
 

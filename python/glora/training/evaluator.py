@@ -20,7 +20,8 @@ from torch import nn
 
 from glora.training.batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
 from glora.training.distributed import process_group
-from glora.tuner.model import Subnet, glora_layers, validate_subnet
+from glora.tuner.wrapping import glora_layers
+from glora.tuner.subnets import Subnet, validate_subnet
 
 Metric = Callable[[torch.Tensor, torch.Tensor], Union[float, torch.Tensor]]
 

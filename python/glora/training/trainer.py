@@ -32,7 +32,9 @@ from torch import nn
 from glora.training.batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
 from glora.training.distributed import barrier, process_group
 from glora.layers.choices import GENES, Choice
-from glora.tuner.model import adapter_gene, draw_plans, glora_layers, search_space, validate_subnet
+from glora.tuner.wrapping import adapter_gene, glora_layers
+from glora.tuner.subnets import draw_plans, validate_subnet
+from glora.tuner.space import search_space
 from glora.training.sampling import BudgetSampler
 from glora.engine.space import budget_bounds
 from glora.version import __version__

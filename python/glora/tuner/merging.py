@@ -8,7 +8,8 @@ import warnings
 from torch import nn
 
 from glora.layers import batched_weights
-from glora.tuner.model import Subnet, glora_layers, validate_subnet
+from glora.tuner.wrapping import glora_layers
+from glora.tuner.subnets import Subnet, validate_subnet
 
 
 class BiasAddedWarning(UserWarning):

@@ -1,0 +1,116 @@
+"""Steering a wrapped model's GLoRA layers: fixed subnets, uniform supernet sampling, counting."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from glora.engine.space import check_subnet_layers
+from glora.layers.choices import GENES, Choice
+from glora.layers.layer import GLoRALayer
+from glora.tuner.wrapping import glora_layers, layers_or_raise
+
+Subnet = dict[str, dict[str, str]]
+GeneratorLike = Union[torch.Generator, int, None]
+
+
+def validate_subnet(model: nn.Module, subnet: Subnet) -> dict[str, tuple[Choice, ...]]:
+    """Raise a clear error unless ``subnet`` configures exactly the model's GLoRA layers with valid choices;
+    return each layer's plan."""
+    layers = layers_or_raise(model)
+    check_subnet_layers(subnet, [n for n, _ in layers])
+    plans = {}
+    for name, layer in layers:
+        try:
+            plans[name] = layer.validate(subnet[name])
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"layer {name!r}: {err}") from None
+    return plans
+
+
+def set_subnet(model: nn.Module, subnet: Subnet) -> nn.Module:
+    """Fix every GLoRA layer to its configuration in ``subnet``; returns ``model``."""
+    plans = validate_subnet(model, subnet)
+    for name, layer in glora_layers(model):
+        layer.set_plan(plans[name])
+    return model
+
+
+def get_subnet(model: nn.Module) -> Optional[Subnet]:
+    """The fixed subnet of the model, or None while it samples (supernet mode) or has none set."""
+    configs = {name: layer.fixed_config for name, layer in layers_or_raise(model)}
+    if any(c is None for c in configs.values()):
+        return None
+    return configs  # type: ignore[return-value]
+
+
+def make_generator(generator: GeneratorLike) -> torch.Generator:
+    """A CPU generator from a generator, a seed, or None (seeded from torch's global RNG)."""
+    if isinstance(generator, torch.Generator):
+        return generator
+    g = torch.Generator()
+    if generator is None:
+        g.seed()
+    elif isinstance(generator, int) and not isinstance(generator, bool):
+        g.manual_seed(generator)
+    else:
+        raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+    return g
+
+
+def uniform_layer_config(layer: GLoRALayer, generator: torch.Generator) -> dict[str, str]:
+    """One configuration drawn uniformly and independently per gene from the layer's offered choices."""
+    return {g: c.name for g, c in zip(GENES, layer.draw(generator))}
+
+
+def sample_subnet(model: nn.Module, generator: GeneratorLike = None) -> Subnet:
+    """A subnet drawn uniformly per layer and gene from the offered choices."""
+    g = make_generator(generator)
+    return {name: uniform_layer_config(layer, g) for name, layer in layers_or_raise(model)}
+
+
+def draw_plans(layers: Sequence[GLoRALayer], generator: torch.Generator) -> list[tuple[Choice, ...]]:
+    """``[layer.draw(generator) for layer in layers]`` from one call to the generator: a CPU generator fills a
+    tensor in order, so the configurations are the same (a generator on another device draws per layer)."""
+    if generator.device.type != "cpu":
+        return [layer.draw(generator) for layer in layers]
+    rows = torch.randint(0, 1 << 30, (len(layers), len(GENES)), generator=generator).tolist()
+    return [layer.plan_of(row) for layer, row in zip(layers, rows)]
+
+
+class UniformSampler:
+    """What ``supernet_mode`` installs on every layer: a uniform draw per layer and forward from one generator.
+    The weights built for a whole forward (``batched_weights``) draw for all its layers at once."""
+
+    __slots__ = ("generator",)
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def __call__(self, layer: GLoRALayer) -> tuple[Choice, ...]:
+        return layer.draw(self.generator)
+
+    def draw_all(self, layers: Sequence[GLoRALayer]) -> list[tuple[Choice, ...]]:
+        return draw_plans(layers, self.generator)
+
+
+def supernet_mode(model: nn.Module, generator: GeneratorLike = None) -> torch.Generator:
+    """Make every GLoRA layer draw a fresh uniform configuration on each forward; returns the generator used.
+
+    Layers whose weights are built for the whole forward (``glora.set_batched_weights``) draw once when the
+    model's forward starts, so a forward recomputed under gradient checkpointing reuses the draw; a layer running
+    its own node draws when it runs and would draw again in a recomputation: draw per step with ``sample_subnet``
+    and ``set_subnet`` there instead (``SupernetTrainer`` does so)."""
+    g = make_generator(generator)
+    sampler = UniformSampler(g)
+    for _, layer in layers_or_raise(model):
+        layer.set_sampler(sampler)
+    return g
+
+
+def count_params(model: nn.Module, subnet: Subnet) -> int:
+    """Adapter parameters used by ``subnet`` (the classifier head and other extra modules are not counted)."""
+    plans = validate_subnet(model, subnet)
+    return sum(layer.cost(plans[name]) for name, layer in glora_layers(model))
