@@ -20,7 +20,7 @@ from torch import nn
 
 from glora.training.batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
 from glora.training.distributed import process_group
-from glora.tuner.wrapping import glora_layers
+from glora.tuner.wrapping import layers_or_raise
 from glora.tuner.subnets import Subnet, validate_subnet
 
 Metric = Callable[[torch.Tensor, torch.Tensor], Union[float, torch.Tensor]]
@@ -59,9 +59,7 @@ class SubnetEvaluator:
         subnets_per_pass: int = 1,
         distributed: Optional[bool] = None,
     ) -> None:
-        self.layers = list(glora_layers(model))
-        if not self.layers:
-            raise ValueError("model has no GLoRA layers: call glora.wrap(model, config) first")
+        self.layers = layers_or_raise(model)
         n = data_length(data)
         if n == 0:
             raise ValueError("the evaluation data is empty")

@@ -32,7 +32,7 @@ from torch import nn
 from glora.training.batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
 from glora.training.distributed import barrier, process_group
 from glora.layers.choices import GENES, Choice
-from glora.tuner.wrapping import adapter_gene, glora_layers
+from glora.tuner.wrapping import adapter_gene, glora_layers, layers_or_raise
 from glora.tuner.subnets import draw_plans, validate_subnet
 from glora.tuner.space import search_space
 from glora.training.sampling import BudgetSampler
@@ -135,9 +135,7 @@ class SupernetTrainer:
     """Trains the adapters (and any ``modules_to_save``) of a wrapped model as a weight-shared supernet."""
 
     def __init__(self, model: nn.Module, data: Data, config: TrainConfig, loss_fn: Optional[LossFn] = None, device: Optional[Union[str, torch.device]] = None) -> None:
-        self.layers = list(glora_layers(model))
-        if not self.layers:
-            raise ValueError("model has no GLoRA layers: call glora.wrap(model, config) first")
+        self.layers = layers_or_raise(model)
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a glora.TrainConfig, got {type(config).__name__}")
         self.n_examples = data_length(data)

@@ -53,10 +53,14 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return model, name
 
 
+NOT_WRAPPED = "model has no GLoRA layers: call glora.wrap(model, config) first"
+
+
 def config_of(model: nn.Module) -> GLoRAConfig:
+    """The config ``model`` was wrapped with."""
     config = getattr(model, "glora_config", None)
     if config is None:
-        raise ValueError("model has no GLoRA layers: call glora.wrap(model, config) first")
+        raise ValueError(NOT_WRAPPED)
     return config
 
 
@@ -68,9 +72,10 @@ def glora_layers(model: nn.Module) -> Iterator[tuple[str, GLoRALayer]]:
 
 
 def layers_or_raise(model: nn.Module) -> list[tuple[str, GLoRALayer]]:
+    """:func:`glora_layers` as a list; raises when the model has none."""
     layers = list(glora_layers(model))
     if not layers:
-        raise ValueError("model has no GLoRA layers: call glora.wrap(model, config) first")
+        raise ValueError(NOT_WRAPPED)
     return layers
 
 
