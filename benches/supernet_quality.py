@@ -57,12 +57,9 @@ def splits(tokenizer, data: str, sizes: tuple[int, int, int], seed: int) -> tupl
     return tuple(encode(tokenizer, s, 64) for s in balanced_splits(texts, labels, sizes, seed))
 
 
-def train_plain(model, data, steps: int, lr: float, batch: int, seed: int, device, head_ratio: float = 1.0) -> float:
-    """AdamW with 10 % warm-up and cosine decay over the trainable parameters (the PEFT baseline); the head's
-    learning rate is ``lr * head_ratio``."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in params if ("head" in n) == is_head], "lr": lr * (head_ratio if is_head else 1.0)} for is_head in (False, True)]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, weight_decay=1e-4)
+def train_plain(model, data, steps: int, lr: float, batch: int, seed: int, device) -> float:
+    """AdamW with 10 % warm-up and cosine decay over the trainable parameters (the PEFT baseline)."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     warm = steps // 10
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / (warm + 1) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
     n = len(data["labels"])
@@ -88,8 +85,7 @@ BASELINES = {  # method -> learning rate (full fine-tuning needs a much smaller 
 }
 
 
-def baseline_run(method: str, model_dir: str, data: tuple, seed: int, steps: int, lr: float, device: torch.device,
-                 head_ratio: float = 1.0) -> dict[str, Any]:
+def baseline_run(method: str, model_dir: str, data: tuple, seed: int, steps: int, lr: float, device: torch.device) -> dict[str, Any]:
     """A method of ../shared/BENCHMARKS.md item 5 with a trained head: the linear probe, PEFT LoRA r=8 (alpha 16) on
     query and value or on all encoder linears, PEFT's GloraConfig default on all encoder linears, or full
     fine-tuning."""
@@ -107,17 +103,17 @@ def baseline_run(method: str, model_dir: str, data: tuple, seed: int, steps: int
         for name, p in model.named_parameters():
             p.requires_grad_(method == "full_finetune" or name.startswith("head."))
     reset_peak(device)
-    seconds = train_plain(model, train, steps, lr, 32, seed, device, head_ratio)
+    seconds = train_plain(model, train, steps, lr, 32, seed, device)
     trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
     head = sum(v for n, v in trainable.items() if "head" in n)
-    return {"method": method + (f"[head{head_ratio:g}]" if head_ratio != 1.0 else ""), "seed": seed, "steps": steps, "lr": lr, "adapter_params": sum(trainable.values()) - head, "head_params": head,
+    return {"method": method, "seed": seed, "steps": steps, "lr": lr, "adapter_params": sum(trainable.values()) - head, "head_params": head,
             "test_accuracy": accuracy_of(model, test, device), "train_s": seconds, "peak_gib": peak_gib(device)}
 
 
-def _train(model, data, device, seed: int, lr_ratios: Optional[dict[str, float]] = None, **settings) -> glora.TrainResult:
+def _train(model, data, device, seed: int, **settings) -> glora.TrainResult:
     precision = "bf16" if device.type == "cuda" else "fp32"
     config = glora.TrainConfig(batch_size=32, warmup_steps=settings["steps"] // 10, seed=seed,
-                               precision=precision, progress=False, lr_ratios=lr_ratios, **settings)
+                               precision=precision, progress=False, **settings)
     return glora.SupernetTrainer(model, data, config, device=device).train()
 
 
@@ -133,26 +129,22 @@ class Settings:
     random_finetune: int = 3
     floor: float = 0.75
     search_window: bool = False
-    spread: bool = False
     ranks: tuple[int, ...] = (4,)
     init: str = "kaiming"
     max_grad_norm: Optional[float] = None
     choices: Optional[dict[str, list[str]]] = None
-    lr_ratios: Optional[dict[str, float]] = None  # for the supernet and the fine-tuning; the head's also for the baselines
 
-    def tags(self, spread: bool, finetuned: bool) -> list[str]:
-        """The non-default settings, in the order of the method names already in the results (``spread`` and
-        ``finetuned``: whether budget spreading and the fine-tuning learning rate took part in the run)."""
+    def tags(self, finetuned: bool) -> list[str]:
+        """The non-default settings, in the order of the method names already in the results (``finetuned``:
+        whether the fine-tuning learning rate took part in the run)."""
         tags = [f"ranks={'/'.join(map(str, self.ranks))}"] if tuple(self.ranks) != (4,) else []
         tags += [f"{g}:{'/'.join(k)}" for g, k in (self.choices or {}).items()]
         tags += [f"init={self.init}"] if self.init != "kaiming" else []
         tags += [f"clip={self.max_grad_norm:g}"] if self.max_grad_norm is not None else []
         tags += [f"lr={self.lr:g}"] if self.lr != 1e-3 else []
-        tags += ["x".join(f"{'head' if g == 'modules_to_save' else g}{r:g}" for g, r in self.lr_ratios.items())] if self.lr_ratios else []
         tags += [f"fitness={self.fitness}"] if self.fitness != "neg_loss" else []
         tags += [f"floor={self.floor:g}"] if self.floor != 0.75 else []
         tags += ["window"] if self.search_window else []
-        tags += ["spread"] if spread else []
         tags += [f"ftlr={self.finetune_lr:g}"] if finetuned and self.finetune_lr != 1e-3 else []
         return tags
 
@@ -168,10 +160,9 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
     glora.wrap(model, glora.GLoRAConfig(ranks=list(s.ranks), target_modules=ENCODER_LINEARS, modules_to_save=["head"], init=s.init,
                                         choices=s.choices))
     window = None if sampling == "uniform" else (int(s.floor * budget), budget)
-    spread = s.spread and window is not None  # uniform paths have no budget to spread over
     reset_peak(device)
-    trained = _train(model, train, device, seed, s.lr_ratios, steps=steps, lr=s.lr, sampling=sampling, budget=window,
-                     distill=sampling == "sandwich", budget_spread=spread, max_grad_norm=s.max_grad_norm)
+    trained = _train(model, train, device, seed, steps=steps, lr=s.lr, sampling=sampling, budget=window,
+                     distill=sampling == "sandwich", max_grad_norm=s.max_grad_norm)
     train_peak = peak_gib(device)
     searched = window if s.search_window and window else budget
     found = glora.search(model, glora.SubnetEvaluator(model, val, metric=s.fitness, device=device), searched, seed=seed,
@@ -179,7 +170,7 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
     test_eval = glora.SubnetEvaluator(model, test, device=device)
     randoms = BudgetSampler(glora.search_space(model), (0, budget), seed + 1000).draw(0, s.random_subnets)
     random_scores = test_eval(randoms)
-    tags = s.tags(spread, finetune_steps > 0)
+    tags = s.tags(finetune_steps > 0)
     suffix = ("" if budget == BUDGET else f"@{budget}") + (f"[{','.join(tags)}]" if tags else "")
     row = {"method": f"glora_{sampling}_{steps}{suffix}", "seed": seed, "budget": budget, "ranks": list(s.ranks), "peak_gib": train_peak,
            "steps": steps, "lr": s.lr, "fitness": s.fitness, "train_window": window,
@@ -198,7 +189,7 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
                 for n, p in model.named_parameters():
                     if n in supernet:
                         p.copy_(supernet[n])
-            _train(model, train, device, seed, s.lr_ratios, steps=finetune_steps, lr=s.finetune_lr, sampling="fixed", subnet=subnet)
+            _train(model, train, device, seed, steps=finetune_steps, lr=s.finetune_lr, sampling="fixed", subnet=subnet)
             return test_eval([subnet])[0]  # the evaluator folds the weights as they are at each call
 
         row.update({"method": f"glora_{sampling}_{steps}+{finetune_steps}_finetuned{suffix}", "finetune_steps": finetune_steps,
@@ -300,14 +291,12 @@ def main() -> None:
                              "which make the supernet unstable; --choices alone gives the paper's full space)")
     parser.add_argument("--init", default="kaiming", choices=["kaiming", "xavier"], help="initialisation of the up factors")
     parser.add_argument("--max-grad-norm", type=float, default=None, help="gradient clipping of the supernet training")
-    parser.add_argument("--lr-ratios", default="", help="learning-rate multipliers per support tensor, e.g. A=5,modules_to_save=10 (TrainConfig.lr_ratios; the head's also for the baselines)")
     parser.add_argument("--ranks", type=int, nargs="+", default=[4], help="LoRA ranks offered by the supernet (nested slices of one factor)")
     parser.add_argument("--floor", type=float, default=0.75, help="budget-aware paths lie in [floor x budget, budget]")
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
     parser.add_argument("--random-finetune", type=int, default=3, help="random feasible subnets fine-tuned likewise")
     parser.add_argument("--fitness", default="neg_loss", choices=["accuracy", "neg_loss"])
     parser.add_argument("--search-window", action="store_true", help="search within the training window, not all of [0, budget]")
-    parser.add_argument("--spread", action="store_true", help="budget-aware draws spread over the training window (TrainConfig.budget_spread)")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--random-subnets", type=int, default=20)
     parser.add_argument("--generations", type=int, default=20)
@@ -326,10 +315,9 @@ def main() -> None:
     variants = [parse_variant(v, parser) for v in args.variants]
     settings = Settings(lr=args.glora_lr, fitness=args.fitness, generations=args.generations, random_subnets=args.random_subnets,
                         finetune_lr=args.finetune_lr, random_finetune=args.random_finetune, floor=args.floor,
-                        search_window=args.search_window, spread=args.spread, ranks=tuple(args.ranks), init=args.init,
+                        search_window=args.search_window, ranks=tuple(args.ranks), init=args.init,
                         max_grad_norm=args.max_grad_norm,
-                        choices={g: k.split(",") for g, _, k in (c.partition("=") for c in args.choices)} or None,
-                        lr_ratios={g: float(r) for g, _, r in (t.partition("=") for t in args.lr_ratios.split(",") if t)} or None)
+                        choices={g: k.split(",") for g, _, k in (c.partition("=") for c in args.choices)} or None)
     for sampling, steps, finetune, _ in variants:
         if steps + finetune > 3 * args.steps:
             parser.error(f"{sampling}:{steps}+{finetune}: GLoRA may train at most 3x LoRA's {args.steps} steps (supernet plus fine-tuning)")
@@ -344,7 +332,7 @@ def main() -> None:
     if args.append and os.path.exists(result_path(args.name, device)):
         with open(result_path(args.name, device), encoding="utf-8") as fh:
             rows = json.load(fh)["figures"]["runs"]
-        for per_call in ("variants", "seeds", "baselines", "random_finetune", "search_window", "spread", "ranks", "init", "max_grad_norm", "lr_ratios", "choices", "append", "jobs", "only"):
+        for per_call in ("variants", "seeds", "baselines", "random_finetune", "search_window", "ranks", "init", "max_grad_norm", "choices", "append", "jobs", "only"):
             config.pop(per_call)
         config["note"] = "rows from several calls (--append); each row records its own settings, the method name its non-default ones"
 
@@ -362,8 +350,7 @@ def main() -> None:
         data = splits(tokenizer, args.data, tuple(args.sizes), seed)
         for method in args.baselines:
             lr = args.lr if method.startswith("peft_") else BASELINES[method]
-            head_ratio = (settings.lr_ratios or {}).get("modules_to_save", 1.0)
-            path = record(baseline_run(method, args.model, data, seed, args.steps, lr, device, head_ratio))
+            path = record(baseline_run(method, args.model, data, seed, args.steps, lr, device))
         for sampling, steps, finetune, budget in variants:
             path = record(glora_run(args.model, data, seed, sampling, steps, device, settings, finetune, budget))
     print_table(summarise(rows), ["method", "seeds", "steps", "adapter_params", "train_s", "test_mean", "test_std", "gain_over_peft_lora_r8_qv",

@@ -82,8 +82,7 @@ def test_the_whole_pipeline_on_a_tiny_bert(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     args = ["run", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--steps", "30", "--batch-size", "16",
             "--lr", "3e-3", "--budget", "3000", "--population", "8", "--generations", "2", "--train-size", "60", "--val-size", "20", "--test-size", "40",
-            "--seed", "1", "--device", "cpu", "--finetune-steps", "10", "--sampling", "sandwich",
-            "--budget-spread"]
+            "--seed", "1", "--device", "cpu", "--finetune-steps", "10", "--sampling", "sandwich"]
     assert main(args) == 0
     result = json.loads((out / "result.json").read_text())
     subnet = json.loads((out / "subnet.json").read_text())
@@ -104,8 +103,8 @@ def test_the_whole_pipeline_on_a_tiny_bert(tmp_path, capsys) -> None:
     assert "written with other training settings (lr 0.003 there, 0.001 here)" in capsys.readouterr().err
     assert main(args) == 2  # refused before any training, with a message rather than a traceback
     assert "holds an earlier run (supernet.pt, search.jsonl, finetune.pt): pass --resume" in capsys.readouterr().err
-    assert main([*args, "--out", str(tmp_path / "uniform"), "--sampling", "uniform"]) == 2  # with --budget-spread
-    assert "budget_spread=True spreads budget-aware draws; it needs sampling='budget' or 'sandwich'" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "other"), "--batch-size", "0"]) == 2  # TrainConfig's check, as a message
+    assert "batch_size must be a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_pipeline_settings_are_checked_before_any_work() -> None:

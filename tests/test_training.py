@@ -62,10 +62,8 @@ def test_fixed_training_moves_only_the_subnets_tensors(seed: int) -> None:
 
 def _run(sampling: str, steps_first: int, total: int, tmp_path, precision: str = "fp32", accum: int = 1):
     model = _model(1)
-    sampling, spread = sampling.removesuffix("+spread"), sampling.endswith("+spread")
     config = glora.TrainConfig(steps=total, batch_size=16, lr=5e-3, warmup_steps=2, grad_accum=accum, max_grad_norm=1.0,
-                               sampling=sampling, budget=(0, 700), precision=precision, progress=False, seed=4, budget_spread=spread,
-                               lr_ratios={"A": 3.0, "modules_to_save": 2.0} if accum > 1 else None)  # several optimizer groups
+                               sampling=sampling, budget=(0, 700), precision=precision, progress=False, seed=4)
     data = _task(96, 1)
     trainer = glora.SupernetTrainer(model, data, config)
     first = trainer.train(steps_first).losses
@@ -84,7 +82,7 @@ def _run(sampling: str, steps_first: int, total: int, tmp_path, precision: str =
     return first + second, {n: p.detach().clone() for n, p in resumed_model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("sampling", ["uniform", "budget", "sandwich", "sandwich+spread"])
+@pytest.mark.parametrize("sampling", ["uniform", "budget", "sandwich"])
 @pytest.mark.parametrize("precision, accum", [("fp32", 1), ("bf16", 2)])
 def test_resume_from_a_checkpoint_is_bit_for_bit(sampling: str, precision: str, accum: int, tmp_path) -> None:
     straight_losses, straight = _run(sampling, 10, 10, tmp_path, precision, accum)
@@ -305,33 +303,6 @@ def test_gradient_checkpointing_of_a_timm_vit_changes_nothing(precision: str) ->
     _assert_checkpointing_changes_nothing(make, data, steps=4, batch_size=8, precision=precision)
 
 
-def test_spread_draws_cover_the_budget_window() -> None:
-    """The construction alone piles its counts at one end of the window (here its top); spread draws cover the
-    window, stay inside it, and are a fixed function of (seed, index)."""
-    from glora.training.sampling import BudgetSampler
-    from models import TinyTransformer
-
-    model = glora.wrap(TinyTransformer(dim=32), glora.GLoRAConfig(rank=4, ranks=[1, 2, 4], target_modules="all-linear"))
-    space = glora.search_space(model)
-    for seed, (lo, hi) in enumerate([(1200, 2000), (0, 2000), (1500, 6000)]):
-        width = hi - lo
-        piled = sorted(space.count(s) for s in BudgetSampler(space, (lo, hi), seed).draw(0, 200))
-        spread_sampler = BudgetSampler(space, (lo, hi), seed, spread=True)
-        spread = sorted(space.count(s) for s in spread_sampler.draw(0, 200))
-        assert all(lo <= c <= hi for c in piled + spread)
-        if seed == 0:
-            assert piled[100] > lo + 0.8 * width  # the pile that spreading corrects
-        assert spread[0] < lo + 0.2 * width and spread[-1] > hi - 0.1 * width
-        assert lo + 0.35 * width < spread[100] < lo + 0.65 * width
-        assert spread_sampler.draw(7) == BudgetSampler(space, (lo, hi), seed, spread=True).draw(7)
-        assert spread_sampler.draw(7) != spread_sampler.draw(8)
-
-
-def test_budget_spread_needs_budget_aware_sampling() -> None:
-    with pytest.raises(ValueError, match="budget_spread=True spreads budget-aware draws"):
-        glora.TrainConfig(steps=2, budget_spread=True)
-
-
 @pytest.mark.parametrize("seed", range(3))
 def test_plans_drawn_together_equal_plans_drawn_one_by_one(seed: int) -> None:
     """The trainer and ``supernet_mode`` draw every layer's configuration from one call to the generator: the same
@@ -357,24 +328,19 @@ def test_plans_drawn_together_equal_plans_drawn_one_by_one(seed: int) -> None:
         p if any(c.kind != "none" for c in p) else None for p in expected]
 
 
-def test_lr_ratios_give_each_group_its_rate_through_the_schedule() -> None:
-    """``TrainConfig.lr_ratios``: support tensors at lr x their gene's ratio, the head at lr x the ratio of
-    ``modules_to_save``, the rest at lr, and the warm-up / cosine schedule keeps the ratios."""
-    model = _model()
-    config = glora.TrainConfig(steps=4, batch_size=16, lr=1e-3, warmup_steps=2, lr_ratios={"A": 4.0, "modules_to_save": 2.5}, progress=False)
-    trainer = glora.SupernetTrainer(model, _task(64), config)
-    expected = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            tensor = name.rsplit(".", 1)[-1]
-            expected[id(p)] = 4.0 if tensor in ("Ad", "Au") else 2.5 if name.startswith("head.") else 1.0
-    assert {2.5, 4.0, 1.0} == set(expected.values())
-    for step in range(4):
-        rates = {id(p): group["lr"] for group in trainer.optimizer.param_groups for p in group["params"]}
-        base = rates[id(model.fc1.Bd)]
-        assert base > 0 and all(rates[k] == pytest.approx(base * ratio) for k, ratio in expected.items()), step
-        trainer.train(step + 1)
-    with pytest.raises(ValueError, match="lr_ratios must map some of A, B, C, D, E, modules_to_save"):
-        glora.TrainConfig(steps=2, lr_ratios={"head": 2.0})
-    with pytest.raises(ValueError, match=r"lr_ratios\['B'\] must be a positive finite number"):
-        glora.TrainConfig(steps=2, lr_ratios={"B": float("nan")})
+def test_retired_settings_are_refused_by_name(tmp_path) -> None:
+    """``lr_ratios`` and ``budget_spread`` are gone (no benchmark showed them help): a config naming them fails with
+    the name; a checkpoint that recorded them at their neutral value resumes, one that used them is refused."""
+    for retired in ({"lr_ratios": {"A": 2.0}}, {"budget_spread": True}):
+        with pytest.raises(TypeError, match=next(iter(retired))):
+            glora.TrainConfig(steps=2, **retired)
+    config = glora.TrainConfig(steps=4, batch_size=16, progress=False)
+    trainer = glora.SupernetTrainer(_model(), _task(64), config)
+    trainer.train(2)
+    trainer.save_checkpoint(tmp_path / "a.pt")
+    state = torch.load(tmp_path / "a.pt", weights_only=False)
+    torch.save({**state, "config": {**state["config"], "budget_spread": False, "lr_ratios": None}}, tmp_path / "neutral.pt")
+    glora.SupernetTrainer(_model(), _task(64), config).load_checkpoint(tmp_path / "neutral.pt")
+    torch.save({**state, "config": {**state["config"], "lr_ratios": {"A": 2.0}}}, tmp_path / "used.pt")
+    with pytest.raises(ValueError, match=r"written with lr_ratios=\{'A': 2.0\}, a setting glora .* no longer has"):
+        glora.SupernetTrainer(_model(), _task(64), config).load_checkpoint(tmp_path / "used.pt")

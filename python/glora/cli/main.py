@@ -110,8 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sampling", choices=["uniform", "budget", "sandwich"], help="supernet paths (default uniform)")
     run.add_argument("--budget-floor", dest="budget_floor", type=float,
                      help="budget-aware and sandwich training draw subnets within [floor x budget, budget] (default 0.75)")
-    run.add_argument("--budget-spread", dest="budget_spread", action="store_true", default=None,
-                     help="spread the drawn subnets' sizes over that window (the construction alone fills it to the top)")
     run.add_argument("--finetune-steps", dest="finetune_steps", type=int, help="train the found subnet alone afterwards")
     run.add_argument("--population", type=int)
     run.add_argument("--generations", type=int)

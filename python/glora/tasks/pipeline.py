@@ -75,7 +75,6 @@ class PipelineConfig:
     lr: float = 1e-3
     sampling: str = "uniform"
     budget_floor: float = 0.75
-    budget_spread: bool = False
     finetune_steps: int = 0
     train_size: int = 1000
     val_size: int = 500
@@ -152,8 +151,7 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     window = (int(cfg.budget_floor * cfg.budget), cfg.budget)
     started = time.perf_counter()
     trained = _train(model, train_data, cfg, device, "supernet.pt", steps=cfg.steps, sampling=cfg.sampling,
-                     budget=None if cfg.sampling == "uniform" else window, distill=cfg.sampling == "sandwich",
-                     budget_spread=cfg.budget_spread)
+                     budget=None if cfg.sampling == "uniform" else window, distill=cfg.sampling == "sandwich")
     train_s = time.perf_counter() - started
 
     evaluator = SubnetEvaluator(model, val_data, metric=cfg.fitness, device=device, batch_size=256)

@@ -4,9 +4,7 @@ Sampling options: ``"uniform"`` (the reference: every layer draws every gene uni
 before it, and holds the draw, so gradient checkpointing recomputes the same path), ``"budget"`` (each step one
 subnet drawn by the search engine's budget-aware construction, so every trained path lies within the parameter
 budget) and ``"sandwich"`` (each step the largest and the smallest subnet within budget plus a budget-aware draw;
-with ``distill=True`` the drawn and the smallest subnets learn from the largest one's predictions;
-``budget_spread=True`` spreads the drawn paths' sizes over the whole budget window instead of the construction's
-pile just under its top); ``"fixed"`` trains one given subnet (fine-tuning the searched subnet after the search,
+with ``distill=True`` the drawn and the smallest subnets learn from the largest one's predictions); ``"fixed"`` trains one given subnet (fine-tuning the searched subnet after the search,
 with its weights taken from the supernet). AdamW with linear warm-up and cosine decay, gradient accumulation and
 clipping, bf16 / fp16 autocast, optional gradient checkpointing, checkpoints that resume bit for bit.
 
@@ -31,8 +29,8 @@ from torch import nn
 
 from glora.training.batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
 from glora.training.distributed import barrier, process_group
-from glora.layers.choices import GENES, Choice
-from glora.tuner.wrapping import adapter_gene, glora_layers, layers_or_raise
+from glora.layers.choices import Choice
+from glora.tuner.wrapping import layers_or_raise
 from glora.tuner.subnets import draw_plans, validate_subnet
 from glora.tuner.space import search_space
 from glora.training.sampling import BudgetSampler
@@ -42,19 +40,14 @@ from glora.version import __version__
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 SAMPLING = ("uniform", "budget", "sandwich", "fixed")
 PRECISION = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-LR_GROUPS = (*GENES, "modules_to_save")
 RESUME_FREE = ("progress", "gradient_checkpointing")  # settings a resumed run may change: nothing computed depends on them
+# settings earlier versions had, at the value that trains as this version does; a checkpoint with another value is refused
+RETIRED = {"budget_spread": False, "lr_ratios": None}
 
 
 @dataclass
 class TrainConfig:
-    """Settings of supernet training (the reference recipe: AdamW, lr 1e-4, weight decay 1e-4, cosine).
-
-    ``lr_ratios`` multiplies the learning rate of named support tensors, or of every trainable tensor outside the
-    adapters (``"modules_to_save"``: a new head), e.g. ``{"A": 4.0, "modules_to_save": 10.0}``, in the manner of
-    LoRA+ (PEFT's ``loraplus_lr_ratio``): one AdamW step moves the output by very different amounts per term (a row
-    scale of W0 little, B's vector ``b_i * sum(x)`` a lot). Groups not named use ``lr``.
-    """
+    """Settings of supernet training (the reference recipe: AdamW, lr 1e-4, weight decay 1e-4, cosine)."""
 
     steps: int
     batch_size: int = 32
@@ -67,10 +60,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     sampling: str = "uniform"
     budget: Optional[Union[int, tuple[int, int]]] = None  # kept as (min, max)
-    budget_spread: bool = False
     distill: bool = False
     distill_temperature: float = 1.0
-    lr_ratios: Optional[dict[str, float]] = None
     subnet: Optional[dict[str, dict[str, str]]] = None
     seed: int = 0
     progress: bool = True
@@ -94,16 +85,8 @@ class TrainConfig:
             raise ValueError(f"sampling={self.sampling!r} needs a budget (a maximum or a (min, max) pair of parameters)")
         if self.budget is not None:
             self.budget = budget_bounds(self.budget)  # one form for 700, (0, 700) and [0, 700]
-        if self.budget_spread and self.sampling not in ("budget", "sandwich"):
-            raise ValueError("budget_spread=True spreads budget-aware draws; it needs sampling='budget' or 'sandwich'")
         if self.distill and self.sampling != "sandwich":
             raise ValueError("distill=True needs sampling='sandwich' (the largest subnet is the teacher)")
-        if self.lr_ratios is not None:
-            if not isinstance(self.lr_ratios, dict) or not set(self.lr_ratios) <= set(LR_GROUPS):
-                raise ValueError(f"lr_ratios must map some of {', '.join(LR_GROUPS)} to multipliers, got {self.lr_ratios!r}")
-            for gene, ratio in self.lr_ratios.items():
-                if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (math.isfinite(ratio) and ratio > 0):
-                    raise ValueError(f"lr_ratios[{gene!r}] must be a positive finite number, got {ratio!r}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm!r}")
 
@@ -159,12 +142,11 @@ class SupernetTrainer:
             # paths change every step, so some adapter tensors get no gradient in a given step
             self.runner = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                                                   find_unused_parameters=True)
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        self.params = [p for _, p in named]
+        self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the model has no trainable parameters")
         # fused on CUDA: one kernel per group of tensors, as the transformers Trainer's default (adamw_torch_fused)
-        self.optimizer = torch.optim.AdamW(_param_groups(named, config.lr, config.lr_ratios or {}), lr=config.lr,
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr,
                                            weight_decay=config.weight_decay, fused=True if self.device.type == "cuda" else None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _cosine(config.warmup_steps, config.steps))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
@@ -172,7 +154,7 @@ class SupernetTrainer:
         self.sampler = None
         self.fixed = [validate_subnet(model, config.subnet)] if config.subnet is not None else []
         if config.sampling in ("budget", "sandwich"):
-            self.sampler = BudgetSampler(search_space(model), budget_bounds(config.budget), config.seed, config.budget_spread)
+            self.sampler = BudgetSampler(search_space(model), budget_bounds(config.budget), config.seed)
             if config.sampling == "sandwich":
                 self.fixed = [validate_subnet(model, self.sampler.largest()), validate_subnet(model, self.sampler.smallest())]
         self.step = 0
@@ -344,6 +326,10 @@ class SupernetTrainer:
     def _check_same_run(self, path: Union[str, os.PathLike], state: dict) -> None:
         """Checkpoints written before ``space`` and ``world`` were recorded are checked on their settings alone."""
         if "config" in state:
+            for key, value in RETIRED.items():
+                if state["config"].get(key, value) != value:
+                    raise ValueError(f"checkpoint {path} was written with {key}={state['config'][key]!r}, a setting glora "
+                                     f"{__version__} no longer has, so the run cannot continue exactly")
             here = asdict(self.config)
             there = asdict(TrainConfig(**{k: v for k, v in state["config"].items() if k in here}))  # in today's form
             differ = [f"{k} {there[k]!r} there, {here[k]!r} here" for k in here if k not in RESUME_FREE and there[k] != here[k]]
@@ -363,15 +349,6 @@ class SupernetTrainer:
         if state.get("world", self.world) != self.world:
             raise ValueError(f"checkpoint {path} was written by {state['world']} processes, this run has {self.world}: "
                              "each process's batches depend on their number, so the run would not continue exactly")
-
-
-def _param_groups(named: list[tuple[str, nn.Parameter]], lr: float, ratios: dict[str, float]) -> list[dict]:
-    """One optimizer group per learning rate: each support tensor at ``lr`` times its gene's ratio, every other
-    trainable tensor at ``lr`` times the ratio of ``"modules_to_save"`` (1 where not given)."""
-    groups: dict[float, list[nn.Parameter]] = {}
-    for name, param in named:
-        groups.setdefault(lr * ratios.get(adapter_gene(name) or "modules_to_save", 1.0), []).append(param)
-    return [{"params": params, "lr": group_lr} for group_lr, params in groups.items()]
 
 
 def _enable_checkpointing(model: nn.Module) -> None:
