@@ -57,3 +57,21 @@ pub fn resume(header: &Header, records: &[Record]) -> Result<(Search, Vec<f64>)>
         }
     }
 }
+
+/// What a log holds, replayed: the basis of `glora-replay`.
+pub struct Report {
+    pub header: Header,
+    pub search: Search,
+    pub end: ReplayEnd,
+    /// The last line was cut off mid-write (an interrupted run).
+    pub truncated_tail: bool,
+    pub logged_evaluations: usize,
+}
+
+/// Read a log and replay it from its recorded scores, evaluating nothing.
+pub fn report(path: &std::path::Path) -> Result<Report> {
+    let contents = crate::log::read(path)?;
+    let (search, end) = replay(&contents.header, &contents.records)?;
+    let logged_evaluations = contents.records.iter().filter(|r| matches!(r, Record::Eval { .. })).count();
+    Ok(Report { header: contents.header, search, end, truncated_tail: contents.truncated_tail, logged_evaluations })
+}

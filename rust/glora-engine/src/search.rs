@@ -65,21 +65,18 @@ impl Default for Params {
 
 impl Params {
     pub fn validate(&self) -> Result<()> {
-        let bad = |name: &str, reason: &str| Err(EngineError::BadParameter { name: name.into(), reason: reason.into() });
-        if self.population == 0 {
-            return bad("population", "must be at least 1");
-        }
-        if self.parents == 0 {
-            return bad("parents", "must be at least 1");
-        }
-        if self.generations == 0 {
-            return bad("generations", "must be at least 1");
+        let bad =
+            |name: &str, value: String, allowed: &str| Err(EngineError::BadParameter { name: name.into(), value, allowed: allowed.into() });
+        for (name, value) in [("population", self.population), ("parents", self.parents), ("generations", self.generations)] {
+            if value == 0 {
+                return bad(name, "0".into(), "a positive integer");
+            }
         }
         if !(0.0..=1.0).contains(&self.mutation_prob) {
-            return bad("mutation_prob", "must lie in [0, 1]");
+            return bad("mutation_prob", format!("{:?}", self.mutation_prob), "a number in [0, 1]");
         }
         if self.attempts_per_candidate == 0 {
-            return bad("attempts_per_candidate", "must be at least 1");
+            return bad("attempts_per_candidate", "0".into(), "a positive integer");
         }
         Ok(())
     }
@@ -281,10 +278,22 @@ impl Search {
         self.evaluated.iter().enumerate().max_by(|(i, a), (j, b)| a.score.total_cmp(&b.score).then(j.cmp(i))).map(|(_, e)| e)
     }
 
+    /// The best of the Pareto front with at most `max_params` parameters (docs/method.md, section 4).
+    pub fn best_under(front: &[Evaluated], max_params: i64) -> Result<&Evaluated> {
+        let fitting = front.iter().filter(|e| i128::from(e.params) <= i128::from(max_params));
+        fitting
+            .fold(None, |best: Option<&Evaluated>, e| match best {
+                Some(b) if e.score <= b.score => Some(b),
+                _ => Some(e),
+            })
+            .ok_or(EngineError::NoPointWithin { max_params, smallest: front.first().map(|e| e.params) })
+    }
+
     /// The non-dominated evaluated genomes (fitness up, parameters down), by increasing parameter count.
     pub fn pareto_front(&self) -> Vec<&Evaluated> {
         let points = self.points();
-        let mut front: Vec<&Evaluated> = pareto::fronts(&points).first().map(|f| f.iter().map(|&i| &self.evaluated[i]).collect()).unwrap_or_default();
+        let mut front: Vec<&Evaluated> =
+            pareto::fronts(&points).first().map(|f| f.iter().map(|&i| &self.evaluated[i]).collect()).unwrap_or_default();
         front.sort_by(|a, b| a.params.cmp(&b.params).then(b.score.total_cmp(&a.score)));
         front
     }

@@ -1,8 +1,15 @@
-//! The search space: layers of genes, each gene a list of choices with a parameter cost.
+//! The search space: layers of genes, each gene a list of choices with a parameter cost (docs/method.md,
+//! section 2). Costs are computed here from a layer's shape and its offered choice names.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Value;
 use crate::error::{EngineError, Result};
+
+/// The five support tensors of a layer, in genome order.
+pub const GENES: [&str; 5] = ["A", "B", "C", "D", "E"];
 
 /// One gene (a support tensor of one layer): its choice names and their parameter costs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,7 +19,7 @@ pub struct Gene {
     pub costs: Vec<u64>,
 }
 
-/// One layer: its name, its shape as a matrix (informational, kept in logs) and its genes.
+/// One layer: its name, its shape as a matrix (out, in) and its genes A..E.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layer {
     pub name: String,
@@ -32,11 +39,104 @@ pub struct Space {
 /// A genome: the chosen choice index of every gene, flattened over layers.
 pub type Genome = Vec<u16>;
 
+/// A subnet as produced: per layer in space order, its name and one choice name per gene (A..E).
+pub type Subnet = Vec<(String, Vec<String>)>;
+
+/// A subnet as given by a user: layer name to gene name to choice name.
+pub type SubnetMap = BTreeMap<String, BTreeMap<String, String>>;
+
 /// Allowed total parameter counts, both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Budget {
     pub min: u64,
     pub max: u64,
+}
+
+/// A budget as the user wrote it: a maximum, a (min, max) pair, or something else (shown as written).
+#[derive(Debug, Clone, PartialEq)]
+pub enum BudgetSpec {
+    Max(Value),
+    Range(Value, Value),
+    Malformed(String),
+}
+
+impl Value {
+    fn whole(&self, what: &str) -> Result<u64> {
+        let refuse = |shown: String| EngineError::BadBudget {
+            reason: format!("budget {what} must be a non-negative whole number of parameters, got {shown}"),
+        };
+        match *self {
+            Value::Int(v) if v >= 0 => Ok(v as u64),
+            Value::Float(v) if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f64 => Ok(v as u64),
+            _ => Err(refuse(self.to_string())),
+        }
+    }
+}
+
+impl Budget {
+    /// The checked `[min, max]` of a budget given as a maximum or a (min, max) pair.
+    pub fn from_spec(spec: &BudgetSpec) -> Result<Budget> {
+        match spec {
+            BudgetSpec::Max(max) => Ok(Budget { min: 0, max: max.whole("maximum")? }),
+            BudgetSpec::Range(min, max) => {
+                let (min, max) = (min.whole("minimum")?, max.whole("maximum")?);
+                if min > max {
+                    return Err(EngineError::BadBudget { reason: format!("budget minimum {min} exceeds its maximum {max}") });
+                }
+                Ok(Budget { min, max })
+            }
+            BudgetSpec::Malformed(shown) => {
+                Err(EngineError::BadBudget { reason: format!("budget must be a maximum or a (min, max) pair, got {shown}") })
+            }
+        }
+    }
+}
+
+/// The trainable parameters of `choice` for `gene` on an `out x in` layer (docs/method.md, section 2):
+/// A, B: `lora_r` r(out + in), vector out, scalar 1; C: `lora_r` r(in + 1), vector in; D, E: vector out, scalar 1;
+/// none 0.
+pub fn choice_cost(gene: &str, choice: &str, out_features: u64, in_features: u64) -> std::result::Result<u64, String> {
+    let rank = choice.strip_prefix("lora_").map(|r| match r.parse::<u64>() {
+        Ok(rank) if rank >= 1 && r.bytes().all(|b| b.is_ascii_digit()) => Ok(rank),
+        _ => Err(format!("malformed choice {choice:?}: a lora choice is lora_<rank>, rank at least 1")),
+    });
+    let cost = match (gene, choice, rank) {
+        (_, "none", _) => 0,
+        ("A" | "B" | "D" | "E", "scalar", _) => 1,
+        ("A" | "B" | "D" | "E", "vector", _) => out_features,
+        ("C", "vector", _) => in_features,
+        ("A" | "B", _, Some(rank)) => rank? * (out_features + in_features),
+        ("C", _, Some(rank)) => rank? * (in_features + 1),
+        _ if !GENES.contains(&gene) => return Err(format!("unknown gene; genes are {}", GENES.join(", "))),
+        _ => return Err(format!("choice {choice:?} is not offered by gene {gene}")),
+    };
+    Ok(cost)
+}
+
+impl Layer {
+    /// A layer of shape `out x in` offering `choices[g]` for gene `GENES[g]`; the costs follow from the shape.
+    pub fn new(name: &str, out_features: u64, in_features: u64, choices: Vec<Vec<String>>) -> Result<Layer> {
+        if choices.len() != GENES.len() {
+            return Err(EngineError::BadGene {
+                layer: name.into(),
+                gene: String::new(),
+                reason: format!("{} genes given, a layer has {} ({})", choices.len(), GENES.len(), GENES.join(", ")),
+            });
+        }
+        let genes = GENES
+            .iter()
+            .zip(choices)
+            .map(|(&gene, choices)| {
+                let costs = choices
+                    .iter()
+                    .map(|c| choice_cost(gene, c, out_features, in_features))
+                    .collect::<std::result::Result<Vec<u64>, String>>()
+                    .map_err(|reason| EngineError::BadGene { layer: name.into(), gene: gene.into(), reason })?;
+                Ok(Gene { gene: gene.into(), choices, costs })
+            })
+            .collect::<Result<Vec<Gene>>>()?;
+        Ok(Layer { name: name.into(), out_features, in_features, genes })
+    }
 }
 
 /// A space flattened for fast work: per gene, its costs, the cheapest and dearest cost.
@@ -87,18 +187,49 @@ impl Space {
             })
             .max()
             .unwrap_or(0);
-        Ok(FlatSpace {
-            smallest: min_cost.iter().sum(),
-            largest: max_cost.iter().sum(),
-            costs,
-            min_cost,
-            max_cost,
-            max_step,
-        })
+        Ok(FlatSpace { smallest: min_cost.iter().sum(), largest: max_cost.iter().sum(), costs, min_cost, max_cost, max_step })
     }
 
     pub fn n_genes(&self) -> usize {
         self.layers.iter().map(|l| l.genes.len()).sum()
+    }
+
+    /// The subnet a (valid) genome stands for.
+    pub fn to_subnet(&self, genome: &[u16]) -> Subnet {
+        let mut choices = genome.iter();
+        self.layers
+            .iter()
+            .map(|layer| {
+                let names = layer.genes.iter().map(|g| g.choices[*choices.next().expect("genome covers the space") as usize].clone());
+                (layer.name.clone(), names.collect())
+            })
+            .collect()
+    }
+
+    /// The genome of a subnet, naming the unknown and missing layers, a missing gene or a choice not offered.
+    pub fn to_genome(&self, subnet: &SubnetMap) -> Result<Genome> {
+        let unknown: Vec<String> = subnet.keys().filter(|name| !self.layers.iter().any(|l| &&l.name == name)).cloned().collect();
+        let missing: Vec<String> = self.layers.iter().filter(|l| !subnet.contains_key(&l.name)).map(|l| l.name.clone()).collect();
+        if !unknown.is_empty() || !missing.is_empty() {
+            return Err(EngineError::SubnetLayers { unknown, missing });
+        }
+        let mut genome = Vec::with_capacity(self.n_genes());
+        for layer in &self.layers {
+            let config = &subnet[&layer.name];
+            for gene in &layer.genes {
+                let choice = config
+                    .get(&gene.gene)
+                    .ok_or_else(|| EngineError::MissingGene { layer: layer.name.clone(), gene: gene.gene.clone() })?;
+                let index = gene.choices.iter().position(|c| c == choice).ok_or_else(|| EngineError::UnknownChoice {
+                    layer: layer.name.clone(),
+                    gene: gene.gene.clone(),
+                    choice: choice.clone(),
+                    offered: gene.choices.clone(),
+                })?;
+                genome.push(index as u16);
+            }
+        }
+        Ok(genome)
     }
 }
 
@@ -135,5 +266,88 @@ impl FlatSpace {
             }
         }
         Ok(())
+    }
+
+    /// The dearest subnet within `budget`: every gene at its dearest choice, then, while the count is above the
+    /// budget, the dearest gene (the first such in genome order) steps down to its next cheaper choice.
+    /// Deterministic; the sandwich rule of supernet training trains it (docs/method.md, section 3).
+    pub fn largest_within(&self, budget: Budget) -> Result<Genome> {
+        self.extreme(budget, true)
+    }
+
+    /// The cheapest subnet within `budget`, built as `largest_within` with every comparison reversed.
+    pub fn smallest_within(&self, budget: Budget) -> Result<Genome> {
+        self.extreme(budget, false)
+    }
+
+    fn extreme(&self, budget: Budget, largest: bool) -> Result<Genome> {
+        // `better(a, b)`: a is strictly preferred; keeping the first of equals gives Python's max/min tie-breaking
+        let better = |a: u64, b: u64| if largest { a > b } else { a < b };
+        let first_best = |indices: &mut dyn Iterator<Item = usize>, costs: &[u64]| -> Option<usize> {
+            indices.fold(None, |best: Option<usize>, i| match best {
+                Some(b) if !better(costs[i], costs[b]) => Some(b),
+                _ => Some(i),
+            })
+        };
+        let mut genome: Genome = self.costs.iter().map(|c| first_best(&mut (0..c.len()), c).unwrap_or(0) as u16).collect();
+        let mut total = self.cost(&genome);
+        while if largest { total > budget.max } else { total < budget.min } {
+            let mut best: Option<(u64, usize, usize)> = None;
+            for (g, costs) in self.costs.iter().enumerate() {
+                let current = costs[genome[g] as usize];
+                let mut steps = (0..costs.len()).filter(|&i| better(current, costs[i]));
+                let Some(next) = first_best(&mut steps, costs) else { continue };
+                if best.map_or(true, |(cost, _, _)| better(current, cost)) {
+                    best = Some((current, g, next));
+                }
+            }
+            let Some((current, g, next)) = best else { break };
+            genome[g] = next as u16;
+            total = total - current + self.costs[g][next];
+        }
+        if total < budget.min || total > budget.max {
+            let which = if largest { "largest" } else { "smallest" };
+            return Err(EngineError::NoExtreme { which: which.into(), min: budget.min, max: budget.max, reached: total });
+        }
+        Ok(genome)
+    }
+}
+
+/// A checked space with its flat form: what the bindings and the driver work on.
+#[derive(Debug, Clone)]
+pub struct SearchSpace {
+    space: Space,
+    flat: FlatSpace,
+}
+
+impl SearchSpace {
+    pub fn new(space: Space) -> Result<SearchSpace> {
+        let flat = space.flatten()?;
+        Ok(SearchSpace { space, flat })
+    }
+
+    pub fn space(&self) -> &Space {
+        &self.space
+    }
+
+    pub fn flat(&self) -> &FlatSpace {
+        &self.flat
+    }
+
+    /// The parameter count of a subnet, checking it as `Space::to_genome` does.
+    pub fn count(&self, subnet: &SubnetMap) -> Result<u64> {
+        Ok(self.flat.cost(&self.space.to_genome(subnet)?))
+    }
+
+    /// `n` feasible genomes, draw `i` from the random stream `index0 + i` of `seed` (docs/method.md, section 4).
+    pub fn sample(&self, budget: Budget, n: usize, seed: u64, index0: usize) -> Result<Vec<Genome>> {
+        use crate::rng::{stream, Purpose};
+        use rayon::prelude::*;
+        self.flat.check_budget(budget)?;
+        let flat = &self.flat;
+        Ok((0..n)
+            .into_par_iter()
+            .map(|i| crate::operators::sample(flat, budget, &mut stream(seed, 0, Purpose::Random, index0 + i)))
+            .collect())
     }
 }

@@ -1,11 +1,13 @@
 mod common;
 
 use common::{budget, fitness, layer, run, vit_space};
-use glora_engine::log::{self, Header, LogWriter, Record};
+use glora_engine::driver::{Run, RunError};
+use glora_engine::log::{self, LogWriter};
 use glora_engine::operators::{crossover, is_feasible, mutate, repair, sample};
 use glora_engine::replay::{replay, ReplayEnd};
 use glora_engine::rng::{stream, Purpose};
-use glora_engine::{Budget, EngineError, Gene, Layer, NonFinite, Objective, Params, Search, Space};
+use glora_engine::space::choice_cost;
+use glora_engine::{Budget, EngineError, Gene, Layer, NonFinite, Objective, Params, Search, SearchConfig, Space};
 use proptest::prelude::*;
 
 fn random_space(shapes: &[(u64, u64, u64)]) -> Space {
@@ -107,7 +109,12 @@ fn every_genome_is_evaluated_once() {
 #[test]
 fn tiny_space_is_exhausted_without_hanging() {
     let space = Space {
-        layers: vec![Layer { name: "x".into(), out_features: 1, in_features: 1, genes: vec![Gene { gene: "A".into(), choices: vec!["a".into(), "b".into()], costs: vec![0, 1] }] }],
+        layers: vec![Layer {
+            name: "x".into(),
+            out_features: 1,
+            in_features: 1,
+            genes: vec![Gene { gene: "A".into(), choices: vec!["a".into(), "b".into()], costs: vec![0, 1] }],
+        }],
     };
     let mut search = Search::new(&space, budget(1), Params::default(), 0).unwrap();
     run(&mut search);
@@ -122,7 +129,8 @@ fn evolution_beats_random_search_on_a_known_optimum() {
     let space = vit_space(4);
     let flat = space.flatten().unwrap();
     let weight = |g: usize| 1.0 + (g % 7) as f64;
-    let score = |genome: &[u16]| -> f64 { genome.iter().enumerate().map(|(g, &c)| if c == 0 && g % 5 < 2 { weight(g) } else { 0.0 }).sum() };
+    let score =
+        |genome: &[u16]| -> f64 { genome.iter().enumerate().map(|(g, &c)| if c == 0 && g % 5 < 2 { weight(g) } else { 0.0 }).sum() };
     let b = budget(300_000);
     let mut search = Search::new(&space, b, Params::default(), 7).unwrap();
     while let Some(batch) = search.ask() {
@@ -180,20 +188,124 @@ fn bad_input_is_refused() {
     assert_eq!(lenient.evaluated()[0].score, f64::NEG_INFINITY);
 }
 
+fn config(params: &Params) -> SearchConfig {
+    SearchConfig { params: params.clone(), threads: None }
+}
+
+/// A logged run through the driver, stopped after `stop_after` generations.
 fn write_log(path: &std::path::Path, space: &Space, b: Budget, params: &Params, seed: u64, stop_after: usize) -> Search {
-    let header = Header::new("test", space.clone(), b, params.clone(), seed);
-    let mut writer = LogWriter::create(path, &header).unwrap();
-    let mut search = Search::new(space, b, params.clone(), seed).unwrap();
-    while search.generation() < stop_after {
-        let Some(batch) = search.ask() else { break };
-        let scores: Vec<f64> = batch.iter().map(|g| fitness(g)).collect();
-        let summary = search.tell(&scores).unwrap();
-        let start = search.evaluated().len() - scores.len();
-        let mut records = log::eval_records(&search.evaluated()[start..]);
-        records.push(Record::Generation(summary));
-        writer.append(&records).unwrap();
+    let run = Run::open(space, b, &config(params), seed, "test", Some(path), false).unwrap();
+    let mut generations = 0;
+    let evaluate = |batch: &[Vec<u16>]| Ok::<_, ()>(batch.iter().map(|g| fitness(g)).collect());
+    let stop = |_: &glora_engine::GenerationSummary| {
+        generations += 1;
+        if generations >= stop_after {
+            Err(())
+        } else {
+            Ok(())
+        }
+    };
+    match run.drive(evaluate, stop) {
+        Ok(finished) => finished.search,
+        Err(RunError::Caller(())) => replay(&log::read(path).unwrap().header, &log::read(path).unwrap().records).unwrap().0,
+        Err(RunError::Engine(e)) => panic!("{e}"),
     }
-    search
+}
+
+fn resumed(path: &std::path::Path, space: &Space, b: Budget, params: &Params, seed: u64) -> (Search, usize, usize) {
+    let run = Run::open(space, b, &config(params), seed, "test", Some(path), true).unwrap();
+    let recovered = run.recovered();
+    let mut evaluated = 0;
+    let finished = run
+        .drive(
+            |batch: &[Vec<u16>]| {
+                evaluated += batch.len();
+                Ok::<_, ()>(batch.iter().map(|g| fitness(g)).collect())
+            },
+            |_| Ok(()),
+        )
+        .unwrap();
+    (finished.search, recovered, evaluated)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn resume_from_any_cut_equals_the_uninterrupted_run(cut in 0.0f64..1.0, seed in 0u64..1000) {
+        let dir = std::env::temp_dir().join(format!("glora-engine-resume-{}-{seed}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let space = random_space(&[(64, 32, 4), (32, 64, 4), (48, 48, 4), (16, 80, 4)]);
+        let params = Params { generations: 4, population: 20, mutants: 10, crossovers: 10, ..Params::default() };
+        let b = budget(1500);
+        let full = write_log(&path, &space, b, &params, seed, usize::MAX);
+        let data = std::fs::read(&path).unwrap();
+        let header_end = data.iter().position(|&c| c == b'\n').unwrap() + 1;
+        let at = header_end + ((data.len() - header_end) as f64 * cut) as usize;
+        std::fs::write(&path, &data[..at]).unwrap();
+        let (search, recovered, evaluated) = resumed(&path, &space, b, &params, seed);
+        prop_assert!(search.evaluated() == full.evaluated());
+        prop_assert_eq!(recovered + evaluated, full.evaluated().len());
+        prop_assert_eq!(std::fs::read(&path).unwrap(), data);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn extremes_are_within_budget_and_extreme(space in space_strategy(), lo in 0.0f64..1.0, width in 0.0f64..1.0) {
+        let flat = space.flatten().unwrap();
+        let span = (flat.largest - flat.smallest) as f64;
+        let min = flat.smallest + (lo * span * 0.5) as u64;
+        let max = (min + flat.max_step + (width * span) as u64).min(flat.largest);
+        let b = Budget { min: if max - min < flat.max_step { flat.smallest } else { min }, max };
+        prop_assume!(flat.check_budget(b).is_ok());
+        if let Ok(large) = flat.largest_within(b) {
+            prop_assert!(is_feasible(&flat, b, &large));
+        }
+        if let Ok(small) = flat.smallest_within(b) {
+            prop_assert!(is_feasible(&flat, b, &small));
+        }
+        let whole = Budget { min: flat.smallest, max: flat.largest };
+        prop_assert_eq!(flat.cost(&flat.largest_within(whole).unwrap()), flat.largest);
+        prop_assert_eq!(flat.cost(&flat.smallest_within(whole).unwrap()), flat.smallest);
+    }
+
+    #[test]
+    fn costs_follow_the_table(out in 1u64..5000, inn in 1u64..5000, rank in 1u64..64) {
+        let lora = format!("lora_{rank}");
+        for gene in ["A", "B"] {
+            prop_assert_eq!(choice_cost(gene, &lora, out, inn), Ok(rank * (out + inn)));
+            prop_assert_eq!(choice_cost(gene, "vector", out, inn), Ok(out));
+            prop_assert_eq!(choice_cost(gene, "scalar", out, inn), Ok(1));
+        }
+        prop_assert_eq!(choice_cost("C", &lora, out, inn), Ok(rank * (inn + 1)));
+        prop_assert_eq!(choice_cost("C", "vector", out, inn), Ok(inn));
+        for gene in ["D", "E"] {
+            prop_assert_eq!(choice_cost(gene, "vector", out, inn), Ok(out));
+            prop_assert_eq!(choice_cost(gene, "scalar", out, inn), Ok(1));
+            prop_assert!(choice_cost(gene, &lora, out, inn).is_err());
+        }
+        for gene in ["A", "B", "C", "D", "E"] {
+            prop_assert_eq!(choice_cost(gene, "none", out, inn), Ok(0));
+        }
+        prop_assert!(choice_cost("C", "scalar", out, inn).is_err());
+        prop_assert!(choice_cost("A", "lora_0", out, inn).is_err());
+        prop_assert!(choice_cost("A", "lora_x", out, inn).is_err());
+        prop_assert!(choice_cost("F", "none", out, inn).is_err() || choice_cost("F", "vector", out, inn).is_err());
+    }
+}
+
+#[test]
+fn extremes_step_the_dearest_gene_first() {
+    // one layer 4 x 4 at rank 2: A, B lora 16, vector 4, scalar 1; C lora 10, vector 4; D, E vector 4, scalar 1
+    let space = Space { layers: vec![layer("x", 4, 4, 2)] };
+    let flat = space.flatten().unwrap();
+    assert_eq!(flat.largest, 16 + 16 + 10 + 4 + 4);
+    // the dearest genes step down first, A before B among equals: A 16 -> 4, then B 16 -> 4
+    assert_eq!(flat.largest_within(budget(26)).unwrap(), vec![1, 1, 0, 0, 0]);
+    assert_eq!(flat.smallest_within(Budget { min: 2, max: 50 }).unwrap(), vec![2, 2, 2, 2, 2]);
+    assert!(matches!(flat.largest_within(Budget { min: 30, max: 30 }), Err(EngineError::NoExtreme { .. })));
 }
 
 #[test]

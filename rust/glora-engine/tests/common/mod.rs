@@ -1,33 +1,19 @@
 #![allow(dead_code)]
-use glora_engine::{Budget, Gene, Layer, Search, Space};
+use glora_engine::{Budget, Layer, Search, Space};
 
 /// A space shaped like ViT-B/16's 48 target layers at rank 4 (qkv, proj, fc1, fc2 per block).
 pub fn vit_space(rank: u64) -> Space {
     let shapes = [(2304u64, 768u64), (768, 768), (3072, 768), (768, 3072)];
-    let layers = (0..12)
-        .flat_map(|b| shapes.iter().enumerate().map(move |(k, &(o, i))| layer(&format!("blocks.{b}.{k}"), o, i, rank)))
-        .collect();
+    let layers =
+        (0..12).flat_map(|b| shapes.iter().enumerate().map(move |(k, &(o, i))| layer(&format!("blocks.{b}.{k}"), o, i, rank))).collect();
     Space { layers }
 }
 
 pub fn layer(name: &str, out: u64, inn: u64, rank: u64) -> Layer {
-    let ab = |g: &str| Gene {
-        gene: g.into(),
-        choices: vec![format!("lora_{rank}"), "vector".into(), "scalar".into(), "none".into()],
-        costs: vec![rank * (out + inn), out, 1, 0],
-    };
-    Layer {
-        name: name.into(),
-        out_features: out,
-        in_features: inn,
-        genes: vec![
-            ab("A"),
-            ab("B"),
-            Gene { gene: "C".into(), choices: vec![format!("lora_{rank}"), "vector".into(), "none".into()], costs: vec![rank * (inn + 1), inn, 0] },
-            Gene { gene: "D".into(), choices: vec!["vector".into(), "scalar".into(), "none".into()], costs: vec![out, 1, 0] },
-            Gene { gene: "E".into(), choices: vec!["vector".into(), "scalar".into(), "none".into()], costs: vec![out, 1, 0] },
-        ],
-    }
+    let ab = || vec![format!("lora_{rank}"), "vector".into(), "scalar".into(), "none".into()];
+    let c = vec![format!("lora_{rank}"), "vector".into(), "none".into()];
+    let de = || vec!["vector".into(), "scalar".into(), "none".into()];
+    Layer::new(name, out, inn, vec![ab(), ab(), c, de(), de()]).unwrap()
 }
 
 /// A synthetic fitness: each gene contributes a fixed random-looking value per choice.

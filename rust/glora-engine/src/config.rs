@@ -1,0 +1,136 @@
+//! The settings of a search as a user gives them, checked, with their defaults: the one place both live.
+
+use std::fmt;
+
+use crate::error::{py_repr, EngineError, Result};
+use crate::search::{NonFinite, Objective, Params};
+
+/// A value as the user gave it, before checking.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+    Text(String),
+    /// Anything else, shown as written (its Python `repr`).
+    Other(String),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Float(v) => write!(f, "{v:?}"),
+            Value::Text(v) => write!(f, "{}", py_repr(v)),
+            Value::Other(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// The settings a user may give; `None` takes the default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    pub population: Option<Value>,
+    pub parents: Option<Value>,
+    pub mutants: Option<Value>,
+    pub crossovers: Option<Value>,
+    pub mutation_prob: Option<Value>,
+    pub generations: Option<Value>,
+    pub objective: Option<Value>,
+    pub nonfinite: Option<Value>,
+    pub threads: Option<Value>,
+}
+
+/// Checked settings: the algorithm's numbers (logged) and the thread count (not logged: it changes nothing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchConfig {
+    pub params: Params,
+    pub threads: Option<usize>,
+}
+
+fn refuse(name: &str, value: &Value, allowed: &str) -> EngineError {
+    EngineError::BadParameter { name: name.into(), value: value.to_string(), allowed: allowed.into() }
+}
+
+fn count(name: &str, value: &Value, least: i64) -> Result<usize> {
+    let allowed = if least > 0 { "a positive integer" } else { "a non-negative integer" };
+    match *value {
+        Value::Int(v) if v >= least => Ok(v as usize),
+        _ => Err(refuse(name, value, allowed)),
+    }
+}
+
+fn word<T: Copy>(name: &str, value: &Value, words: &[(&str, T)]) -> Result<T> {
+    let allowed = words.iter().map(|(w, _)| py_repr(w)).collect::<Vec<_>>().join(" or ");
+    match value {
+        Value::Text(text) => words.iter().find(|(w, _)| w == text).map(|&(_, t)| t).ok_or_else(|| refuse(name, value, &allowed)),
+        _ => Err(refuse(name, value, &allowed)),
+    }
+}
+
+/// A search seed: a non-negative integer.
+pub fn seed(value: &Value) -> Result<u64> {
+    count("seed", value, 0).map(|s| s as u64)
+}
+
+impl SearchConfig {
+    /// Check `settings`, filling what is not given with the reference's defaults (population 50, parents 10,
+    /// half the population mutants and the other half crossovers, mutation probability 0.2, 20 generations).
+    pub fn from_settings(settings: &Settings) -> Result<SearchConfig> {
+        let d = Params::default();
+        let get =
+            |value: &Option<Value>, name: &str, least: i64, default: usize| value.as_ref().map_or(Ok(default), |v| count(name, v, least));
+        let population = get(&settings.population, "population", 1, d.population)?;
+        let mutation_prob = match &settings.mutation_prob {
+            None => d.mutation_prob,
+            Some(Value::Int(v)) if (0..=1).contains(v) => *v as f64,
+            Some(Value::Float(v)) if (0.0..=1.0).contains(v) => *v,
+            Some(v) => return Err(refuse("mutation_prob", v, "a number in [0, 1]")),
+        };
+        let params = Params {
+            population,
+            parents: get(&settings.parents, "parents", 1, d.parents)?,
+            mutants: get(&settings.mutants, "mutants", 0, population / 2)?,
+            crossovers: get(&settings.crossovers, "crossovers", 0, population - population / 2)?,
+            mutation_prob,
+            generations: get(&settings.generations, "generations", 1, d.generations)?,
+            objective: settings
+                .objective
+                .as_ref()
+                .map_or(Ok(d.objective), |v| word("objective", v, &[("fitness", Objective::Fitness), ("pareto", Objective::Pareto)]))?,
+            nonfinite: settings
+                .nonfinite
+                .as_ref()
+                .map_or(Ok(d.nonfinite), |v| word("nonfinite", v, &[("error", NonFinite::Error), ("worst", NonFinite::Worst)]))?,
+            attempts_per_candidate: d.attempts_per_candidate,
+        };
+        let threads = match &settings.threads {
+            None => None,
+            Some(v) => Some(count("threads", v, 1).map_err(|_| refuse("threads", v, "a positive integer or None"))?),
+        };
+        Ok(SearchConfig { params, threads })
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig::from_settings(&Settings::default()).expect("the defaults are valid")
+    }
+}
+
+impl Objective {
+    pub fn name(self) -> &'static str {
+        match self {
+            Objective::Fitness => "fitness",
+            Objective::Pareto => "pareto",
+        }
+    }
+}
+
+impl NonFinite {
+    pub fn name(self) -> &'static str {
+        match self {
+            NonFinite::Error => "error",
+            NonFinite::Worst => "worst",
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The ask / tell driver with its run log: open a search (fresh, with a new log, or resumed from a log), then
+//! drive it to the end with an evaluation function called once per batch on the calling thread.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::config::SearchConfig;
+use crate::error::{EngineError, Result};
+use crate::log::{self, Header, LogWriter, Record};
+use crate::replay;
+use crate::search::{GenerationSummary, Search};
+use crate::space::{Budget, Genome, Space};
+
+/// Why a run stopped early: the engine refused something, or the caller's evaluation or callback failed.
+#[derive(Debug)]
+pub enum RunError<E> {
+    Engine(EngineError),
+    Caller(E),
+}
+
+impl<E> From<EngineError> for RunError<E> {
+    fn from(err: EngineError) -> Self {
+        RunError::Engine(err)
+    }
+}
+
+/// A search ready to run, with the scores recovered from its log.
+pub struct Run {
+    search: Search,
+    /// Logged scores of the first members of the batch under evaluation when the log ended.
+    known: Vec<f64>,
+    writer: Option<LogWriter>,
+    recovered: usize,
+    pool: Option<rayon::ThreadPool>,
+    log: Option<PathBuf>,
+}
+
+/// A finished run.
+pub struct Finished {
+    pub search: Search,
+    /// Evaluations read back from the log instead of evaluated.
+    pub recovered: usize,
+    pub engine_seconds: f64,
+    pub fitness_seconds: f64,
+    pub log: Option<PathBuf>,
+}
+
+fn has_content(path: &Path) -> bool {
+    std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false)
+}
+
+impl Run {
+    /// Open a search of `space` under `budget`. With `log`, every evaluation is appended to it; with `resume`
+    /// and a non-empty log, the logged evaluations are replayed (their header must match this search) and the
+    /// run continues where the log ends.
+    pub fn open(
+        space: &Space,
+        budget: Budget,
+        config: &SearchConfig,
+        seed: u64,
+        glora_version: &str,
+        log: Option<&Path>,
+        resume: bool,
+    ) -> Result<Run> {
+        let header = Header::new(glora_version, space.clone(), budget, config.params.clone(), seed);
+        let pool = match config.threads {
+            None => None,
+            Some(n) => Some(rayon::ThreadPoolBuilder::new().num_threads(n).build().map_err(|e| EngineError::BadParameter {
+                name: "threads".into(),
+                value: n.to_string(),
+                allowed: format!("a thread count this machine can start ({e})"),
+            })?),
+        };
+        let start = |writer: Option<LogWriter>, search: Search| Run {
+            search,
+            known: Vec::new(),
+            writer,
+            recovered: 0,
+            pool: None,
+            log: log.map(Path::to_path_buf),
+        };
+        let new_search = || Search::new(&header.space, header.budget, header.params.clone(), header.seed);
+        let mut run = match log {
+            None => start(None, new_search()?),
+            Some(path) if resume && has_content(path) => {
+                let contents = log::read(path)?;
+                let differences = contents.header.differences(&header);
+                if !differences.is_empty() {
+                    return Err(EngineError::LogMismatch { path: path.display().to_string(), differences: differences.join("; ") });
+                }
+                let (search, known) = replay::resume(&contents.header, &contents.records)?;
+                let recovered = search.evaluated().len() + known.len();
+                let writer = LogWriter::resume(path, contents.valid_len)?;
+                Run { search, known, writer: Some(writer), recovered, pool: None, log: Some(path.to_path_buf()) }
+            }
+            Some(path) => {
+                let search = new_search()?;
+                start(Some(LogWriter::create(path, &header)?), search)
+            }
+        };
+        run.pool = pool;
+        Ok(run)
+    }
+
+    /// Evaluations recovered from the log.
+    pub fn recovered(&self) -> usize {
+        self.recovered
+    }
+
+    /// Run to the end. `evaluate` gets the genomes of each batch still to evaluate (recovered ones are left
+    /// out) and returns one score per genome; `on_generation` sees each finished generation.
+    pub fn drive<E>(
+        mut self,
+        mut evaluate: impl FnMut(&[Genome]) -> std::result::Result<Vec<f64>, E>,
+        mut on_generation: impl FnMut(&GenerationSummary) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Finished, RunError<E>> {
+        let (mut engine_seconds, mut fitness_seconds) = (0.0f64, 0.0f64);
+        loop {
+            let started = Instant::now();
+            let search = &mut self.search;
+            let batch: Option<Vec<Genome>> = match &self.pool {
+                Some(pool) => pool.install(|| search.ask().map(<[Genome]>::to_vec)),
+                None => search.ask().map(<[Genome]>::to_vec),
+            };
+            engine_seconds += started.elapsed().as_secs_f64();
+            let Some(batch) = batch else { break };
+            let skip = self.known.len();
+            let todo = &batch[skip..];
+            let started = Instant::now();
+            let fresh = evaluate(todo).map_err(RunError::Caller)?;
+            fitness_seconds += started.elapsed().as_secs_f64();
+            if fresh.len() != todo.len() {
+                return Err(EngineError::WrongScoreCount { expected: todo.len(), got: fresh.len() }.into());
+            }
+            let started = Instant::now();
+            let mut scores = std::mem::take(&mut self.known);
+            scores.extend(fresh);
+            let summary = self.search.tell(&scores)?;
+            if let Some(writer) = self.writer.as_mut() {
+                let evaluated = self.search.evaluated();
+                let mut records = log::eval_records(&evaluated[evaluated.len() - scores.len() + skip..]);
+                records.push(Record::Generation(summary.clone()));
+                writer.append(&records)?;
+            }
+            engine_seconds += started.elapsed().as_secs_f64();
+            on_generation(&summary).map_err(RunError::Caller)?;
+        }
+        Ok(Finished { search: self.search, recovered: self.recovered, engine_seconds, fitness_seconds, log: self.log })
+    }
+}
