@@ -17,7 +17,7 @@ import glora
 from glora.layers import batched_weights, linear_function
 from glora.layers.linear_function import GLoRALinear
 from glora.tuner.wrapping import adapter_parameters
-from glora.training.trainer import _enable_checkpointing
+from glora.training.gradient_checkpointing import enable_gradient_checkpointing
 
 LINEAR_CASES = [c for c in CASES if c.name != "convnet"]
 
@@ -440,7 +440,7 @@ def test_transformers_checkpointing_switch_is_seen_on_a_submodule(monkeypatch) -
             for _, p in adapter_parameters(model):
                 p.copy_(torch.randn_like(p) * 0.1)
         if checkpointing:
-            _enable_checkpointing(model)  # the trainer's switch: transformers' own, non-reentrant
+            enable_gradient_checkpointing(model)  # the trainer's switch: transformers' own, non-reentrant
         model.train()
         node_calls.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -10,8 +10,8 @@ import torch
 from models import MLP, ConvNet, TinyTransformer
 
 import glora
-from glora.tuner.subnets import draw_plans
-from glora.training.trainer import classification_loss
+from glora.training.losses import classification_loss
+from glora.tuner.subnets import UniformSampler, draw_plans
 
 
 def _task(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,26 +306,27 @@ def test_gradient_checkpointing_of_a_timm_vit_changes_nothing(precision: str) ->
 @pytest.mark.parametrize("seed", range(3))
 def test_plans_drawn_together_equal_plans_drawn_one_by_one(seed: int) -> None:
     """The trainer and ``supernet_mode`` draw every layer's configuration from one call to the generator: the same
-    configurations, and the generator left in the same state, as drawing layer after layer."""
+    configurations, and the generator left in the same state, as a layer drawing its own when its forward runs."""
     from models import vit_tiny
 
     model = glora.wrap(vit_tiny(), glora.GLoRAConfig(ranks=[2, 4], target_modules=["qkv", "attn.proj", "fc1", "fc2"]))
     layers = [layer for _, layer in glora.glora_layers(model)]
-    together, one_by_one = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    together, one_by_one = UniformSampler(torch.Generator().manual_seed(seed)), UniformSampler(torch.Generator().manual_seed(seed))
     for _ in range(3):
-        assert draw_plans(layers, together) == [layer.draw(one_by_one) for layer in layers]
-    assert torch.equal(together.get_state(), one_by_one.get_state())
-    # supernet_mode over the batched build: each layer runs the configuration drawn for it, in order
+        assert together.draw_all(layers) == [one_by_one(layer) for layer in layers]
+    assert torch.equal(together.generator.get_state(), one_by_one.generator.get_state())
+    # supernet_mode over the batched build: the forward runs the configurations drawn for the layers, in order
+    _perturbed(model, seed)  # adapters that change the output, so another configuration would show
+    x = torch.randn(2, 3, 32, 32)
+    drawn = glora.sample_subnet(model, seed)  # what the first forward under supernet_mode(model, seed) draws
     glora.supernet_mode(model, seed)
-    expected = draw_plans(layers, torch.Generator().manual_seed(seed))
-    model.train()
-    glora.set_batched_weights("always")  # keeps each layer's built weights after its forward
+    glora.set_batched_weights("always")
     try:
-        model(torch.randn(2, 3, 32, 32)).sum().backward()
+        sampled = model(x)
+        fixed = glora.set_subnet(model, drawn)(x)
     finally:
         glora.set_batched_weights("auto")
-    assert [layer._built.plan if layer._built is not None else None for layer in layers] == [
-        p if any(c.kind != "none" for c in p) else None for p in expected]
+    torch.testing.assert_close(sampled, fixed, rtol=0, atol=0)
 
 
 def test_retired_settings_are_refused_by_name(tmp_path) -> None:

@@ -68,3 +68,31 @@ def logits_of(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     if isinstance(out, (tuple, list)):
         return out[0]
     return out
+
+
+class ShuffledBatches:
+    """The training batches in a fixed, seeded order: epoch ``e`` is a permutation of the examples seeded by
+    ``(seed, e)``, cut into whole batches (the remainder of an epoch is left out). With several processes, process
+    ``rank`` takes the ``rank``-th of each group of ``world`` consecutive batches, so together they see the same
+    examples as one process with ``world`` times the batch."""
+
+    def __init__(self, data: Data, batch_size: int, seed: int, device: torch.device, rank: int = 0, world: int = 1) -> None:
+        self.data = data
+        self.n_examples = data_length(data)
+        if self.n_examples < batch_size:
+            raise ValueError(f"the data holds {self.n_examples} examples, fewer than one batch of {batch_size}")
+        if self.n_examples < batch_size * world:
+            raise ValueError(f"the data holds {self.n_examples} examples, fewer than one global batch of {batch_size} x {world} processes")
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device
+        self.rank = rank
+        self.world = world
+
+    def __getitem__(self, position: int) -> Batch:
+        """This process's batch number ``position``, on the device."""
+        position = position * self.world + self.rank
+        epoch, k = divmod(position, self.n_examples // self.batch_size)
+        order = torch.randperm(self.n_examples, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        index = order[k * self.batch_size : (k + 1) * self.batch_size]
+        return to_device(take(self.data, index), self.device)

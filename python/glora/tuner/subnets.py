@@ -60,24 +60,19 @@ def make_generator(generator: GeneratorLike) -> torch.Generator:
     return g
 
 
-def uniform_layer_config(layer: GLoRALayer, generator: torch.Generator) -> dict[str, str]:
-    """One configuration drawn uniformly and independently per gene from the layer's offered choices."""
-    return {g: c.name for g, c in zip(GENES, layer.draw(generator))}
+def draw_plans(layers: Sequence[GLoRALayer], generator: torch.Generator) -> list[tuple[Choice, ...]]:
+    """The uniform draw, the only one: each layer's configuration drawn uniformly and independently per gene among
+    its offered choices. One call fills a tensor in order, one row per layer, so drawing the layers together or
+    one by one gives the same configurations and leaves the generator in the same state."""
+    rows = torch.randint(0, 1 << 30, (len(layers), len(GENES)), generator=generator, device=generator.device).tolist()
+    return [layer.plan_of(row) for layer, row in zip(layers, rows)]
 
 
 def sample_subnet(model: nn.Module, generator: GeneratorLike = None) -> Subnet:
     """A subnet drawn uniformly per layer and gene from the offered choices."""
-    g = make_generator(generator)
-    return {name: uniform_layer_config(layer, g) for name, layer in layers_or_raise(model)}
-
-
-def draw_plans(layers: Sequence[GLoRALayer], generator: torch.Generator) -> list[tuple[Choice, ...]]:
-    """``[layer.draw(generator) for layer in layers]`` from one call to the generator: a CPU generator fills a
-    tensor in order, so the configurations are the same (a generator on another device draws per layer)."""
-    if generator.device.type != "cpu":
-        return [layer.draw(generator) for layer in layers]
-    rows = torch.randint(0, 1 << 30, (len(layers), len(GENES)), generator=generator).tolist()
-    return [layer.plan_of(row) for layer, row in zip(layers, rows)]
+    layers = layers_or_raise(model)
+    plans = draw_plans([layer for _, layer in layers], make_generator(generator))
+    return {name: {g: c.name for g, c in zip(GENES, plan)} for (name, _), plan in zip(layers, plans)}
 
 
 class UniformSampler:
@@ -90,7 +85,7 @@ class UniformSampler:
         self.generator = generator
 
     def __call__(self, layer: GLoRALayer) -> tuple[Choice, ...]:
-        return layer.draw(self.generator)
+        return draw_plans([layer], self.generator)[0]
 
     def draw_all(self, layers: Sequence[GLoRALayer]) -> list[tuple[Choice, ...]]:
         return draw_plans(layers, self.generator)

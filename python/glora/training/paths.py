@@ -1,0 +1,56 @@
+"""Which subnets one training step trains: the supernet's paths (docs/method.md, supernet training).
+
+``uniform`` (the reference): one uniform draw per layer and gene each step. ``budget``: one subnet each step from
+the search engine's budget-aware construction, so every trained path lies within the parameter budget.
+``sandwich``: the largest and the smallest subnet within budget, then a budget-aware draw. ``fixed``: the given
+subnet every step (fine-tuning the searched subnet with its weights taken from the supernet).
+
+A step's paths are set on the layers as plans that each layer holds through the forward, so a forward recomputed
+under gradient checkpointing runs the same configuration. Budget-aware draw ``i`` is a fixed function of
+``(seed, i)``; the uniform draws come from one seeded generator whose state a checkpoint keeps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from glora.engine.space import budget_bounds
+from glora.layers.choices import Choice
+from glora.training.config import TrainConfig
+from glora.training.sampling import BudgetSampler
+from glora.tuner.space import search_space
+from glora.tuner.subnets import draw_plans, validate_subnet
+from glora.tuner.wrapping import layers_or_raise
+
+Plans = dict[str, tuple[Choice, ...]]  # each GLoRA layer's configuration, by layer name
+
+
+class PathSampler:
+    """The paths of each training step of ``model`` under ``config``'s sampling rule."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig) -> None:
+        self.model = model
+        self.layers = layers_or_raise(model)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.budget_sampler = None
+        self.fixed = [validate_subnet(model, config.subnet)] if config.subnet is not None else []
+        if config.sampling in ("budget", "sandwich"):
+            assert config.budget is not None  # TrainConfig refuses budget-aware sampling without a budget
+            self.budget_sampler = BudgetSampler(search_space(model), budget_bounds(config.budget), config.seed)
+            if config.sampling == "sandwich":
+                self.fixed = [validate_subnet(model, self.budget_sampler.largest()), validate_subnet(model, self.budget_sampler.smallest())]
+
+    def paths(self, step: int) -> list[Plans]:
+        """The plans trained at optimizer step ``step`` (each micro-batch of a step draws again for uniform paths)."""
+        if self.budget_sampler is not None:
+            return [*self.fixed, validate_subnet(self.model, self.budget_sampler.draw(step)[0])]
+        if self.fixed:
+            return self.fixed
+        plans = draw_plans([layer for _, layer in self.layers], self.generator)
+        return [{name: plan for (name, _), plan in zip(self.layers, plans)}]
+
+    def apply(self, plans: Plans) -> None:
+        """Fix every layer to its plan for the next forward and backward."""
+        for name, layer in self.layers:
+            layer.set_plan(plans[name])
