@@ -1,12 +1,12 @@
 """Benchmark: does the searched subnet beat LoRA? Supernet sampling options measured on real data.
 
-all-MiniLM-L6-v2 (mean pooling, new linear head) on the movie sentences of ../shared/BENCHMARKS.md: 1000
+all-MiniLM-L6-v2 (mean pooling, new linear head) on the movie sentences (``glora.tasks.movie``): 1000
 training, 500 validation (search fitness only) and 2000 test sentences, max_len 64, 3 seeds. For each sampling
 option (uniform as the reference, budget-aware, sandwich with distillation) the supernet (rank 4 unless
 ``--ranks``, all 36 encoder linears; by default without B's vector and scalar forms, ``--choices`` alone for the
 paper's full space) is trained, the search runs at PEFT LoRA r=8 (query, value)'s budget of 73,728 adapter
 parameters, and we report the searched subnet's test accuracy, the mean test accuracy of random feasible subnets, and the
-baselines of BENCHMARKS.md item 5 trained for 320 steps (``--baselines``: PEFT LoRA r=8 on query and value by
+baselines of docs/benchmarks.md trained for 320 steps (``--baselines``: PEFT LoRA r=8 on query and value by
 default; the linear probe, LoRA r=8 on all encoder linears, PEFT's GloraConfig default and full fine-tuning on
 request), with adapter parameters, training time and peak memory. A variant is ``sampling:steps`` or ``sampling:steps+finetune``: with a
 fine-tuning part the searched subnet (and, for a fair comparison, ``--random-finetune`` random feasible subnets) is
@@ -86,7 +86,7 @@ BASELINES = {  # method -> learning rate (full fine-tuning needs a much smaller 
 
 
 def baseline_run(method: str, model_dir: str, data: tuple, seed: int, steps: int, lr: float, device: torch.device) -> dict[str, Any]:
-    """A method of ../shared/BENCHMARKS.md item 5 with a trained head: the linear probe, PEFT LoRA r=8 (alpha 16) on
+    """A baseline with a trained head: the linear probe, PEFT LoRA r=8 (alpha 16) on
     query and value or on all encoder linears, PEFT's GloraConfig default on all encoder linears, or full
     fine-tuning."""
     from peft import GloraConfig, LoraConfig, get_peft_model
@@ -110,7 +110,8 @@ def baseline_run(method: str, model_dir: str, data: tuple, seed: int, steps: int
             "test_accuracy": accuracy_of(model, test, device), "train_s": seconds, "peak_gib": peak_gib(device)}
 
 
-def _train(model, data, device, seed: int, **settings) -> glora.TrainResult:
+def train_supernet(model, data, device, seed: int, **settings) -> glora.TrainResult:
+    """GLoRA's supernet (or fixed-subnet) training as every run here does it: batch 32, 10 % warm-up, bf16 on a GPU."""
     precision = "bf16" if device.type == "cuda" else "fp32"
     config = glora.TrainConfig(batch_size=32, warmup_steps=settings["steps"] // 10, seed=seed,
                                precision=precision, progress=False, **settings)
@@ -161,7 +162,7 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
                                         choices=s.choices))
     window = None if sampling == "uniform" else (int(s.floor * budget), budget)
     reset_peak(device)
-    trained = _train(model, train, device, seed, steps=steps, lr=s.lr, sampling=sampling, budget=window,
+    trained = train_supernet(model, train, device, seed, steps=steps, lr=s.lr, sampling=sampling, budget=window,
                      distill=sampling == "sandwich", max_grad_norm=s.max_grad_norm)
     train_peak = peak_gib(device)
     searched = window if s.search_window and window else budget
@@ -189,7 +190,7 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
                 for n, p in model.named_parameters():
                     if n in supernet:
                         p.copy_(supernet[n])
-            _train(model, train, device, seed, steps=finetune_steps, lr=s.finetune_lr, sampling="fixed", subnet=subnet)
+            train_supernet(model, train, device, seed, steps=finetune_steps, lr=s.finetune_lr, sampling="fixed", subnet=subnet)
             return test_eval([subnet])[0]  # the evaluator folds the weights as they are at each call
 
         row.update({"method": f"glora_{sampling}_{steps}+{finetune_steps}_finetuned{suffix}", "finetune_steps": finetune_steps,

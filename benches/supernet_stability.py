@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 import torch
 from common import print_table, write_result
-from supernet_quality import ASSETS, BUDGET, _train, load, splits
+from supernet_quality import ASSETS, BUDGET, load, splits, train_supernet
 
 import glora
 from glora.tasks.pipeline import ENCODER_LINEARS
@@ -69,7 +69,7 @@ def run(model_dir: str, data: tuple, seed: int, lr: float, steps: int, sampling:
     model = load(model_dir, device)
     glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=ENCODER_LINEARS, modules_to_save=["head"], choices=choices))
     window = None if sampling == "uniform" else (int(0.75 * BUDGET), BUDGET)
-    losses = _train(model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=window, distill=sampling == "sandwich").losses
+    losses = train_supernet(model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=window, distill=sampling == "sandwich").losses
     draws = BudgetSampler(glora.search_space(model), (0, BUDGET), seed + 1000).draw(0, random_subnets)
     accuracy = glora.SubnetEvaluator(model, val, device=device)(draws)
     return {"seed": seed, "lr": lr, "steps": steps, "sampling": sampling, "loss_curve": [round(statistics.mean(losses[i:i + 10]), 4) for i in range(0, steps, 10)],
