@@ -63,7 +63,7 @@ class SupernetTrainer:
                                            fused=True if self.device.type == "cuda" else None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(config.warmup_steps, config.steps))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
-        self.paths = PathSampler(model, config)
+        self.sampler = PathSampler(model, config)
         self.step = 0
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model)
@@ -71,11 +71,11 @@ class SupernetTrainer:
     def _micro_step(self, batch: Batch, scale: float) -> float:
         """Forward and backward of every path of this step on one micro-batch; returns the mean loss."""
         dtype = AUTOCAST_DTYPES[self.config.precision]
-        paths = self.paths.paths(self.step)
+        paths = self.sampler.paths(self.step)
         total = 0.0
         teacher = None
         for plans in paths:
-            self.paths.apply(plans)
+            self.sampler.apply(plans)
             with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 if self.config.distill:
                     loss, teacher = sandwich_loss(self.runner, batch, teacher, self.config.distill_temperature)
@@ -137,8 +137,8 @@ class SupernetTrainer:
         """Write everything needed to resume exactly (``glora.training.checkpoint``). With several processes rank 0
         writes (the trained state is the same on every rank) and the others wait for it."""
         if self.rank == 0:
-            write_checkpoint(path, training_state(self.model, self.config, space_record(self.paths.layers), self.world, self.step,
-                                                  self.optimizer, self.scheduler, self.scaler, self.paths.generator))
+            write_checkpoint(path, training_state(self.model, self.config, space_record(self.sampler.layers), self.world, self.step,
+                                                  self.optimizer, self.scheduler, self.scaler, self.sampler.generator))
         barrier(self.world)
 
     def load_checkpoint(self, path: Union[str, os.PathLike]) -> None:
@@ -146,8 +146,8 @@ class SupernetTrainer:
         ``gradient_checkpointing``, which change nothing computed), search space or number of processes would not
         continue the run exactly, so it is refused, naming what differs."""
         state = read_checkpoint(path)
-        check_same_run(path, state, self.config, space_record(self.paths.layers), self.world)
-        self.step = restore_training_state(path, state, self.model, self.optimizer, self.scheduler, self.scaler, self.paths.generator)
+        check_same_run(path, state, self.config, space_record(self.sampler.layers), self.world)
+        self.step = restore_training_state(path, state, self.model, self.optimizer, self.scheduler, self.scaler, self.sampler.generator)
 
 
 def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
