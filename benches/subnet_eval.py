@@ -17,10 +17,10 @@ import copy
 import time
 
 import torch
-from common import print_table, sync, write_result
-from reference_layer import replace_linears, set_config
 
 import glora
+from common import print_table, sync, write_result
+from reference_layer import replace_linears, set_config
 
 TARGETS = r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
 

@@ -29,15 +29,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from common import peak_gib, print_table, reset_peak, result_path, write_result
 
 import glora
+from common import peak_gib, print_table, reset_peak, result_path, write_result
 from glora.tasks.movie import balanced_splits, read_sentences
 from glora.tasks.pipeline import ENCODER_LINEARS, MeanPoolClassifier, accuracy_of, encode
 from glora.training.sampling import BudgetSampler
@@ -211,7 +212,7 @@ def summarise(rows: list[dict[str, Any]], baseline: str = "peft_lora_r8_qv") -> 
         acc = [r["test_accuracy"] for r in group]
         gains = [r["test_accuracy"] - reference[r["seed"]] for r in group if r["seed"] in reference]
 
-        def mean_of(key: str):
+        def mean_of(key: str, group: list[dict[str, Any]] = group) -> Optional[float]:
             values = [r[key] for r in group if r.get(key) is not None]
             return statistics.mean(values) if values else None
 

@@ -27,12 +27,12 @@ import statistics
 from typing import Any, Optional
 
 import torch
-from common import print_table, write_result
-from supernet_quality import ASSETS, BUDGET, load, splits, train_supernet
 
 import glora
+from common import print_table, write_result
 from glora.tasks.pipeline import ENCODER_LINEARS
 from glora.training.sampling import BudgetSampler
+from supernet_quality import ASSETS, BUDGET, load, splits, train_supernet
 
 SPACES = {"paper": None, "B without vector/scalar": {"B": ["lora", "none"]},
           "B and C without vector/scalar": {"B": ["lora", "none"], "C": ["lora", "none"]}}

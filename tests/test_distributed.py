@@ -9,9 +9,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from models import MLP
 
 import glora
+from models import MLP
+
+pytestmark = pytest.mark.slow  # two processes each
 
 
 def _task() -> tuple[torch.Tensor, torch.Tensor]:

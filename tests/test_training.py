@@ -7,11 +7,11 @@ import warnings
 
 import pytest
 import torch
-from models import MLP, ConvNet, TinyTransformer
 
 import glora
 from glora.training.losses import classification_loss
-from glora.tuner.subnets import UniformSampler, draw_plans
+from glora.tuner.subnets import UniformSampler
+from models import MLP, ConvNet, TinyTransformer
 
 
 def _task(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,6 +267,7 @@ def _assert_checkpointing_changes_nothing(make_model, data, **settings) -> None:
     assert all(torch.equal(plain[k], checkpointed[k]) for k in plain)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: the weights built for the whole forward are reused
 @pytest.mark.parametrize("sampling", ["uniform", "sandwich"])
 def test_gradient_checkpointing_of_a_bert_changes_nothing(sampling: str, precision: str) -> None:
@@ -289,6 +290,7 @@ def test_gradient_checkpointing_of_a_bert_changes_nothing(sampling: str, precisi
                                           precision=precision)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_gradient_checkpointing_of_a_timm_vit_changes_nothing(precision: str) -> None:
     pytest.importorskip("timm")
@@ -307,6 +309,7 @@ def test_gradient_checkpointing_of_a_timm_vit_changes_nothing(precision: str) ->
 def test_plans_drawn_together_equal_plans_drawn_one_by_one(seed: int) -> None:
     """The trainer and ``supernet_mode`` draw every layer's configuration from one call to the generator: the same
     configurations, and the generator left in the same state, as a layer drawing its own when its forward runs."""
+    from glora.tuner.wrapping import set_batched_weights
     from models import vit_tiny
 
     model = glora.wrap(vit_tiny(), glora.GLoRAConfig(ranks=[2, 4], target_modules=["qkv", "attn.proj", "fc1", "fc2"]))
@@ -320,12 +323,9 @@ def test_plans_drawn_together_equal_plans_drawn_one_by_one(seed: int) -> None:
     x = torch.randn(2, 3, 32, 32)
     drawn = glora.sample_subnet(model, seed)  # what the first forward under supernet_mode(model, seed) draws
     glora.supernet_mode(model, seed)
-    glora.set_batched_weights("always")
-    try:
-        sampled = model(x)
-        fixed = glora.set_subnet(model, drawn)(x)
-    finally:
-        glora.set_batched_weights("auto")
+    set_batched_weights(model, "always")
+    sampled = model(x)
+    fixed = glora.set_subnet(model, drawn)(x)
     torch.testing.assert_close(sampled, fixed, rtol=0, atol=0)
 
 

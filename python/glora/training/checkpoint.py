@@ -26,7 +26,7 @@ RETIRED = {"budget_spread": False, "lr_ratios": None}
 REQUIRED = ("step", "trainable", "optimizer", "scheduler", "rng")
 
 
-def space_record(layers: list[tuple[str, "GLoRALayer"]]) -> SpaceRecord:
+def space_record(layers: list[tuple[str, GLoRALayer]]) -> SpaceRecord:
     """The choices each layer offers per gene, by name: what a checkpoint records of the search space."""
     return {name: {g: list(names) for g, names in layer.choices.items()} for name, layer in layers}
 

@@ -12,7 +12,8 @@ the same scores; give the search a log on rank 0 only.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +21,8 @@ from torch import nn
 
 from glora.training.batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
 from glora.training.distributed import process_group
-from glora.tuner.wrapping import layers_or_raise
 from glora.tuner.subnets import Subnet, validate_subnet
+from glora.tuner.wrapping import layers_or_raise
 
 Metric = Callable[[torch.Tensor, torch.Tensor], Union[float, torch.Tensor]]
 

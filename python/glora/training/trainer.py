@@ -21,8 +21,14 @@ import torch
 from torch import nn
 
 from glora.training.batches import Batch, Data, ShuffledBatches
-from glora.training.checkpoint import (check_same_run, read_checkpoint, restore_training_state, space_record,
-                                       training_state, write_checkpoint)
+from glora.training.checkpoint import (
+    check_same_run,
+    read_checkpoint,
+    restore_training_state,
+    space_record,
+    training_state,
+    write_checkpoint,
+)
 from glora.training.config import AUTOCAST_DTYPES, TrainConfig, TrainResult
 from glora.training.distributed import barrier, process_group
 from glora.training.gradient_checkpointing import enable_gradient_checkpointing
