@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import random
 
-from glora.layers.choices import GENES, choice_cost, offered_choices, parse_choice
 from glora.engine.space import LayerSpace, SearchSpace
+from glora.layers.choices import GENES, offered_choices
 
 
 def synthetic_space(shapes: list[tuple[int, int]], rank: int = 4) -> SearchSpace:
     layers = []
     for i, (out, inn) in enumerate(shapes):
-        choices = {g: offered_choices(g, (rank,)) for g in GENES}
-        costs = {g: {c: choice_cost(g, parse_choice(g, c, rank), out, inn) for c in choices[g]} for g in GENES}
-        layers.append(LayerSpace(f"layer{i}", out, inn, choices, costs))
-    return SearchSpace(tuple(layers))
+        layers.append(LayerSpace(f"layer{i}", out, inn, {g: offered_choices(g, (rank,)) for g in GENES}))
+    return SearchSpace(layers)
 
 
 def vit_like_space() -> SearchSpace:

@@ -9,13 +9,14 @@ import random
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from spaces import AdditiveFitness, synthetic_space, vit_like_space
 
 import glora
-from glora import _engine
-from glora.engine.genomes import to_genome, to_subnet
+from glora.engine import SearchConfig, SearchSpace
+from glora.tuner.search import search
 
 SMALL = synthetic_space([(64, 32), (32, 64), (48, 48), (16, 80)] * 3)
 
@@ -23,14 +24,14 @@ SMALL = synthetic_space([(64, 32), (32, 64), (48, 48), (16, 80)] * 3)
 def _run(log=None, resume=False, fitness=None, **kw):
     fitness = fitness or AdditiveFitness(SMALL, 0)
     kw.setdefault("generations", 6)
-    return glora.search(SMALL, fitness, kw.pop("budget", 3000), seed=kw.pop("seed", 5), log=log, resume=resume, progress=False, **kw)
+    return search(SMALL, fitness, kw.pop("budget", 3000), seed=kw.pop("seed", 5), log=log, resume=resume, progress=False, **kw)
 
 
 def test_every_candidate_respects_the_budget_and_is_evaluated_once() -> None:
     space = vit_like_space()
     for budget in (290_000, (200_000, 440_000), 860_000):
         fitness = AdditiveFitness(space, 1)
-        result = glora.search(space, fitness, budget, seed=3, generations=4, progress=False)
+        result = search(space, fitness, budget, seed=3, generations=4, progress=False)
         lo, hi = budget if isinstance(budget, tuple) else (0, budget)
         for key in fitness.seen:
             assert lo <= space.count(json.loads(key)) <= hi
@@ -43,10 +44,9 @@ def test_search_finds_the_known_optimum_where_random_search_does_not() -> None:
     budget = 4000
     fitness = AdditiveFitness(space, 11)
     optimum = fitness.optimum(budget)
-    result = glora.search(space, fitness, budget, seed=1, progress=False)
+    result = search(space, fitness, budget, seed=1, progress=False)
     evolved_gap = (optimum - result.best_score) / optimum
-    genomes = _engine.sample_genomes(json.dumps(space.to_dict()), 0, budget, result.evaluations, 99)
-    random_best = max(fitness.score(to_subnet(space, g)) for g in genomes)
+    random_best = max(fitness.score(s) for s in space.sample(budget, result.evaluations, 99))
     random_gap = (optimum - random_best) / optimum
     assert result.best_score <= optimum + 1e-9
     # the reference algorithm (1000 evaluations) lands about 10 % below this 80-gene optimum, random search
@@ -103,9 +103,13 @@ def test_bad_budgets_scores_and_arguments() -> None:
     with pytest.raises(glora.SearchError, match="mutation_prob"):
         _run(mutation_prob=2.0)
     with pytest.raises(glora.SearchError, match="search space is empty"):
-        glora.search(glora.SearchSpace(()), lambda b: [0.0] * len(b), 10, progress=False)
+        search(SearchSpace(()), lambda b: [0.0] * len(b), 10, progress=False)
     with pytest.raises(TypeError, match="callable"):
-        glora.search(SMALL, 3, 10, progress=False)
+        search(SMALL, 3, 10, progress=False)
+    with pytest.raises(glora.SearchError, match="threads must be a positive integer or None, got 0"):
+        _run(threads=0)
+    with pytest.raises(TypeError, match="unknown search setting 'populaton'"):
+        _run(populaton=10)
 
 
 def test_a_raising_fitness_is_re_raised_unchanged(tmp_path) -> None:
@@ -128,13 +132,17 @@ def test_a_raising_fitness_is_re_raised_unchanged(tmp_path) -> None:
 
 
 def test_malformed_subnets_are_named() -> None:
-    good = to_subnet(SMALL, [0] * (len(SMALL) * 5))
-    assert to_genome(SMALL, good) == [0] * (len(SMALL) * 5)
+    good = SMALL.to_subnet([0] * (len(SMALL) * 5))
+    assert SMALL.to_genome(good) == [0] * (len(SMALL) * 5)
     bad = {**good, "layer0": {**good["layer0"], "A": "lora_16"}}
     with pytest.raises(ValueError, match="layer 'layer0': choice 'lora_16' for gene A is not in the search space"):
-        to_genome(SMALL, bad)
+        SMALL.to_genome(bad)
+    with pytest.raises(ValueError, match="layer 'layer0': configuration lacks gene C"):
+        SMALL.count({**good, "layer0": {"A": "none", "B": "none"}})
     with pytest.raises(KeyError, match="missing"):
-        to_genome(SMALL, {"layer0": good["layer0"]})
+        SMALL.to_genome({"layer0": good["layer0"]})
+    with pytest.raises(TypeError, match="must be a dict"):
+        SMALL.count([good])
 
 
 def _uninterrupted(seed: int = 5):
@@ -165,17 +173,22 @@ def test_resume_after_truncation_at_random_points_reaches_the_same_result(tmp_pa
 KILL_SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
-import glora
+from glora.engine import search
 from spaces import AdditiveFitness, synthetic_space
 space = synthetic_space([(64, 32), (32, 64), (48, 48), (16, 80)] * 3)
 fit = AdditiveFitness(space, 0)
 def slow(batch):
-    time.sleep(0.05)
+    time.sleep(0.25)
     return fit(batch)
-glora.search(space, slow, 3000, seed=5, generations=6, log={log!r}, resume=True, progress=False)
+search(space, slow, 3000, seed=5, generations=6, log={log!r}, resume=True, progress=False)
 """
 
 
+def _logged_evaluations(log) -> int:
+    return sum(1 for line in log.read_bytes().split(b"\n") if line.startswith(b'{"type":"eval"'))
+
+
+@pytest.mark.slow
 def test_resume_after_a_real_kill(tmp_path) -> None:
     reference = _uninterrupted()
     tests = os.path.dirname(os.path.abspath(__file__))
@@ -184,11 +197,18 @@ def test_resume_after_a_real_kill(tmp_path) -> None:
         log = tmp_path / f"killed{trial}.jsonl"
         proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT.format(tests=tests, log=str(log))])
         try:
-            proc.wait(timeout=rng.uniform(0.8, 1.6))
-        except subprocess.TimeoutExpired:
+            while not (log.exists() and _logged_evaluations(log) > 0):  # the search is under way
+                assert proc.poll() is None, "the search process ended before it could be killed"
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.3))
             proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        finally:
+            proc.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, "the search process was not killed"
+        killed_at = _logged_evaluations(log)
+        assert 0 < killed_at < reference.evaluations, "the kill must land mid-search"
         result = _run(log=log, resume=True)
+        assert 0 < result.recovered_evaluations <= killed_at
         assert result.history == reference.history and result.best_subnet == reference.best_subnet
 
 
@@ -228,7 +248,7 @@ def test_log_refusals(tmp_path) -> None:
 
 
 def _replay(*args: str) -> subprocess.CompletedProcess:
-    code = "import sys; sys.modules['torch'] = None; from glora.engine.replay import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; sys.modules['torch'] = None; from glora.cli.replay import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
 
 
@@ -239,7 +259,7 @@ def test_glora_replay_verifies_summarises_and_exports_without_torch(tmp_path) ->
     assert done.returncode == 0, done.stderr
     assert "verified: the engine reproduces every logged genome" in done.stdout
     as_json = json.loads(_replay(str(log), "--json").stdout)
-    assert as_json["history"] == result.history and as_json["complete"]
+    assert as_json["history"] == [h.to_dict() for h in result.history] and as_json["complete"]
     assert [p["params"] for p in as_json["front"]] == [p.params for p in result.pareto_front]
     out = tmp_path / "best.json"
     assert _replay(str(log), "--export", str(out), "--budget", "3000").returncode == 0
@@ -284,7 +304,7 @@ def test_search_accepts_a_wrapped_model() -> None:
                 scores.append(-model(x).pow(2).mean().item() - 1e-6 * glora.count_params(model, subnet))
         return scores
 
-    result = glora.search(model, fitness, 500, generations=3, progress=False)
+    result = search(model, fitness, 500, generations=3, progress=False)
     assert glora.count_params(model, result.best_subnet) == result.best_params <= 500
     merged = glora.merge(model, result.best_subnet)
     assert sum(p.numel() for p in merged.parameters()) == sum(p.numel() for n, p in model.named_parameters() if "base_layer" in n or n.startswith("head"))

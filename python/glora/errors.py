@@ -1,18 +1,41 @@
-"""The search engine's exceptions (defined natively in ``glora._engine``).
+"""glora's exceptions: one base, :class:`GLoRAError`; the search's errors also keep their builtin base ``ValueError``.
 
-Each carries ``kind`` (a short name of the problem) and ``details`` (a dict of its figures), for example an
-:class:`ImpossibleBudgetError` has ``details["smallest"]`` and ``details["largest"]``. All derive from
-:class:`SearchError`, itself a ``ValueError``.
+Each carries ``kind`` (a short name of the problem) and ``details`` (a dict of its figures); for example an
+:class:`ImpossibleBudgetError` has ``details["smallest"]`` and ``details["largest"]``. The native engine raises
+these classes. This module imports nothing heavy (no torch), so ``glora-replay`` can use it.
 """
 
-from glora._engine import DivergenceError, ImpossibleBudgetError, LogError, ScoreError, SearchError
+from __future__ import annotations
 
-__all__ = ["DivergenceError", "ImpossibleBudgetError", "LogError", "ScoreError", "SearchError", "score_error"]
+from typing import Any, Optional
+
+__all__ = ["DivergenceError", "GLoRAError", "ImpossibleBudgetError", "LogError", "ScoreError", "SearchError"]
 
 
-def score_error(message: str, kind: str, **details: object) -> ScoreError:
-    """A :class:`ScoreError` raised from Python, with the same ``kind`` / ``details`` as the native ones."""
-    err = ScoreError(message)
-    err.kind = kind
-    err.details = details
-    return err
+class GLoRAError(Exception):
+    """The base of every error glora raises on purpose."""
+
+    def __init__(self, message: str = "", *, kind: str = "", details: Optional[dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.details: dict[str, Any] = {} if details is None else details
+
+
+class SearchError(GLoRAError, ValueError):
+    """A search refused or stopped by bad input; ``kind`` and ``details`` say which."""
+
+
+class ImpossibleBudgetError(SearchError):
+    """No subnet satisfies the budget; ``details`` holds the smallest and largest counts."""
+
+
+class ScoreError(SearchError):
+    """The fitness function returned something else than one finite number per subnet."""
+
+
+class LogError(SearchError):
+    """A run log is unreadable, corrupt, or does not match the search."""
+
+
+class DivergenceError(LogError):
+    """Replaying a log produced other subnets than it records."""

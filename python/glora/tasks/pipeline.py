@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any, Optional, cast
 
 import torch
 
-from glora.engine.evolution import check_search_settings, search
+from glora.engine.evolution import check_search_settings
 from glora.files.adapter import save_adapter
 from glora.tasks.movie import balanced_splits, read_sentences
 from glora.training.evaluator import METRICS, SubnetEvaluator
 from glora.training.trainer import SupernetTrainer, TrainConfig
 from glora.tuner.config import GLoRAConfig
+from glora.tuner.search import search
 from glora.tuner.merging import BiasAddedWarning, merge
 from glora.tuner.subnets import count_params, set_subnet
 from glora.tuner.summary import trainable_parameters_summary
@@ -95,7 +96,7 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         """The settings first used after training (the search's, the fine-tuning's, the fitness) are checked here,
         not minutes later; the others are checked before training by GLoRAConfig and TrainConfig."""
-        check_search_settings(self.budget, self.seed, self.population, self.generations)
+        check_search_settings(self.budget, self.seed, population=self.population, generations=self.generations)
         if isinstance(self.finetune_steps, bool) or not isinstance(self.finetune_steps, int) or self.finetune_steps < 0:
             raise ValueError(f"finetune_steps must be a non-negative integer, got {self.finetune_steps!r}")
         if self.fitness not in METRICS:

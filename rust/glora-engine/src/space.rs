@@ -297,7 +297,7 @@ impl FlatSpace {
                 let current = costs[genome[g] as usize];
                 let mut steps = (0..costs.len()).filter(|&i| better(current, costs[i]));
                 let Some(next) = first_best(&mut steps, costs) else { continue };
-                if best.map_or(true, |(cost, _, _)| better(current, cost)) {
+                if best.is_none() || best.is_some_and(|(cost, _, _)| better(current, cost)) {
                     best = Some((current, g, next));
                 }
             }
