@@ -215,7 +215,17 @@ def test_low_precision_forward(case: Case, dtype: torch.dtype) -> None:
     out = case.run(model, inputs)
     assert torch.isfinite(out).all()
     out.float().sum().backward()
-    assert all(p.grad is not None for _, p in glora.adapter_parameters(model) if p.grad is not None)
+    model.zero_grad(set_to_none=True)
+    subnet = glora.sample_subnet(model, 1)
+    glora.set_subnet(model, subnet)
+    case.run(model, inputs).float().sum().backward()
+    for name, p in glora.adapter_parameters(model):
+        layer, tensor = name.rsplit(".", 1)
+        choice = subnet[layer][tensor[0]]
+        # a lora choice uses both factors; a vector or scalar only the down factor (and D, E themselves)
+        used = choice != "none" and (choice.startswith("lora") or tensor in ("Ad", "Bd", "Cd", "D", "E"))
+        assert (p.grad is not None) == used, f"{name} under {tensor[0]}={choice}"
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
 
 
 def test_bf16_autocast_training_step() -> None:

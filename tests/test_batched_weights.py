@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import pickle
 import random
@@ -15,8 +16,8 @@ from torch.utils.checkpoint import checkpoint
 
 import glora
 from glora.layers import batched_weights, linear_function
-from glora.layers.linear_function import GLoRALinear
-from glora.tuner.wrapping import adapter_parameters
+from glora.layers.linear_function import GLoRALinearFunction
+from glora.tuner.wrapping import adapter_parameters, set_batched_weights
 from glora.training.gradient_checkpointing import enable_gradient_checkpointing
 
 LINEAR_CASES = [c for c in CASES if c.name != "convnet"]
@@ -32,11 +33,15 @@ def _perturbed(case, seed: int) -> nn.Module:
     return model.train()
 
 
-def _step(case, model: nn.Module, inputs, enabled: bool, monkeypatch) -> tuple[torch.Tensor, dict]:
-    monkeypatch.setattr(batched_weights, "MODE", "auto" if enabled else "off")
+def _path(model: nn.Module, batched: bool) -> contextlib.AbstractContextManager:
+    """The batched weights (the default), or every layer's own node (the reference)."""
+    return contextlib.nullcontext() if batched else batched_weights.per_layer_nodes(model)
+
+
+def _step(case, model: nn.Module, inputs, batched: bool) -> tuple[torch.Tensor, dict]:
     model.zero_grad(set_to_none=True)
     torch.manual_seed(0)  # the same dropout masks for both paths
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with _path(model, batched), torch.autocast("cpu", dtype=torch.bfloat16):
         out = case.run(model, inputs)
     weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
     (out.float() * weights).sum().backward()
@@ -55,8 +60,8 @@ def test_same_outputs_and_gradients_as_the_node(case, seed: int, monkeypatch) ->
     inputs = case.make_input(torch.Generator().manual_seed(seed))
     exact = linear_function.bias_grads
     monkeypatch.setattr(linear_function, "bias_grads", lambda grads, plan, gb, *rest: exact(grads, plan, gb.bfloat16().to(gb.dtype), *rest))
-    out_node, grads_node = _step(case, model, inputs, False, monkeypatch)
-    out, grads = _step(case, model, inputs, True, monkeypatch)
+    out_node, grads_node = _step(case, model, inputs, False)
+    out, grads = _step(case, model, inputs, True)
     assert torch.equal(out, out_node)
     assert grads.keys() == grads_node.keys()
     for name, g in grads.items():
@@ -75,24 +80,23 @@ def test_the_node_is_not_used_when_every_layer_takes_part(seed: int, monkeypatch
     def refuse(*args):
         raise AssertionError("a layer ran its own GLoRALinear node")
 
-    monkeypatch.setattr(GLoRALinear, "apply", refuse)
+    monkeypatch.setattr(GLoRALinearFunction, "apply", refuse)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randn(4, 12)).sum().backward()
     assert any(p.grad is not None for _, p in adapter_parameters(model))
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_supernet_training_steps_match_the_node(seed: int, monkeypatch) -> None:
+def test_supernet_training_steps_match_the_node(seed: int) -> None:
     """Three optimizer steps on fixed random plans: the adapters end where the per-layer node takes them."""
     finals = []
-    for enabled in (False, True):
-        monkeypatch.setattr(batched_weights, "MODE", "auto" if enabled else "off")
+    for batched in (False, True):
         model = _perturbed(CASES[3], seed)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
         rng = random.Random(seed)
         for step in range(3):
             glora.set_subnet(model, glora.sample_subnet(model, rng.randrange(1 << 20)))
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with _path(model, batched), torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = model(torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(step))).float().pow(2).mean()
             opt.zero_grad()
             loss.backward()
@@ -149,7 +153,7 @@ def test_gradient_checkpointing_changes_nothing(seed: int, reentrant: bool, base
 
 
 @pytest.mark.parametrize("base", ["float32", "bfloat16"])
-def test_a_layer_called_twice_gets_both_gradients(base: str, monkeypatch) -> None:
+def test_a_layer_called_twice_gets_both_gradients(base: str) -> None:
     class Twice(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -159,8 +163,7 @@ def test_a_layer_called_twice_gets_both_gradients(base: str, monkeypatch) -> Non
             return self.fc(torch.tanh(self.fc(x)))
 
     grads = []
-    for enabled in (False, True):
-        monkeypatch.setattr(batched_weights, "MODE", "auto" if enabled else "off")
+    for batched in (False, True):
         torch.manual_seed(0)
         model = glora.wrap(Twice(), glora.GLoRAConfig(rank=2, target_modules=["fc"]))
         with torch.no_grad():
@@ -168,7 +171,7 @@ def test_a_layer_called_twice_gets_both_gradients(base: str, monkeypatch) -> Non
                 p.copy_(torch.randn_like(p) * 0.1)
         model.fc.base_layer.to(getattr(torch, base))  # bf16: the second call finds W' handed over, runs the node
         glora.set_subnet(model, {"fc": {"A": "lora_2", "B": "vector", "C": "lora_2", "D": "scalar", "E": "vector"}})
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with _path(model, batched), torch.autocast("cpu", dtype=torch.bfloat16):
             model(torch.randn(3, 8, generator=torch.Generator().manual_seed(0))).float().sum().backward()
         grads.append({n: p.grad for n, p in adapter_parameters(model)})
     for name, g in grads[1].items():
@@ -185,13 +188,13 @@ def test_stale_weights_are_not_used() -> None:
     glora.set_subnet(model, {n: {"A": "lora_4", "B": "lora_2", "C": "vector", "D": "vector", "E": "scalar"} for n, _ in glora.glora_layers(model)})
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randn(4, 12)).sum().backward()
-    assert model.fc1._built is not None
+    assert model.fc1.prepared_weights is not None
     with torch.no_grad():
         model.fc1.Ad.add_(1.0)
     x = torch.randn(4, 12)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         direct = model.fc1(x)
-    model.fc1._built = None
+    model.fc1.prepare(None)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         fresh = model.fc1(x)
     assert torch.equal(direct, fresh)
@@ -204,11 +207,11 @@ def test_copies_pickles_and_merges_after_a_step() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randn(4, 12)).sum().backward()
     clone = copy.deepcopy(model)
-    assert clone.fc1._built is None
-    model.fc1._built = None
+    assert clone.fc1.prepared_weights is None
+    model.fc1.prepare(None)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         clone(torch.randn(4, 12)).sum().backward()
-    assert clone.fc1._built is not None and model.fc1._built is None  # the copy's hook builds the copy's layers
+    assert clone.fc1.prepared_weights is not None and model.fc1.prepared_weights is None  # the copy's hook builds the copy's layers
     pickle.loads(pickle.dumps(model))
     merged = glora.merge(model, subnet)
     assert not merged._forward_pre_hooks
@@ -222,15 +225,15 @@ def test_no_build_without_gradients() -> None:
     glora.set_subnet(model, glora.sample_subnet(model, 2))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randn(4, 12))
-    assert model.fc1._built is None
+    assert model.fc1.prepared_weights is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("base", ["float32", "bfloat16"])
-@pytest.mark.parametrize("enabled", [True, False], ids=["batched", "per_layer_node"])
-def test_torch_compile_of_a_wrapped_model(enabled: bool, base: str, monkeypatch) -> None:
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "per_layer_node"])
+def test_torch_compile_of_a_wrapped_model(batched: bool, base: str) -> None:
     """torch.compile traces both paths (the autocast toggle, the cached masks and, over a bf16 base, the
     saved-tensor hooks that rebuild ``W'`` have traceable forms there): outputs and gradients as in eager mode."""
-    monkeypatch.setattr(batched_weights, "MODE", "auto" if enabled else "off")
     model = _perturbed(CASES[0], 5)
     for _, layer in glora.glora_layers(model):
         layer.base_layer.to(getattr(torch, base))
@@ -239,7 +242,7 @@ def test_torch_compile_of_a_wrapped_model(enabled: bool, base: str, monkeypatch)
     results = []
     for run in (model, torch.compile(model, backend="aot_eager")):
         model.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with _path(model, batched), torch.autocast("cpu", dtype=torch.bfloat16):
             out = run(x)
         out.float().sum().backward()
         results.append((out.detach(), {n: p.grad.clone() for n, p in adapter_parameters(model) if p.grad is not None}))
@@ -250,10 +253,10 @@ def test_torch_compile_of_a_wrapped_model(enabled: bool, base: str, monkeypatch)
         assert (g - eager_grads[name]).norm() <= 1e-2 * eager_grads[name].norm() + 1e-6, name
 
 
-def _tiny_transformer(seed: int, base: str) -> nn.Module:
+def _tiny_transformer(seed: int, base: str, mode: str = "auto") -> nn.Module:
     torch.manual_seed(seed)
     model = TinyTransformer()
-    glora.wrap(model, glora.GLoRAConfig(rank=4, ranks=[2, 4], target_modules=r"(.*\.)?(q|k|v|o|up|down)", add_bias=True))
+    glora.wrap(model, glora.GLoRAConfig(rank=4, ranks=[2, 4], target_modules=r"(.*\.)?(q|k|v|o|up|down)", add_bias=True, batched_weights=mode))
     with torch.no_grad():
         for _, p in adapter_parameters(model):
             p.copy_(torch.randn_like(p) * 0.1)
@@ -278,15 +281,15 @@ def test_batched_modes_match_the_node_over_any_base(seed: int, base: str, mode: 
     rebuilds ``W'`` in the backward, ``always`` keeps it; both give the node's outputs and A/B gradients, and
     C/D/E's up to the bias gradient's rounding. No layer runs its own node."""
     node_calls = []
-    apply = GLoRALinear.apply
-    monkeypatch.setattr(GLoRALinear, "apply", lambda *args: node_calls.append(1) or apply(*args))
+    apply = GLoRALinearFunction.apply
+    monkeypatch.setattr(GLoRALinearFunction, "apply", lambda *args: node_calls.append(1) or apply(*args))
     results = []
-    for m in ("off", mode):
-        monkeypatch.setattr(batched_weights, "MODE", m)
+    for batched in (False, True):
         node_calls.clear()
-        model = _tiny_transformer(seed, base)
+        model = _tiny_transformer(seed, base, mode)
         glora.set_subnet(model, glora.sample_subnet(model, seed))
-        out = _forward(model, torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed)), base)
+        with _path(model, batched):
+            out = _forward(model, torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed)), base)
         out.float().sum().backward()
         results.append((out.detach(), {n: p.grad for n, p in adapter_parameters(model) if p.grad is not None}, len(node_calls)))
     (out_node, grads_node, calls_node), (out, grads, calls) = results
@@ -334,15 +337,14 @@ def test_rebuilt_weights_match_the_node_on_every_model_kind(case, seed: int, mon
     exact = linear_function.bias_grads
     monkeypatch.setattr(linear_function, "bias_grads", lambda grads, plan, gb, *rest: exact(grads, plan, gb.bfloat16().to(gb.dtype), *rest))
     results = []
-    for mode in ("off", "auto"):
-        monkeypatch.setattr(batched_weights, "MODE", mode)
+    for batched in (False, True):
         model = _perturbed(case, seed)
         for _, layer in glora.glora_layers(model):
             layer.base_layer.to(torch.bfloat16)
         glora.set_subnet(model, glora.sample_subnet(model, seed))
         inputs = case.make_input(torch.Generator().manual_seed(seed))
         torch.manual_seed(0)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with _path(model, batched), torch.autocast("cpu", dtype=torch.bfloat16):
             out = case.run(model, inputs)
         out.float().sum().backward()
         results.append((out.detach(), {n: p.grad for n, p in adapter_parameters(model) if p.grad is not None}))
@@ -384,8 +386,8 @@ def test_auto_mode_keeps_no_weight_copy_over_a_compute_dtype_base(seed: int, bas
     loss = _forward(model, x, base).float().sum()
     assert refs and all(r() is None or r().dim() == 1 for r in refs)  # only the bias vectors remain
     loss.backward()
-    monkeypatch.setattr(batched_weights, "MODE", "always")
     kept = _tiny_transformer(seed, base)
+    set_batched_weights(kept, "always")
     glora.set_subnet(kept, subnet)
     _forward(kept, x, base).float().sum().backward()
     for (name, p), (_, q) in zip(adapter_parameters(model), adapter_parameters(kept)):
@@ -409,8 +411,8 @@ def test_a_checkpointing_model_keeps_the_node_where_weights_would_be_rebuilt(mon
     """With the model's checkpointing switch on, layers over a bf16 base run their own node (a batched ``W'``
     would live through the step for the recompute); a float32 base under bf16 autocast stays batched."""
     node_calls = []
-    apply = GLoRALinear.apply
-    monkeypatch.setattr(GLoRALinear, "apply", lambda *args: node_calls.append(1) or apply(*args))
+    apply = GLoRALinearFunction.apply
+    monkeypatch.setattr(GLoRALinearFunction, "apply", lambda *args: node_calls.append(1) or apply(*args))
     for base, expect_node in (("bfloat16_autocast", True), ("float32_autocast", False)):
         model = _tiny_transformer(0, "bfloat16_autocast" if base == "bfloat16_autocast" else "float32_plain")
         model.grad_checkpointing = True  # timm's switch (transformers: is_activation_checkpointing)
@@ -428,8 +430,8 @@ def test_transformers_checkpointing_switch_is_seen_on_a_submodule(monkeypatch) -
                                       num_key_value_heads=2, vocab_size=32, max_position_embeddings=8)
     ids = torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(0))
     node_calls = []
-    apply = GLoRALinear.apply
-    monkeypatch.setattr(GLoRALinear, "apply", lambda *args: node_calls.append(1) or apply(*args))
+    apply = GLoRALinearFunction.apply
+    monkeypatch.setattr(GLoRALinearFunction, "apply", lambda *args: node_calls.append(1) or apply(*args))
     grads = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
@@ -451,6 +453,19 @@ def test_transformers_checkpointing_switch_is_seen_on_a_submodule(monkeypatch) -
     assert all(torch.allclose(grads[0][n], grads[1][n], rtol=1e-2, atol=1e-4) for n in grads[0])
 
 
+def test_the_mode_is_the_wrapped_models_own() -> None:
+    """Each wrapped model keeps its own copy of the config: setting the mode on one leaves the other as it was."""
+    config = glora.GLoRAConfig(rank=2, target_modules=["fc1", "fc2"])
+    first, second = (glora.wrap(CASES[0].make(), config) for _ in range(2))
+    set_batched_weights(first, "always")
+    assert (first.glora_config.batched_weights, second.glora_config.batched_weights, config.batched_weights) == ("always", "auto", "auto")
+
+
 def test_an_unknown_mode_is_refused() -> None:
+    model = _perturbed(CASES[0], 0)
     with pytest.raises(ValueError, match="batched weights mode must be one of"):
-        glora.set_batched_weights("sometimes")
+        set_batched_weights(model, "sometimes")
+    with pytest.raises(ValueError, match="batched weights mode must be one of"):
+        glora.GLoRAConfig(target_modules=["fc1"], batched_weights="off")
+    with pytest.raises(TypeError, match=r"glora.set_batched_weights\(model, mode\)"):
+        set_batched_weights("always")

@@ -1,4 +1,4 @@
-"""The fused GLoRA layer's gradients equal plain autograd through METHOD.md's formulas, on random configurations."""
+"""The GLoRA layers' gradients equal plain autograd through the formulas of docs/method.md, on random configurations."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import glora
+from glora.layers.layer import ConvNd, GLoRALayer, HFConv1D, wrap_layer
 
 FACTORS = ("Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E")
 
 
-def _reference(layer: glora.GLoRALayer, config: dict, x: torch.Tensor) -> torch.Tensor:
+def _reference(layer: GLoRALayer, config: dict, x: torch.Tensor) -> torch.Tensor:
     """W' = W0 + W0*A + B, b' = b0 + b0*D + E + W0 @ C, with full-size zeros for 'none' (the reference's way)."""
     base = layer.base_layer
-    w0 = base.weight.t() if layer.kind == "hf_conv1d" else base.weight.reshape(layer.out_features, -1)
+    w0 = base.weight.t() if isinstance(layer, HFConv1D) else base.weight.reshape(layer.out_features, -1)
     out, inn = w0.shape
     b0 = base.bias if base.bias is not None else torch.zeros(out, dtype=w0.dtype)
 
@@ -43,7 +44,7 @@ def _reference(layer: glora.GLoRALayer, config: dict, x: torch.Tensor) -> torch.
     e = vec(layer.E, config["E"]) if hasattr(layer, "E") else torch.zeros(out, dtype=w0.dtype)
     w = w0 + w0 * a + b
     bias = b0 + b0 * d + e + (w0 @ c).squeeze(1)
-    if layer.kind == "conv":
+    if isinstance(layer, ConvNd):
         return base._conv_forward(x, w.reshape(base.weight.shape), bias)
     return F.linear(x, w, bias)
 
@@ -63,7 +64,7 @@ def _below(value: torch.Tensor, bound: float) -> None:
     assert value.item() < bound
 
 
-def _assert_gradients_close(got: dict, layer: glora.GLoRALayer, config: dict, check) -> None:
+def _assert_gradients_close(got: dict, layer: GLoRALayer, config: dict, check) -> None:
     """Each factor's gradient against the reference's (now in ``.grad``): absent where the factor takes no part."""
     for n, g in got.items():
         ref = getattr(layer, n).grad
@@ -81,7 +82,7 @@ def _assert_gradients_close(got: dict, layer: glora.GLoRALayer, config: dict, ch
 def test_gradients_match_plain_autograd(name, make, make_x, seed) -> None:
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    layer = glora.GLoRALayer(make().double(), max_rank=4, ranks=(1, 2, 4), add_bias=rng.random() < 0.7)
+    layer = wrap_layer(make().double(), max_rank=4, ranks=(1, 2, 4), add_bias=rng.random() < 0.7)
     with torch.no_grad():
         for n in FACTORS:
             p = getattr(layer, n, None)
@@ -115,7 +116,7 @@ def test_low_precision_matches_float32_reference(seed: int, base: str) -> None:
     torch.manual_seed(seed)
     rng = random.Random(seed)
     make = rng.choice([lambda: nn.Linear(32, 48), lambda: nn.Linear(32, 48, bias=False)])
-    layer = glora.GLoRALayer(make(), max_rank=4, ranks=(2, 4), add_bias=rng.random() < 0.8)
+    layer = wrap_layer(make(), max_rank=4, ranks=(2, 4), add_bias=rng.random() < 0.8)
     with torch.no_grad():
         for n in FACTORS:
             p = getattr(layer, n, None)
@@ -153,7 +154,7 @@ def test_no_weight_sized_copy_is_kept_over_a_compute_dtype_base(seed: int) -> No
     the base weight itself, nothing weight-sized is saved for the backward."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    layer = glora.GLoRALayer(nn.Linear(24, 40, bias=False).to(torch.bfloat16), max_rank=4, ranks=(4,))
+    layer = wrap_layer(nn.Linear(24, 40, bias=False).to(torch.bfloat16), max_rank=4, ranks=(4,))
     config = {g: rng.choice([c for c in layer.choices[g] if c != "none"] or ["none"]) for g in glora.GENES}
     layer.set_config(config)
     saved = []
@@ -179,7 +180,7 @@ def test_rounded_weight_and_bias_lose_nothing_over_a_low_precision_base(seed: in
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    layer = glora.GLoRALayer(nn.Linear(20, 12), max_rank=4, ranks=(2, 4))
+    layer = wrap_layer(nn.Linear(20, 12), max_rank=4, ranks=(2, 4))
     with torch.no_grad():
         for n in FACTORS:
             getattr(layer, n).normal_()
@@ -226,7 +227,7 @@ def test_absent_terms_do_no_work(seed: int) -> None:
     is made, forward or backward; with every gene absent the step is exactly the plain layer's."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    layer = glora.GLoRALayer(nn.Linear(24, 40), max_rank=4, ranks=(2, 4))
+    layer = wrap_layer(nn.Linear(24, 40), max_rank=4, ranks=(2, 4))
     config = {g: rng.choice(layer.choices[g]) for g in glora.GENES} | {"A": "none", "B": "none"}
     layer.set_config(config)
     x = torch.randn(3, 24, requires_grad=True)
@@ -242,7 +243,7 @@ def test_an_unfrozen_base_gets_its_gradients(seed: int) -> None:
     """A user may unfreeze a wrapped layer's base weight and bias: they then get plain autograd's gradients."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    layer = glora.GLoRALayer(nn.Linear(7, 5).double(), max_rank=4, ranks=(2, 4))
+    layer = wrap_layer(nn.Linear(7, 5).double(), max_rank=4, ranks=(2, 4))
     with torch.no_grad():
         for n in FACTORS:
             getattr(layer, n).normal_()

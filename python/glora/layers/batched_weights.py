@@ -1,59 +1,57 @@
 """Every GLoRA linear layer's ``W'`` and ``b'`` for one forward, built by one autograd node before the forward.
 
 Why: an eager training step of a model with many small layers is bound by the host, not the GPU. Per layer, the
-``GLoRALinear`` node costs one Python autograd function in the forward and one in the backward, plus the Python
-that forms ``W'`` and the factor gradients. Here, when the model's forward starts, one node forms the weights of
-all linear (and ``Conv1D``) layers with a frozen base; each layer then runs a plain ``F.linear`` whose backward
-(the input gradient and ``g^T x``) is PyTorch's own, and the factor gradients of all layers are formed in one
-backward call.
+per-layer node (``linear_function``) costs one Python autograd function in the forward and one in the backward,
+plus the Python that forms ``W'`` and the factor gradients. Here, when the model's forward starts, one node forms
+the weights of all linear (and ``Conv1D``) layers with a frozen base; each layer then runs a plain ``F.linear``
+whose backward (the input gradient and ``g^T x``) is PyTorch's own, and the factor gradients of all layers are
+formed in one backward call.
 
 Memory: the linear's backward needs ``W'``. Under autocast to a dtype other than the base's (a float32 ViT under
 bf16) the plain layer keeps a cast copy of ``W0`` for it anyway, so ``W'`` is kept in its place. Otherwise (an
 LLM's bf16 weights, float32 training) keeping every ``W'`` would add a copy of the weights to peak memory, so the
 layer hands the linear a recipe instead (saved-tensor hooks): ``W'`` is freed after the layer's forward and
-rebuilt from the factors when its backward runs, as the ``GLoRALinear`` node does.
-``glora.set_batched_weights("always")`` keeps every ``W'`` (a little faster, one more copy of the weights).
+rebuilt from the factors when its backward runs, as the per-layer node does. The mode ``"always"``
+(``GLoRAConfig.batched_weights``) keeps every ``W'`` (a little faster, one more copy of the weights).
 
 The built weights stay with the layers until the next forward of the model, so a forward recomputed under gradient
 checkpointing uses the same tensors; for that reason a model whose checkpointing switch is on (transformers'
 ``gradient_checkpointing`` or timm's ``grad_checkpointing`` on any of its modules) keeps the per-layer node on
 layers whose ``W'`` would otherwise be rebuilt. A layer uses the built weights only while they are current: same
 plan, factors not modified since (their version counters), gradients enabled and the same compute dtype;
-otherwise it runs the ``GLoRALinear`` node as before (a submodule called on its own, inference, a step after the
-optimizer's). The weights are formed by the PyTorch terms; with the opt-in Triton kernels (``GLORA_FUSED_KERNELS=1``)
-each ``W'`` here is one launch, which did not shorten the host-bound steps measured (see ``kernels``).
+otherwise it runs the per-layer node (a submodule called on its own, inference, a step after the optimizer's).
+Convolutions always run their own path.
+
+This module sits above ``layer``: it reads and sets a layer only through the layer's public protocol
+(``GLoRALayer.weight_matrix``, ``factors``, ``fixed_plan``, ``sampler``, ``current_plan``, ``is_folded``,
+``trains_through_node``, ``prepare``), and :class:`Built` implements the layer's ``PreparedWeights``.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Union
+import contextlib
+from typing import Any, Iterator, NamedTuple, Optional, Protocol, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from glora.layers.choices import Choice, has_bias_terms, has_weight_terms
-from glora.layers.functional import effective_bias, effective_weight
-from glora.layers.dtypes import factor_precision, keeps_cast_copy, no_autocast
+from glora.layers.choices import Plan, has_bias_terms, has_weight_terms
+from glora.layers.dtypes import compute_dtype, factor_precision, keeps_cast_copy, no_autocast
 from glora.layers.factor_grads import bias_grads, factor_grads
+from glora.layers.functional import effective_bias, effective_weight
+from glora.layers.layer import GLoRALayer
 
 Tensor = torch.Tensor
 
-MODES = ("auto", "always", "off")
-MODE = "auto"
-"""``auto``: ``W'`` kept for the backward where the plain layer would keep a cast ``W0``, rebuilt in the backward
-elsewhere; ``always``: every ``W'`` kept until the backward (a little faster on a host-bound step, a copy of the
-adapted weights more in peak memory); ``off``: every layer runs its own ``GLoRALinear`` node. Set it with
-``glora.set_batched_weights``."""
 
+class Options(Protocol):
+    """Where the hook reads its mode on every forward: the wrapped model's ``GLoRAConfig``, whose
+    ``batched_weights`` is ``"auto"`` (``W'`` kept for the backward where the plain layer would keep a cast
+    ``W0``, rebuilt in the backward elsewhere) or ``"always"`` (every ``W'`` kept)."""
 
-def set_batched_weights(mode: str) -> None:
-    """Choose which layers build their weights for the whole forward (see ``MODE``)."""
-    global MODE
-    if mode not in MODES:
-        raise ValueError(f"batched weights mode must be one of {list(MODES)}, got {mode!r}")
-    MODE = mode
+    batched_weights: str
 
 
 class _Job(NamedTuple):
@@ -61,8 +59,8 @@ class _Job(NamedTuple):
     built) and whether C, D or E is (``b'`` is built), its ``W0`` (out x in) and ``b0``, and whether ``W'`` is
     kept for the backward (else rebuilt there)."""
 
-    layer: nn.Module
-    plan: tuple[Choice, ...]
+    layer: GLoRALayer
+    plan: Plan
     dtype: torch.dtype
     dense: bool
     bias_terms: bool
@@ -72,15 +70,45 @@ class _Job(NamedTuple):
 
 
 class Built:
-    """One layer's weights for the current forward: its plan, ``W'`` (None: ``W0``), ``b'`` (None: ``b0``), the
-    compute dtype, the factors' versions when built, and the recipe that rebuilds ``W'`` in the backward (None:
-    ``W'`` is kept)."""
+    """One layer's weights for the current forward (the layer's ``PreparedWeights``): its plan, ``W'`` (None:
+    ``W0``), ``b'`` (None: ``b0``), the compute dtype, the factors' versions when built, and the recipe that
+    rebuilds ``W'`` in the backward (None: ``W'`` is kept). Once ``W'`` is handed to a linear to be rebuilt, they
+    serve no more (a second call of the layer in the same forward runs the per-layer node)."""
 
-    __slots__ = ("plan", "weight", "bias", "dtype", "versions", "recipe")
+    __slots__ = ("plan", "weight", "bias", "dtype", "versions", "recipe", "spent")
 
-    def __init__(self, plan: tuple[Choice, ...], weight: Optional[Tensor], bias: Optional[Tensor], dtype: torch.dtype,
-                 versions: tuple[int, ...], recipe: Optional["_Recipe"]) -> None:
+    def __init__(self, plan: Plan, weight: Optional[Tensor], bias: Optional[Tensor], dtype: torch.dtype,
+                 versions: tuple[int, ...], recipe: Optional[_Recipe]) -> None:
         self.plan, self.weight, self.bias, self.dtype, self.versions, self.recipe = plan, weight, bias, dtype, versions, recipe
+        self.spent = False
+
+    def serves(self, layer: GLoRALayer, x: Tensor) -> bool:
+        fixed = layer.fixed_plan
+        return (
+            not self.spent
+            and (fixed is None or fixed == self.plan)
+            and torch.is_grad_enabled()
+            and compute_dtype(x) == self.dtype
+            and versions(layer.factors()) == self.versions
+        )
+
+    def linear(self, x: Tensor, w0: Tensor, b0: Optional[Tensor]) -> Tensor:
+        """The layer's output on the built weights. A ``W'`` to be rebuilt in the backward is handed over (this
+        object forgets it, so it is freed after the layer's forward) and the linear saves the recipe in its place,
+        unless other saved-tensor hooks are active (gradient checkpointing, offloading), which then own what is
+        saved."""
+        weight = w0 if self.weight is None else self.weight
+        bias = b0 if self.bias is None else self.bias
+        recipe = self.recipe
+        if recipe is None or _saved_tensor_hooks_active():
+            return F.linear(x, weight, bias)
+        self.weight, self.spent = None, True
+        recipe.weight = weight
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(recipe.pack, recipe.unpack):
+                return F.linear(x, weight, bias)
+        finally:
+            recipe.weight = None
 
 
 class _Recipe:
@@ -115,69 +143,77 @@ class _Recipe:
         return weight.as_strided(*saved)
 
 
-def install(model: nn.Module, layers: list[nn.Module]) -> None:
-    """Build the weights of ``layers`` (the model's GLoRA layers, listed once: walking the module tree on every
-    forward would cost the host more than it saves) at the start of every forward of ``model``; called by
-    ``glora.wrap``."""
-    handle = model.register_forward_pre_hook(_build_all)
-    model.__dict__["_glora_batched"] = (handle.id, layers, _checkpointing_switches(model))
+class BatchedWeights:
+    """The forward pre-hook of a wrapped model: builds the weights of its GLoRA layers (listed once: walking the
+    module tree on every forward would cost the host more than it saves) and hands each its :class:`Built`."""
+
+    def __init__(self, layers: list[GLoRALayer], switches: list[tuple[nn.Module, str]], options: Options) -> None:
+        self.layers, self.switches, self.options = layers, switches, options
+        self.per_layer = False  # see per_layer_nodes
+
+    def __call__(self, model: nn.Module, args: Any) -> None:
+        layers = self.layers
+        for layer in layers:
+            layer.prepare(None)
+        if self.per_layer or not torch.is_grad_enabled():
+            return
+        always = self.options.batched_weights == "always"
+        checkpointing = any(getattr(module, name, False) is True for module, name in self.switches)
+        taking_part = [t for t in (_taking_part(layer, always, checkpointing) for layer in layers) if t is not None]
+        jobs, factors = [], []
+        for (layer, w0, b0, dtype, keep), plan in zip(taking_part, _plans([t[0] for t in taking_part])):
+            dense, bias_terms = has_weight_terms(plan), has_bias_terms(plan)
+            if dense or bias_terms:
+                jobs.append(_Job(layer, plan, dtype, dense, bias_terms, w0, b0, keep))
+                factors.extend(layer.factors())
+        if not jobs:
+            return
+        outputs = iter(_BuildWeights.apply(jobs, *factors))
+        for k, job in enumerate(jobs):
+            weight = next(outputs) if job.dense else None
+            bias = next(outputs) if job.bias_terms else None
+            own = tuple(factors[8 * k : 8 * k + 8])
+            built_versions = versions(own)
+            recipe = None if job.keep or weight is None else _Recipe(job, own, built_versions)
+            job.layer.prepare(Built(job.plan, weight, bias, job.dtype, built_versions, recipe))
+
+
+def install(model: nn.Module, layers: list[GLoRALayer], options: Options) -> None:
+    """Build the weights of ``layers`` (the model's GLoRA layers) at the start of every forward of ``model``, in
+    the mode ``options.batched_weights`` holds then; called by ``glora.wrap``."""
+    model.register_forward_pre_hook(BatchedWeights(layers, _checkpointing_switches(model), options))
 
 
 def uninstall(model: nn.Module) -> None:
-    """Remove the hook (from a merged copy, which has no GLoRA layers)."""
-    hook_id = model.__dict__.pop("_glora_batched", (None,))[0]
-    if hook_id is not None:
-        model._forward_pre_hooks.pop(hook_id, None)
+    """Remove the hook (from a merged model, which has no GLoRA layers)."""
+    for key, _ in list(_hooks(model)):
+        del model._forward_pre_hooks[key]
+
+
+@contextlib.contextmanager
+def per_layer_nodes(model: nn.Module) -> Iterator[None]:
+    """Testing route: inside the block no weights are built for the whole forward, so every linear layer runs its
+    own node (the path gradient checkpointing and convolutions take), the reference the batched path must match."""
+    hooks = [hook for _, hook in _hooks(model)]
+    for hook in hooks:
+        hook.per_layer = True
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.per_layer = False
+
+
+def _hooks(model: nn.Module) -> Iterator[tuple[int, BatchedWeights]]:
+    """The model's :class:`BatchedWeights` hooks with their keys in PyTorch's registry of forward pre-hooks."""
+    for key, hook in model._forward_pre_hooks.items():
+        if isinstance(hook, BatchedWeights):
+            yield key, hook
 
 
 def versions(factors: tuple[Optional[Tensor], ...]) -> tuple[int, ...]:
     """The factors' version counters (an in-place update, such as the optimizer's step, changes them)."""
     return tuple(-1 if f is None else f._version for f in factors)
-
-
-def _build_all(model: nn.Module, args: Any) -> None:
-    _, layers, switches = model.__dict__["_glora_batched"]
-    for layer in layers:
-        layer.__dict__["_built"] = None  # plain attributes set directly: nn.Module.__setattr__ is slow
-    if MODE == "off" or not torch.is_grad_enabled():
-        return
-    checkpointing = any(getattr(module, name, False) is True for module, name in switches)
-    taking_part = [t for t in (_taking_part(layer, checkpointing) for layer in layers) if t is not None]
-    jobs, factors = [], []
-    for (layer, w0, b0, dtype, keep), plan in zip(taking_part, _plans([t[0] for t in taking_part])):
-        dense, bias_terms = has_weight_terms(plan), has_bias_terms(plan)
-        if dense or bias_terms:
-            jobs.append(_Job(layer, plan, dtype, dense, bias_terms, w0, b0, keep))
-            factors.extend(layer._factors())
-    if not jobs:
-        return
-    outputs = iter(_BuildWeights.apply(jobs, *factors))
-    for k, job in enumerate(jobs):
-        weight = next(outputs) if job.dense else None
-        bias = next(outputs) if job.bias_terms else None
-        own = tuple(factors[8 * k : 8 * k + 8])
-        built_versions = versions(own)
-        recipe = None if job.keep or weight is None else _Recipe(job, own, built_versions)
-        job.layer.__dict__["_built"] = Built(job.plan, weight, bias, job.dtype, built_versions, recipe)
-
-
-def linear(layer: nn.Module, built: Built, x: Tensor, w0: Tensor, b0: Optional[Tensor]) -> Tensor:
-    """``layer``'s output on its built weights (current: see ``GLoRALayer._current_build``). A ``W'`` to be
-    rebuilt in the backward is handed over: the layer forgets it (a second call in the same forward runs the
-    node) and the linear saves the recipe in its place, unless other saved-tensor hooks are active (gradient
-    checkpointing, offloading), which then own what is saved."""
-    weight = w0 if built.weight is None else built.weight
-    bias = b0 if built.bias is None else built.bias
-    recipe = built.recipe
-    if recipe is None or _saved_tensor_hooks_active():
-        return F.linear(x, weight, bias)
-    layer.__dict__["_built"] = None
-    recipe.weight = weight
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(recipe.pack, recipe.unpack):
-            return F.linear(x, weight, bias)
-    finally:
-        recipe.weight = None
 
 
 def _checkpointing_switches(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -194,34 +230,34 @@ def _saved_tensor_hooks_active() -> bool:
     return top is not None and top(False) is not None
 
 
-def _taking_part(layer: nn.Module, checkpointing: bool) -> Optional[tuple]:
+def _taking_part(layer: GLoRALayer, always: bool, checkpointing: bool) -> Optional[tuple]:
     """``(layer, W0, b0, compute dtype, keep W')`` when the layer takes part in this forward, else None."""
-    if layer._folded is not None:
+    if layer.is_folded:
         return None
-    w0, b0 = layer._weight_matrix(), layer.base_layer.bias
+    w0, b0 = layer.weight_matrix(), layer.base_layer.bias
     if not layer.trains_through_node(w0, b0):
         return None
     device_type = w0.device.type
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else w0.dtype
-    keep = MODE == "always" or keeps_cast_copy(w0, dtype)
+    keep = always or keeps_cast_copy(w0, dtype)
     if not keep and checkpointing:
         return None
-    if not any(f is not None and f.requires_grad for f in layer._factors()):
+    if not any(f is not None and f.requires_grad for f in layer.factors()):
         return None
-    if layer._fixed is None and layer._sampler is None:
+    if layer.fixed_plan is None and layer.sampler is None:
         return None  # the layer's own forward raises the error that says what to do
     return layer, w0, b0, dtype, keep
 
 
-def _plans(layers: list[nn.Module]) -> list[tuple[Choice, ...]]:
+def _plans(layers: list[GLoRALayer]) -> list[Plan]:
     """Each layer's configuration for this forward, in order; layers sharing ``supernet_mode``'s sampler draw
     together from one call to its generator (the same configurations as drawn one by one)."""
-    drawing = [layer for layer in layers if layer._fixed is None]
-    sampler = drawing[0]._sampler if drawing else None
-    if not (hasattr(sampler, "draw_all") and all(layer._sampler is sampler for layer in drawing)):
-        return [layer._current() for layer in layers]
+    drawing = [layer for layer in layers if layer.fixed_plan is None]
+    sampler = drawing[0].sampler if drawing else None
+    if not (hasattr(sampler, "draw_all") and all(layer.sampler is sampler for layer in drawing)):
+        return [layer.current_plan() for layer in layers]
     drawn = iter(sampler.draw_all(drawing))
-    return [layer._fixed if layer._fixed is not None else next(drawn) for layer in layers]
+    return [layer.fixed_plan if layer.fixed_plan is not None else next(drawn) for layer in layers]
 
 
 class _BuildWeights(torch.autograd.Function):

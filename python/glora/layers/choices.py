@@ -1,4 +1,4 @@
-"""Names, validation and parameter cost of the support-tensor choices (METHOD.md sections 1 and 2).
+"""Names, validation and parameter cost of the support-tensor choices (``docs/method.md``, sections 1 and 2).
 
 A layer's five support tensors are called genes ``A``..``E``. Each takes one choice:
 ``lora_<r>``, ``vector``, ``scalar`` or ``none`` (C has no ``scalar``; D and E have no ``lora_<r>``).
@@ -42,6 +42,10 @@ class Choice:
         return f"lora_{self.rank}" if self.kind == LORA else self.kind
 
 
+Plan = tuple[Choice, ...]
+"""One layer's configuration: a parsed choice per gene, in ``GENES`` order."""
+
+
 def parse_choice(gene: str, name: str, max_rank: int) -> Choice:
     """Parse ``name`` for ``gene``; raise :class:`ChoiceError` naming the problem."""
     if gene not in _KINDS_BY_GENE:
@@ -61,12 +65,12 @@ def parse_choice(gene: str, name: str, max_rank: int) -> Choice:
     return Choice(name)
 
 
-def has_weight_terms(plan: tuple[Choice, ...]) -> bool:
+def has_weight_terms(plan: Plan) -> bool:
     """Whether A or B is present (the plan changes the weight)."""
     return plan[0].kind != NONE or plan[1].kind != NONE
 
 
-def has_bias_terms(plan: tuple[Choice, ...]) -> bool:
+def has_bias_terms(plan: Plan) -> bool:
     """Whether C, D or E is present (the plan changes the bias)."""
     return plan[2].kind != NONE or plan[3].kind != NONE or plan[4].kind != NONE
 
@@ -95,7 +99,7 @@ def offered_choices(gene: str, ranks: Sequence[int], enabled: bool = True, kinds
 
 
 def choice_cost(gene: str, choice: Choice, out_features: int, in_features: int) -> int:
-    """Trainable parameters used by ``choice`` for ``gene`` on an ``out x in`` layer (METHOD.md section 2)."""
+    """Trainable parameters used by ``choice`` for ``gene`` on an ``out x in`` layer (``docs/method.md``, section 2)."""
     if choice.kind == NONE:
         return 0
     if choice.kind == SCALAR:

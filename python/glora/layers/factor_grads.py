@@ -1,4 +1,4 @@
-"""The gradients of the factors A..E from those of ``W'`` and ``b'`` (METHOD.md section 1), shared by the
+"""The gradients of the factors A..E from those of ``W'`` and ``b'`` (``docs/method.md``, section 1), shared by the
 per-layer node (``linear_function``) and the node that builds every layer's weights (``batched_weights``).
 
 A factor a choice uses only part of (a ``lora_r`` slice, a vector's first column, a scalar's first element) gets a
@@ -12,10 +12,8 @@ import functools
 from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from glora.layers.choices import LORA, NONE, SCALAR, VECTOR, Choice
-from glora.layers.functional import fused_weight_grads
 
 Tensor = torch.Tensor
 
@@ -82,14 +80,6 @@ def _make_column_selector(rows: int, columns: int, device: torch.device, dtype: 
     return selector
 
 
-def _padded(block: Tensor, factor: Tensor) -> Tensor:
-    """A block gradient of the leading rows and columns of ``factor`` (the fused kernels' output) as the whole
-    factor's gradient, zero elsewhere."""
-    if block.shape == factor.shape:
-        return block
-    return F.pad(block, (0, factor.shape[1] - block.shape[1], 0, factor.shape[0] - block.shape[0]))
-
-
 def bias_grads(grads: list, plan: tuple[Choice, ...], gb: Tensor, w0: Tensor, b0: Optional[Tensor],
                cd: Optional[Tensor], cu: Optional[Tensor], d: Optional[Tensor], e: Optional[Tensor]) -> None:
     """Cd, Cu, D, E's gradients (slots 4-7 of ``grads``) from ``gb``, the gradient of ``b'`` in the factors'
@@ -130,15 +120,3 @@ def factor_grads(grads: list, plan: tuple[Choice, ...], precision: torch.dtype, 
         grads[3] = _masked(bd, b.rank, rows=False).t() @ gw32
     elif b.kind != NONE:
         grads[2] = _broadcast_grad(gw, bd, b)
-
-
-def fused_factor_grads(grads: list, plan: tuple[Choice, ...], gw: Tensor, w0: Tensor,
-                        ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor) -> None:
-    """As ``factor_grads``, from the Triton kernel's one pass (which returns the used slices' gradients)."""
-    gpd, gpu, gqd, gqu = fused_weight_grads(plan, gw, w0, ad, au, bd, bu)
-    for i, choice, down, up, fd, fu in ((0, plan[0], gpd, gpu, ad, au), (2, plan[1], gqd, gqu, bd, bu)):
-        if choice.kind == SCALAR:
-            grads[i] = _broadcast_grad(down, fd, choice)
-        elif choice.kind != NONE:  # a lora slice, or a vector's one column
-            grads[i] = _padded(down, fd)
-            grads[i + 1] = None if up is None else _padded(up, fu)

@@ -1,21 +1,19 @@
-"""The GLoRA arithmetic of METHOD.md section 1, shared by the layer's forward and by merging.
+"""The GLoRA arithmetic of ``docs/method.md`` (section 1), shared by the layer's forward and by merging.
 
     W' = W0 + W0 * A + B          b' = b0 + W0 @ C + b0 * D + E
 
 The terms are formed in the factors' precision (float32) from the stored ``W0`` and cast once to the compute
 dtype. Absent terms cost nothing: no zero tensors are made and no operation runs for them. Merging and
 convolution layers use these functions under plain autograd; linear layers train through
-``linear_function.GLoRALinear``, which calls them inside one autograd node.
+``linear_function.GLoRALinearFunction``, which calls them inside one autograd node.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
 
-from glora.layers import kernels
 from glora.layers.choices import LORA, NONE, SCALAR, VECTOR, Choice
 
 Tensor = torch.Tensor
@@ -47,15 +45,11 @@ def effective_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tenso
     """``W' = W0 + W0 * A + B`` as an out x in matrix (type promotion: float32 factors give a float32 ``W'``);
     ``W0`` itself when A and B are absent.
 
-    With ``dtype`` the result is rounded once to it and built without autograd (merging, ``GLoRALinear``, the
+    With ``dtype`` the result is rounded once to it and built without autograd (merging, the per-layer node, the
     batched weights): the terms accumulate in place in one buffer of the factors' precision, which a low-precision
-    ``W0`` enters exactly, so no copy of ``W0`` in that precision is made; where the opt-in kernels serve, in one
-    launch that reads the stored factors.
+    ``W0`` enters exactly, so no copy of ``W0`` in that precision is made.
     """
     if dtype is not None:
-        if uses_fused_weight(plan, w0):
-            ones = _ones(w0.shape[1], w0.device, ad.dtype)
-            return kernels.weight_from_factors(w0, _stored_factor(ad, au, plan[0], ones), _stored_factor(bd, bu, plan[1], ones), dtype)
         return _rounded_weight(plan, w0, ad, au, bd, bu, dtype)
     a = factor(ad, au, plan[0])
     b = factor(bd, bu, plan[1])
@@ -83,60 +77,6 @@ def _rounded_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor
     return torch.add(w0, delta, out=torch.empty(w0.shape, dtype=dtype, device=w0.device))
 
 
-def _stored_factor(down: Tensor, up: Tensor, choice: Choice, ones: Tensor) -> Optional[kernels.Factor]:
-    """A or B as ``kernels.weight_from_factors`` reads it: a lora slice by its rank, a vector as the down factor's
-    first column times a row of ones, a scalar as its first element read for every row."""
-    if choice.kind == NONE:
-        return None
-    if choice.kind == LORA:
-        return down, up, choice.rank, down.stride(0)
-    return down, ones, 1, down.stride(0) if choice.kind == VECTOR else 0
-
-
-def _low_rank(down: Tensor, up: Tensor, choice: Choice, ones: Tensor) -> tuple[Optional[Tensor], Optional[Tensor]]:
-    """A or B as low-rank factors for the fused kernel: a vector is its column times a row of ones."""
-    if choice.kind == NONE:
-        return None, None
-    if choice.kind == VECTOR:
-        return down[:, :1], ones
-    if choice.kind == SCALAR:
-        return down[:1, :1].expand(down.shape[0], 1), ones
-    return down[:, : choice.rank], up[: choice.rank, :]
-
-
-def uses_fused_weight(plan: tuple[Choice, ...], w0: Tensor) -> bool:
-    """Whether the Triton kernels form this configuration's ``W'`` and its factor gradients (A or B present, the
-    kernels available for ``W0``, rank within range)."""
-    a, b = plan[0], plan[1]
-    if a.kind == NONE and b.kind == NONE:
-        return False
-    return kernels.available(w0) and max(a.rank, b.rank) <= kernels.MAX_RANK
-
-
-def _kernel_factors(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor) -> tuple[Optional[Tensor], ...]:
-    """A's and B's low-rank forms (down, up, down, up) as the kernels take them."""
-    ones = _ones(w0.shape[1], w0.device, ad.dtype)
-    return (*_low_rank(ad, au, plan[0], ones), *_low_rank(bd, bu, plan[1], ones))
-
-
-def fused_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype) -> Tensor:
-    """``W'`` from the stored ``W0`` straight into ``dtype`` with one Triton kernel (and one for its backward)."""
-    return kernels.FusedGLoRAWeight.apply(w0, *_kernel_factors(plan, w0, ad, au, bd, bu), dtype)
-
-
-def fused_weight_grads(plan: tuple[Choice, ...], g: Tensor, w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor) -> tuple[Optional[Tensor], ...]:
-    """From ``g``, the gradient of ``W'``, in one pass: the float32 gradients of A's and B's low-rank forms
-    (down, up, down, up; a vector's or scalar's down is its out x 1 column, its up is None)."""
-    gpd, gpu, gqd, gqu = kernels.weight_grads(g, w0, *_kernel_factors(plan, w0, ad, au, bd, bu))
-    return gpd, gpu if plan[0].kind == LORA else None, gqd, gqu if plan[1].kind == LORA else None
-
-
-@functools.lru_cache(maxsize=None)
-def _ones(n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """The 1 x n row of ones standing for a vector's or scalar's up factor in the kernels, made once per shape."""
-    return torch.ones(1, n, device=device, dtype=dtype)
-
-
 def effective_bias(
     plan: tuple[Choice, ...],
     w0: Tensor,
@@ -150,7 +90,7 @@ def effective_bias(
     """``b' = b0 + W0 @ C + b0 * D + E`` (type promotion as for ``W'``); ``b0`` itself when C, D, E are absent.
 
     With ``dtype`` the result is rounded to it, by the last elementwise term when there is one (no extra cast);
-    that form writes into fresh outputs, so it is for use without autograd (inside ``GLoRALinear``).
+    that form writes into fresh outputs, so it is for use without autograd (inside the training nodes).
     """
     c_choice, d_choice, e_choice = plan[2], plan[3], plan[4]
     last = "E" if e_choice.kind != NONE else "D" if d_choice.kind != NONE else None

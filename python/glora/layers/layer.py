@@ -1,61 +1,68 @@
-"""The GLoRA layer: a frozen base layer plus the five weight-shared support tensors A..E (METHOD.md section 1).
+"""The GLoRA layer family: a frozen base layer plus the five weight-shared support tensors A..E
+(``docs/method.md``, section 1), in the manner of PEFT's ``lora/layer.py``.
 
-One class serves ``nn.Linear``, ``nn.Conv1d/2d/3d`` and Hugging Face ``Conv1D``: each is viewed as a matrix
-``W0`` of shape ``out x in`` (a conv as ``out x (in/groups * prod(kernel))``, ``Conv1D`` transposed), so A, B, C
-act on that matrix and the merged weight is reshaped back.
+:class:`GLoRALayer` is the shared core: the stored factors, the offered choices, validation, the plan of each
+forward, folding for evaluation and the merged tensors. Every base layer is viewed as a matrix ``W0`` of shape
+``out x in``, so A, B, C act on that matrix; one subclass per base kind says how:
 
-The forward does no work for absent terms. Linear layers (and ``Conv1D``) run as one autograd node
-(``linear_function.GLoRALinear``) that forms ``W'``, ``b'`` and the product with as few kernels as the plan
-needs, or, when the wrapped model's forward has built their weights already (``batched_weights``), as a plain
-``F.linear`` on them; convolutions form ``W'`` with plain ops and run the base convolution with it.
+- :class:`Linear` (``nn.Linear``): ``W0`` is the weight; training runs through one autograd node
+  (``linear_function.GLoRALinearFunction``), or through weights prepared for the whole forward
+  (``batched_weights``) when the wrapped model's forward built them.
+- :class:`HFConv1D` (Hugging Face ``Conv1D``, GPT-2): a linear layer whose stored weight is ``W0`` transposed.
+- :class:`ConvNd` (``nn.Conv1d/2d/3d``): ``W0`` is the kernel flattened to ``out x (in/groups * prod(kernel))``;
+  ``W'`` is formed with plain ops and the base convolution runs with it.
+
+The forward does no work for absent terms. Build a layer with :func:`wrap_layer`, which picks the class.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, ClassVar, Optional, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glora.layers.batched_weights import Built, versions, linear as batched_linear
-from glora.layers.choices import GENES, NONE, Choice, choice_cost, offered_choices, parse_choice
+from glora.layers.choices import GENES, Plan, choice_cost, has_bias_terms, has_weight_terms, offered_choices, parse_choice
 from glora.layers.dtypes import compute_dtype
-from glora.layers.functional import effective_bias, effective_weight, fused_weight, uses_fused_weight
+from glora.layers.functional import effective_bias, effective_weight
 from glora.layers.linear_function import glora_linear
+
+Tensor = torch.Tensor
+Sampler = Callable[["GLoRALayer"], Plan]
+"""Returns one plan for the layer on each forward that has no fixed plan (``supernet_mode`` installs one)."""
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def is_hf_conv1d(module: nn.Module) -> bool:
-    """Hugging Face ``Conv1D`` (GPT-2), recognised without importing transformers."""
-    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and getattr(module, "weight", None) is not None
+class PreparedWeights(Protocol):
+    """``W'`` and ``b'`` of one layer, prepared before its forward by a model-level builder (``batched_weights``).
 
+    The layer only asks whether they still serve it and hands them its input; it knows nothing of the builder.
+    """
 
-def is_supported(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Linear, *_CONV_TYPES)) or is_hf_conv1d(module)
+    def serves(self, layer: GLoRALayer, x: Tensor) -> bool:
+        """Whether they are still ``layer``'s for input ``x`` (same plan, unmodified factors, same dtype)."""
 
-
-def base_kind(module: nn.Module) -> str:
-    if isinstance(module, nn.Linear):
-        return "linear"
-    if isinstance(module, _CONV_TYPES):
-        return "conv"
-    if is_hf_conv1d(module):
-        return "hf_conv1d"
-    raise TypeError(
-        f"GLoRA supports nn.Linear, nn.Conv1d/2d/3d and transformers' Conv1D, not {type(module).__name__}"
-    )
+    def linear(self, x: Tensor, w0: Tensor, b0: Optional[Tensor]) -> Tensor:
+        """The layer's output on them (``W0`` and ``b0`` stand in for absent terms)."""
 
 
 class GLoRALayer(nn.Module):
-    """A frozen base layer with GLoRA support tensors stored at maximum rank ``max_rank``.
+    """The shared core of a frozen base layer with GLoRA support tensors stored at maximum rank ``max_rank``.
 
-    Stored factors (METHOD.md): ``Ad, Bd`` (out x R), ``Au, Bu`` (R x in), ``Cd`` (in x R), ``Cu`` (R x 1) and the
-    vectors ``D``, ``E`` (out). Down factors and D, E start at zero, so a fresh layer computes the base layer for
-    every configuration.
+    Stored factors (``docs/method.md``): ``Ad, Bd`` (out x R), ``Au, Bu`` (R x in), ``Cd`` (in x R), ``Cu``
+    (R x 1) and the vectors ``D``, ``E`` (out). Down factors and D, E start at zero, so a fresh layer computes the
+    base layer for every configuration.
+
+    A model-level builder of weights (``batched_weights``) uses only this public protocol: :meth:`weight_matrix`,
+    :meth:`factors`, :attr:`fixed_plan`, :attr:`sampler`, :meth:`current_plan`, :attr:`is_folded`,
+    :meth:`trains_through_node` and :meth:`prepare`.
     """
+
+    kind: ClassVar[str]
+    """The base kind recorded in adapter files: ``"linear"``, ``"conv"`` or ``"hf_conv1d"``."""
 
     def __init__(
         self,
@@ -66,24 +73,22 @@ class GLoRALayer(nn.Module):
         init: str = "kaiming",
         kinds: Optional[dict[str, Sequence[str]]] = None,
     ) -> None:
+        if type(self) is GLoRALayer:
+            raise TypeError("GLoRALayer is the core of the layer family; build a layer with wrap_layer(base_layer, ...)")
         super().__init__()
-        self.kind = base_kind(base_layer)
         self.base_layer = base_layer
         for p in base_layer.parameters():
             p.requires_grad_(False)
         weight = base_layer.weight
-        if self.kind == "hf_conv1d":
-            self.in_features, self.out_features = weight.shape
-        else:
-            self.out_features = weight.shape[0]
-            self.in_features = weight[0].numel()
+        self.out_features, self.in_features = self.weight_matrix().shape
         self.max_rank = max_rank
         self.has_bias = base_layer.bias is not None
         enabled = {"A": True, "B": True, "C": self.has_bias or add_bias, "D": self.has_bias, "E": self.has_bias or add_bias}
         self.choices: dict[str, tuple[str, ...]] = {g: offered_choices(g, ranks, enabled[g], (kinds or {}).get(g)) for g in GENES}
         self._disabled = frozenset(g for g in GENES if not enabled[g])
 
-        factory = {"device": weight.device, "dtype": torch.float32 if not weight.is_floating_point() or weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype}
+        low_precision = not weight.is_floating_point() or weight.dtype in (torch.float16, torch.bfloat16)
+        factory = {"device": weight.device, "dtype": torch.float32 if low_precision else weight.dtype}
         out, inn, r = self.out_features, self.in_features, max_rank
         self.Ad = nn.Parameter(torch.zeros(out, r, **factory))
         self.Au = nn.Parameter(torch.empty(r, inn, **factory))
@@ -99,15 +104,15 @@ class GLoRALayer(nn.Module):
         self._init_up_factors(init)
 
         self._offered = tuple(tuple(parse_choice(g, name, max_rank) for name in self.choices[g]) for g in GENES)
-        self._fixed: Optional[tuple[Choice, ...]] = None
-        self._folded: Optional[tuple[torch.Tensor, Optional[torch.Tensor]]] = None
-        self._sampler: Optional[Callable[["GLoRALayer"], tuple[Choice, ...]]] = None
-        self._built: Optional[Built] = None
+        self._fixed: Optional[Plan] = None
+        self._folded: Optional[tuple[Tensor, Optional[Tensor]]] = None
+        self._sampler: Optional[Sampler] = None
+        self._prepared: Optional[PreparedWeights] = None
 
     def __getstate__(self) -> dict:
-        """Pickling and deep copies leave out the weights built for the last forward (tensors in a graph)."""
+        """Pickling and deep copies leave out the weights prepared for the last forward (tensors in a graph)."""
         state = dict(super().__getstate__())
-        state["_built"] = None
+        state["_prepared"] = None
         return state
 
     def _init_up_factors(self, init: str) -> None:
@@ -121,7 +126,7 @@ class GLoRALayer(nn.Module):
                 nn.init.kaiming_uniform_(p, a=math.sqrt(5))
 
     # ----------------------------------------------------------------------------------------- configuration
-    def validate(self, config: dict[str, str]) -> tuple[Choice, ...]:
+    def validate(self, config: dict[str, str]) -> Plan:
         """Check a ``{gene: choice}`` dict for this layer; return its plan (one parsed choice per gene, in ``GENES``
         order), the form every other method of the layer takes."""
         if not isinstance(config, dict):
@@ -149,37 +154,30 @@ class GLoRALayer(nn.Module):
         """Fix the configuration (``None`` returns to sampling by the installed sampler)."""
         self.set_plan(None if config is None else self.validate(config))
 
-    def set_plan(self, plan: Optional[tuple[Choice, ...]]) -> None:
+    def set_plan(self, plan: Optional[Plan]) -> None:
         """Fix an already validated plan (``None`` returns to sampling)."""
         self._fixed = plan
 
-    def set_sampler(self, sampler: Optional[Callable[["GLoRALayer"], tuple[Choice, ...]]]) -> None:
-        """Install a sampler returning one choice per gene (in ``GENES`` order) for every forward."""
+    def set_sampler(self, sampler: Optional[Sampler]) -> None:
+        """Install a sampler returning one plan for every forward (and return to sampling)."""
         self._sampler = sampler
         self._fixed = None
+
+    @property
+    def fixed_plan(self) -> Optional[Plan]:
+        """The fixed plan, or None while the layer samples (or has neither)."""
+        return self._fixed
 
     @property
     def fixed_config(self) -> Optional[dict[str, str]]:
         return None if self._fixed is None else {g: c.name for g, c in zip(GENES, self._fixed)}
 
-    def cost(self, plan: tuple[Choice, ...]) -> int:
-        return sum(choice_cost(g, c, self.out_features, self.in_features) for g, c in zip(GENES, plan))
+    @property
+    def sampler(self) -> Optional[Sampler]:
+        return self._sampler
 
-    def choice_costs(self) -> dict[str, dict[str, int]]:
-        return {
-            g: {name: choice_cost(g, parse_choice(g, name, self.max_rank), self.out_features, self.in_features) for name in names}
-            for g, names in self.choices.items()
-        }
-
-    def draw(self, generator: torch.Generator) -> tuple[Choice, ...]:
-        """One configuration drawn uniformly and independently per gene from the offered choices."""
-        return self.plan_of(torch.randint(0, 1 << 30, (len(GENES),), generator=generator).tolist())
-
-    def plan_of(self, draws: list[int]) -> tuple[Choice, ...]:
-        """The configuration that ``draw`` makes of one random integer per gene."""
-        return tuple(options[d % len(options)] for options, d in zip(self._offered, draws))
-
-    def _current(self) -> tuple[Choice, ...]:
+    def current_plan(self) -> Plan:
+        """The plan of this forward: the fixed one, else one drawn by the sampler."""
         if self._fixed is not None:
             return self._fixed
         if self._sampler is None:
@@ -189,92 +187,164 @@ class GLoRALayer(nn.Module):
             )
         return self._sampler(self)
 
-    # ------------------------------------------------------------------------------------------------ forward
-    def _weight_matrix(self) -> torch.Tensor:
-        w = self.base_layer.weight
-        if self.kind == "linear":
-            return w
-        return w.t() if self.kind == "hf_conv1d" else w.reshape(self.out_features, self.in_features)
+    def cost(self, plan: Plan) -> int:
+        return sum(choice_cost(g, c, self.out_features, self.in_features) for g, c in zip(GENES, plan))
 
-    def _factors(self) -> tuple[Optional[torch.Tensor], ...]:
+    def choice_costs(self) -> dict[str, dict[str, int]]:
+        return {
+            g: {name: choice_cost(g, parse_choice(g, name, self.max_rank), self.out_features, self.in_features) for name in names}
+            for g, names in self.choices.items()
+        }
+
+    def draw(self, generator: torch.Generator) -> Plan:
+        """One configuration drawn uniformly and independently per gene from the offered choices."""
+        return self.plan_of(torch.randint(0, 1 << 30, (len(GENES),), generator=generator).tolist())
+
+    def plan_of(self, draws: list[int]) -> Plan:
+        """The configuration that ``draw`` makes of one random integer per gene."""
+        return tuple(options[d % len(options)] for options, d in zip(self._offered, draws))
+
+    # ------------------------------------------------------------------------------ what the kinds provide
+    def weight_matrix(self) -> Tensor:
+        """``W0``, the base weight viewed as an ``out x in`` matrix."""
+        raise NotImplementedError
+
+    def _base_op(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        """The base layer's operation with ``weight`` given as an ``out x in`` matrix."""
+        raise NotImplementedError
+
+    def _to_base_layout(self, weight: Tensor) -> Tensor:
+        """An ``out x in`` matrix in the layout of the base layer's weight parameter."""
+        return weight.reshape(self.base_layer.weight.shape)
+
+    def trains_through_node(self, w0: Tensor, b0: Optional[Tensor]) -> bool:
+        """Whether training runs through a GLoRA autograd node (the per-layer node or the batched weights)."""
+        return False
+
+    # ------------------------------------------------------------------------------------------------ forward
+    def factors(self) -> tuple[Optional[Tensor], ...]:
+        """``Ad, Au, Bd, Bu, Cd, Cu, D, E`` (None where the layer lacks them)."""
         p = self._parameters  # straight from the dict: this runs on every training forward
         return (p["Ad"], p["Au"], p["Bd"], p["Bu"], p.get("Cd"), p.get("Cu"), p.get("D"), p.get("E"))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._folded is not None:
-            return self._run_folded(x)
-        w0, b0 = self._weight_matrix(), self.base_layer.bias
-        built = self._built
-        if built is not None and self._current_build(built, x):
-            return batched_linear(self, built, x, w0, b0)
-        plan = self._current()
-        if all(c.kind == NONE for c in plan):
-            return self._run_base(x, w0, b0)
-        if self.trains_through_node(w0, b0):
-            return glora_linear(x, w0, b0, plan, compute_dtype(x), self._factors())
-        # convolutions, and a base the user unfroze (the node gives W0 and b0 no gradient), use plain autograd
+    def prepare(self, weights: Optional[PreparedWeights]) -> None:
+        """Hand the layer weights prepared for the coming forward (None forgets them)."""
+        self.__dict__["_prepared"] = weights  # set directly: nn.Module.__setattr__ costs every layer on every forward
+
+    @property
+    def prepared_weights(self) -> Optional[PreparedWeights]:
+        return self._prepared
+
+    def forward(self, x: Tensor) -> Tensor:
+        folded = self._folded
+        if folded is not None:
+            return self._forward_folded(x, *folded)
+        w0, b0 = self.weight_matrix(), self.base_layer.bias
+        prepared = self._prepared
+        if prepared is not None and prepared.serves(self, x):
+            return prepared.linear(x, w0, b0)
+        plan = self.current_plan()
+        if not (has_weight_terms(plan) or has_bias_terms(plan)):
+            return self._forward_base(x, w0, b0)
+        return self._forward_plan(x, plan, w0, b0)
+
+    def _forward_plan(self, x: Tensor, plan: Plan, w0: Tensor, b0: Optional[Tensor]) -> Tensor:
+        """``plan``'s output with ``W'`` and ``b'`` formed under plain autograd."""
         p = self._parameters
         bias = effective_bias(plan, w0, b0, p.get("Cd"), p.get("Cu"), p.get("D"), p.get("E"))
-        if uses_fused_weight(plan, w0):
-            weight = fused_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"], compute_dtype(x))
-        else:
-            weight = effective_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"])
-        return self._run_base(x, weight, bias)
+        weight = effective_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"])
+        return self._forward_base(x, weight, bias)
 
-    def trains_through_node(self, w0: torch.Tensor, b0: Optional[torch.Tensor]) -> bool:
-        """Whether training runs through a GLoRA autograd node (``GLoRALinear`` or the batched weights): a linear
-        or ``Conv1D`` layer whose base is frozen (the nodes give ``W0`` and ``b0`` no gradient)."""
-        return self.kind != "conv" and not (w0.requires_grad or (b0 is not None and b0.requires_grad))
-
-    def _current_build(self, built: Built, x: torch.Tensor) -> bool:
-        """Whether the weights built when the model's forward began are still this layer's (see batched_weights)."""
-        return (
-            (self._fixed is None or self._fixed == built.plan)
-            and torch.is_grad_enabled()
-            and compute_dtype(x) == built.dtype
-            and versions(self._factors()) == built.versions
-        )
-
-    def _run_base(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    def _forward_base(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         """The base operation with ``weight`` (out x in) and ``bias``, cast to the input's dtype when it differs
         (under autocast a float32 input is left to autocast, which casts once)."""
         if weight.dtype != x.dtype:
             weight = weight.to(x.dtype)
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
-        if self.kind == "conv":
-            return self.base_layer._conv_forward(x, weight.reshape(self.base_layer.weight.shape), bias)
-        return F.linear(x, weight, bias)
+        return self._base_op(x, weight, bias)
 
     # ---------------------------------------------------------------------------------------- folded (eval)
+    @property
+    def is_folded(self) -> bool:
+        return self._folded is not None
+
     @torch.no_grad()
-    def fold(self, plans: list[tuple[Choice, ...]], dtype: torch.dtype) -> None:
+    def fold(self, plans: list[Plan], dtype: torch.dtype) -> None:
         """Fix ``W'``, ``b'`` of one plan (or of k stacked ones) for inference; see ``unfold``.
 
         With k configurations the layer expects inputs whose leading dimension is k blocks of one batch and
         applies configuration i to block i (a batched GEMM), so k subnets are evaluated in one pass.
         """
         merged = [self.merged_matrix(p, dtype) for p in plans]
-        matrices = [w for w, _ in merged]
-        biases = [b for _, b in merged]
         if len(plans) == 1:
-            self._folded = (matrices[0], biases[0])
+            self._folded = merged[0]
             return
-        if self.kind == "conv":
-            raise ValueError("several subnets per pass need linear layers; this layer is a convolution")
+        biases = [b for _, b in merged]
         if any(b is None for b in biases) and any(b is not None for b in biases):
-            zero = torch.zeros(self.out_features, dtype=dtype, device=matrices[0].device)
+            zero = torch.zeros(self.out_features, dtype=dtype, device=merged[0][0].device)
             biases = [zero if b is None else b for b in biases]
-        self._folded = (torch.stack(matrices), None if biases[0] is None else torch.stack(biases))
+        self._folded = self._stacked([w for w, _ in merged], biases)
+
+    def _stacked(self, matrices: list[Tensor], biases: list[Optional[Tensor]]) -> tuple[Tensor, Optional[Tensor]]:
+        """Several folded plans as one stacked weight (and bias) that ``_forward_folded`` applies block-wise."""
+        raise ValueError(f"several subnets per pass need linear layers; this layer is a {type(self.base_layer).__name__}")
 
     def unfold(self) -> None:
         self._folded = None
 
-    def _run_folded(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self._folded
+    def _forward_folded(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        return self._base_op(x, weight, bias)
+
+    # ------------------------------------------------------------------------------------------------ merge
+    @torch.no_grad()
+    def merged_matrix(self, plan: Plan, dtype: torch.dtype) -> tuple[Tensor, Optional[Tensor]]:
+        """W' (as an out x in matrix) and b', computed from W0 in float32 (or wider) and stored in ``dtype``."""
+        compute = torch.promote_types(self.base_layer.weight.dtype, torch.float32)
+        w0c = self.weight_matrix().to(compute)
+        ad, au, bd, bu, cd, cu, d, e = (None if t is None else t.to(compute) for t in self.factors())
+        weight = effective_weight(plan, w0c, ad, au, bd, bu, dtype)
+        b0 = self.base_layer.bias
+        return weight, effective_bias(plan, w0c, None if b0 is None else b0.to(compute), cd, cu, d, e, dtype)
+
+    def merged_tensors(self, plan: Plan) -> tuple[Tensor, Optional[Tensor]]:
+        """W', b' in the base layer's parameter layout and dtype."""
+        base_w = self.base_layer.weight
+        bias_dtype = self.base_layer.bias.dtype if self.base_layer.bias is not None else base_w.dtype
+        weight, bias = self.merged_matrix(plan, base_w.dtype)
+        return self._to_base_layout(weight).contiguous(), None if bias is None else bias.to(bias_dtype).contiguous()
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, out={self.out_features}, in={self.in_features}, max_rank={self.max_rank}"
+
+
+class Linear(GLoRALayer):
+    """GLoRA over ``nn.Linear``. With a frozen base, training runs through one autograd node per layer, or on the
+    weights the wrapped model's forward prepared (``batched_weights``); evaluation may stack several plans."""
+
+    kind = "linear"
+
+    def weight_matrix(self) -> Tensor:
+        return self.base_layer.weight
+
+    def _base_op(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        return F.linear(x, weight, bias)
+
+    def trains_through_node(self, w0: Tensor, b0: Optional[Tensor]) -> bool:
+        """True while the base is frozen: the nodes give ``W0`` and ``b0`` no gradient, so a base the user
+        unfroze trains under plain autograd."""
+        return not (w0.requires_grad or (b0 is not None and b0.requires_grad))
+
+    def _forward_plan(self, x: Tensor, plan: Plan, w0: Tensor, b0: Optional[Tensor]) -> Tensor:
+        if self.trains_through_node(w0, b0):
+            return glora_linear(x, w0, b0, plan, compute_dtype(x), self.factors())
+        return super()._forward_plan(x, plan, w0, b0)
+
+    def _stacked(self, matrices: list[Tensor], biases: list[Optional[Tensor]]) -> tuple[Tensor, Optional[Tensor]]:
+        return torch.stack(matrices), None if biases[0] is None else torch.stack(biases)
+
+    def _forward_folded(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         if weight.dim() == 2:
-            if self.kind == "conv":
-                return self.base_layer._conv_forward(x, weight.reshape(self.base_layer.weight.shape), bias)
             return F.linear(x, weight, bias)
         k = weight.shape[0]
         xs = x.reshape(k, -1, self.in_features)
@@ -284,24 +354,59 @@ class GLoRALayer(nn.Module):
             y = torch.baddbmm(bias.unsqueeze(1), xs, weight.transpose(1, 2))
         return y.reshape(*x.shape[:-1], self.out_features)
 
-    # ------------------------------------------------------------------------------------------------ merge
-    @torch.no_grad()
-    def merged_matrix(self, plan: tuple[Choice, ...], dtype: torch.dtype) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """W' (as an out x in matrix) and b', computed from W0 in float32 (or wider) and stored in ``dtype``."""
-        compute = torch.promote_types(self.base_layer.weight.dtype, torch.float32)
-        w0c = self._weight_matrix().to(compute)
-        ad, au, bd, bu, cd, cu, d, e = (None if t is None else t.to(compute) for t in self._factors())
-        weight = effective_weight(plan, w0c, ad, au, bd, bu, dtype)
-        b0 = self.base_layer.bias
-        return weight, effective_bias(plan, w0c, None if b0 is None else b0.to(compute), cd, cu, d, e, dtype)
 
-    def merged_tensors(self, plan: tuple[Choice, ...]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """W', b' in the base layer's parameter layout and dtype."""
-        base_w = self.base_layer.weight
-        bias_dtype = self.base_layer.bias.dtype if self.base_layer.bias is not None else base_w.dtype
-        weight, bias = self.merged_matrix(plan, base_w.dtype)
-        weight = weight.t() if self.kind == "hf_conv1d" else weight.reshape(base_w.shape)
-        return weight.contiguous(), None if bias is None else bias.to(bias_dtype).contiguous()
+class HFConv1D(Linear):
+    """GLoRA over Hugging Face ``Conv1D`` (GPT-2): a linear layer whose stored weight is ``in x out``."""
 
-    def extra_repr(self) -> str:
-        return f"kind={self.kind}, out={self.out_features}, in={self.in_features}, max_rank={self.max_rank}"
+    kind = "hf_conv1d"
+
+    def weight_matrix(self) -> Tensor:
+        return self.base_layer.weight.t()
+
+    def _to_base_layout(self, weight: Tensor) -> Tensor:
+        return weight.t()
+
+
+class ConvNd(GLoRALayer):
+    """GLoRA over ``nn.Conv1d/2d/3d``: ``W'`` is formed under plain autograd as an ``out x (in/groups *
+    prod(kernel))`` matrix and the base convolution runs with it reshaped to the kernel's shape."""
+
+    kind = "conv"
+
+    def weight_matrix(self) -> Tensor:
+        return self.base_layer.weight.flatten(1)
+
+    def _base_op(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        return self.base_layer._conv_forward(x, weight.reshape(self.base_layer.weight.shape), bias)
+
+
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """Hugging Face ``Conv1D`` (GPT-2), recognised without importing transformers."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and getattr(module, "weight", None) is not None
+
+
+def is_supported(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, *_CONV_TYPES)) or is_hf_conv1d(module)
+
+
+def layer_class(module: nn.Module) -> type[GLoRALayer]:
+    """The GLoRA layer class for ``module``'s kind."""
+    if isinstance(module, nn.Linear):
+        return Linear
+    if isinstance(module, _CONV_TYPES):
+        return ConvNd
+    if is_hf_conv1d(module):
+        return HFConv1D
+    raise TypeError(f"GLoRA supports nn.Linear, nn.Conv1d/2d/3d and transformers' Conv1D, not {type(module).__name__}")
+
+
+def wrap_layer(
+    base_layer: nn.Module,
+    max_rank: int,
+    ranks: tuple[int, ...],
+    add_bias: bool = False,
+    init: str = "kaiming",
+    kinds: Optional[dict[str, Sequence[str]]] = None,
+) -> GLoRALayer:
+    """``base_layer`` (frozen) under a GLoRA layer of its kind, with factors at ``max_rank`` offering ``ranks``."""
+    return layer_class(base_layer)(base_layer, max_rank, ranks, add_bias, init, kinds)

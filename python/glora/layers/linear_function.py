@@ -1,4 +1,4 @@
-"""The training-time GLoRA linear op as one autograd node: ``y = x W'^T + b'`` (METHOD.md section 1).
+"""The training-time GLoRA linear op as one autograd node: ``y = x W'^T + b'`` (``docs/method.md``, section 1).
 
 Why a hand-written node: an eager training step of a model with many small layers is bound by the host (kernel
 launches and autograd bookkeeping), not by the GPU. Built from plain ops a GLoRA layer costs 20-30 autograd nodes
@@ -24,13 +24,13 @@ from torch.autograd.function import once_differentiable
 
 from glora.layers.choices import Choice, has_bias_terms, has_weight_terms
 from glora.layers.dtypes import factor_precision, keeps_cast_copy, no_autocast
-from glora.layers.factor_grads import bias_grads, factor_grads, fused_factor_grads
-from glora.layers.functional import effective_bias, effective_weight, uses_fused_weight
+from glora.layers.factor_grads import bias_grads, factor_grads
+from glora.layers.functional import effective_bias, effective_weight
 
 Tensor = torch.Tensor
 
 
-class GLoRALinear(torch.autograd.Function):
+class GLoRALinearFunction(torch.autograd.Function):
     """``F.linear(x, W', b')`` for one plan. Inputs: x, W0 (out x in view of the frozen weight), b0, the plan,
     the compute dtype, then Ad, Au, Bd, Bu, Cd, Cu, D, E (None where a layer lacks them)."""
 
@@ -38,14 +38,13 @@ class GLoRALinear(torch.autograd.Function):
     def forward(ctx, x, w0, b0, plan, dtype, ad, au, bd, bu, cd, cu, d, e):  # noqa: D102 (see the class)
         precision = factor_precision(w0.dtype, ad.dtype)
         dense = has_weight_terms(plan)
-        fused = dense and uses_fused_weight(plan, w0)
         with no_autocast(x.device.type):
             weight = effective_weight(plan, w0, ad, au, bd, bu, dtype) if dense else w0.to(dtype)
             bias = effective_bias(plan, w0, b0, cd, cu, d, e, dtype)
             xc = x.to(dtype)
             y = F.linear(xc, weight, bias)
         keep = not dense or keeps_cast_copy(w0, dtype)
-        ctx.plan, ctx.precision, ctx.dense, ctx.fused, ctx.dtype = plan, precision, dense, fused, dtype
+        ctx.plan, ctx.precision, ctx.dense, ctx.dtype = plan, precision, dense, dtype
         ctx.save_for_backward(xc, weight if keep else None, w0, b0, ad, au, bd, bu, cd, cu, d, e)
         return y
 
@@ -63,10 +62,7 @@ class GLoRALinear(torch.autograd.Function):
             g2 = gy.reshape(-1, gy.shape[-1])
             if ctx.dense and any(needs[5:9]):
                 gw = g2.t() @ xc.reshape(-1, xc.shape[-1])
-                if ctx.fused:
-                    fused_factor_grads(grads, plan, gw, w0, ad, au, bd, bu)
-                else:
-                    factor_grads(grads, plan, precision, gw, w0, ad, au, bd, bu)
+                factor_grads(grads, plan, precision, gw, w0, ad, au, bd, bu)
                 del gw
             if has_bias_terms(plan) and any(needs[9:13]):
                 bias_grads(grads, plan, g2.sum(0, dtype=precision), w0, b0, cd, cu, d, e)
@@ -75,4 +71,4 @@ class GLoRALinear(torch.autograd.Function):
 
 def glora_linear(x: Tensor, w0: Tensor, b0: Optional[Tensor], plan: tuple[Choice, ...], dtype: torch.dtype, factors: tuple[Optional[Tensor], ...]) -> Tensor:
     """``y = x W'^T + b'`` for ``plan`` (a linear or transposed Conv1D weight viewed as out x in)."""
-    return GLoRALinear.apply(x, w0, b0, plan, dtype, *factors)
+    return GLoRALinearFunction.apply(x, w0, b0, plan, dtype, *factors)

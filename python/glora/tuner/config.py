@@ -9,6 +9,16 @@ from glora.layers.choices import normalise_kinds, normalise_ranks
 
 TargetSpec = Union[str, list[str], None]
 
+BATCHED_WEIGHTS_MODES = ("auto", "always")
+"""The values of ``GLoRAConfig.batched_weights``."""
+
+
+def check_batched_weights(mode: object) -> str:
+    """``mode`` if it is one of ``BATCHED_WEIGHTS_MODES``; raise ValueError naming them otherwise."""
+    if mode not in BATCHED_WEIGHTS_MODES:
+        raise ValueError(f"batched weights mode must be one of {list(BATCHED_WEIGHTS_MODES)}, got {mode!r}")
+    return mode  # type: ignore[return-value]
+
 
 @dataclass
 class GLoRAConfig:
@@ -32,6 +42,18 @@ class GLoRAConfig:
             ``b_i * sum(x)`` to every output, so one optimizer step moves the output of a wide layer (an MLP's down
             projection, where ``sum(x)`` is in the tens) hundreds of times more than a row scale or a bias does;
             leaving them out steadied supernet training in ``benches/supernet_stability.py``.
+        batched_weights: how a training forward forms the weights of linear layers with a frozen base; all are
+            built by one autograd node when the forward starts (``glora.layers.batched_weights``), which took the
+            supernet step from 1.25x to 0.97x PEFT LoRA's time on ViT-B/16 (``benches/results/train_step_gpu.json``
+            against ``train_step_node_gpu.json``). ``"auto"`` (default) keeps each ``W'`` for the backward only
+            where the plain layer keeps a cast copy of ``W0`` anyway (a float32 base under bf16 autocast) and
+            rebuilds it in the backward elsewhere (an LLM's bf16 weights), so peak memory stays the plain layer's.
+            ``"always"`` keeps every ``W'``: a shorter host-bound step (the LLaMA-style proxy at 0.80x PEFT LoRA's
+            time against 0.97x, ``benches/results/host_overhead_always_cpu.json`` against
+            ``host_overhead_cpu.json``) at one more copy of the adapted weights in peak memory (1.02x PEFT LoRA's
+            on the 1 B decoder, ``train_step_always_gpu.json``, against 0.88x in ``train_step_gpu.json``).
+            Change it on a wrapped model with ``glora.set_batched_weights(model, mode)``.
+            Under gradient checkpointing and on convolutions layers run their own path in either mode.
     """
 
     rank: int = 4
@@ -42,6 +64,7 @@ class GLoRAConfig:
     modules_to_save: Optional[list[str]] = None
     init: str = "kaiming"
     choices: Optional[dict[str, list[str]]] = None
+    batched_weights: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
@@ -61,6 +84,7 @@ class GLoRAConfig:
             self.modules_to_save = list(self.modules_to_save)
         kinds = normalise_kinds(self.choices)
         self.choices = None if kinds is None else {g: list(k) for g, k in kinds.items()}
+        check_batched_weights(self.batched_weights)
         if self.init not in ("kaiming", "xavier"):
             raise ValueError(f"init must be 'kaiming' or 'xavier', got {self.init!r}")
 

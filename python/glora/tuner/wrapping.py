@@ -1,22 +1,24 @@
-"""Wrapping a model: target layers replaced by GLoRA layers, the rest frozen; the model's GLoRA layers and
-support tensors."""
+"""Wrapping a model: target layers replaced by GLoRA layers, the rest frozen; the model's GLoRA layers, support
+tensors and runtime options."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterator, Optional
 
 from torch import nn
 
 from glora.layers import batched_weights
-from glora.layers.layer import GLoRALayer
-from glora.tuner.config import GLoRAConfig
+from glora.layers.layer import GLoRALayer, wrap_layer
+from glora.tuner.config import GLoRAConfig, check_batched_weights
 from glora.tuner.targeting import name_matches, select_targets
 
 
 def wrap(model: nn.Module, config: GLoRAConfig) -> nn.Module:
     """Replace the target layers of ``model`` by GLoRA layers, in place; freeze everything else.
 
-    Modules named in ``config.modules_to_save`` stay trainable. Returns ``model``.
+    Modules named in ``config.modules_to_save`` stay trainable. The model keeps its own copy of ``config``
+    (``model.glora_config``), so runtime options changed on it reach this model only. Returns ``model``.
     """
     if not isinstance(config, GLoRAConfig):
         raise TypeError(f"config must be a glora.GLoRAConfig, got {type(config).__name__}")
@@ -28,11 +30,23 @@ def wrap(model: nn.Module, config: GLoRAConfig) -> nn.Module:
     for name in targets:
         parent, attr = _parent(model, name)
         base = getattr(parent, attr)
-        setattr(parent, attr, GLoRALayer(base, config.max_rank, config.offered_ranks, config.add_bias, config.init, config.choices))
+        setattr(parent, attr, wrap_layer(base, config.max_rank, config.offered_ranks, config.add_bias, config.init, config.choices))
     _unfreeze_modules_to_save(model, config.modules_to_save)
-    model.glora_config = config  # type: ignore[assignment]
-    batched_weights.install(model, [layer for _, layer in glora_layers(model)])
+    own = dataclasses.replace(config)
+    model.glora_config = own  # type: ignore[assignment]
+    batched_weights.install(model, [layer for _, layer in glora_layers(model)], own)
     return model
+
+
+_MISSING: Any = object()
+
+
+def set_batched_weights(model: nn.Module, mode: str = _MISSING) -> None:
+    """Set ``GLoRAConfig.batched_weights`` (``"auto"`` or ``"always"``; see there) on a wrapped model."""
+    if mode is _MISSING:
+        raise TypeError("set_batched_weights takes the wrapped model and the mode: glora.set_batched_weights(model, "
+                        "mode), or GLoRAConfig(batched_weights=mode) when wrapping")
+    config_of(model).batched_weights = check_batched_weights(mode)
 
 
 def _unfreeze_modules_to_save(model: nn.Module, names: Optional[list[str]]) -> None:
