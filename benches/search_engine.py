@@ -10,31 +10,33 @@
    free fitness function, and identical results on 1 and all threads.
 
     python benches/search_engine.py
+
+The throughput figures come from the engine's Rust example
+(``cargo run --release --example throughput -p glora-engine``), which prints them as JSON.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pathlib
 import random
+import subprocess
 import time
 
 from common import print_table, write_result
+from glora.engine import LayerSpace, SearchSpace, search
+from glora.layers.choices import GENES, offered_choices
 
-import glora
-from glora import _engine
-from glora.layers.choices import GENES, choice_cost, offered_choices, parse_choice
-from glora.engine.space import LayerSpace, SearchSpace
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def make_space(shapes: list[tuple[str, int, int]], rank: int = 4, bias: bool = True) -> SearchSpace:
     layers = []
     for name, out, inn in shapes:
         enabled = {"A": True, "B": True, "C": True, "D": bias, "E": True}
-        choices = {g: offered_choices(g, (rank,), enabled[g]) for g in GENES}
-        costs = {g: {c: choice_cost(g, parse_choice(g, c, rank), out, inn) for c in choices[g]} for g in GENES}
-        layers.append(LayerSpace(name, out, inn, choices, costs))
-    return SearchSpace(tuple(layers))
+        layers.append(LayerSpace(name, out, inn, {g: offered_choices(g, (rank,), enabled[g]) for g in GENES}))
+    return SearchSpace(layers)
 
 
 def vit_b16() -> SearchSpace:
@@ -51,6 +53,13 @@ def llama_7b() -> SearchSpace:
         shapes += [(f"{p}.self_attn.{n}", 4096, 4096) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
         shapes += [(f"{p}.mlp.gate_proj", 11008, 4096), (f"{p}.mlp.up_proj", 11008, 4096), (f"{p}.mlp.down_proj", 4096, 11008)]
     return make_space(shapes, bias=False)
+
+
+def engine_throughput(space: str, budget: int, n: int, seed: int, threads: int) -> dict:
+    """Candidates per second and feasible share of each operator, measured by the engine's Rust example."""
+    command = ["cargo", "run", "--quiet", "--release", "--example", "throughput", "-p", "glora-engine", "--",
+               "--space", space, "--budget", str(budget), "--n", str(n), "--seed", str(seed), "--threads", str(threads)]
+    return json.loads(subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout)
 
 
 def reference_rejection(space: SearchSpace, budget: int, draws: int, seed: int) -> dict:
@@ -70,23 +79,23 @@ def reference_rejection(space: SearchSpace, budget: int, draws: int, seed: int) 
 def main() -> None:
     cores = os.cpu_count() or 1
     spaces = {"vit_b16_rank4": vit_b16(), "llama7b_rank4": llama_7b()}
+    example_space = {"vit_b16_rank4": "vit_b16", "llama7b_rank4": "llama7b"}
     throughput_rows = []
     for name, space in spaces.items():
-        spec = json.dumps(space.to_dict())
         for fraction in (0.2, 0.3, 0.5):
             budget = int(space.max_params * fraction)
             for threads in sorted({1, cores}):
-                figures = json.loads(_engine.engine_throughput(spec, 0, budget, 200_000 if "vit" in name else 50_000, 0, threads))
-                for op, f in figures.items():
+                figures = engine_throughput(example_space[name], budget, 200_000 if "vit" in name else 50_000, 0, threads)
+                for op in ("sample", "mutation", "crossover"):
+                    f = figures[op]
                     throughput_rows.append({"space": name, "layers": len(space), "budget": budget, "threads": threads, "operator": op,
                                             "candidates_per_s": round(f["per_second"]), "feasible_share": f["feasible_share"]})
     print_table(throughput_rows, ["space", "layers", "budget", "threads", "operator", "candidates_per_s", "feasible_share"])
 
     vit = spaces["vit_b16_rank4"]
-    spec = json.dumps(vit.to_dict())
     feasibility_rows = []
     for budget in (290_000, 440_000, 860_000):
-        engine = json.loads(_engine.engine_throughput(spec, 0, budget, 100_000, 1, 1))
+        engine = engine_throughput("vit_b16", budget, 100_000, 1, 1)
         reference = reference_rejection(vit, budget, 20_000, 1)
         feasibility_rows.append({
             "budget": budget,
@@ -104,13 +113,13 @@ def main() -> None:
         for threads in sorted({1, cores}):
             budget = int(space.max_params * 0.3)
             start = time.perf_counter()
-            res = glora.search(space, lambda batch: [float(len(json.dumps(s))) for s in batch], budget, seed=0, threads=threads, progress=False)
+            res = search(space, lambda batch: [float(len(json.dumps(s))) for s in batch], budget, seed=0, threads=threads, progress=False)
             wall = time.perf_counter() - start
             results[threads] = res
             overhead_rows.append({"space": name, "threads": threads, "generations": len(res.history), "evaluations": res.evaluations,
                                   "engine_ms_per_generation": 1000 * res.engine_seconds / len(res.history),
                                   "wall_s": wall, "fitness_s": res.fitness_seconds})
-        same = len({json.dumps([r.history, r.best_subnet], sort_keys=True) for r in results.values()}) == 1
+        same = len({json.dumps([[h.to_dict() for h in r.history], r.best_subnet], sort_keys=True) for r in results.values()}) == 1
         overhead_rows[-1]["same_result_all_thread_counts"] = same
     print_table(overhead_rows, ["space", "threads", "generations", "evaluations", "engine_ms_per_generation", "wall_s", "fitness_s", "same_result_all_thread_counts"])
 

@@ -9,12 +9,12 @@ import pathlib
 import random
 
 import pytest
-from spaces import synthetic_space
 
 from glora import _engine
 from glora.engine import SearchConfig, SearchSpace, budget_bounds
 from glora.errors import GLoRAError, ImpossibleBudgetError, SearchError
 from glora.training.sampling import BudgetSampler
+from spaces import synthetic_space
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "python" / "glora"
 STUB = PACKAGE / "_engine.pyi"
@@ -117,7 +117,7 @@ def test_space_round_trips_and_costs_come_from_shapes() -> None:
     assert layer.costs["C"] == {"lora_4": 4 * 33, "vector": 32, "none": 0}
     assert layer.costs["D"] == {"vector": 64, "scalar": 1, "none": 0}
     assert SearchSpace.from_dict(space.to_dict()) == space
-    assert space.min_params == 0 and space.max_params == sum(max(c.values()) for l in space for c in l.costs.values())
+    assert space.min_params == 0 and space.max_params == sum(max(c.values()) for layer_ in space for c in layer_.costs.values())
     with pytest.raises(SearchError, match="gene C"):
         _engine.LayerSpace("x", 4, 4, {"A": ["none"], "B": ["none"], "C": ["scalar"], "D": ["none"], "E": ["none"]})
 

@@ -12,18 +12,19 @@ import sys
 import time
 
 import pytest
-from spaces import AdditiveFitness, synthetic_space, vit_like_space
 
 import glora
 from glora.engine import SearchConfig, SearchSpace
 from glora.tuner.search import search
+from spaces import AdditiveFitness, synthetic_space, vit_like_space
 
 SMALL = synthetic_space([(64, 32), (32, 64), (48, 48), (16, 80)] * 3)
 
 
 def _run(log=None, resume=False, fitness=None, **kw):
     fitness = fitness or AdditiveFitness(SMALL, 0)
-    kw.setdefault("generations", 6)
+    if "config" not in kw:
+        kw.setdefault("generations", 6)
     return search(SMALL, fitness, kw.pop("budget", 3000), seed=kw.pop("seed", 5), log=log, resume=resume, progress=False, **kw)
 
 
@@ -308,3 +309,11 @@ def test_search_accepts_a_wrapped_model() -> None:
     assert glora.count_params(model, result.best_subnet) == result.best_params <= 500
     merged = glora.merge(model, result.best_subnet)
     assert sum(p.numel() for p in merged.parameters()) == sum(p.numel() for n, p in model.named_parameters() if "base_layer" in n or n.startswith("head"))
+
+
+def test_a_config_object_and_keywords_give_the_same_search() -> None:
+    by_keywords = _run(population=30, mutants=10, generations=3)
+    by_config = _run(config=SearchConfig(population=30, mutants=10, generations=3))
+    mixed = _run(config=SearchConfig(population=30, generations=9), mutants=10, generations=3)
+    assert by_keywords.history == by_config.history == mixed.history
+    assert by_keywords.best_subnet == by_config.best_subnet and len(by_config.history) == 3

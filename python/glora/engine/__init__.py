@@ -3,10 +3,10 @@
 Nothing here imports torch or the packages above it (``glora.tuner``, ``glora.training``).
 """
 
+from glora._engine import Divergence, Generation, LogReport, ParetoPoint, SearchConfig, SearchResult
 from glora.engine.evolution import check_search_settings, search
 from glora.engine.replay import read_log
 from glora.engine.space import Budget, LayerSpace, SearchSpace, Subnet, budget_bounds, check_subnet_layers
-from glora._engine import Divergence, Generation, LogReport, ParetoPoint, SearchConfig, SearchResult
 
 __all__ = [
     "Budget",

@@ -8,7 +8,8 @@ to a JSON Lines log from which a killed search resumes exactly.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Callable, Optional, Union
 
 from glora._engine import Generation, SearchConfig, SearchResult, budget_bounds, check_seed, run_search
 from glora.engine.space import Budget, SearchSpace, Subnet

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Union
 
-from glora._engine import LogReport, read_log as _read_log
+from glora._engine import LogReport
+from glora._engine import read_log as _read_log
 
 __all__ = ["read_log"]
 

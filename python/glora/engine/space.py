@@ -3,7 +3,8 @@ counts subnets, checks budgets, samples within a budget and finds the extremes (
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Union
 
 from glora._engine import LayerSpace, SearchSpace, budget_bounds
 

@@ -7,10 +7,10 @@ from typing import Any, Optional, Union
 
 from torch import nn
 
+from glora._engine import SearchConfig, SearchResult
 from glora.engine.evolution import Fitness
 from glora.engine.evolution import search as search_space_under_budget
 from glora.engine.space import Budget, SearchSpace
-from glora._engine import SearchConfig, SearchResult
 from glora.tuner.space import search_space
 
 __all__ = ["search"]
