@@ -27,8 +27,8 @@ from glora.tasks.movie import balanced_splits, read_sentences
 from glora.training.evaluator import METRICS, SubnetEvaluator
 from glora.training.trainer import SupernetTrainer, TrainConfig
 from glora.tuner.config import GLoRAConfig
-from glora.tuner.search import search
 from glora.tuner.merging import BiasAddedWarning, merge
+from glora.tuner.search import search
 from glora.tuner.subnets import count_params, set_subnet
 from glora.tuner.summary import trainable_parameters_summary
 from glora.tuner.wrapping import wrap
