@@ -90,7 +90,13 @@ impl Run {
                 }
                 let (search, known) = replay::resume(&contents.header, &contents.records)?;
                 let recovered = search.evaluated().len() + known.len();
-                let writer = LogWriter::resume(path, contents.valid_len)?;
+                let mut writer = LogWriter::resume(path, contents.valid_len)?;
+                // a log cut between a batch's last evaluation and its generation record gets that record back
+                if known.is_empty() && matches!(contents.records.last(), Some(Record::Eval { .. })) {
+                    if let Some(summary) = search.history().last() {
+                        writer.append(&[Record::Generation(summary.clone())])?;
+                    }
+                }
                 Run { search, known, writer: Some(writer), recovered, pool: None, log: Some(path.to_path_buf()) }
             }
             Some(path) => {

@@ -64,7 +64,11 @@ impl SearchConfig {
         for (key, given) in changes.into_iter().flatten() {
             let name: String = key.extract()?;
             let Some(slot) = slot(&mut settings, &name) else {
-                return Err(PyTypeError::new_err(format!("unknown search setting {}; the settings are {}", py_repr(&name), NAMES.join(", "))));
+                return Err(PyTypeError::new_err(format!(
+                    "unknown search setting {}; the settings are {}",
+                    py_repr(&name),
+                    NAMES.join(", ")
+                )));
             };
             *slot = if given.is_none() { None } else { Some(value(&given)?) };
         }
