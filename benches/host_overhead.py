@@ -6,7 +6,7 @@ LLaMA with a bf16 base) at width 32 and batch 1-2, so the arithmetic is negligib
 work; one thread, methods timed in interleaved rounds, best round kept. Figures are ratios to PEFT LoRA r=8 in
 the same process; they guide, the GPU figures (train_step.py) decide.
 
-    python benches/host_overhead.py [--models vit llama] [--batched-weights auto|always|off]
+    python benches/host_overhead.py [--models vit llama] [--batched-weights auto|always]
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import print_table, write_result
-from methods import prepare, training_step
 
-import glora
-from glora.layers import batched_weights
+from common import print_table, write_result
+from glora.tuner.config import BATCHED_WEIGHTS_MODES
+from methods import prepare, training_step
 
 METHODS = ["full_finetune", "peft_lora_r8", "glora_supernet", "glora_fixed_random", "glora_fixed_all_lora"]
 
@@ -50,10 +49,10 @@ def llama():
     return make, r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)", None, lambda model: model(input_ids=ids, labels=ids).loss
 
 
-def steps_of(make, targets, head, loss_of, methods):
+def steps_of(make, targets, head, loss_of, methods, mode: str):
     steps = {}
     for method in methods:
-        model, params, _ = prepare(method, make, targets, head, 0)
+        model, params, _ = prepare(method, make, targets, head, 0, mode)
         step = training_step(model, params, loss_of, "cpu", fused=True)  # fused, as train_step.py on the GPU
         for _ in range(5):
             step()
@@ -65,15 +64,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=["vit", "llama"])
     parser.add_argument("--methods", nargs="*", default=METHODS)
-    parser.add_argument("--batched-weights", default="auto", choices=batched_weights.MODES)
+    parser.add_argument("--batched-weights", default="auto", choices=BATCHED_WEIGHTS_MODES)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--name", default="host_overhead")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    glora.set_batched_weights(args.batched_weights)
     results = {}
     for name in args.models:
-        steps = steps_of(*(vit() if name == "vit" else llama()), args.methods)
+        steps = steps_of(*(vit() if name == "vit" else llama()), args.methods, args.batched_weights)
         best = {m: float("inf") for m in steps}
         for _ in range(args.rounds):
             for method, step in steps.items():

@@ -17,10 +17,10 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from common import peak_gib, print_table, reset_peak, time_ms, write_result
-from methods import prepare, training_step
 
 import glora
+from common import peak_gib, print_table, reset_peak, time_ms, write_result
+from methods import prepare, training_step
 
 TARGETS = r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
-from reference_layer import replace_linears
 
 import glora
+from reference_layer import replace_linears
 
 METHODS = ["full_finetune", "peft_lora_r8", "peft_glora_default", "reference_supernet", "glora_supernet", "glora_supernet_add_bias",
            "glora_fixed_random", "glora_fixed_all_lora"]
@@ -35,8 +35,10 @@ def training_step(model: torch.nn.Module, params: list, loss_of: Callable[[torch
     return step
 
 
-def prepare(method: str, make_model: Callable[[], torch.nn.Module], targets: str, head: Optional[str], seed: int = 0):
-    """(model, trainable params, fixed subnet or None) for one method; ``head`` stays trainable everywhere."""
+def prepare(method: str, make_model: Callable[[], torch.nn.Module], targets: str, head: Optional[str], seed: int = 0,
+            batched_weights: str = "auto"):
+    """(model, trainable params, fixed subnet or None) for one method; ``head`` stays trainable everywhere;
+    glora's models use ``GLoRAConfig.batched_weights=batched_weights``."""
     model = make_model()
     saved = [head] if head else None
     subnet = None
@@ -55,7 +57,8 @@ def prepare(method: str, make_model: Callable[[], torch.nn.Module], targets: str
                 p.requires_grad_(True)
     else:
         add_bias = method == "glora_supernet_add_bias"
-        glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=targets, modules_to_save=saved, add_bias=add_bias))
+        glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=targets, modules_to_save=saved, add_bias=add_bias,
+                                            batched_weights=batched_weights))
         if method in ("glora_supernet", "glora_supernet_add_bias"):
             glora.supernet_mode(model, seed)
         elif method == "glora_fixed_all_lora":

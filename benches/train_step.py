@@ -25,11 +25,11 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from common import allocated, peak_gib, print_table, reset_peak, time_interleaved, write_result
-from methods import METHODS, OPTIMIZER, prepare, training_step
 
 import glora
-from glora.layers import batched_weights, kernels
+from common import allocated, peak_gib, print_table, reset_peak, time_interleaved, write_result
+from glora.tuner.config import BATCHED_WEIGHTS_MODES
+from methods import METHODS, OPTIMIZER, prepare, training_step
 
 VIT_TARGETS = r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
 LLAMA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
@@ -62,12 +62,12 @@ def llama(device: torch.device, batch: int, seq: int = 1024):
     return make, LLAMA_TARGETS, None, lambda model: model(input_ids=ids, labels=ids).loss
 
 
-def measured_step(method: str, make, targets, head, loss_of, device) -> tuple:
+def measured_step(method: str, make, targets, head, loss_of, device, mode: str) -> tuple:
     """The method's model, its training step and its peak memory in GiB (None off CUDA): the most allocated
-    during a step minus what was allocated before the model was built."""
+    during a step minus what was allocated before the model was built; ``mode``: glora's batched weights."""
     gc.collect()
     before = allocated(device)
-    model, params, subnet = prepare(method, make, targets, head, 0)
+    model, params, subnet = prepare(method, make, targets, head, 0, mode)
     step = training_step(model, params, loss_of, device.type)
     step()
     reset_peak(device)
@@ -92,12 +92,12 @@ def workload(name: str, device: torch.device) -> tuple:
     return llama(device, 4 if gpu else 1, 1024 if gpu else 64)
 
 
-def prepare_all(methods: list[str], make, targets, head, loss_of, device) -> tuple[dict, dict]:
+def prepare_all(methods: list[str], make, targets, head, loss_of, device, mode: str) -> tuple[dict, dict]:
     """Every method's model and training step, all kept alive for interleaved timing, and each method's row
     with its peak memory measured in this process (``--peaks shared``)."""
     steps, rows = {}, {}
     for method in methods:
-        model, params, subnet, step, peak = measured_step(method, make, targets, head, loss_of, device)
+        model, params, subnet, step, peak = measured_step(method, make, targets, head, loss_of, device, mode)
         steps[method] = step
         rows[method] = {"method": method, "peak_gib": peak, "trainable_params": sum(p.numel() for p in params),
                         "subnet_params": glora.count_params(model, subnet) if subnet is not None else None,
@@ -110,25 +110,24 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", nargs="*", default=["vit", "llama"])
     parser.add_argument("--methods", nargs="*", default=METHODS)
-    parser.add_argument("--name", default="train_step", help="results/<name>_<device>.json (e.g. train_step_fused_kernels)")
-    parser.add_argument("--batched-weights", default="auto", choices=batched_weights.MODES,
-                        help="which layers build their weights for the whole forward (off: every layer its own node)")
+    parser.add_argument("--name", default="train_step", help="results/<name>_<device>.json (e.g. train_step_always)")
+    parser.add_argument("--batched-weights", default="auto", choices=BATCHED_WEIGHTS_MODES,
+                        help="glora's GLoRAConfig.batched_weights (always: every W' kept for the backward)")
     parser.add_argument("--peaks", default="isolated", choices=["isolated", "shared"],
                         help="peak memory from a fresh process per method (isolated) or from the timing process (shared)")
     parser.add_argument("--peak-of", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    glora.set_batched_weights(args.batched_weights)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     if args.peak_of:
         name, method = args.peak_of
-        print(json.dumps({"peak_gib": measured_step(method, *workload(name, device), device)[-1]}))
+        print(json.dumps({"peak_gib": measured_step(method, *workload(name, device), device, args.batched_weights)[-1]}))
         return
     warmup, repeat = (5, 30) if gpu else (1, 2)
     results = {}
     for name in args.models:
         methods = [m for m in args.methods if not (name == "vit" and m == "glora_supernet_add_bias")]  # every ViT layer has a bias
-        steps, by_method = prepare_all(methods, *workload(name, device), device)
+        steps, by_method = prepare_all(methods, *workload(name, device), device, args.batched_weights)
         timings = time_interleaved(steps, device, warmup, repeat)
         rows = []
         for method, row in by_method.items():
@@ -153,8 +152,7 @@ def main() -> None:
                              "llama": {"hidden": 2048, "layers": 16, "mlp": 5632, "batch": 4 if gpu else 1, "seq": 1024 if gpu else 64,
                                        "weights": "bf16", "targets": LLAMA_TARGETS},
                              "autocast": "bf16", "glora_rank": 4, "peft_lora_r": 8, "warmup_steps": warmup, "timed_steps": repeat,
-                             "optimizer": OPTIMIZER, "fused_kernels": "on (GLORA_FUSED_KERNELS=1)" if kernels.ENABLED else "off (default)",
-                             "batched_weights": batched_weights.MODE, "timing": "interleaved rounds, one step of each method per round",
+                             "optimizer": OPTIMIZER, "batched_weights": args.batched_weights, "timing": "interleaved rounds, one step of each method per round",
                              "peaks": args.peaks},
                             results)
     print(f"wrote {path}")

@@ -10,15 +10,15 @@ import weakref
 
 import pytest
 import torch
-from models import CASES, TinyTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import glora
 from glora.layers import batched_weights, linear_function
 from glora.layers.linear_function import GLoRALinearFunction
-from glora.tuner.wrapping import adapter_parameters, set_batched_weights
 from glora.training.gradient_checkpointing import enable_gradient_checkpointing
+from glora.tuner.wrapping import adapter_parameters, set_batched_weights
+from models import CASES, TinyTransformer
 
 LINEAR_CASES = [c for c in CASES if c.name != "convnet"]
 

@@ -8,11 +8,11 @@ import warnings
 
 import pytest
 import torch
-from models import CASES, MLP, Case
 
 import glora
 from glora.layers.layer import GLoRALayer
 from glora.tuner.merging import merge_and_unload
+from models import CASES, MLP, Case
 
 
 def _perturbed(case: Case, seed: int) -> tuple[torch.nn.Module, torch.nn.Module]:

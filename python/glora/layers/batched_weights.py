@@ -30,7 +30,8 @@ This module sits above ``layer``: it reads and sets a layer only through the lay
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, NamedTuple, Optional, Protocol, Union
+from collections.abc import Iterator
+from typing import Any, NamedTuple, Optional, Protocol, Union
 
 import torch
 import torch.nn.functional as F

@@ -7,8 +7,11 @@ A layer's five support tensors are called genes ``A``..``E``. Each takes one cho
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Optional
+
+from glora.errors import GLoRAError
 
 GENES: tuple[str, ...] = ("A", "B", "C", "D", "E")
 NONE = "none"
@@ -26,7 +29,7 @@ _KINDS_BY_GENE = {
 }
 
 
-class ChoiceError(ValueError):
+class ChoiceError(GLoRAError, ValueError):
     """A choice name that is malformed, unknown for its gene, or above the layer's maximum rank."""
 
 

@@ -49,7 +49,7 @@ def _constant(make: Callable[..., Tensor], *key: Any) -> Tensor:
     return make(*key) if torch.compiler.is_compiling() else _cached(make, *key)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached(make: Callable[..., Tensor], *key: Any) -> Tensor:
     return make(*key)
 

@@ -18,13 +18,22 @@ The forward does no work for absent terms. Build a layer with :func:`wrap_layer`
 from __future__ import annotations
 
 import math
-from typing import Callable, ClassVar, Optional, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Callable, ClassVar, Optional, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glora.layers.choices import GENES, Plan, choice_cost, has_bias_terms, has_weight_terms, offered_choices, parse_choice
+from glora.layers.choices import (
+    GENES,
+    Plan,
+    choice_cost,
+    has_bias_terms,
+    has_weight_terms,
+    offered_choices,
+    parse_choice,
+)
 from glora.layers.dtypes import compute_dtype
 from glora.layers.functional import effective_bias, effective_weight
 from glora.layers.linear_function import glora_linear

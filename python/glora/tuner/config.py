@@ -100,6 +100,6 @@ class GLoRAConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GLoRAConfig":
+    def from_dict(cls, data: dict[str, Any]) -> GLoRAConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)

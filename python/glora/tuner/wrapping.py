@@ -4,7 +4,8 @@ tensors and runtime options."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Optional
 
 from torch import nn
 
