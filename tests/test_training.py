@@ -11,6 +11,7 @@ import torch
 import glora
 from glora.training.losses import classification_loss
 from glora.tuner.subnets import UniformSampler
+from glora.tuner.wrapping import glora_layers
 from models import MLP, ConvNet, TinyTransformer
 
 
@@ -46,7 +47,7 @@ def test_training_reduces_the_loss(sampling: str) -> None:
 def test_fixed_training_moves_only_the_subnets_tensors(seed: int) -> None:
     model = _model(seed)
     subnet = glora.sample_subnet(model, seed)
-    layers = dict(glora.glora_layers(model))
+    layers = dict(glora_layers(model))
     subnet["fc1"]["A"], subnet["fc1"]["B"], subnet["fc2"]["C"] = "none", "vector", "none"
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     evaluator = glora.SubnetEvaluator(model, _task(128, 9), metric="neg_loss")
@@ -313,7 +314,7 @@ def test_plans_drawn_together_equal_plans_drawn_one_by_one(seed: int) -> None:
     from models import vit_tiny
 
     model = glora.wrap(vit_tiny(), glora.GLoRAConfig(ranks=[2, 4], target_modules=["qkv", "attn.proj", "fc1", "fc2"]))
-    layers = [layer for _, layer in glora.glora_layers(model)]
+    layers = [layer for _, layer in glora_layers(model)]
     together, one_by_one = UniformSampler(torch.Generator().manual_seed(seed)), UniformSampler(torch.Generator().manual_seed(seed))
     for _ in range(3):
         assert together.draw_all(layers) == [one_by_one(layer) for layer in layers]
