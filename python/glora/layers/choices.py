@@ -1,4 +1,5 @@
-"""Names, validation and parameter cost of the support-tensor choices (``docs/method.md``, sections 1 and 2).
+"""Names, validation and parameter cost of the support-tensor choices (``docs/method.md``, "Choices and their
+shapes" and "Parameter costs").
 
 A layer's five support tensors are called genes ``A``..``E``. Each takes one choice:
 ``lora_<r>``, ``vector``, ``scalar`` or ``none`` (C has no ``scalar``; D and E have no ``lora_<r>``).
@@ -102,7 +103,8 @@ def offered_choices(gene: str, ranks: Sequence[int], enabled: bool = True, kinds
 
 
 def choice_cost(gene: str, choice: Choice, out_features: int, in_features: int) -> int:
-    """Trainable parameters used by ``choice`` for ``gene`` on an ``out x in`` layer (``docs/method.md``, section 2)."""
+    """Trainable parameters used by ``choice`` for ``gene`` on an ``out x in`` layer (``docs/method.md``,
+    "Parameter costs")."""
     if choice.kind == NONE:
         return 0
     if choice.kind == SCALAR:

@@ -1,5 +1,5 @@
-"""The gradients of the factors A..E from those of ``W'`` and ``b'`` (``docs/method.md``, section 1), shared by the
-per-layer node (``linear_function``) and the node that builds every layer's weights (``batched_weights``).
+"""The gradients of the factors A..E from those of ``W'`` and ``b'`` (``docs/method.md``, "One layer"), shared
+by the per-layer node (``linear_function``) and the node that builds every layer's weights (``batched_weights``).
 
 A factor a choice uses only part of (a ``lora_r`` slice, a vector's first column, a scalar's first element) gets a
 gradient of its full shape, zero elsewhere: slices by masking the other factor before the product, broadcast

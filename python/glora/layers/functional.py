@@ -1,4 +1,4 @@
-"""The GLoRA arithmetic of ``docs/method.md`` (section 1), shared by the layer's forward and by merging.
+"""The GLoRA arithmetic of ``docs/method.md`` ("One layer"), shared by the layer's forward and by merging.
 
     W' = W0 + W0 * A + B          b' = b0 + W0 @ C + b0 * D + E
 

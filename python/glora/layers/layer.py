@@ -1,5 +1,5 @@
 """The GLoRA layer family: a frozen base layer plus the five weight-shared support tensors A..E
-(``docs/method.md``, section 1), in the manner of PEFT's ``lora/layer.py``.
+(``docs/method.md``, "One layer"), in the manner of PEFT's ``lora/layer.py``.
 
 :class:`GLoRALayer` is the shared core: the stored factors, the offered choices, validation, the plan of each
 forward, folding for evaluation and the merged tensors. Every base layer is viewed as a matrix ``W0`` of shape
@@ -18,7 +18,7 @@ The forward does no work for absent terms. Build a layer with :func:`wrap_layer`
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Callable, ClassVar, Optional, Protocol
 
 import torch
@@ -80,7 +80,7 @@ class GLoRALayer(nn.Module):
         ranks: tuple[int, ...],
         add_bias: bool = False,
         init: str = "kaiming",
-        kinds: Optional[dict[str, Sequence[str]]] = None,
+        kinds: Optional[Mapping[str, Sequence[str]]] = None,
     ) -> None:
         if type(self) is GLoRALayer:
             raise TypeError("GLoRALayer is the core of the layer family; build a layer with wrap_layer(base_layer, ...)")
@@ -415,7 +415,7 @@ def wrap_layer(
     ranks: tuple[int, ...],
     add_bias: bool = False,
     init: str = "kaiming",
-    kinds: Optional[dict[str, Sequence[str]]] = None,
+    kinds: Optional[Mapping[str, Sequence[str]]] = None,
 ) -> GLoRALayer:
     """``base_layer`` (frozen) under a GLoRA layer of its kind, with factors at ``max_rank`` offering ``ranks``."""
     return layer_class(base_layer)(base_layer, max_rank, ranks, add_bias, init, kinds)

@@ -1,4 +1,5 @@
-"""The training-time GLoRA linear op as one autograd node: ``y = x W'^T + b'`` (``docs/method.md``, section 1).
+"""The training-time GLoRA linear op as one autograd node: ``y = x W'^T + b'`` (``docs/method.md``,
+"One layer").
 
 Why a hand-written node: an eager training step of a model with many small layers is bound by the host (kernel
 launches and autograd bookkeeping), not by the GPU. Built from plain ops a GLoRA layer costs 20-30 autograd nodes
