@@ -257,3 +257,20 @@ def test_an_unfrozen_base_gets_its_gradients(seed: int) -> None:
     _reference(layer, config, x).sum().backward()
     torch.testing.assert_close(got[0], layer.base_layer.weight.grad, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(got[1], layer.base_layer.bias.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_each_base_kind_gets_its_layer_class() -> None:
+    """One class per base kind, all GLoRA layers; the kind strings adapter files record stay as they were."""
+    from transformers.pytorch_utils import Conv1D
+
+    from glora.layers.layer import Linear
+
+    for base, cls, kind in ((nn.Linear(4, 3), Linear, "linear"), (Conv1D(3, 4), HFConv1D, "hf_conv1d"),
+                            (nn.Conv1d(4, 3, 2), ConvNd, "conv"), (nn.Conv3d(4, 3, 1), ConvNd, "conv")):
+        layer = wrap_layer(base, max_rank=2, ranks=(2,))
+        assert type(layer) is cls and isinstance(layer, GLoRALayer) and layer.kind == kind
+        assert (layer.out_features, layer.in_features) == (3, 4 * (2 if isinstance(base, nn.Conv1d) else 1))
+    with pytest.raises(TypeError, match="GLoRA supports nn.Linear"):
+        wrap_layer(nn.LayerNorm(4), max_rank=2, ranks=(2,))
+    with pytest.raises(TypeError, match="core of the layer family"):
+        GLoRALayer(nn.Linear(4, 3), max_rank=2, ranks=(2,))
