@@ -17,7 +17,7 @@ import glora
 from glora.layers import batched_weights, linear_function
 from glora.layers.linear_function import GLoRALinearFunction
 from glora.training.gradient_checkpointing import enable_gradient_checkpointing
-from glora.tuner.wrapping import adapter_parameters, set_batched_weights
+from glora.tuner.wrapping import adapter_parameters, glora_layers, set_batched_weights
 from models import CASES, TinyTransformer
 
 LINEAR_CASES = [c for c in CASES if c.name != "convnet"]
@@ -141,7 +141,7 @@ def test_gradient_checkpointing_changes_nothing(seed: int, reentrant: bool, base
         with torch.no_grad():
             for _, p in adapter_parameters(model):
                 p.copy_(torch.randn_like(p) * 0.1)
-        for _, layer in glora.glora_layers(model):
+        for _, layer in glora_layers(model):
             layer.base_layer.to(getattr(torch, base))
         glora.set_subnet(model, glora.sample_subnet(model, seed))
         x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed), requires_grad=reentrant)
@@ -185,7 +185,7 @@ def test_stale_weights_are_not_used() -> None:
     """After the optimizer's step, a layer called on its own (not through the model) computes with the new
     factors, and a new plan set between forwards is honoured."""
     model = _perturbed(CASES[0], 0)
-    glora.set_subnet(model, {n: {"A": "lora_4", "B": "lora_2", "C": "vector", "D": "vector", "E": "scalar"} for n, _ in glora.glora_layers(model)})
+    glora.set_subnet(model, {n: {"A": "lora_4", "B": "lora_2", "C": "vector", "D": "vector", "E": "scalar"} for n, _ in glora_layers(model)})
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randn(4, 12)).sum().backward()
     assert model.fc1.prepared_weights is not None
@@ -235,9 +235,9 @@ def test_torch_compile_of_a_wrapped_model(batched: bool, base: str) -> None:
     """torch.compile traces both paths (the autocast toggle, the cached masks and, over a bf16 base, the
     saved-tensor hooks that rebuild ``W'`` have traceable forms there): outputs and gradients as in eager mode."""
     model = _perturbed(CASES[0], 5)
-    for _, layer in glora.glora_layers(model):
+    for _, layer in glora_layers(model):
         layer.base_layer.to(getattr(torch, base))
-    glora.set_subnet(model, {n: {"A": "lora_2", "B": "vector", "C": "lora_4", "D": "scalar", "E": "vector"} for n, _ in glora.glora_layers(model)})
+    glora.set_subnet(model, {n: {"A": "lora_2", "B": "vector", "C": "lora_4", "D": "scalar", "E": "vector"} for n, _ in glora_layers(model)})
     x = torch.randn(4, 12, generator=torch.Generator().manual_seed(5))
     results = []
     for run in (model, torch.compile(model, backend="aot_eager")):
@@ -261,7 +261,7 @@ def _tiny_transformer(seed: int, base: str, mode: str = "auto") -> nn.Module:
         for _, p in adapter_parameters(model):
             p.copy_(torch.randn_like(p) * 0.1)
     if base == "bfloat16_autocast":
-        for _, layer in glora.glora_layers(model):
+        for _, layer in glora_layers(model):
             layer.base_layer.to(torch.bfloat16)
     return model
 
@@ -339,7 +339,7 @@ def test_rebuilt_weights_match_the_node_on_every_model_kind(case, seed: int, mon
     results = []
     for batched in (False, True):
         model = _perturbed(case, seed)
-        for _, layer in glora.glora_layers(model):
+        for _, layer in glora_layers(model):
             layer.base_layer.to(torch.bfloat16)
         glora.set_subnet(model, glora.sample_subnet(model, seed))
         inputs = case.make_input(torch.Generator().manual_seed(seed))
@@ -380,7 +380,7 @@ def test_auto_mode_keeps_no_weight_copy_over_a_compute_dtype_base(seed: int, bas
     backward still gives the same gradients as a second identical model under ``always``."""
     refs = _built_weights(monkeypatch)
     model = _tiny_transformer(seed, base)
-    subnet = {n: {"A": "lora_4", "B": "lora_2", "C": "vector", "D": "none", "E": "scalar"} for n, _ in glora.glora_layers(model)}
+    subnet = {n: {"A": "lora_4", "B": "lora_2", "C": "vector", "D": "none", "E": "scalar"} for n, _ in glora_layers(model)}
     glora.set_subnet(model, subnet)
     x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed))
     loss = _forward(model, x, base).float().sum()
@@ -398,10 +398,10 @@ def test_auto_mode_keeps_no_weight_copy_over_a_compute_dtype_base(seed: int, bas
 
 def test_a_factor_modified_between_forward_and_backward_is_reported() -> None:
     model = _tiny_transformer(0, "bfloat16_autocast")
-    glora.set_subnet(model, {n: {"A": "lora_4", "B": "vector", "C": "none", "D": "none", "E": "none"} for n, _ in glora.glora_layers(model)})
+    glora.set_subnet(model, {n: {"A": "lora_4", "B": "vector", "C": "none", "D": "none", "E": "none"} for n, _ in glora_layers(model)})
     loss = _forward(model, torch.randn(2, 5, 16), "bfloat16_autocast").float().sum()
     with torch.no_grad():
-        for _, layer in glora.glora_layers(model):
+        for _, layer in glora_layers(model):
             layer.Au.add_(1.0)
     with pytest.raises(RuntimeError, match="modified in place between the forward and the backward"):
         loss.backward()
@@ -437,7 +437,7 @@ def test_transformers_checkpointing_switch_is_seen_on_a_submodule(monkeypatch) -
         torch.manual_seed(0)
         model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
         glora.wrap(model, glora.GLoRAConfig(target_modules=r".*_proj"))
-        glora.set_subnet(model, {n: {"A": "lora_4", "B": "vector", "C": "none", "D": "none", "E": "none"} for n, _ in glora.glora_layers(model)})
+        glora.set_subnet(model, {n: {"A": "lora_4", "B": "vector", "C": "none", "D": "none", "E": "none"} for n, _ in glora_layers(model)})
         with torch.no_grad():
             for _, p in adapter_parameters(model):
                 p.copy_(torch.randn_like(p) * 0.1)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import glora
+from glora.layers.choices import GENES
 from glora.layers.layer import ConvNd, GLoRALayer, HFConv1D, wrap_layer
 
 FACTORS = ("Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E")
@@ -88,7 +88,7 @@ def test_gradients_match_plain_autograd(name, make, make_x, seed) -> None:
             p = getattr(layer, n, None)
             if p is not None:
                 p.copy_(torch.randn_like(p) * 0.3)
-    config = {g: rng.choice(layer.choices[g] + (("lora_3",) if g in "ABC" and layer.choices[g] != ("none",) else ())) for g in glora.GENES}
+    config = {g: rng.choice(layer.choices[g] + (("lora_3",) if g in "ABC" and layer.choices[g] != ("none",) else ())) for g in GENES}
     layer.set_config(config)
     x = make_x().double().requires_grad_(rng.random() < 0.8)
     y = layer(x)
@@ -122,7 +122,7 @@ def test_low_precision_matches_float32_reference(seed: int, base: str) -> None:
             p = getattr(layer, n, None)
             if p is not None:
                 p.copy_(torch.randn_like(p) * 0.1)
-    config = {g: rng.choice(layer.choices[g]) for g in glora.GENES}
+    config = {g: rng.choice(layer.choices[g]) for g in GENES}
     layer.set_config(config)
     x = torch.randn(16, 32, requires_grad=True)
     weights = torch.randn(16, 48).bfloat16().float()  # the upstream gradient reaches the layer in bf16
@@ -155,7 +155,7 @@ def test_no_weight_sized_copy_is_kept_over_a_compute_dtype_base(seed: int) -> No
     torch.manual_seed(seed)
     rng = random.Random(seed)
     layer = wrap_layer(nn.Linear(24, 40, bias=False).to(torch.bfloat16), max_rank=4, ranks=(4,))
-    config = {g: rng.choice([c for c in layer.choices[g] if c != "none"] or ["none"]) for g in glora.GENES}
+    config = {g: rng.choice([c for c in layer.choices[g] if c != "none"] or ["none"]) for g in GENES}
     layer.set_config(config)
     saved = []
 
@@ -184,7 +184,7 @@ def test_rounded_weight_and_bias_lose_nothing_over_a_low_precision_base(seed: in
     with torch.no_grad():
         for n in FACTORS:
             getattr(layer, n).normal_()
-    plan = layer.validate({g: rng.choice(layer.choices[g]) for g in glora.GENES})
+    plan = layer.validate({g: rng.choice(layer.choices[g]) for g in GENES})
     w0 = layer.base_layer.weight.detach().to(torch.bfloat16)
     b0 = layer.base_layer.bias.detach().to(torch.bfloat16)
     factors = [getattr(layer, n).detach() for n in FACTORS]
@@ -228,11 +228,11 @@ def test_absent_terms_do_no_work(seed: int) -> None:
     torch.manual_seed(seed)
     rng = random.Random(seed)
     layer = wrap_layer(nn.Linear(24, 40), max_rank=4, ranks=(2, 4))
-    config = {g: rng.choice(layer.choices[g]) for g in glora.GENES} | {"A": "none", "B": "none"}
+    config = {g: rng.choice(layer.choices[g]) for g in GENES} | {"A": "none", "B": "none"}
     layer.set_config(config)
     x = torch.randn(3, 24, requires_grad=True)
     assert 24 * 40 not in _step_outputs(layer, x), f"{config}: a weight-sized tensor was made"
-    layer.set_config({g: "none" for g in glora.GENES})
+    layer.set_config({g: "none" for g in GENES})
     plain = nn.Linear(24, 40)
     plain.requires_grad_(False)
     assert _step_outputs(layer, x) == _step_outputs(plain, x)
@@ -247,7 +247,7 @@ def test_an_unfrozen_base_gets_its_gradients(seed: int) -> None:
     with torch.no_grad():
         for n in FACTORS:
             getattr(layer, n).normal_()
-    config = {g: rng.choice(layer.choices[g]) for g in glora.GENES}
+    config = {g: rng.choice(layer.choices[g]) for g in GENES}
     layer.set_config(config)
     layer.base_layer.requires_grad_(True)
     x = torch.randn(3, 7, dtype=torch.float64)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import glora
+from glora.layers.choices import GENES
 from glora.layers.layer import GLoRALayer
 from glora.tuner.merging import merge_and_unload
 from models import CASES, MLP, Case
@@ -64,7 +65,7 @@ def test_merge_and_unload_takes_the_fixed_subnet_by_default() -> None:
 def test_a_bad_subnet_leaves_the_model_wrapped() -> None:
     _, model = _perturbed(CASES[0], 1)
     with pytest.raises(KeyError, match="missing layer"):
-        merge_and_unload(model, {"fc1": {g: "none" for g in glora.GENES}})
+        merge_and_unload(model, {"fc1": {g: "none" for g in GENES}})
     assert isinstance(model.fc1, GLoRALayer) and isinstance(model.fc2, GLoRALayer) and hasattr(model, "glora_config")
 
 
