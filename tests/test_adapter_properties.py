@@ -7,11 +7,14 @@ import warnings
 
 import pytest
 import torch
-from models import CASES, MLP, Case
 
 import glora
-from glora.tuner.subnets import draw_plans
+from glora.layers.choices import GENES
+from glora.layers.layer import GLoRALayer
 from glora.training.sampling import BudgetSampler
+from glora.tuner.subnets import draw_plans
+from glora.tuner.wrapping import glora_layers
+from models import CASES, MLP, Case
 
 SEEDS = range(6)
 
@@ -78,7 +81,7 @@ def test_merged_equals_fixed_subnet(case: Case, seed: int, add_bias: bool, dtype
             # fp32 rounding of the unmerged model itself (against float64) bounds what a merge can match
             rounding = _relative_error(expected, case.run(copy.deepcopy(model).double(), _double(inputs)))
         assert _relative_error(got, expected) < max(tolerance, 4 * rounding)
-        assert not any(isinstance(m, glora.GLoRALayer) for m in merged.modules())
+        assert not any(isinstance(m, GLoRALayer) for m in merged.modules())
         gained_bias = any(
             getattr(mm, "bias", None) is not None and getattr(bm, "bias", None) is None
             for (_, mm), (_, bm) in zip(merged.named_modules(), base.named_modules())
@@ -105,7 +108,7 @@ def test_by_default_a_bias_free_model_keeps_its_architecture(seed: int) -> None:
     """With the default config, bias-free layers offer no term that creates a bias; any subnet merges into
     bias-free layers, without a warning."""
     model = glora.wrap(MLP(bias=False), glora.GLoRAConfig(target_modules=["fc1", "fc2"]))
-    for _, layer in glora.glora_layers(model):
+    for _, layer in glora_layers(model):
         assert layer.choices["C"] == layer.choices["D"] == layer.choices["E"] == ("none",)
     with warnings.catch_warnings():
         warnings.simplefilter("error", glora.BiasAddedWarning)
@@ -140,13 +143,13 @@ def test_count_params_matches_method_table(case: Case, seed: int) -> None:
     for k in range(4):
         subnet = glora.sample_subnet(model, seed * 7 + k)
         expected = 0
-        for name, layer in glora.glora_layers(model):
+        for name, layer in glora_layers(model):
             out, inn = _matrix_shape(layer.base_layer)
-            expected += sum(_table_cost(g, subnet[name][g], out, inn) for g in glora.GENES)
+            expected += sum(_table_cost(g, subnet[name][g], out, inn) for g in GENES)
         assert glora.count_params(model, subnet) == expected
         assert space.count(subnet) == expected
     assert space.min_params == 0
-    largest = {l.name: {g: max(l.costs[g], key=l.costs[g].get) for g in glora.GENES} for l in space}
+    largest = {l.name: {g: max(l.costs[g], key=l.costs[g].get) for g in GENES} for l in space}
     assert glora.count_params(model, largest) == space.max_params
 
 
@@ -279,7 +282,7 @@ def test_a_restricted_space_holds_in_every_draw_search_and_file(seed: int, tmp_p
     def kinds_ok(subnet) -> bool:
         return all(config[g] in allowed[g] for config in subnet.values() for g in allowed)
 
-    layers = [layer for _, layer in glora.glora_layers(model)]
+    layers = [layer for _, layer in glora_layers(model)]
     plans = draw_plans(layers, torch.Generator().manual_seed(seed))
     assert all(plan[0].name in allowed["A"] and plan[1].name in allowed["B"] for plan in plans)
     assert all(kinds_ok(glora.sample_subnet(model, seed * 10 + i)) for i in range(10))
@@ -292,4 +295,4 @@ def test_a_restricted_space_holds_in_every_draw_search_and_file(seed: int, tmp_p
     glora.save_adapter(model, tmp_path, subnet=found.best_subnet)
     fresh = glora.load_adapter(MLP(), tmp_path)
     assert fresh.glora_config.choices == {"A": ["vector", "none"], "B": ["lora", "none"]}
-    assert [layer.choices for _, layer in glora.glora_layers(fresh)] == [layer.choices for layer in layers]
+    assert [layer.choices for _, layer in glora_layers(fresh)] == [layer.choices for layer in layers]
