@@ -1,4 +1,4 @@
-"""Folding a subnet into plain layers (structural re-parameterisation, ``docs/method.md``, section 6)."""
+"""Folding a subnet into plain layers (structural re-parameterisation, ``docs/method.md``, "Merging")."""
 
 from __future__ import annotations
 
