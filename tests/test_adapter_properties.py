@@ -149,7 +149,7 @@ def test_count_params_matches_method_table(case: Case, seed: int) -> None:
         assert glora.count_params(model, subnet) == expected
         assert space.count(subnet) == expected
     assert space.min_params == 0
-    largest = {l.name: {g: max(l.costs[g], key=l.costs[g].get) for g in GENES} for l in space}
+    largest = {layer.name: {g: max(layer.costs[g], key=layer.costs[g].get) for g in GENES} for layer in space}
     assert glora.count_params(model, largest) == space.max_params
 
 

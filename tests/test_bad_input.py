@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 import glora
+from glora.layers.choices import GENES
+from glora.tuner.wrapping import glora_layers
 from models import MLP, ConvNet, TinyTransformer
 
 
@@ -20,7 +22,7 @@ def _full(choice: dict[str, str]) -> dict[str, dict[str, str]]:
     return {"fc1": dict(choice), "fc2": dict(choice)}
 
 
-NONE = {g: "none" for g in glora.GENES}
+NONE = {g: "none" for g in GENES}
 
 
 @pytest.mark.parametrize(
@@ -95,7 +97,7 @@ def test_target_patterns_matching_nothing_or_wrong_types() -> None:
     wrapped = glora.wrap(
         nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), glora.GLoRAConfig(target_modules="all-linear")
     )
-    assert [n for n, _ in glora.glora_layers(wrapped)] == ["linear1", "linear2"]
+    assert [n for n, _ in glora_layers(wrapped)] == ["linear1", "linear2"]
 
 
 def test_config_errors() -> None:
@@ -178,5 +180,5 @@ def test_conv_layers_report_matrix_shapes() -> None:
     space = glora.search_space(model)
     assert (space["c2"].out_features, space["c2"].in_features) == (8, 2 * 9)  # in_channels/groups * k*k
     assert (space["c4"].out_features, space["c4"].in_features) == (5, 6 * 3)
-    with pytest.raises(KeyError, match="no GLoRA layer named 'c9'"):
+    with pytest.raises(KeyError, match="no GLoRA layer named .c9."):
         space["c9"]

@@ -25,7 +25,7 @@ _EXPORTS = {
     "sample_subnet": "glora.tuner.subnets",
     "supernet_mode": "glora.tuner.subnets",
     "count_params": "glora.tuner.subnets",
-    "set_batched_weights": "glora.layers.batched_weights",
+    "set_batched_weights": "glora.tuner.wrapping",
     # training and evaluation
     "TrainConfig": "glora.training.config",
     "TrainResult": "glora.training.config",
@@ -75,7 +75,6 @@ if TYPE_CHECKING:
     from glora.engine import ParetoPoint, SearchConfig, SearchResult, SearchSpace
     from glora.errors import DivergenceError, GLoRAError, ImpossibleBudgetError, LogError, ScoreError, SearchError
     from glora.files.adapter import AdapterMismatchError, load_adapter, read_adapter_config, save_adapter
-    from glora.layers.batched_weights import set_batched_weights
     from glora.layers.choices import ChoiceError
     from glora.training.config import TrainConfig, TrainResult
     from glora.training.evaluator import SubnetEvaluator
@@ -86,4 +85,4 @@ if TYPE_CHECKING:
     from glora.tuner.space import search_space
     from glora.tuner.subnets import count_params, get_subnet, sample_subnet, set_subnet, supernet_mode
     from glora.tuner.summary import trainable_parameters_summary
-    from glora.tuner.wrapping import adapter_parameters, wrap
+    from glora.tuner.wrapping import adapter_parameters, set_batched_weights, wrap

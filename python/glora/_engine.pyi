@@ -1,7 +1,8 @@
 """Type stubs of the native search engine (Rust, pyo3): the search domain behind typed objects."""
 
+from collections.abc import Iterator, Mapping, Sequence
 from os import PathLike
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Union
 
 __version__: str
 GENES: list[str]

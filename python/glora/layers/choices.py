@@ -102,25 +102,6 @@ def offered_choices(gene: str, ranks: Sequence[int], enabled: bool = True, kinds
     return tuple(names)
 
 
-def choice_cost(gene: str, choice: Choice, out_features: int, in_features: int) -> int:
-    """Trainable parameters used by ``choice`` for ``gene`` on an ``out x in`` layer (``docs/method.md``,
-    "Parameter costs")."""
-    if choice.kind == NONE:
-        return 0
-    if choice.kind == SCALAR:
-        return 1
-    if gene in ("A", "B"):
-        return choice.rank * (out_features + in_features) if choice.kind == "lora" else out_features
-    if gene == "C":
-        return choice.rank * (in_features + 1) if choice.kind == "lora" else in_features
-    return out_features
-
-
-def config_cost(config: dict[str, str], out_features: int, in_features: int, max_rank: int) -> int:
-    """Total parameter cost of one layer's configuration ``{gene: choice}``."""
-    return sum(choice_cost(g, parse_choice(g, config[g], max_rank), out_features, in_features) for g in GENES)
-
-
 def normalise_kinds(choices: Optional[Mapping[str, Sequence[str]]]) -> Optional[dict[str, tuple[str, ...]]]:
     """Validate ``GLoRAConfig.choices`` (genes to the kinds they offer, ``"lora"`` standing for every rank); return
     it with the kinds in canonical order, or None."""

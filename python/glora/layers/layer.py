@@ -28,7 +28,6 @@ from torch import nn
 from glora.layers.choices import (
     GENES,
     Plan,
-    choice_cost,
     has_bias_terms,
     has_weight_terms,
     offered_choices,
@@ -196,21 +195,8 @@ class GLoRALayer(nn.Module):
             )
         return self._sampler(self)
 
-    def cost(self, plan: Plan) -> int:
-        return sum(choice_cost(g, c, self.out_features, self.in_features) for g, c in zip(GENES, plan))
-
-    def choice_costs(self) -> dict[str, dict[str, int]]:
-        return {
-            g: {name: choice_cost(g, parse_choice(g, name, self.max_rank), self.out_features, self.in_features) for name in names}
-            for g, names in self.choices.items()
-        }
-
-    def draw(self, generator: torch.Generator) -> Plan:
-        """One configuration drawn uniformly and independently per gene from the offered choices."""
-        return self.plan_of(torch.randint(0, 1 << 30, (len(GENES),), generator=generator).tolist())
-
     def plan_of(self, draws: list[int]) -> Plan:
-        """The configuration that ``draw`` makes of one random integer per gene."""
+        """The configuration drawn by one random integer per gene (``glora.tuner.subnets.draw_plans``)."""
         return tuple(options[d % len(options)] for options, d in zip(self._offered, draws))
 
     # ------------------------------------------------------------------------------ what the kinds provide

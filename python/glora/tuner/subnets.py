@@ -11,6 +11,7 @@ from torch import nn
 from glora.engine.space import check_subnet_layers
 from glora.layers.choices import GENES, Choice
 from glora.layers.layer import GLoRALayer
+from glora.tuner.space import search_space
 from glora.tuner.wrapping import glora_layers, layers_or_raise
 
 Subnet = dict[str, dict[str, str]]
@@ -108,5 +109,5 @@ def supernet_mode(model: nn.Module, generator: GeneratorLike = None) -> torch.Ge
 
 def count_params(model: nn.Module, subnet: Subnet) -> int:
     """Adapter parameters used by ``subnet`` (the classifier head and other extra modules are not counted)."""
-    plans = validate_subnet(model, subnet)
-    return sum(layer.cost(plans[name]) for name, layer in glora_layers(model))
+    validate_subnet(model, subnet)
+    return search_space(model).count(subnet)
