@@ -70,7 +70,7 @@ def _search_worker(rank: int, world: int, init: str, out: str) -> None:
         scores = evaluator(subnets)
         log = os.path.join(out, "search.jsonl") if rank == 0 else None
         result = glora.search(model, evaluator, 400, generations=3, log=log, progress=False)
-        torch.save({"scores": scores, "history": result.history, "best": result.best_subnet}, os.path.join(out, f"search{rank}.pt"))
+        torch.save({"scores": scores, "history": [g.to_dict() for g in result.history], "best": result.best_subnet}, os.path.join(out, f"search{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -94,5 +94,5 @@ def test_evaluation_spread_over_processes_gives_every_rank_the_same_search(tmp_p
     evaluator = glora.SubnetEvaluator(model, _task(), metric="neg_loss")
     assert rank0["scores"] == evaluator([glora.sample_subnet(model, s) for s in range(7)])
     single = glora.search(model, evaluator, 400, generations=3, progress=False)
-    assert single.history == rank0["history"] and single.best_subnet == rank0["best"]
+    assert [g.to_dict() for g in single.history] == rank0["history"] and single.best_subnet == rank0["best"]
     assert (tmp_path / "search.jsonl").exists()
