@@ -67,11 +67,18 @@ def time_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeat: in
             fn()
             samples.append((time.perf_counter() - t0) * 1000)
             host.append(samples[-1])
-    return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples), "n": repeat,
-            "host_ms": statistics.median(host)}
+    return {
+        "median_ms": statistics.median(samples),
+        "min_ms": min(samples),
+        "max_ms": max(samples),
+        "n": repeat,
+        "host_ms": statistics.median(host),
+    }
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int, repeat: int) -> dict[str, dict[str, float]]:
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int, repeat: int
+) -> dict[str, dict[str, float]]:
     """``time_ms`` for several functions whose steps are interleaved: round after round, one step of each, so a
     drift of the host's speed (large on shared machines) reaches every function alike."""
     for fn in fns.values():
@@ -85,8 +92,16 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, wa
             one = time_ms(fn, device, 0, 1)
             samples[name].append(one["median_ms"])
             host[name].append(one["host_ms"])
-    return {name: {"median_ms": statistics.median(s), "min_ms": min(s), "max_ms": max(s), "n": repeat,
-                   "host_ms": statistics.median(host[name])} for name, s in samples.items()}
+    return {
+        name: {
+            "median_ms": statistics.median(s),
+            "min_ms": min(s),
+            "max_ms": max(s),
+            "n": repeat,
+            "host_ms": statistics.median(host[name]),
+        }
+        for name, s in samples.items()
+    }
 
 
 def allocated(device: torch.device) -> int:

@@ -29,24 +29,44 @@ def vit():
 
     def make():
         torch.manual_seed(0)
-        return timm.create_model("vit_base_patch16_224", pretrained=False, embed_dim=32, num_heads=2, img_size=32, num_classes=10)
+        return timm.create_model(
+            "vit_base_patch16_224", pretrained=False, embed_dim=32, num_heads=2, img_size=32, num_classes=10
+        )
 
     x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
-    return make, r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)", "head", lambda model: F.cross_entropy(model(x), y)
+    return (
+        make,
+        r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)",
+        "head",
+        lambda model: F.cross_entropy(model(x), y),
+    )
 
 
 def llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=8, num_attention_heads=2, num_key_value_heads=2,
-                         vocab_size=64, max_position_embeddings=16, attn_implementation="sdpa")
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=8,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=64,
+        max_position_embeddings=16,
+        attn_implementation="sdpa",
+    )
 
     def make():
         torch.manual_seed(0)
         return LlamaForCausalLM(config).to(dtype=torch.bfloat16)
 
     ids = torch.randint(0, 64, (1, 16), generator=torch.Generator().manual_seed(0))
-    return make, r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)", None, lambda model: model(input_ids=ids, labels=ids).loss
+    return (
+        make,
+        r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)",
+        None,
+        lambda model: model(input_ids=ids, labels=ids).loss,
+    )
 
 
 def steps_of(make, targets, head, loss_of, methods, mode: str):
@@ -80,14 +100,26 @@ def main() -> None:
                     step()
                 best[method] = min(best[method], (time.perf_counter() - t0) * 100)
         lora = best.get("peft_lora_r8")
-        rows = [{"method": m, "ms_per_step": t, "time_vs_peft_lora": t / lora if lora else None} for m, t in best.items()]
+        rows = [
+            {"method": m, "ms_per_step": t, "time_vs_peft_lora": t / lora if lora else None} for m, t in best.items()
+        ]
         print(name)
         print_table(rows, ["method", "ms_per_step", "time_vs_peft_lora"])
         results[name] = rows
-    path = write_result(args.name, torch.device("cpu"),
-                        {"vit": "vit_base_patch16_224 graph at width 32, batch 2, 32 px", "llama": "8 layers, width 32, bf16 base, 1 x 16 tokens",
-                         "threads": 1, "rounds": args.rounds, "steps_per_round": 10, "autocast": "bf16", "batched_weights": args.batched_weights},
-                        results)
+    path = write_result(
+        args.name,
+        torch.device("cpu"),
+        {
+            "vit": "vit_base_patch16_224 graph at width 32, batch 2, 32 px",
+            "llama": "8 layers, width 32, bf16 base, 1 x 16 tokens",
+            "threads": 1,
+            "rounds": args.rounds,
+            "steps_per_round": 10,
+            "autocast": "bf16",
+            "batched_weights": args.batched_weights,
+        },
+        results,
+    )
     print(f"wrote {path}")
 
 

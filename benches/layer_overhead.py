@@ -70,11 +70,17 @@ def merged_figures(device: torch.device, batch: int, warmup: int, repeat: int, s
         def fn():
             with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
                 m(x)
+
         return fn
 
     rounds = []
     for _ in range(3):  # interleave to cancel drift
-        rounds.append((time_ms(run(base), device, warmup, repeat)["median_ms"], time_ms(run(merged), device, warmup, repeat)["median_ms"]))
+        rounds.append(
+            (
+                time_ms(run(base), device, warmup, repeat)["median_ms"],
+                time_ms(run(merged), device, warmup, repeat)["median_ms"],
+            )
+        )
     base_ms = min(r[0] for r in rounds)
     merged_ms = min(r[1] for r in rounds)
     n_base = sum(p.numel() for p in base.parameters())
@@ -120,15 +126,39 @@ def main() -> None:
         r["time_vs_peft_lora"] = r["ms_per_step"] / lora["ms_per_step"] if lora else None
         r["memory_vs_peft_lora"] = r["peak_gib"] / lora["peak_gib"] if lora and r["peak_gib"] else None
     merged = merged_figures(device, batch, warmup, repeat, 0)
-    print_table(rows, ["method", "seed", "ms_per_step", "time_vs_peft_lora", "peak_gib", "memory_vs_peft_lora", "trainable_params", "subnet_params"])
-    print(f"merged model: latency {merged['merged_ms']:.2f} ms vs base {merged['base_ms']:.2f} ms (ratio {merged['latency_ratio']:.3f}); "
-          f"params {merged['merged_params']:,} vs {merged['base_params']:,} (ratio {merged['param_ratio']:.3f})")
+    print_table(
+        rows,
+        [
+            "method",
+            "seed",
+            "ms_per_step",
+            "time_vs_peft_lora",
+            "peak_gib",
+            "memory_vs_peft_lora",
+            "trainable_params",
+            "subnet_params",
+        ],
+    )
+    print(
+        f"merged model: latency {merged['merged_ms']:.2f} ms vs base {merged['base_ms']:.2f} ms (ratio {merged['latency_ratio']:.3f}); "
+        f"params {merged['merged_params']:,} vs {merged['base_params']:,} (ratio {merged['param_ratio']:.3f})"
+    )
     path = write_result(
         "layer_overhead",
         device,
-        {"model": "vit_base_patch16_224 (timm, random init)", "batch": batch, "image": 224, "autocast": "bf16",
-         "targets": TARGETS, "glora_rank": 4, "peft_lora_r": 8, "optimizer": "AdamW lr 1e-4 wd 1e-4",
-         "warmup_steps": warmup, "timed_steps": repeat, "tf32": gpu},
+        {
+            "model": "vit_base_patch16_224 (timm, random init)",
+            "batch": batch,
+            "image": 224,
+            "autocast": "bf16",
+            "targets": TARGETS,
+            "glora_rank": 4,
+            "peft_lora_r": 8,
+            "optimizer": "AdamW lr 1e-4 wd 1e-4",
+            "warmup_steps": warmup,
+            "timed_steps": repeat,
+            "tf32": gpu,
+        },
         {"train_step": rows, "merged_inference": merged},
     )
     print(f"wrote {path}")

@@ -54,7 +54,9 @@ class ReferenceGLoRALinear(nn.Module):
         d = self._path(cfg["D"], self.D, None, out, 1).reshape(-1)
         e = self._path(cfg["E"], self.E, None, out, 1).reshape(-1)
         weight = self.weight + self.weight * a + b
-        b0 = self.bias if self.bias is not None else torch.zeros(out, device=self.weight.device, dtype=self.weight.dtype)
+        b0 = (
+            self.bias if self.bias is not None else torch.zeros(out, device=self.weight.device, dtype=self.weight.dtype)
+        )
         bias = b0 + b0 * d + e + torch.matmul(self.weight, c).squeeze()
         return F.linear(x, weight, bias)
 

@@ -60,8 +60,13 @@ def main() -> None:
         scores = evaluator(subnets)
         sync(device)
         seconds = time.perf_counter() - start
-        rows.append({"method": f"glora evaluator, {per_pass} subnet(s) per pass, bf16", "evals_per_s": len(subnets) / seconds,
-                     "ms_per_eval": 1000 * seconds / len(subnets)})
+        rows.append(
+            {
+                "method": f"glora evaluator, {per_pass} subnet(s) per pass, bf16",
+                "evals_per_s": len(subnets) / seconds,
+                "ms_per_eval": 1000 * seconds / len(subnets),
+            }
+        )
         per_pass_ms[per_pass] = rows[-1]["ms_per_eval"]
     glora_scores = scores
 
@@ -90,8 +95,13 @@ def main() -> None:
     ref_scores = [reference_eval(s) for s in subnets]
     sync(device)
     seconds = time.perf_counter() - start
-    rows.append({"method": "reference: unmerged, fixed config, batch 64, fp32", "evals_per_s": len(subnets) / seconds,
-                 "ms_per_eval": 1000 * seconds / len(subnets)})
+    rows.append(
+        {
+            "method": "reference: unmerged, fixed config, batch 64, fp32",
+            "evals_per_s": len(subnets) / seconds,
+            "ms_per_eval": 1000 * seconds / len(subnets),
+        }
+    )
     set_config(reference, None)
     agreement = sum(abs(a - b) <= 2.0 / len(xd) for a, b in zip(glora_scores, ref_scores)) / len(subnets)
     for r in rows:
@@ -104,14 +114,32 @@ def main() -> None:
     start = time.perf_counter()
     result = glora.search(model, evaluator, 290_000, seed=0, generations=args.generations, progress=False)
     wall = time.perf_counter() - start
-    search = {"wall_s": wall, "evaluations": result.evaluations, "fitness_s": result.fitness_seconds,
-              "engine_s": result.engine_seconds, "outside_fitness_share": (wall - result.fitness_seconds) / wall,
-              "best_params": result.best_params, "budget": 290_000, "subnets_per_pass": per_pass}
-    print(f"whole search (population 50, {args.generations} generations, budget 290,000): {wall:.1f} s, {result.evaluations} evaluations, "
-          f"{100 * search['outside_fitness_share']:.2f} % outside fitness (engine {result.engine_seconds:.3f} s)")
-    path = write_result("subnet_eval", device, {"model": "vit_base_patch16_224 (random init, 10 classes)", "images": args.images,
-                                                "subnets_timed": args.subnets, "rank": 4, "search_generations": args.generations},
-                        {"evaluation": rows, "agreement_with_reference": agreement, "search": search})
+    search = {
+        "wall_s": wall,
+        "evaluations": result.evaluations,
+        "fitness_s": result.fitness_seconds,
+        "engine_s": result.engine_seconds,
+        "outside_fitness_share": (wall - result.fitness_seconds) / wall,
+        "best_params": result.best_params,
+        "budget": 290_000,
+        "subnets_per_pass": per_pass,
+    }
+    print(
+        f"whole search (population 50, {args.generations} generations, budget 290,000): {wall:.1f} s, {result.evaluations} evaluations, "
+        f"{100 * search['outside_fitness_share']:.2f} % outside fitness (engine {result.engine_seconds:.3f} s)"
+    )
+    path = write_result(
+        "subnet_eval",
+        device,
+        {
+            "model": "vit_base_patch16_224 (random init, 10 classes)",
+            "images": args.images,
+            "subnets_timed": args.subnets,
+            "rank": 4,
+            "search_generations": args.generations,
+        },
+        {"evaluation": rows, "agreement_with_reference": agreement, "search": search},
+    )
     print(f"wrote {path}")
 
 

@@ -62,7 +62,12 @@ def train_plain(model, data, steps: int, lr: float, batch: int, seed: int, devic
     """AdamW with 10 % warm-up and cosine decay over the trainable parameters (the PEFT baseline)."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     warm = steps // 10
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / (warm + 1) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            (s + 1) / (warm + 1) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
+        ),
+    )
     n = len(data["labels"])
     g = torch.Generator().manual_seed(seed)
     order = torch.cat([torch.randperm(n, generator=g) for _ in range(steps * batch // n + 1)])
@@ -82,11 +87,17 @@ def train_plain(model, data, steps: int, lr: float, batch: int, seed: int, devic
 
 
 BASELINES = {  # method -> learning rate (full fine-tuning needs a much smaller one)
-    "linear_probe": 1e-2, "peft_lora_r8_qv": 1e-3, "peft_lora_r8_all": 1e-3, "peft_glora_default": 1e-3, "full_finetune": 5e-5,
+    "linear_probe": 1e-2,
+    "peft_lora_r8_qv": 1e-3,
+    "peft_lora_r8_all": 1e-3,
+    "peft_glora_default": 1e-3,
+    "full_finetune": 5e-5,
 }
 
 
-def baseline_run(method: str, model_dir: str, data: tuple, seed: int, steps: int, lr: float, device: torch.device) -> dict[str, Any]:
+def baseline_run(
+    method: str, model_dir: str, data: tuple, seed: int, steps: int, lr: float, device: torch.device
+) -> dict[str, Any]:
     """A baseline with a trained head: the linear probe, PEFT LoRA r=8 (alpha 16) on
     query and value or on all encoder linears, PEFT's GloraConfig default on all encoder linears, or full
     fine-tuning."""
@@ -96,9 +107,15 @@ def baseline_run(method: str, model_dir: str, data: tuple, seed: int, steps: int
     torch.manual_seed(seed)
     model = load(model_dir, device)
     if method.startswith("peft_"):
-        config = {"peft_lora_r8_qv": lambda: LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["head"]),
-                  "peft_lora_r8_all": lambda: LoraConfig(r=8, lora_alpha=16, target_modules=ENCODER_LINEARS, modules_to_save=["head"]),
-                  "peft_glora_default": lambda: GloraConfig(target_modules=ENCODER_LINEARS, modules_to_save=["head"])}[method]()
+        config = {
+            "peft_lora_r8_qv": lambda: LoraConfig(
+                r=8, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["head"]
+            ),
+            "peft_lora_r8_all": lambda: LoraConfig(
+                r=8, lora_alpha=16, target_modules=ENCODER_LINEARS, modules_to_save=["head"]
+            ),
+            "peft_glora_default": lambda: GloraConfig(target_modules=ENCODER_LINEARS, modules_to_save=["head"]),
+        }[method]()
         model = get_peft_model(model, config)
     else:
         for name, p in model.named_parameters():
@@ -107,15 +124,25 @@ def baseline_run(method: str, model_dir: str, data: tuple, seed: int, steps: int
     seconds = train_plain(model, train, steps, lr, 32, seed, device)
     trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
     head = sum(v for n, v in trainable.items() if "head" in n)
-    return {"method": method, "seed": seed, "steps": steps, "lr": lr, "adapter_params": sum(trainable.values()) - head, "head_params": head,
-            "test_accuracy": accuracy_of(model, test, device), "train_s": seconds, "peak_gib": peak_gib(device)}
+    return {
+        "method": method,
+        "seed": seed,
+        "steps": steps,
+        "lr": lr,
+        "adapter_params": sum(trainable.values()) - head,
+        "head_params": head,
+        "test_accuracy": accuracy_of(model, test, device),
+        "train_s": seconds,
+        "peak_gib": peak_gib(device),
+    }
 
 
 def train_supernet(model, data, device, seed: int, **settings) -> glora.TrainResult:
     """GLoRA's supernet (or fixed-subnet) training as every run here does it: batch 32, 10 % warm-up, bf16 on a GPU."""
     precision = "bf16" if device.type == "cuda" else "fp32"
-    config = glora.TrainConfig(batch_size=32, warmup_steps=settings["steps"] // 10, seed=seed,
-                               precision=precision, progress=False, **settings)
+    config = glora.TrainConfig(
+        batch_size=32, warmup_steps=settings["steps"] // 10, seed=seed, precision=precision, progress=False, **settings
+    )
     return glora.SupernetTrainer(model, data, config, device=device).train()
 
 
@@ -151,35 +178,81 @@ class Settings:
         return tags
 
 
-def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int, device: torch.device, settings: Settings,
-              finetune_steps: int = 0, budget: int = BUDGET) -> dict[str, Any]:
+def glora_run(
+    model_dir: str,
+    data: tuple,
+    seed: int,
+    sampling: str,
+    steps: int,
+    device: torch.device,
+    settings: Settings,
+    finetune_steps: int = 0,
+    budget: int = BUDGET,
+) -> dict[str, Any]:
     """Train the supernet with one sampling option, search at the budget (or, with ``search_window``, within the
     training window), and score on the test split."""
     s = settings
     train, val, test = data
     torch.manual_seed(seed)
     model = load(model_dir, device)
-    glora.wrap(model, glora.GLoRAConfig(ranks=list(s.ranks), target_modules=ENCODER_LINEARS, modules_to_save=["head"], init=s.init,
-                                        choices=s.choices))
+    glora.wrap(
+        model,
+        glora.GLoRAConfig(
+            ranks=list(s.ranks),
+            target_modules=ENCODER_LINEARS,
+            modules_to_save=["head"],
+            init=s.init,
+            choices=s.choices,
+        ),
+    )
     window = None if sampling == "uniform" else (int(s.floor * budget), budget)
     reset_peak(device)
-    trained = train_supernet(model, train, device, seed, steps=steps, lr=s.lr, sampling=sampling, budget=window,
-                     distill=sampling == "sandwich", max_grad_norm=s.max_grad_norm)
+    trained = train_supernet(
+        model,
+        train,
+        device,
+        seed,
+        steps=steps,
+        lr=s.lr,
+        sampling=sampling,
+        budget=window,
+        distill=sampling == "sandwich",
+        max_grad_norm=s.max_grad_norm,
+    )
     train_peak = peak_gib(device)
     searched = window if s.search_window and window else budget
-    found = glora.search(model, glora.SubnetEvaluator(model, val, metric=s.fitness, device=device), searched, seed=seed,
-                         generations=s.generations, progress=False)
+    found = glora.search(
+        model,
+        glora.SubnetEvaluator(model, val, metric=s.fitness, device=device),
+        searched,
+        seed=seed,
+        generations=s.generations,
+        progress=False,
+    )
     test_eval = glora.SubnetEvaluator(model, test, device=device)
     randoms = BudgetSampler(glora.search_space(model), (0, budget), seed + 1000).draw(0, s.random_subnets)
     random_scores = test_eval(randoms)
     tags = s.tags(finetune_steps > 0)
     suffix = ("" if budget == BUDGET else f"@{budget}") + (f"[{','.join(tags)}]" if tags else "")
-    row = {"method": f"glora_{sampling}_{steps}{suffix}", "seed": seed, "budget": budget, "ranks": list(s.ranks), "peak_gib": train_peak,
-           "steps": steps, "lr": s.lr, "fitness": s.fitness, "train_window": window,
-           "adapter_params": found.best_params, "test_accuracy": test_eval([found.best_subnet])[0],
-           "random_feasible_test_mean": statistics.mean(random_scores), "validation_best": found.best_score,
-           "train_s": trained.seconds, "loss_curve": [round(statistics.mean(trained.losses[i:i + 20]), 4) for i in range(0, steps, 20)],
-           "search_s": found.engine_seconds + found.fitness_seconds, "search_budget": searched}
+    row = {
+        "method": f"glora_{sampling}_{steps}{suffix}",
+        "seed": seed,
+        "budget": budget,
+        "ranks": list(s.ranks),
+        "peak_gib": train_peak,
+        "steps": steps,
+        "lr": s.lr,
+        "fitness": s.fitness,
+        "train_window": window,
+        "adapter_params": found.best_params,
+        "test_accuracy": test_eval([found.best_subnet])[0],
+        "random_feasible_test_mean": statistics.mean(random_scores),
+        "validation_best": found.best_score,
+        "train_s": trained.seconds,
+        "loss_curve": [round(statistics.mean(trained.losses[i : i + 20]), 4) for i in range(0, steps, 20)],
+        "search_s": found.engine_seconds + found.fitness_seconds,
+        "search_budget": searched,
+    }
     if searched != budget:
         in_window = BudgetSampler(glora.search_space(model), searched, seed + 1000).draw(0, s.random_subnets)
         row["random_in_search_window_test_mean"] = statistics.mean(test_eval(in_window))
@@ -191,14 +264,23 @@ def glora_run(model_dir: str, data: tuple, seed: int, sampling: str, steps: int,
                 for n, p in model.named_parameters():
                     if n in supernet:
                         p.copy_(supernet[n])
-            train_supernet(model, train, device, seed, steps=finetune_steps, lr=s.finetune_lr, sampling="fixed", subnet=subnet)
+            train_supernet(
+                model, train, device, seed, steps=finetune_steps, lr=s.finetune_lr, sampling="fixed", subnet=subnet
+            )
             return test_eval([subnet])[0]  # the evaluator folds the weights as they are at each call
 
-        row.update({"method": f"glora_{sampling}_{steps}+{finetune_steps}_finetuned{suffix}", "finetune_steps": finetune_steps,
-                    "finetune_lr": s.finetune_lr, "steps": steps + finetune_steps, "test_accuracy_before_finetune": row["test_accuracy"],
-                    "test_accuracy": finetuned(found.best_subnet)})
+        row.update(
+            {
+                "method": f"glora_{sampling}_{steps}+{finetune_steps}_finetuned{suffix}",
+                "finetune_steps": finetune_steps,
+                "finetune_lr": s.finetune_lr,
+                "steps": steps + finetune_steps,
+                "test_accuracy_before_finetune": row["test_accuracy"],
+                "test_accuracy": finetuned(found.best_subnet),
+            }
+        )
         if s.random_finetune:
-            row["random_finetuned_test_mean"] = statistics.mean(finetuned(r) for r in randoms[:s.random_finetune])
+            row["random_finetuned_test_mean"] = statistics.mean(finetuned(r) for r in randoms[: s.random_finetune])
     return row
 
 
@@ -216,17 +298,29 @@ def summarise(rows: list[dict[str, Any]], baseline: str = "peft_lora_r8_qv") -> 
             values = [r[key] for r in group if r.get(key) is not None]
             return statistics.mean(values) if values else None
 
-        summary.append({"method": method, "seeds": len(group), "steps": group[0]["steps"], "adapter_params": mean_of("adapter_params"),
-                        "train_s": mean_of("train_s"), "peak_gib": mean_of("peak_gib"), "test_mean": statistics.mean(acc),
-                        "test_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-                        "test_mean_seeds_0_1_2": statistics.mean(a for r, a in zip(group, acc) if r["seed"] in (0, 1, 2))
-                        if {0, 1, 2} <= {r["seed"] for r in group} else None,
-                        f"gain_over_{baseline}": statistics.mean(gains) if gains and method != baseline else None,
-                        f"seeds_above_{baseline}": f"{sum(g > 0 for g in gains)}/{len(gains)}" if gains and method != baseline else None,
-                        "before_finetune_mean": mean_of("test_accuracy_before_finetune"),
-                        "random_feasible_mean": mean_of("random_feasible_test_mean"),
-                        "random_in_window_mean": mean_of("random_in_search_window_test_mean"),
-                        "random_finetuned_mean": mean_of("random_finetuned_test_mean")})
+        summary.append(
+            {
+                "method": method,
+                "seeds": len(group),
+                "steps": group[0]["steps"],
+                "adapter_params": mean_of("adapter_params"),
+                "train_s": mean_of("train_s"),
+                "peak_gib": mean_of("peak_gib"),
+                "test_mean": statistics.mean(acc),
+                "test_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                "test_mean_seeds_0_1_2": statistics.mean(a for r, a in zip(group, acc) if r["seed"] in (0, 1, 2))
+                if {0, 1, 2} <= {r["seed"] for r in group}
+                else None,
+                f"gain_over_{baseline}": statistics.mean(gains) if gains and method != baseline else None,
+                f"seeds_above_{baseline}": f"{sum(g > 0 for g in gains)}/{len(gains)}"
+                if gains and method != baseline
+                else None,
+                "before_finetune_mean": mean_of("test_accuracy_before_finetune"),
+                "random_feasible_mean": mean_of("random_feasible_test_mean"),
+                "random_in_window_mean": mean_of("random_in_search_window_test_mean"),
+                "random_finetuned_mean": mean_of("random_finetuned_test_mean"),
+            }
+        )
     return summary
 
 
@@ -234,7 +328,11 @@ def run_in_processes(args: argparse.Namespace, device: torch.device) -> Iterator
     """Every (seed, baseline) and (seed, variant) in a process of its own (this script with ``--only``), ``--jobs``
     at a time, one CPU thread each; the rows come back in job order and record how many processes shared the
     machine (their ``train_s`` and ``search_s`` are then not timings; the accuracies do not depend on it)."""
-    work = [job for seed in args.seeds for job in [f"{seed}:baseline:{b}" for b in args.baselines] + [f"{seed}:variant:{v}" for v in args.variants]]
+    work = [
+        job
+        for seed in args.seeds
+        for job in [f"{seed}:baseline:{b}" for b in args.baselines] + [f"{seed}:variant:{v}" for v in args.variants]
+    ]
     together = min(args.jobs, len(work))
     env = {k: v for k, v in os.environ.items() if k != "OUT"}  # the parts are not results to fetch
     env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
@@ -244,7 +342,17 @@ def run_in_processes(args: argparse.Namespace, device: torch.device) -> Iterator
         path = result_path(name, device)
         if os.path.exists(path):  # left by an interrupted run: with --append the part would take its rows in
             os.remove(path)
-        command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--only", job, "--name", name, "--jobs", "1"]
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            *sys.argv[1:],
+            "--only",
+            job,
+            "--name",
+            name,
+            "--jobs",
+            "1",
+        ]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"job {job} failed:\n{done.stderr[-3000:]}")
@@ -273,7 +381,9 @@ def parse_variant(text: str, parser: argparse.ArgumentParser) -> tuple[str, int,
     supernet, _, finetune = steps.partition("+")
     numbers = [supernet] + [t for t in (finetune, budget) if t]
     if sampling not in ("uniform", "budget", "sandwich") or not all(t.isdigit() for t in numbers):
-        parser.error(f"variant {text!r}: expected sampling:steps[+finetune_steps][@budget], sampling uniform, budget or sandwich")
+        parser.error(
+            f"variant {text!r}: expected sampling:steps[+finetune_steps][@budget], sampling uniform, budget or sandwich"
+        )
     return sampling, int(supernet), int(finetune or 0), int(budget or BUDGET)
 
 
@@ -283,60 +393,125 @@ def main() -> None:
     parser.add_argument("--data", default=os.path.join(ASSETS, "vaderSentiment-3.3.2.tar.gz"))
     parser.add_argument("--steps", type=int, default=320, help="training steps of every baseline")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the PEFT baselines")
-    parser.add_argument("--baselines", nargs="*", default=["peft_lora_r8_qv"], choices=list(BASELINES),
-                        help=f"baselines trained per seed (learning rates: {BASELINES}; --lr sets the PEFT ones)")
-    parser.add_argument("--variants", nargs="*", default=["uniform:640", "budget:960", "sandwich:960"],
-                        help="sampling:supernet_steps[+finetune_steps][@budget] (budget 73,728 unless given; 331,776 is LoRA r=8 on all linears)")
+    parser.add_argument(
+        "--baselines",
+        nargs="*",
+        default=["peft_lora_r8_qv"],
+        choices=list(BASELINES),
+        help=f"baselines trained per seed (learning rates: {BASELINES}; --lr sets the PEFT ones)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        default=["uniform:640", "budget:960", "sandwich:960"],
+        help="sampling:supernet_steps[+finetune_steps][@budget] (budget 73,728 unless given; 331,776 is LoRA r=8 on all linears)",
+    )
     parser.add_argument("--glora-lr", type=float, default=1e-3)
-    parser.add_argument("--choices", nargs="*", default=["B=lora,none"],
-                        help="kinds offered per support tensor (GLoRAConfig.choices; the default leaves out B's vector and scalar forms, "
-                             "which make the supernet unstable; --choices alone gives the paper's full space)")
-    parser.add_argument("--init", default="kaiming", choices=["kaiming", "xavier"], help="initialisation of the up factors")
+    parser.add_argument(
+        "--choices",
+        nargs="*",
+        default=["B=lora,none"],
+        help="kinds offered per support tensor (GLoRAConfig.choices; the default leaves out B's vector and scalar forms, "
+        "which make the supernet unstable; --choices alone gives the paper's full space)",
+    )
+    parser.add_argument(
+        "--init", default="kaiming", choices=["kaiming", "xavier"], help="initialisation of the up factors"
+    )
     parser.add_argument("--max-grad-norm", type=float, default=None, help="gradient clipping of the supernet training")
-    parser.add_argument("--ranks", type=int, nargs="+", default=[4], help="LoRA ranks offered by the supernet (nested slices of one factor)")
+    parser.add_argument(
+        "--ranks",
+        type=int,
+        nargs="+",
+        default=[4],
+        help="LoRA ranks offered by the supernet (nested slices of one factor)",
+    )
     parser.add_argument("--floor", type=float, default=0.75, help="budget-aware paths lie in [floor x budget, budget]")
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
     parser.add_argument("--random-finetune", type=int, default=3, help="random feasible subnets fine-tuned likewise")
     parser.add_argument("--fitness", default="neg_loss", choices=["accuracy", "neg_loss"])
-    parser.add_argument("--search-window", action="store_true", help="search within the training window, not all of [0, budget]")
+    parser.add_argument(
+        "--search-window", action="store_true", help="search within the training window, not all of [0, budget]"
+    )
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--random-subnets", type=int, default=20)
     parser.add_argument("--generations", type=int, default=20)
     parser.add_argument("--sizes", type=int, nargs=3, default=[1000, 500, 2000])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--name", default="supernet_quality", help="results/<name>_<device>.json")
-    parser.add_argument("--append", action="store_true", help="keep the rows already in that file (a run split over several calls)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="run each (seed, method) in a process of its own, this many at once (MiniLM's steps are bound by "
-                             "the host: on a 16-core H200 machine 15-18 fit)")
+    parser.add_argument(
+        "--append", action="store_true", help="keep the rows already in that file (a run split over several calls)"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="run each (seed, method) in a process of its own, this many at once (MiniLM's steps are bound by "
+        "the host: on a 16-core H200 machine 15-18 fit)",
+    )
     parser.add_argument("--only", help=argparse.SUPPRESS)  # SEED:baseline:NAME or SEED:variant:SPEC, a --jobs part
     args = parser.parse_args()
     if args.only:
         seed, kind, what = args.only.split(":", 2)
-        args.seeds, args.baselines, args.variants = [int(seed)], [what] if kind == "baseline" else [], [what] if kind == "variant" else []
+        args.seeds, args.baselines, args.variants = (
+            [int(seed)],
+            [what] if kind == "baseline" else [],
+            [what] if kind == "variant" else [],
+        )
     variants = [parse_variant(v, parser) for v in args.variants]
-    settings = Settings(lr=args.glora_lr, fitness=args.fitness, generations=args.generations, random_subnets=args.random_subnets,
-                        finetune_lr=args.finetune_lr, random_finetune=args.random_finetune, floor=args.floor,
-                        search_window=args.search_window, ranks=tuple(args.ranks), init=args.init,
-                        max_grad_norm=args.max_grad_norm,
-                        choices={g: k.split(",") for g, _, k in (c.partition("=") for c in args.choices)} or None)
+    settings = Settings(
+        lr=args.glora_lr,
+        fitness=args.fitness,
+        generations=args.generations,
+        random_subnets=args.random_subnets,
+        finetune_lr=args.finetune_lr,
+        random_finetune=args.random_finetune,
+        floor=args.floor,
+        search_window=args.search_window,
+        ranks=tuple(args.ranks),
+        init=args.init,
+        max_grad_norm=args.max_grad_norm,
+        choices={g: k.split(",") for g, _, k in (c.partition("=") for c in args.choices)} or None,
+    )
     for sampling, steps, finetune, _ in variants:
         if steps + finetune > 3 * args.steps:
-            parser.error(f"{sampling}:{steps}+{finetune}: GLoRA may train at most 3x LoRA's {args.steps} steps (supernet plus fine-tuning)")
+            parser.error(
+                f"{sampling}:{steps}+{finetune}: GLoRA may train at most 3x LoRA's {args.steps} steps (supernet plus fine-tuning)"
+            )
     device = torch.device(args.device)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    config = {"model": "all-MiniLM-L6-v2 (mean pooling)", "sizes": args.sizes, "max_len": 64, "budget": BUDGET,
-              "lora": f"r=8, alpha 16, query+value, lr {args.lr}", **{k: v for k, v in vars(args).items() if k not in ("model", "data", "device")}}
+    config = {
+        "model": "all-MiniLM-L6-v2 (mean pooling)",
+        "sizes": args.sizes,
+        "max_len": 64,
+        "budget": BUDGET,
+        "lora": f"r=8, alpha 16, query+value, lr {args.lr}",
+        **{k: v for k, v in vars(args).items() if k not in ("model", "data", "device")},
+    }
     rows = []
     if args.append and os.path.exists(result_path(args.name, device)):
         with open(result_path(args.name, device), encoding="utf-8") as fh:
             rows = json.load(fh)["figures"]["runs"]
-        for per_call in ("variants", "seeds", "baselines", "random_finetune", "search_window", "ranks", "init", "max_grad_norm", "choices", "append", "jobs", "only"):
+        for per_call in (
+            "variants",
+            "seeds",
+            "baselines",
+            "random_finetune",
+            "search_window",
+            "ranks",
+            "init",
+            "max_grad_norm",
+            "choices",
+            "append",
+            "jobs",
+            "only",
+        ):
             config.pop(per_call)
-        config["note"] = "rows from several calls (--append); each row records its own settings, the method name its non-default ones"
+        config["note"] = (
+            "rows from several calls (--append); each row records its own settings, the method name its non-default ones"
+        )
 
     def record(row: dict[str, Any]) -> str:
         """Print the row and rewrite the results file with every row so far (a run cut short keeps them); a row
@@ -355,8 +530,23 @@ def main() -> None:
             path = record(baseline_run(method, args.model, data, seed, args.steps, lr, device))
         for sampling, steps, finetune, budget in variants:
             path = record(glora_run(args.model, data, seed, sampling, steps, device, settings, finetune, budget))
-    print_table(summarise(rows), ["method", "seeds", "steps", "adapter_params", "train_s", "test_mean", "test_std", "gain_over_peft_lora_r8_qv",
-                                  "seeds_above_peft_lora_r8_qv", "before_finetune_mean", "random_feasible_mean", "random_finetuned_mean"])
+    print_table(
+        summarise(rows),
+        [
+            "method",
+            "seeds",
+            "steps",
+            "adapter_params",
+            "train_s",
+            "test_mean",
+            "test_std",
+            "gain_over_peft_lora_r8_qv",
+            "seeds_above_peft_lora_r8_qv",
+            "before_finetune_mean",
+            "random_feasible_mean",
+            "random_finetuned_mean",
+        ],
+    )
     print(f"wrote {path}")
 
 

@@ -34,8 +34,11 @@ from glora.tasks.pipeline import ENCODER_LINEARS
 from glora.training.sampling import BudgetSampler
 from supernet_quality import ASSETS, BUDGET, load, splits, train_supernet
 
-SPACES = {"paper": None, "B without vector/scalar": {"B": ["lora", "none"]},
-          "B and C without vector/scalar": {"B": ["lora", "none"], "C": ["lora", "none"]}}
+SPACES = {
+    "paper": None,
+    "B without vector/scalar": {"B": ["lora", "none"]},
+    "B and C without vector/scalar": {"B": ["lora", "none"], "C": ["lora", "none"]},
+}
 
 
 def input_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor], lr: float) -> list[dict[str, Any]]:
@@ -50,39 +53,85 @@ def input_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor], lr: float
             x = inputs[0]
             row_sums = module.weight.float().abs().sum(1).mean().item()
             stats[name] = (x.sum(-1).abs().mean().item(), output.abs().mean().item(), x.shape[-1], row_sums)
+
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and any(n.endswith(t) for t in ENCODER_LINEARS)]
+    handles = [
+        m.register_forward_hook(hook(n))
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and any(n.endswith(t) for t in ENCODER_LINEARS)
+    ]
     with torch.no_grad():
         model(**{k: v for k, v in batch.items() if k != "labels"})
     for h in handles:
         h.remove()
-    return [{"layer": n, "in_features": d, "abs_sum_x": s, "abs_y": y, "b_vector_step": lr * s / y, "a_vector_step": lr,
-             "c_vector_step": lr * w / y} for n, (s, y, d, w) in stats.items()]
+    return [
+        {
+            "layer": n,
+            "in_features": d,
+            "abs_sum_x": s,
+            "abs_y": y,
+            "b_vector_step": lr * s / y,
+            "a_vector_step": lr,
+            "c_vector_step": lr * w / y,
+        }
+        for n, (s, y, d, w) in stats.items()
+    ]
 
 
-def run(model_dir: str, data: tuple, seed: int, lr: float, steps: int, sampling: str, choices: Optional[dict[str, list[str]]],
-        device: torch.device, random_subnets: int) -> dict[str, Any]:
+def run(
+    model_dir: str,
+    data: tuple,
+    seed: int,
+    lr: float,
+    steps: int,
+    sampling: str,
+    choices: Optional[dict[str, list[str]]],
+    device: torch.device,
+    random_subnets: int,
+) -> dict[str, Any]:
     train, val, _ = data
     torch.manual_seed(seed)
     model = load(model_dir, device)
-    glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=ENCODER_LINEARS, modules_to_save=["head"], choices=choices))
+    glora.wrap(
+        model, glora.GLoRAConfig(rank=4, target_modules=ENCODER_LINEARS, modules_to_save=["head"], choices=choices)
+    )
     window = None if sampling == "uniform" else (int(0.75 * BUDGET), BUDGET)
-    losses = train_supernet(model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=window, distill=sampling == "sandwich").losses
+    losses = train_supernet(
+        model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=window, distill=sampling == "sandwich"
+    ).losses
     draws = BudgetSampler(glora.search_space(model), (0, BUDGET), seed + 1000).draw(0, random_subnets)
     accuracy = glora.SubnetEvaluator(model, val, device=device)(draws)
-    return {"seed": seed, "lr": lr, "steps": steps, "sampling": sampling, "loss_curve": [round(statistics.mean(losses[i:i + 10]), 4) for i in range(0, steps, 10)],
-            "final_loss": statistics.mean(losses[-50:]), "max_loss_after_warmup": max(losses[steps // 10:]),
-            "random_val_accuracy": accuracy, "random_val_mean": statistics.mean(accuracy)}
+    return {
+        "seed": seed,
+        "lr": lr,
+        "steps": steps,
+        "sampling": sampling,
+        "loss_curve": [round(statistics.mean(losses[i : i + 10]), 4) for i in range(0, steps, 10)],
+        "final_loss": statistics.mean(losses[-50:]),
+        "max_loss_after_warmup": max(losses[steps // 10 :]),
+        "random_val_accuracy": accuracy,
+        "random_val_mean": statistics.mean(accuracy),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=os.path.join(ASSETS, "minilm-fp16"))
     parser.add_argument("--data", default=os.path.join(ASSETS, "vaderSentiment-3.3.2.tar.gz"))
-    parser.add_argument("--runs", nargs="*", default=["1:2e-3:160", "2:1e-3:320"], help="seed:lr:steps[:sampling] (budget, sandwich or uniform; default budget)")
-    parser.add_argument("--spaces", nargs="*", default=list(SPACES)[:2], choices=list(SPACES), help="search spaces compared in every run")
+    parser.add_argument(
+        "--runs",
+        nargs="*",
+        default=["1:2e-3:160", "2:1e-3:320"],
+        help="seed:lr:steps[:sampling] (budget, sandwich or uniform; default budget)",
+    )
+    parser.add_argument(
+        "--spaces",
+        nargs="*",
+        default=list(SPACES)[:2],
+        choices=list(SPACES),
+        help="search spaces compared in every run",
+    )
     parser.add_argument("--name", default="supernet_stability", help="results/<name>_<device>.json")
     parser.add_argument("--random-subnets", type=int, default=6)
     parser.add_argument("--validation", type=int, default=300, help="validation sentences scored per random subnet")
@@ -93,9 +142,15 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    config = {"model": "all-MiniLM-L6-v2 (mean pooling)", "sizes": [1000, 500, 2000], "validation_scored": args.validation,
-              "budget_window": [int(0.75 * BUDGET), BUDGET], "rank": 4, "runs": args.runs,
-              "spaces": {name: SPACES[name] for name in args.spaces}}
+    config = {
+        "model": "all-MiniLM-L6-v2 (mean pooling)",
+        "sizes": [1000, 500, 2000],
+        "validation_scored": args.validation,
+        "budget_window": [int(0.75 * BUDGET), BUDGET],
+        "rank": 4,
+        "runs": args.runs,
+        "spaces": {name: SPACES[name] for name in args.spaces},
+    }
     figures: dict[str, Any] = {"input_sums": None, "runs": []}
     for spec in args.runs:
         seed, lr, steps, sampling = (spec.split(":") + ["budget"])[:4]
@@ -105,14 +160,35 @@ def main() -> None:
         train, val, test = splits(tokenizer, args.data, (1000, 500, 2000), seed)
         val = {k: v[: args.validation] for k, v in val.items()}
         if figures["input_sums"] is None:
-            figures["input_sums"] = input_sums(load(args.model, device), {k: v[:64].to(device) for k, v in train.items()}, lr)
+            figures["input_sums"] = input_sums(
+                load(args.model, device), {k: v[:64].to(device) for k, v in train.items()}, lr
+            )
         for space in args.spaces:
-            row = {"space": space, **run(args.model, (train, val, test), seed, lr, steps, sampling, SPACES[space], device, args.random_subnets)}
+            row = {
+                "space": space,
+                **run(
+                    args.model,
+                    (train, val, test),
+                    seed,
+                    lr,
+                    steps,
+                    sampling,
+                    SPACES[space],
+                    device,
+                    args.random_subnets,
+                ),
+            }
             figures["runs"].append(row)
             print({k: v for k, v in row.items() if k != "loss_curve"}, flush=True)
             path = write_result(args.name, device, config, figures)
-    print_table(figures["input_sums"], ["layer", "in_features", "abs_sum_x", "abs_y", "b_vector_step", "a_vector_step", "c_vector_step"])
-    print_table(figures["runs"], ["space", "sampling", "seed", "lr", "steps", "final_loss", "max_loss_after_warmup", "random_val_mean"])
+    print_table(
+        figures["input_sums"],
+        ["layer", "in_features", "abs_sum_x", "abs_y", "b_vector_step", "a_vector_step", "c_vector_step"],
+    )
+    print_table(
+        figures["runs"],
+        ["space", "sampling", "seed", "lr", "steps", "final_loss", "max_loss_after_warmup", "random_val_mean"],
+    )
     print(f"wrote {path}")
 
 

@@ -51,8 +51,16 @@ def vit(device: torch.device, batch: int):
 def llama(device: torch.device, batch: int, seq: int = 1024):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16,
-                         num_key_value_heads=16, vocab_size=32000, max_position_embeddings=seq, attn_implementation="sdpa")
+    config = LlamaConfig(
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=16,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        vocab_size=32000,
+        max_position_embeddings=seq,
+        attn_implementation="sdpa",
+    )
 
     def make():
         torch.manual_seed(0)
@@ -78,7 +86,17 @@ def measured_step(method: str, make, targets, head, loss_of, device, mode: str) 
 
 def isolated_peak(model_name: str, method: str, args: argparse.Namespace) -> float | None:
     """The method's peak memory measured by a fresh process of this script (``--peak-of``)."""
-    command = [sys.executable, __file__, "--peak-of", model_name, method, "--device", args.device, "--batched-weights", args.batched_weights]
+    command = [
+        sys.executable,
+        __file__,
+        "--peak-of",
+        model_name,
+        method,
+        "--device",
+        args.device,
+        "--batched-weights",
+        args.batched_weights,
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"measuring the peak of {method} on {model_name} failed:\n{done.stderr[-2000:]}")
@@ -99,9 +117,13 @@ def prepare_all(methods: list[str], make, targets, head, loss_of, device, mode: 
     for method in methods:
         model, params, subnet, step, peak = measured_step(method, make, targets, head, loss_of, device, mode)
         steps[method] = step
-        rows[method] = {"method": method, "peak_gib": peak, "trainable_params": sum(p.numel() for p in params),
-                        "subnet_params": glora.count_params(model, subnet) if subnet is not None else None,
-                        "model_params": sum(p.numel() for p in model.parameters())}
+        rows[method] = {
+            "method": method,
+            "peak_gib": peak,
+            "trainable_params": sum(p.numel() for p in params),
+            "subnet_params": glora.count_params(model, subnet) if subnet is not None else None,
+            "model_params": sum(p.numel() for p in model.parameters()),
+        }
     return steps, rows
 
 
@@ -111,28 +133,42 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["vit", "llama"])
     parser.add_argument("--methods", nargs="*", default=METHODS)
     parser.add_argument("--name", default="train_step", help="results/<name>_<device>.json (e.g. train_step_always)")
-    parser.add_argument("--batched-weights", default="auto", choices=BATCHED_WEIGHTS_MODES,
-                        help="glora's GLoRAConfig.batched_weights (always: every W' kept for the backward)")
-    parser.add_argument("--peaks", default="isolated", choices=["isolated", "shared"],
-                        help="peak memory from a fresh process per method (isolated) or from the timing process (shared)")
+    parser.add_argument(
+        "--batched-weights",
+        default="auto",
+        choices=BATCHED_WEIGHTS_MODES,
+        help="glora's GLoRAConfig.batched_weights (always: every W' kept for the backward)",
+    )
+    parser.add_argument(
+        "--peaks",
+        default="isolated",
+        choices=["isolated", "shared"],
+        help="peak memory from a fresh process per method (isolated) or from the timing process (shared)",
+    )
     parser.add_argument("--peak-of", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     if args.peak_of:
         name, method = args.peak_of
-        print(json.dumps({"peak_gib": measured_step(method, *workload(name, device), device, args.batched_weights)[-1]}))
+        print(
+            json.dumps({"peak_gib": measured_step(method, *workload(name, device), device, args.batched_weights)[-1]})
+        )
         return
     warmup, repeat = (5, 30) if gpu else (1, 2)
     results = {}
     for name in args.models:
-        methods = [m for m in args.methods if not (name == "vit" and m == "glora_supernet_add_bias")]  # every ViT layer has a bias
+        methods = [
+            m for m in args.methods if not (name == "vit" and m == "glora_supernet_add_bias")
+        ]  # every ViT layer has a bias
         steps, by_method = prepare_all(methods, *workload(name, device), device, args.batched_weights)
         timings = time_interleaved(steps, device, warmup, repeat)
         rows = []
         for method, row in by_method.items():
             timing = timings[method]
-            rows.append({**row, "ms_per_step": timing["median_ms"], "min_ms": timing["min_ms"], "host_ms": timing["host_ms"]})
+            rows.append(
+                {**row, "ms_per_step": timing["median_ms"], "min_ms": timing["min_ms"], "host_ms": timing["host_ms"]}
+            )
         del steps
         gc.collect()
         if gpu and args.peaks == "isolated":
@@ -145,16 +181,46 @@ def main() -> None:
             r["time_vs_peft_lora"] = r["ms_per_step"] / lora["ms_per_step"] if lora else None
             r["memory_vs_peft_lora"] = r["peak_gib"] / lora["peak_gib"] if lora and r["peak_gib"] else None
         print(name)
-        print_table(rows, ["method", "ms_per_step", "host_ms", "time_vs_peft_lora", "peak_gib", "memory_vs_peft_lora", "trainable_params", "subnet_params"])
+        print_table(
+            rows,
+            [
+                "method",
+                "ms_per_step",
+                "host_ms",
+                "time_vs_peft_lora",
+                "peak_gib",
+                "memory_vs_peft_lora",
+                "trainable_params",
+                "subnet_params",
+            ],
+        )
         results[name] = rows
-        path = write_result(args.name, device,  # after each model: a run cut short keeps what it measured
-                            {"vit": {"model": "vit_base_patch16_224", "batch": 64 if gpu else 2, "targets": VIT_TARGETS},
-                             "llama": {"hidden": 2048, "layers": 16, "mlp": 5632, "batch": 4 if gpu else 1, "seq": 1024 if gpu else 64,
-                                       "weights": "bf16", "targets": LLAMA_TARGETS},
-                             "autocast": "bf16", "glora_rank": 4, "peft_lora_r": 8, "warmup_steps": warmup, "timed_steps": repeat,
-                             "optimizer": OPTIMIZER, "batched_weights": args.batched_weights, "timing": "interleaved rounds, one step of each method per round",
-                             "peaks": args.peaks},
-                            results)
+        path = write_result(
+            args.name,
+            device,  # after each model: a run cut short keeps what it measured
+            {
+                "vit": {"model": "vit_base_patch16_224", "batch": 64 if gpu else 2, "targets": VIT_TARGETS},
+                "llama": {
+                    "hidden": 2048,
+                    "layers": 16,
+                    "mlp": 5632,
+                    "batch": 4 if gpu else 1,
+                    "seq": 1024 if gpu else 64,
+                    "weights": "bf16",
+                    "targets": LLAMA_TARGETS,
+                },
+                "autocast": "bf16",
+                "glora_rank": 4,
+                "peft_lora_r": 8,
+                "warmup_steps": warmup,
+                "timed_steps": repeat,
+                "optimizer": OPTIMIZER,
+                "batched_weights": args.batched_weights,
+                "timing": "interleaved rounds, one step of each method per round",
+                "peaks": args.peaks,
+            },
+            results,
+        )
     print(f"wrote {path}")
 
 

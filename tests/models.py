@@ -82,13 +82,22 @@ def bert_tiny() -> nn.Module:
 def vit_tiny() -> nn.Module:
     import timm
 
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2, num_classes=3).eval()
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2, num_classes=3
+    ).eval()
 
 
 class Case:
     """A model factory, its targets and an input maker; ``output`` turns the model's output into one tensor."""
 
-    def __init__(self, name: str, make: Callable[[], nn.Module], targets, make_input: Callable[[torch.Generator], object], output=None):
+    def __init__(
+        self,
+        name: str,
+        make: Callable[[], nn.Module],
+        targets,
+        make_input: Callable[[torch.Generator], object],
+        output=None,
+    ):
         self.name = name
         self.make = make
         self.targets = targets
@@ -111,7 +120,19 @@ CASES = [
     Case("mlp_regex", lambda: MLP(bias=False), r"fc\d", lambda g: torch.randn(4, 12, generator=g)),
     Case("convnet", ConvNet, ["c1", "c2", "c3", "c4", "c5"], lambda g: torch.randn(2, 3, 8, 8, generator=g)),
     Case("transformer", TinyTransformer, "all-linear", lambda g: torch.randn(2, 5, 16, generator=g)),
-    Case("gpt2_conv1d", gpt2_tiny, ["c_attn", "c_proj", "c_fc"], lambda g: torch.randint(0, 50, (2, 7), generator=g), _hidden),
-    Case("bert", bert_tiny, ["query", "key", "value", "dense"], lambda g: torch.randint(0, 60, (2, 9), generator=g), _hidden),
+    Case(
+        "gpt2_conv1d",
+        gpt2_tiny,
+        ["c_attn", "c_proj", "c_fc"],
+        lambda g: torch.randint(0, 50, (2, 7), generator=g),
+        _hidden,
+    ),
+    Case(
+        "bert",
+        bert_tiny,
+        ["query", "key", "value", "dense"],
+        lambda g: torch.randint(0, 60, (2, 9), generator=g),
+        _hidden,
+    ),
     Case("vit", vit_tiny, ["qkv", "proj", "fc1", "fc2"], lambda g: torch.randn(2, 3, 32, 32, generator=g)),
 ]

@@ -27,7 +27,9 @@ class AdditiveFitness:
         self.space = space
         self.values = {
             (layer.name, g, c): (0.0 if c == "none" else rng.random() * (3.0 if c.startswith("lora") else 1.0))
-            for layer in space for g in GENES for c in layer.choices[g]
+            for layer in space
+            for g in GENES
+            for c in layer.choices[g]
         }
         self.seen: list[str] = []
 

@@ -156,7 +156,9 @@ def test_count_params_matches_method_table(case: Case, seed: int) -> None:
 def test_vit_b16_space_matches_method_figures() -> None:
     timm = pytest.importorskip("timm")
     model = timm.create_model("vit_base_patch16_224", pretrained=False)
-    glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"))
+    glora.wrap(
+        model, glora.GLoRAConfig(rank=4, target_modules=r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)")
+    )
     space = glora.search_space(model)
     assert len(space) == 48
     assert 1.55e6 < space.max_params < 1.65e6  # METHOD.md: the largest configuration is 1.60 M
@@ -266,7 +268,10 @@ def test_summary_mentions_counts() -> None:
     model = glora.wrap(MLP(), glora.GLoRAConfig(target_modules=["fc1"], modules_to_save=["head"]))
     text = glora.trainable_parameters_summary(model)
     layer = model.fc1
-    assert f"supernet adapter params: {sum(p.numel() for n, p in layer.named_parameters() if 'base_layer' not in n):,}" in text
+    assert (
+        f"supernet adapter params: {sum(p.numel() for n, p in layer.named_parameters() if 'base_layer' not in n):,}"
+        in text
+    )
     assert f"other trainable params: {sum(p.numel() for p in model.head.parameters()):,}" in text
 
 
@@ -289,8 +294,16 @@ def test_a_restricted_space_holds_in_every_draw_search_and_file(seed: int, tmp_p
     space = glora.search_space(model)
     budget = (space.min_params + space.max_params) // 2
     assert all(kinds_ok(s) for s in BudgetSampler(space, (0, budget), seed).draw(0, 10))
-    found = glora.search(model, lambda subnets: [float(glora.count_params(model, s)) for s in subnets], budget, seed=seed,
-                         population=8, parents=4, generations=2, progress=False)
+    found = glora.search(
+        model,
+        lambda subnets: [float(glora.count_params(model, s)) for s in subnets],
+        budget,
+        seed=seed,
+        population=8,
+        parents=4,
+        generations=2,
+        progress=False,
+    )
     assert kinds_ok(found.best_subnet)
     glora.save_adapter(model, tmp_path, subnet=found.best_subnet)
     fresh = glora.load_adapter(MLP(), tmp_path)

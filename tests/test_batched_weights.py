@@ -59,7 +59,11 @@ def test_same_outputs_and_gradients_as_the_node(case, seed: int, monkeypatch) ->
     glora.set_subnet(model, glora.sample_subnet(model, seed))
     inputs = case.make_input(torch.Generator().manual_seed(seed))
     exact = linear_function.bias_grads
-    monkeypatch.setattr(linear_function, "bias_grads", lambda grads, plan, gb, *rest: exact(grads, plan, gb.bfloat16().to(gb.dtype), *rest))
+    monkeypatch.setattr(
+        linear_function,
+        "bias_grads",
+        lambda grads, plan, gb, *rest: exact(grads, plan, gb.bfloat16().to(gb.dtype), *rest),
+    )
     out_node, grads_node = _step(case, model, inputs, False)
     out, grads = _step(case, model, inputs, True)
     assert torch.equal(out, out_node)
@@ -185,7 +189,13 @@ def test_stale_weights_are_not_used() -> None:
     """After the optimizer's step, a layer called on its own (not through the model) computes with the new
     factors, and a new plan set between forwards is honoured."""
     model = _perturbed(CASES[0], 0)
-    glora.set_subnet(model, {n: {"A": "lora_4", "B": "lora_2", "C": "vector", "D": "vector", "E": "scalar"} for n, _ in glora_layers(model)})
+    glora.set_subnet(
+        model,
+        {
+            n: {"A": "lora_4", "B": "lora_2", "C": "vector", "D": "vector", "E": "scalar"}
+            for n, _ in glora_layers(model)
+        },
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randn(4, 12)).sum().backward()
     assert model.fc1.prepared_weights is not None
@@ -211,7 +221,9 @@ def test_copies_pickles_and_merges_after_a_step() -> None:
     model.fc1.prepare(None)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         clone(torch.randn(4, 12)).sum().backward()
-    assert clone.fc1.prepared_weights is not None and model.fc1.prepared_weights is None  # the copy's hook builds the copy's layers
+    assert (
+        clone.fc1.prepared_weights is not None and model.fc1.prepared_weights is None
+    )  # the copy's hook builds the copy's layers
     pickle.loads(pickle.dumps(model))
     merged = glora.merge(model, subnet)
     assert not merged._forward_pre_hooks
@@ -237,7 +249,13 @@ def test_torch_compile_of_a_wrapped_model(batched: bool, base: str) -> None:
     model = _perturbed(CASES[0], 5)
     for _, layer in glora_layers(model):
         layer.base_layer.to(getattr(torch, base))
-    glora.set_subnet(model, {n: {"A": "lora_2", "B": "vector", "C": "lora_4", "D": "scalar", "E": "vector"} for n, _ in glora_layers(model)})
+    glora.set_subnet(
+        model,
+        {
+            n: {"A": "lora_2", "B": "vector", "C": "lora_4", "D": "scalar", "E": "vector"}
+            for n, _ in glora_layers(model)
+        },
+    )
     x = torch.randn(4, 12, generator=torch.Generator().manual_seed(5))
     results = []
     for run in (model, torch.compile(model, backend="aot_eager")):
@@ -256,7 +274,12 @@ def test_torch_compile_of_a_wrapped_model(batched: bool, base: str) -> None:
 def _tiny_transformer(seed: int, base: str, mode: str = "auto") -> nn.Module:
     torch.manual_seed(seed)
     model = TinyTransformer()
-    glora.wrap(model, glora.GLoRAConfig(rank=4, ranks=[2, 4], target_modules=r"(.*\.)?(q|k|v|o|up|down)", add_bias=True, batched_weights=mode))
+    glora.wrap(
+        model,
+        glora.GLoRAConfig(
+            rank=4, ranks=[2, 4], target_modules=r"(.*\.)?(q|k|v|o|up|down)", add_bias=True, batched_weights=mode
+        ),
+    )
     with torch.no_grad():
         for _, p in adapter_parameters(model):
             p.copy_(torch.randn_like(p) * 0.1)
@@ -291,7 +314,9 @@ def test_batched_modes_match_the_node_over_any_base(seed: int, base: str, mode: 
         with _path(model, batched):
             out = _forward(model, torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed)), base)
         out.float().sum().backward()
-        results.append((out.detach(), {n: p.grad for n, p in adapter_parameters(model) if p.grad is not None}, len(node_calls)))
+        results.append(
+            (out.detach(), {n: p.grad for n, p in adapter_parameters(model) if p.grad is not None}, len(node_calls))
+        )
     (out_node, grads_node, calls_node), (out, grads, calls) = results
     assert calls_node > 0 and calls == 0
     assert torch.equal(out, out_node)
@@ -335,7 +360,11 @@ def test_rebuilt_weights_match_the_node_on_every_model_kind(case, seed: int, mon
     (a transposed ``W0``) included: the node's outputs and A/B gradients; C/D/E's as in
     ``test_same_outputs_and_gradients_as_the_node`` (the node's bias gradient rounded to bf16 once)."""
     exact = linear_function.bias_grads
-    monkeypatch.setattr(linear_function, "bias_grads", lambda grads, plan, gb, *rest: exact(grads, plan, gb.bfloat16().to(gb.dtype), *rest))
+    monkeypatch.setattr(
+        linear_function,
+        "bias_grads",
+        lambda grads, plan, gb, *rest: exact(grads, plan, gb.bfloat16().to(gb.dtype), *rest),
+    )
     results = []
     for batched in (False, True):
         model = _perturbed(case, seed)
@@ -380,7 +409,9 @@ def test_auto_mode_keeps_no_weight_copy_over_a_compute_dtype_base(seed: int, bas
     backward still gives the same gradients as a second identical model under ``always``."""
     refs = _built_weights(monkeypatch)
     model = _tiny_transformer(seed, base)
-    subnet = {n: {"A": "lora_4", "B": "lora_2", "C": "vector", "D": "none", "E": "scalar"} for n, _ in glora_layers(model)}
+    subnet = {
+        n: {"A": "lora_4", "B": "lora_2", "C": "vector", "D": "none", "E": "scalar"} for n, _ in glora_layers(model)
+    }
     glora.set_subnet(model, subnet)
     x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed))
     loss = _forward(model, x, base).float().sum()
@@ -398,7 +429,10 @@ def test_auto_mode_keeps_no_weight_copy_over_a_compute_dtype_base(seed: int, bas
 
 def test_a_factor_modified_between_forward_and_backward_is_reported() -> None:
     model = _tiny_transformer(0, "bfloat16_autocast")
-    glora.set_subnet(model, {n: {"A": "lora_4", "B": "vector", "C": "none", "D": "none", "E": "none"} for n, _ in glora_layers(model)})
+    glora.set_subnet(
+        model,
+        {n: {"A": "lora_4", "B": "vector", "C": "none", "D": "none", "E": "none"} for n, _ in glora_layers(model)},
+    )
     loss = _forward(model, torch.randn(2, 5, 16), "bfloat16_autocast").float().sum()
     with torch.no_grad():
         for _, layer in glora_layers(model):
@@ -426,8 +460,15 @@ def test_transformers_checkpointing_switch_is_seen_on_a_submodule(monkeypatch) -
     """transformers keeps its switch on submodules (the decoder layers, the inner model): enabling it after the
     wrap makes the layers over a bf16 base run their own node, and the step matches the one without it."""
     transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                      num_key_value_heads=2, vocab_size=32, max_position_embeddings=8)
+    config = transformers.LlamaConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=32,
+        max_position_embeddings=8,
+    )
     ids = torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(0))
     node_calls = []
     apply = GLoRALinearFunction.apply
@@ -437,7 +478,10 @@ def test_transformers_checkpointing_switch_is_seen_on_a_submodule(monkeypatch) -
         torch.manual_seed(0)
         model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
         glora.wrap(model, glora.GLoRAConfig(target_modules=r".*_proj"))
-        glora.set_subnet(model, {n: {"A": "lora_4", "B": "vector", "C": "none", "D": "none", "E": "none"} for n, _ in glora_layers(model)})
+        glora.set_subnet(
+            model,
+            {n: {"A": "lora_4", "B": "vector", "C": "none", "D": "none", "E": "none"} for n, _ in glora_layers(model)},
+        )
         with torch.no_grad():
             for _, p in adapter_parameters(model):
                 p.copy_(torch.randn_like(p) * 0.1)
@@ -458,7 +502,11 @@ def test_the_mode_is_the_wrapped_models_own() -> None:
     config = glora.GLoRAConfig(rank=2, target_modules=["fc1", "fc2"])
     first, second = (glora.wrap(CASES[0].make(), config) for _ in range(2))
     set_batched_weights(first, "always")
-    assert (first.glora_config.batched_weights, second.glora_config.batched_weights, config.batched_weights) == ("always", "auto", "auto")
+    assert (first.glora_config.batched_weights, second.glora_config.batched_weights, config.batched_weights) == (
+        "always",
+        "auto",
+        "auto",
+    )
 
 
 def test_an_unknown_mode_is_refused() -> None:

@@ -28,8 +28,16 @@ def _model() -> torch.nn.Module:
 
 
 def _config(batch: int, precision: str = "fp32") -> glora.TrainConfig:
-    return glora.TrainConfig(steps=6, batch_size=batch, lr=1e-2, warmup_steps=1, max_grad_norm=1.0, seed=3, progress=False,
-                             precision=precision)
+    return glora.TrainConfig(
+        steps=6,
+        batch_size=batch,
+        lr=1e-2,
+        warmup_steps=1,
+        max_grad_norm=1.0,
+        seed=3,
+        progress=False,
+        precision=precision,
+    )
 
 
 def _worker(rank: int, world: int, init: str, out: str, precision: str) -> None:
@@ -39,7 +47,9 @@ def _worker(rank: int, world: int, init: str, out: str, precision: str) -> None:
         trainer = glora.SupernetTrainer(model, _task(), _config(16, precision))
         trainer.train()
         trainer.save_checkpoint(os.path.join(out, "ckpt.pt"))
-        torch.save({n: p.detach() for n, p in model.named_parameters() if p.requires_grad}, os.path.join(out, f"rank{rank}.pt"))
+        torch.save(
+            {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}, os.path.join(out, f"rank{rank}.pt")
+        )
     finally:
         dist.destroy_process_group()
 
@@ -70,7 +80,10 @@ def _search_worker(rank: int, world: int, init: str, out: str) -> None:
         scores = evaluator(subnets)
         log = os.path.join(out, "search.jsonl") if rank == 0 else None
         result = glora.search(model, evaluator, 400, generations=3, log=log, progress=False)
-        torch.save({"scores": scores, "history": [g.to_dict() for g in result.history], "best": result.best_subnet}, os.path.join(out, f"search{rank}.pt"))
+        torch.save(
+            {"scores": scores, "history": [g.to_dict() for g in result.history], "best": result.best_subnet},
+            os.path.join(out, f"search{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 

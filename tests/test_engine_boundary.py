@@ -44,14 +44,35 @@ def test_stubs_match_the_compiled_module() -> None:
             runtime = getattr(_engine, node.name)
             assert inspect.isclass(runtime), node.name
             members = {m.name: m for m in node.body if isinstance(m, ast.FunctionDef)}
-            runtime_members = _public([n for n in vars(runtime) if n not in ("__new__", "__doc__", "__module__", "__eq__", "__repr__", "__hash__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__")])
+            runtime_members = _public(
+                [
+                    n
+                    for n in vars(runtime)
+                    if n
+                    not in (
+                        "__new__",
+                        "__doc__",
+                        "__module__",
+                        "__eq__",
+                        "__repr__",
+                        "__hash__",
+                        "__ne__",
+                        "__lt__",
+                        "__le__",
+                        "__gt__",
+                        "__ge__",
+                    )
+                ]
+            )
             assert set(members) - {"__init__"} == runtime_members - {"__init__"}, node.name
             for name, fn in members.items():
                 target = runtime if name == "__init__" else getattr(runtime, name)
                 signature = getattr(target, "__text_signature__", None)
                 if signature is None or isinstance(target, property) or (name.startswith("__") and name != "__init__"):
                     continue
-                runtime_params = [p for p in inspect.signature(target).parameters if p not in ("self", "$self", "cls", "$cls")]
+                runtime_params = [
+                    p for p in inspect.signature(target).parameters if p not in ("self", "$self", "cls", "$cls")
+                ]
                 assert _parameters(fn) == runtime_params, f"{node.name}.{name}"
         elif isinstance(node, ast.FunctionDef):
             stub_names.add(node.name)
@@ -69,8 +90,18 @@ def test_no_json_string_crosses_the_boundary() -> None:
     assert "json" not in stub.lower()
     for node in ast.walk(_stub()):
         if isinstance(node, ast.FunctionDef) and node.returns is not None:
-            assert ast.unparse(node.returns) != "str" or node.name in ("name", "objective", "nonfinite", "log", "glora_version"), node.name
-    for path in [*(PACKAGE / "engine").glob("*.py"), PACKAGE / "training" / "sampling.py", PACKAGE / "cli" / "replay.py"]:
+            assert ast.unparse(node.returns) != "str" or node.name in (
+                "name",
+                "objective",
+                "nonfinite",
+                "log",
+                "glora_version",
+            ), node.name
+    for path in [
+        *(PACKAGE / "engine").glob("*.py"),
+        PACKAGE / "training" / "sampling.py",
+        PACKAGE / "cli" / "replay.py",
+    ]:
         text = path.read_text()
         assert "json.loads" not in text and "space_json" not in text and "to_json" not in text, path.name
 
@@ -87,11 +118,23 @@ def test_errors_share_one_base_and_carry_native_details() -> None:
 
 def test_config_defaults_and_checks_live_in_the_engine() -> None:
     default = SearchConfig()
-    assert default.to_dict() == {"population": 50, "parents": 10, "mutants": 25, "crossovers": 25, "mutation_prob": 0.2,
-                                 "generations": 20, "objective": "fitness", "nonfinite": "error", "threads": None}
+    assert default.to_dict() == {
+        "population": 50,
+        "parents": 10,
+        "mutants": 25,
+        "crossovers": 25,
+        "mutation_prob": 0.2,
+        "generations": 20,
+        "objective": "fitness",
+        "nonfinite": "error",
+        "threads": None,
+    }
     odd = SearchConfig(population=7)
     assert (odd.mutants, odd.crossovers) == (3, 4)
-    assert odd.replace(population=10).mutants == 5 and SearchConfig(population=7, mutants=1).replace(population=10).mutants == 1
+    assert (
+        odd.replace(population=10).mutants == 5
+        and SearchConfig(population=7, mutants=1).replace(population=10).mutants == 1
+    )
     assert SearchConfig(objective="pareto") == SearchConfig().replace(objective="pareto") != default
     for kwargs, message in [
         ({"population": 0}, "population must be a positive integer, got 0"),
@@ -117,7 +160,9 @@ def test_space_round_trips_and_costs_come_from_shapes() -> None:
     assert layer.costs["C"] == {"lora_4": 4 * 33, "vector": 32, "none": 0}
     assert layer.costs["D"] == {"vector": 64, "scalar": 1, "none": 0}
     assert SearchSpace.from_dict(space.to_dict()) == space
-    assert space.min_params == 0 and space.max_params == sum(max(c.values()) for layer_ in space for c in layer_.costs.values())
+    assert space.min_params == 0 and space.max_params == sum(
+        max(c.values()) for layer_ in space for c in layer_.costs.values()
+    )
     with pytest.raises(SearchError, match="gene C"):
         _engine.LayerSpace("x", 4, 4, {"A": ["none"], "B": ["none"], "C": ["scalar"], "D": ["none"], "E": ["none"]})
 
@@ -153,7 +198,10 @@ def _reference_extreme(space: SearchSpace, budget: tuple[int, int], largest: boo
 def test_budget_sampler_draws_within_budget_and_its_extremes_match_the_reference() -> None:
     rng = random.Random(0)
     for trial in range(6):
-        space = synthetic_space([(rng.randrange(8, 200), rng.randrange(8, 200)) for _ in range(rng.randrange(2, 9))], rank=rng.choice([2, 4, 8]))
+        space = synthetic_space(
+            [(rng.randrange(8, 200), rng.randrange(8, 200)) for _ in range(rng.randrange(2, 9))],
+            rank=rng.choice([2, 4, 8]),
+        )
         hi = rng.randrange(space.max_params // 4, space.max_params)
         lo = rng.randrange(0, hi // 2)
         try:

@@ -88,7 +88,10 @@ def test_gradients_match_plain_autograd(name, make, make_x, seed) -> None:
             p = getattr(layer, n, None)
             if p is not None:
                 p.copy_(torch.randn_like(p) * 0.3)
-    config = {g: rng.choice(layer.choices[g] + (("lora_3",) if g in "ABC" and layer.choices[g] != ("none",) else ())) for g in GENES}
+    config = {
+        g: rng.choice(layer.choices[g] + (("lora_3",) if g in "ABC" and layer.choices[g] != ("none",) else ()))
+        for g in GENES
+    }
     layer.set_config(config)
     x = make_x().double().requires_grad_(rng.random() < 0.8)
     y = layer(x)
@@ -103,7 +106,9 @@ def test_gradients_match_plain_autograd(name, make, make_x, seed) -> None:
     expected_y = _reference(layer, config, x)
     torch.testing.assert_close(y, expected_y, rtol=1e-12, atol=1e-12)
     (expected_y * weights).sum().backward()
-    _assert_gradients_close(got, layer, config, lambda g, ref: torch.testing.assert_close(g, ref, rtol=1e-10, atol=1e-12))
+    _assert_gradients_close(
+        got, layer, config, lambda g, ref: torch.testing.assert_close(g, ref, rtol=1e-10, atol=1e-12)
+    )
     if x.requires_grad:
         torch.testing.assert_close(got_x, x.grad, rtol=1e-10, atol=1e-12)
 
@@ -207,7 +212,11 @@ class _Outputs(torch.utils._python_dispatch.TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        inputs = {t.untyped_storage().data_ptr() for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in torch.utils._pytree.tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor)
+        }
         out = func(*args, **kwargs)
         for t in torch.utils._pytree.tree_leaves(out):
             if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
@@ -265,8 +274,12 @@ def test_each_base_kind_gets_its_layer_class() -> None:
 
     from glora.layers.layer import Linear
 
-    for base, cls, kind in ((nn.Linear(4, 3), Linear, "linear"), (Conv1D(3, 4), HFConv1D, "hf_conv1d"),
-                            (nn.Conv1d(4, 3, 2), ConvNd, "conv"), (nn.Conv3d(4, 3, 1), ConvNd, "conv")):
+    for base, cls, kind in (
+        (nn.Linear(4, 3), Linear, "linear"),
+        (Conv1D(3, 4), HFConv1D, "hf_conv1d"),
+        (nn.Conv1d(4, 3, 2), ConvNd, "conv"),
+        (nn.Conv3d(4, 3, 1), ConvNd, "conv"),
+    ):
         layer = wrap_layer(base, max_rank=2, ranks=(2,))
         assert type(layer) is cls and isinstance(layer, GLoRALayer) and layer.kind == kind
         assert (layer.out_features, layer.in_features) == (3, 4 * (2 if isinstance(base, nn.Conv1d) else 1))

@@ -25,7 +25,9 @@ def _run(log=None, resume=False, fitness=None, **kw):
     fitness = fitness or AdditiveFitness(SMALL, 0)
     if "config" not in kw:
         kw.setdefault("generations", 6)
-    return search(SMALL, fitness, kw.pop("budget", 3000), seed=kw.pop("seed", 5), log=log, resume=resume, progress=False, **kw)
+    return search(
+        SMALL, fitness, kw.pop("budget", 3000), seed=kw.pop("seed", 5), log=log, resume=resume, progress=False, **kw
+    )
 
 
 def test_every_candidate_respects_the_budget_and_is_evaluated_once() -> None:
@@ -91,7 +93,9 @@ def test_bad_budgets_scores_and_arguments() -> None:
         _run(fitness=lambda batch: ["high"] * len(batch))
     with pytest.raises(glora.ScoreError, match="sequence"):
         _run(fitness=lambda batch: None)
-    worst = _run(fitness=lambda batch: [math.inf if i == 0 else 1.0 for i in range(len(batch))], nonfinite="worst", generations=2)
+    worst = _run(
+        fitness=lambda batch: [math.inf if i == 0 else 1.0 for i in range(len(batch))], nonfinite="worst", generations=2
+    )
     assert worst.best_score == 1.0
     with pytest.raises(ValueError, match="objective"):
         _run(objective="speed")
@@ -165,7 +169,11 @@ def test_resume_after_truncation_at_random_points_reaches_the_same_result(tmp_pa
         result = _run(log=log, resume=True, fitness=fitness)
         assert result.history == reference.history and result.best_subnet == reference.best_subnet
         assert result.pareto_front == reference.pareto_front
-        recorded = sum(1 for line in data[:cut].split(b"\n")[1:] if line.startswith(b'{"type":"eval"') and data[:cut].count(b"\n") > 0)
+        recorded = sum(
+            1
+            for line in data[:cut].split(b"\n")[1:]
+            if line.startswith(b'{"type":"eval"') and data[:cut].count(b"\n") > 0
+        )
         assert len(fitness.seen) + result.recovered_evaluations == reference.evaluations
         assert result.recovered_evaluations <= recorded
         assert log.read_bytes() == data, "the resumed log must equal the uninterrupted one"
@@ -308,7 +316,9 @@ def test_search_accepts_a_wrapped_model() -> None:
     result = search(model, fitness, 500, generations=3, progress=False)
     assert glora.count_params(model, result.best_subnet) == result.best_params <= 500
     merged = glora.merge(model, result.best_subnet)
-    assert sum(p.numel() for p in merged.parameters()) == sum(p.numel() for n, p in model.named_parameters() if "base_layer" in n or n.startswith("head"))
+    assert sum(p.numel() for p in merged.parameters()) == sum(
+        p.numel() for n, p in model.named_parameters() if "base_layer" in n or n.startswith("head")
+    )
 
 
 def test_a_config_object_and_keywords_give_the_same_search() -> None:

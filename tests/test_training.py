@@ -31,8 +31,16 @@ def _model(seed: int = 0) -> torch.nn.Module:
 @pytest.mark.parametrize("sampling", ["uniform", "budget", "sandwich"])
 def test_training_reduces_the_loss(sampling: str) -> None:
     model = _model()
-    config = glora.TrainConfig(steps=60, batch_size=32, lr=1e-2, warmup_steps=5, sampling=sampling, budget=600, progress=False,
-                               distill=sampling == "sandwich")
+    config = glora.TrainConfig(
+        steps=60,
+        batch_size=32,
+        lr=1e-2,
+        warmup_steps=5,
+        sampling=sampling,
+        budget=600,
+        progress=False,
+        distill=sampling == "sandwich",
+    )
     evaluator = glora.SubnetEvaluator(model, _task(128, 9), metric="neg_loss")
     subnets = [glora.sample_subnet(model, s) for s in range(4)]
     subnets = [s for s in subnets if glora.count_params(model, s) <= 600] or [glora.sample_subnet(model, 0)]
@@ -52,7 +60,9 @@ def test_fixed_training_moves_only_the_subnets_tensors(seed: int) -> None:
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     evaluator = glora.SubnetEvaluator(model, _task(128, 9), metric="neg_loss")
     loss_before = -evaluator([subnet])[0]
-    config = glora.TrainConfig(steps=40, batch_size=32, lr=1e-2, sampling="fixed", subnet=subnet, seed=seed, progress=False)
+    config = glora.TrainConfig(
+        steps=40, batch_size=32, lr=1e-2, sampling="fixed", subnet=subnet, seed=seed, progress=False
+    )
     glora.train_supernet(model, _task(), config)
     assert -evaluator([subnet])[0] < loss_before
     moved = {n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])}
@@ -63,8 +73,19 @@ def test_fixed_training_moves_only_the_subnets_tensors(seed: int) -> None:
 
 def _run(sampling: str, steps_first: int, total: int, tmp_path, precision: str = "fp32", accum: int = 1):
     model = _model(1)
-    config = glora.TrainConfig(steps=total, batch_size=16, lr=5e-3, warmup_steps=2, grad_accum=accum, max_grad_norm=1.0,
-                               sampling=sampling, budget=(0, 700), precision=precision, progress=False, seed=4)
+    config = glora.TrainConfig(
+        steps=total,
+        batch_size=16,
+        lr=5e-3,
+        warmup_steps=2,
+        grad_accum=accum,
+        max_grad_norm=1.0,
+        sampling=sampling,
+        budget=(0, 700),
+        precision=precision,
+        progress=False,
+        seed=4,
+    )
     data = _task(96, 1)
     trainer = glora.SupernetTrainer(model, data, config)
     first = trainer.train(steps_first).losses
@@ -98,7 +119,9 @@ def test_checkpoint_mismatch_and_bad_settings(tmp_path) -> None:
     trainer.save_checkpoint(tmp_path / "a.pt")
     other = glora.wrap(MLP(), glora.GLoRAConfig(target_modules=["fc1"], modules_to_save=["head"]))
     with pytest.raises(ValueError, match="fc2"):
-        glora.SupernetTrainer(other, _task(64), glora.TrainConfig(steps=2, batch_size=16, progress=False)).load_checkpoint(tmp_path / "a.pt")
+        glora.SupernetTrainer(
+            other, _task(64), glora.TrainConfig(steps=2, batch_size=16, progress=False)
+        ).load_checkpoint(tmp_path / "a.pt")
     with pytest.raises(ValueError, match="fewer than one batch"):
         glora.SupernetTrainer(_model(), _task(8), glora.TrainConfig(steps=2, batch_size=16))
     with pytest.raises(ValueError, match="needs a budget"):
@@ -112,7 +135,11 @@ def test_checkpoint_mismatch_and_bad_settings(tmp_path) -> None:
     with pytest.raises(ValueError, match="sampling='fixed' trains the subnet given"):
         glora.TrainConfig(steps=2, subnet={})
     with pytest.raises(KeyError, match="missing layer.*fc2"):
-        glora.SupernetTrainer(_model(), _task(64), glora.TrainConfig(steps=2, sampling="fixed", subnet={"fc1": glora.sample_subnet(_model(), 0)["fc1"]}))
+        glora.SupernetTrainer(
+            _model(),
+            _task(64),
+            glora.TrainConfig(steps=2, sampling="fixed", subnet={"fc1": glora.sample_subnet(_model(), 0)["fc1"]}),
+        )
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         glora.TrainConfig(steps=0)
     with pytest.raises(glora.ImpossibleBudgetError):
@@ -124,7 +151,9 @@ def test_checkpoint_mismatch_and_bad_settings(tmp_path) -> None:
 
 
 def test_periodic_checkpoints_let_a_killed_run_continue_exactly(tmp_path) -> None:
-    config = glora.TrainConfig(steps=10, batch_size=16, lr=5e-3, warmup_steps=2, sampling="budget", budget=(0, 700), progress=False, seed=3)
+    config = glora.TrainConfig(
+        steps=10, batch_size=16, lr=5e-3, warmup_steps=2, sampling="budget", budget=(0, 700), progress=False, seed=3
+    )
     data = _task(96, 1)
     straight_model = _model(1)
     straight = glora.SupernetTrainer(straight_model, data, config).train().losses
@@ -160,22 +189,40 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path) -> None:
     trainer = glora.SupernetTrainer(_model(), _task(64), config)
     trainer.train(2)
     trainer.save_checkpoint(tmp_path / "a.pt")
-    glora.SupernetTrainer(_model(), _task(64), dataclasses.replace(config, progress=True)).load_checkpoint(tmp_path / "a.pt")
-    for change, message in [({"lr": 2e-3}, "lr 0.001 there, 0.002 here"), ({"steps": 8}, "steps 4 there, 8 here"),
-                            ({"sampling": "budget", "budget": 600}, r"sampling 'uniform' there, 'budget' here; budget None there, \(0, 600\) here"),
-                            ({"seed": 1, "batch_size": 8}, "batch_size 16 there, 8 here; .*seed 0 there, 1 here")]:
+    glora.SupernetTrainer(_model(), _task(64), dataclasses.replace(config, progress=True)).load_checkpoint(
+        tmp_path / "a.pt"
+    )
+    for change, message in [
+        ({"lr": 2e-3}, "lr 0.001 there, 0.002 here"),
+        ({"steps": 8}, "steps 4 there, 8 here"),
+        (
+            {"sampling": "budget", "budget": 600},
+            r"sampling 'uniform' there, 'budget' here; budget None there, \(0, 600\) here",
+        ),
+        ({"seed": 1, "batch_size": 8}, "batch_size 16 there, 8 here; .*seed 0 there, 1 here"),
+    ]:
         other = glora.SupernetTrainer(_model(), _task(64), dataclasses.replace(config, **change))
-        with pytest.raises(ValueError, match=f"written with other training settings \\({message}\\); resume with the TrainConfig"):
+        with pytest.raises(
+            ValueError, match=f"written with other training settings \\({message}\\); resume with the TrainConfig"
+        ):
             other.load_checkpoint(tmp_path / "a.pt")
     torch.manual_seed(0)
-    narrower = glora.wrap(MLP(), glora.GLoRAConfig(target_modules=["fc1", "fc2"], modules_to_save=["head"], choices={"B": ["lora", "none"]}))
-    with pytest.raises(ValueError, match="another search space: layer 'fc1' gene B offers lora_4, vector, scalar, none there, lora_4, none here"):
+    narrower = glora.wrap(
+        MLP(),
+        glora.GLoRAConfig(target_modules=["fc1", "fc2"], modules_to_save=["head"], choices={"B": ["lora", "none"]}),
+    )
+    with pytest.raises(
+        ValueError,
+        match="another search space: layer 'fc1' gene B offers lora_4, vector, scalar, none there, lora_4, none here",
+    ):
         glora.SupernetTrainer(narrower, _task(64), config).load_checkpoint(tmp_path / "a.pt")
     budgeted = dataclasses.replace(config, sampling="budget", budget=600)
     written = glora.SupernetTrainer(_model(), _task(64), budgeted)
     written.save_checkpoint(tmp_path / "b.pt")
     for same in ((0, 600), [0, 600]):
-        glora.SupernetTrainer(_model(), _task(64), dataclasses.replace(budgeted, budget=same)).load_checkpoint(tmp_path / "b.pt")
+        glora.SupernetTrainer(_model(), _task(64), dataclasses.replace(budgeted, budget=same)).load_checkpoint(
+            tmp_path / "b.pt"
+        )
     state = torch.load(tmp_path / "a.pt", weights_only=False)
     torch.save({**state, "world": 2}, tmp_path / "two.pt")
     with pytest.raises(ValueError, match="written by 2 processes, this run has 1"):
@@ -198,7 +245,9 @@ def _perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 @pytest.mark.parametrize("metric", ["accuracy", "neg_loss"])
 def test_evaluator_matches_plain_evaluation_of_merged_models(per_pass: int, metric: str) -> None:
     torch.manual_seed(0)
-    model = _perturbed(glora.wrap(TinyTransformer(), glora.GLoRAConfig(target_modules="all-linear", exclude_modules=["head"])), 0)
+    model = _perturbed(
+        glora.wrap(TinyTransformer(), glora.GLoRAConfig(target_modules="all-linear", exclude_modules=["head"])), 0
+    )
     x = torch.randn(40, 5, 16)
     y = torch.randint(0, 4, (40, 5))
 
@@ -275,10 +324,15 @@ def test_gradient_checkpointing_of_a_bert_changes_nothing(sampling: str, precisi
     transformers = pytest.importorskip("transformers")
     from glora.tasks.pipeline import ENCODER_LINEARS, MeanPoolClassifier
 
-    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    config = transformers.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32
+    )
     g = torch.Generator().manual_seed(0)
-    data = {"input_ids": torch.randint(0, 50, (32, 10), generator=g), "attention_mask": torch.ones(32, 10, dtype=torch.long),
-            "labels": torch.randint(0, 2, (32,), generator=g)}
+    data = {
+        "input_ids": torch.randint(0, 50, (32, 10), generator=g),
+        "attention_mask": torch.ones(32, 10, dtype=torch.long),
+        "labels": torch.randint(0, 2, (32,), generator=g),
+    }
 
     def make(checkpointing: bool) -> torch.nn.Module:
         model = MeanPoolClassifier(transformers.BertModel(config, add_pooling_layer=False), 2)
@@ -287,8 +341,16 @@ def test_gradient_checkpointing_of_a_bert_changes_nothing(sampling: str, precisi
             model.activation_checkpointing_enable = model.encoder.activation_checkpointing_enable
         return model
 
-    _assert_checkpointing_changes_nothing(make, data, steps=6, batch_size=8, sampling=sampling, budget=3000, distill=sampling == "sandwich",
-                                          precision=precision)
+    _assert_checkpointing_changes_nothing(
+        make,
+        data,
+        steps=6,
+        batch_size=8,
+        sampling=sampling,
+        budget=3000,
+        distill=sampling == "sandwich",
+        precision=precision,
+    )
 
 
 @pytest.mark.slow
@@ -301,7 +363,9 @@ def test_gradient_checkpointing_of_a_timm_vit_changes_nothing(precision: str) ->
     data = (torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 3, (16,), generator=g))
 
     def make(checkpointing: bool) -> torch.nn.Module:
-        return glora.wrap(vit_tiny(), glora.GLoRAConfig(target_modules=["qkv", "proj", "fc1", "fc2"], modules_to_save=["head"]))
+        return glora.wrap(
+            vit_tiny(), glora.GLoRAConfig(target_modules=["qkv", "proj", "fc1", "fc2"], modules_to_save=["head"])
+        )
 
     _assert_checkpointing_changes_nothing(make, data, steps=4, batch_size=8, precision=precision)
 
@@ -315,7 +379,10 @@ def test_plans_drawn_together_equal_plans_drawn_one_by_one(seed: int) -> None:
 
     model = glora.wrap(vit_tiny(), glora.GLoRAConfig(ranks=[2, 4], target_modules=["qkv", "attn.proj", "fc1", "fc2"]))
     layers = [layer for _, layer in glora_layers(model)]
-    together, one_by_one = UniformSampler(torch.Generator().manual_seed(seed)), UniformSampler(torch.Generator().manual_seed(seed))
+    together, one_by_one = (
+        UniformSampler(torch.Generator().manual_seed(seed)),
+        UniformSampler(torch.Generator().manual_seed(seed)),
+    )
     for _ in range(3):
         assert together.draw_all(layers) == [one_by_one(layer) for layer in layers]
     assert torch.equal(together.generator.get_state(), one_by_one.generator.get_state())
@@ -341,7 +408,9 @@ def test_retired_settings_are_refused_by_name(tmp_path) -> None:
     trainer.train(2)
     trainer.save_checkpoint(tmp_path / "a.pt")
     state = torch.load(tmp_path / "a.pt", weights_only=False)
-    torch.save({**state, "config": {**state["config"], "budget_spread": False, "lr_ratios": None}}, tmp_path / "neutral.pt")
+    torch.save(
+        {**state, "config": {**state["config"], "budget_spread": False, "lr_ratios": None}}, tmp_path / "neutral.pt"
+    )
     glora.SupernetTrainer(_model(), _task(64), config).load_checkpoint(tmp_path / "neutral.pt")
     torch.save({**state, "config": {**state["config"], "lr_ratios": {"A": 2.0}}}, tmp_path / "used.pt")
     with pytest.raises(ValueError, match=r"written with lr_ratios=\{'A': 2.0\}, a setting glora .* no longer has"):

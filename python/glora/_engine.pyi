@@ -11,7 +11,9 @@ Budget = Union[int, float, tuple[int, int], list[int]]
 Subnet = dict[str, dict[str, str]]
 
 class LayerSpace:
-    def __init__(self, name: str, out_features: int, in_features: int, choices: Mapping[str, Sequence[str]]) -> None: ...
+    def __init__(
+        self, name: str, out_features: int, in_features: int, choices: Mapping[str, Sequence[str]]
+    ) -> None: ...
     @property
     def name(self) -> str: ...
     @property

@@ -38,7 +38,9 @@ def report_dict(report: LogReport) -> dict[str, Any]:
         "generations": report.generations,
         "complete": report.complete,
         "truncated_tail": report.truncated_tail,
-        "divergence": None if d is None else {"generation": d.generation, "index": d.index, "logged": d.logged, "produced": d.produced},
+        "divergence": None
+        if d is None
+        else {"generation": d.generation, "index": d.index, "logged": d.logged, "produced": d.produced},
         "history": [h.to_dict() for h in report.history],
         "best": None if report.best is None else _point(report.best),
         "front": [_point(p) for p in report.front],
@@ -53,13 +55,20 @@ def _choose(report: LogReport, budget: Optional[int]) -> ParetoPoint:
 
 
 def _print_summary(report: LogReport) -> None:
-    print(f"log {report.log}: {len(report.history)} generations, {report.replayed_evaluations} evaluations replayed "
-          f"of {report.logged_evaluations} logged; seed {report.seed}, budget {list(report.budget)}, {len(report.space)} layers")
+    print(
+        f"log {report.log}: {len(report.history)} generations, {report.replayed_evaluations} evaluations replayed "
+        f"of {report.logged_evaluations} logged; seed {report.seed}, budget {list(report.budget)}, {len(report.space)} layers"
+    )
     if report.divergence is not None:
         d = report.divergence
-        print(f"DIVERGES at generation {d.generation}, candidate {d.index}: the log does not match the engine's evolution")
+        print(
+            f"DIVERGES at generation {d.generation}, candidate {d.index}: the log does not match the engine's evolution"
+        )
     else:
-        print("verified: the engine reproduces every logged genome" + ("" if report.complete else " (the search is incomplete)"))
+        print(
+            "verified: the engine reproduces every logged genome"
+            + ("" if report.complete else " (the search is incomplete)")
+        )
     if report.truncated_tail:
         print("note: the last line was cut off mid-write (an interrupted run); resuming discards it")
     print(f"{'gen':>4} {'evaluated':>9} {'best':>10} {'mean':>10} {'best so far':>12}")
@@ -96,12 +105,18 @@ def _plot(report: LogReport, path: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="glora-replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="glora-replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("log", help="a search log (JSON Lines) written by glora.search(..., log=...)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
     parser.add_argument("--export", metavar="FILE", help="write the best subnet (or the best under --budget) as JSON")
-    parser.add_argument("--budget", type=int, help="with --export: the best Pareto point with at most this many parameters")
-    parser.add_argument("--plot", metavar="FILE.png", help="fitness by generation and the Pareto front (needs matplotlib)")
+    parser.add_argument(
+        "--budget", type=int, help="with --export: the best Pareto point with at most this many parameters"
+    )
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="fitness by generation and the Pareto front (needs matplotlib)"
+    )
     args = parser.parse_args(argv)
     try:
         report = read_log(args.log)

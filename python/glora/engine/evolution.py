@@ -25,7 +25,9 @@ def _config(config: Optional[SearchConfig], settings: dict[str, Any]) -> SearchC
     return (config or SearchConfig()).replace(**settings) if settings else (config or SearchConfig())
 
 
-def check_search_settings(budget: Budget, seed: int, config: Optional[SearchConfig] = None, **settings: Any) -> tuple[int, int]:
+def check_search_settings(
+    budget: Budget, seed: int, config: Optional[SearchConfig] = None, **settings: Any
+) -> tuple[int, int]:
     """Check a search's budget, seed and settings before it runs (``glora run`` checks them before minutes of
     training); return the budget as ``(min, max)``."""
     bounds = budget_bounds(budget)

@@ -78,9 +78,23 @@ class Built:
 
     __slots__ = ("plan", "weight", "bias", "dtype", "versions", "recipe", "spent")
 
-    def __init__(self, plan: Plan, weight: Optional[Tensor], bias: Optional[Tensor], dtype: torch.dtype,
-                 versions: tuple[int, ...], recipe: Optional[_Recipe]) -> None:
-        self.plan, self.weight, self.bias, self.dtype, self.versions, self.recipe = plan, weight, bias, dtype, versions, recipe
+    def __init__(
+        self,
+        plan: Plan,
+        weight: Optional[Tensor],
+        bias: Optional[Tensor],
+        dtype: torch.dtype,
+        versions: tuple[int, ...],
+        recipe: Optional[_Recipe],
+    ) -> None:
+        self.plan, self.weight, self.bias, self.dtype, self.versions, self.recipe = (
+            plan,
+            weight,
+            bias,
+            dtype,
+            versions,
+            recipe,
+        )
         self.spent = False
 
     def serves(self, layer: GLoRALayer, x: Tensor) -> bool:
@@ -119,7 +133,13 @@ class _Recipe:
     __slots__ = ("plan", "w0", "factors", "dtype", "versions", "weight")
 
     def __init__(self, job: _Job, factors: tuple[Optional[Tensor], ...], versions: tuple[int, ...]) -> None:
-        self.plan, self.w0, self.dtype, self.factors, self.versions = job.plan, job.w0, job.dtype, factors[:4], versions[:4]
+        self.plan, self.w0, self.dtype, self.factors, self.versions = (
+            job.plan,
+            job.w0,
+            job.dtype,
+            factors[:4],
+            versions[:4],
+        )
         self.weight: Optional[Tensor] = None  # set for the layer's forward only
 
     def pack(self, t: Tensor) -> Union[Tensor, tuple]:
@@ -132,11 +152,15 @@ class _Recipe:
         if not isinstance(saved, tuple):
             return saved
         if versions(self.factors) != self.versions:
-            raise RuntimeError("a GLoRA factor (Ad, Au, Bd or Bu) was modified in place between the forward and the "
-                               "backward; the backward needs the values the forward used")
+            raise RuntimeError(
+                "a GLoRA factor (Ad, Au, Bd or Bu) was modified in place between the forward and the "
+                "backward; the backward needs the values the forward used"
+            )
         ad, au, bd, bu = self.factors
         device_type = self.w0.device.type
-        if torch.is_grad_enabled() or torch.is_autocast_enabled(device_type):  # a double backward, or one under autocast
+        if torch.is_grad_enabled() or torch.is_autocast_enabled(
+            device_type
+        ):  # a double backward, or one under autocast
             with torch.no_grad(), no_autocast(device_type):
                 weight = effective_weight(self.plan, self.w0, ad, au, bd, bu, self.dtype)
         else:  # the usual backward: no context to enter, a cost paid per layer and step

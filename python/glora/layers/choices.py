@@ -62,7 +62,9 @@ def parse_choice(gene: str, name: str, max_rank: int) -> Choice:
             raise ChoiceError(f"gene {gene} has no lora choice (allowed: {', '.join(_allowed(gene))})")
         rank = int(match.group(1))
         if not 1 <= rank <= max_rank:
-            raise ChoiceError(f"choice {name!r} for gene {gene}: rank must be between 1 and the layer's maximum rank {max_rank}")
+            raise ChoiceError(
+                f"choice {name!r} for gene {gene}: rank must be between 1 and the layer's maximum rank {max_rank}"
+            )
         return Choice(LORA, rank)
     if name not in _KINDS_BY_GENE[gene]:
         raise ChoiceError(f"unknown choice {name!r} for gene {gene} (allowed: {', '.join(_allowed(gene))})")
@@ -83,7 +85,9 @@ def _allowed(gene: str) -> list[str]:
     return ["lora_<r>" if k == "lora" else k for k in _KINDS_BY_GENE[gene]]
 
 
-def offered_choices(gene: str, ranks: Sequence[int], enabled: bool = True, kinds: Optional[Sequence[str]] = None) -> tuple[str, ...]:
+def offered_choices(
+    gene: str, ranks: Sequence[int], enabled: bool = True, kinds: Optional[Sequence[str]] = None
+) -> tuple[str, ...]:
     """The choices the search offers for ``gene``: lora at every rank, then vector, scalar, none (only those of
     ``kinds`` when given).
 
@@ -117,7 +121,9 @@ def normalise_kinds(choices: Optional[Mapping[str, Sequence[str]]]) -> Optional[
             raise ValueError(f"choices[{gene!r}] must be a non-empty list of kinds, got {kinds!r}")
         unknown = [k for k in kinds if k not in _KINDS_BY_GENE[gene]]
         if unknown:
-            raise ValueError(f"choices[{gene!r}] has unknown kind(s) {unknown}; {gene} offers {', '.join(_KINDS_BY_GENE[gene])}")
+            raise ValueError(
+                f"choices[{gene!r}] has unknown kind(s) {unknown}; {gene} offers {', '.join(_KINDS_BY_GENE[gene])}"
+            )
         result[gene] = tuple(k for k in _KINDS_BY_GENE[gene] if k in kinds)
     return result
 

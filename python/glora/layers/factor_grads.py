@@ -80,8 +80,17 @@ def _make_column_selector(rows: int, columns: int, device: torch.device, dtype: 
     return selector
 
 
-def bias_grads(grads: list, plan: tuple[Choice, ...], gb: Tensor, w0: Tensor, b0: Optional[Tensor],
-               cd: Optional[Tensor], cu: Optional[Tensor], d: Optional[Tensor], e: Optional[Tensor]) -> None:
+def bias_grads(
+    grads: list,
+    plan: tuple[Choice, ...],
+    gb: Tensor,
+    w0: Tensor,
+    b0: Optional[Tensor],
+    cd: Optional[Tensor],
+    cu: Optional[Tensor],
+    d: Optional[Tensor],
+    e: Optional[Tensor],
+) -> None:
     """Cd, Cu, D, E's gradients (slots 4-7 of ``grads``) from ``gb``, the gradient of ``b'`` in the factors'
     precision."""
     c, dc, ec = plan[2], plan[3], plan[4]
@@ -101,13 +110,26 @@ def bias_grads(grads: list, plan: tuple[Choice, ...], gb: Tensor, w0: Tensor, b0
             grads[4] = gc.unsqueeze(1) * _first((1, cd.shape[1]), cd.device, cd.dtype)
 
 
-def factor_grads(grads: list, plan: tuple[Choice, ...], precision: torch.dtype, gw: Tensor, w0: Tensor,
-                  ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor) -> None:
+def factor_grads(
+    grads: list,
+    plan: tuple[Choice, ...],
+    precision: torch.dtype,
+    gw: Tensor,
+    w0: Tensor,
+    ad: Tensor,
+    au: Tensor,
+    bd: Tensor,
+    bu: Tensor,
+) -> None:
     """Ad, Au, Bd, Bu's gradients from ``gw``, the gradient of ``W'`` (``W0 * gw`` for A's)."""
     a, b = plan[0], plan[1]
     if a.kind != NONE:
         # W0 * gw in the factors' precision: type promotion gives it when W0 is in it, else an output of that dtype
-        ga = gw * w0 if w0.dtype == precision else torch.mul(gw, w0, out=torch.empty(gw.shape, dtype=precision, device=gw.device))
+        ga = (
+            gw * w0
+            if w0.dtype == precision
+            else torch.mul(gw, w0, out=torch.empty(gw.shape, dtype=precision, device=gw.device))
+        )
         if a.kind == LORA:
             grads[0] = ga @ _masked(au, a.rank, rows=True).t()
             grads[1] = _masked(ad, a.rank, rows=False).t() @ ga

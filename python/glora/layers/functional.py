@@ -40,8 +40,15 @@ def lora_slices(down: Tensor, up: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     return down[:, :rank], up[:rank]
 
 
-def effective_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor,
-                     dtype: Optional[torch.dtype] = None) -> Tensor:
+def effective_weight(
+    plan: tuple[Choice, ...],
+    w0: Tensor,
+    ad: Tensor,
+    au: Tensor,
+    bd: Tensor,
+    bu: Tensor,
+    dtype: Optional[torch.dtype] = None,
+) -> Tensor:
     """``W' = W0 + W0 * A + B`` as an out x in matrix (type promotion: float32 factors give a float32 ``W'``);
     ``W0`` itself when A and B are absent.
 
@@ -59,7 +66,9 @@ def effective_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tenso
     return w0 if a is None else torch.addcmul(w0, w0, a)
 
 
-def _rounded_weight(plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype) -> Tensor:
+def _rounded_weight(
+    plan: tuple[Choice, ...], w0: Tensor, ad: Tensor, au: Tensor, bd: Tensor, bu: Tensor, dtype: torch.dtype
+) -> Tensor:
     a_choice, b_choice = plan[0], plan[1]
     delta = None
     if a_choice.kind == LORA:
@@ -108,7 +117,11 @@ def effective_bias(
         bias = torch.addcmul(bias, b0, d if d_choice.kind == VECTOR else d[:1], out=out)  # [:1]: see factor()
     if e_choice.kind != NONE:
         ev = e if e_choice.kind == VECTOR else e[:1]
-        bias = ev.expand(w0.shape[0]) if bias is None else torch.add(bias, ev, out=_fresh(w0, dtype) if last == "E" else None)
+        bias = (
+            ev.expand(w0.shape[0])
+            if bias is None
+            else torch.add(bias, ev, out=_fresh(w0, dtype) if last == "E" else None)
+        )
     return bias if dtype is None or bias is None or bias.dtype == dtype else bias.to(dtype)
 
 

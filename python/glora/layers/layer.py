@@ -82,7 +82,9 @@ class GLoRALayer(nn.Module):
         kinds: Optional[Mapping[str, Sequence[str]]] = None,
     ) -> None:
         if type(self) is GLoRALayer:
-            raise TypeError("GLoRALayer is the core of the layer family; build a layer with wrap_layer(base_layer, ...)")
+            raise TypeError(
+                "GLoRALayer is the core of the layer family; build a layer with wrap_layer(base_layer, ...)"
+            )
         super().__init__()
         self.base_layer = base_layer
         for p in base_layer.parameters():
@@ -91,8 +93,16 @@ class GLoRALayer(nn.Module):
         self.out_features, self.in_features = self.weight_matrix().shape
         self.max_rank = max_rank
         self.has_bias = base_layer.bias is not None
-        enabled = {"A": True, "B": True, "C": self.has_bias or add_bias, "D": self.has_bias, "E": self.has_bias or add_bias}
-        self.choices: dict[str, tuple[str, ...]] = {g: offered_choices(g, ranks, enabled[g], (kinds or {}).get(g)) for g in GENES}
+        enabled = {
+            "A": True,
+            "B": True,
+            "C": self.has_bias or add_bias,
+            "D": self.has_bias,
+            "E": self.has_bias or add_bias,
+        }
+        self.choices: dict[str, tuple[str, ...]] = {
+            g: offered_choices(g, ranks, enabled[g], (kinds or {}).get(g)) for g in GENES
+        }
         self._disabled = frozenset(g for g in GENES if not enabled[g])
 
         low_precision = not weight.is_floating_point() or weight.dtype in (torch.float16, torch.bfloat16)
@@ -154,7 +164,9 @@ class GLoRALayer(nn.Module):
                         f"gene {g} is disabled on this layer (it has no bias and add_bias=False, or D on a bias-free "
                         f"layer); only 'none' is allowed, got {config[g]!r}"
                     )
-                raise ValueError(f"gene {g} offers only {', '.join(self.choices[g])} on this model (GLoRAConfig.choices); got {config[g]!r}")
+                raise ValueError(
+                    f"gene {g} offers only {', '.join(self.choices[g])} on this model (GLoRAConfig.choices); got {config[g]!r}"
+                )
             plan.append(choice)
         return tuple(plan)
 
@@ -283,7 +295,9 @@ class GLoRALayer(nn.Module):
 
     def _stacked(self, matrices: list[Tensor], biases: list[Optional[Tensor]]) -> tuple[Tensor, Optional[Tensor]]:
         """Several folded plans as one stacked weight (and bias) that ``_forward_folded`` applies block-wise."""
-        raise ValueError(f"several subnets per pass need linear layers; this layer is a {type(self.base_layer).__name__}")
+        raise ValueError(
+            f"several subnets per pass need linear layers; this layer is a {type(self.base_layer).__name__}"
+        )
 
     def unfold(self) -> None:
         self._folded = None

@@ -70,6 +70,13 @@ class GLoRALinearFunction(torch.autograd.Function):
         return (gx, None, None, None, None, *grads)
 
 
-def glora_linear(x: Tensor, w0: Tensor, b0: Optional[Tensor], plan: tuple[Choice, ...], dtype: torch.dtype, factors: tuple[Optional[Tensor], ...]) -> Tensor:
+def glora_linear(
+    x: Tensor,
+    w0: Tensor,
+    b0: Optional[Tensor],
+    plan: tuple[Choice, ...],
+    dtype: torch.dtype,
+    factors: tuple[Optional[Tensor], ...],
+) -> Tensor:
     """``y = x W'^T + b'`` for ``plan`` (a linear or transposed Conv1D weight viewed as out x in)."""
     return GLoRALinearFunction.apply(x, w0, b0, plan, dtype, *factors)

@@ -24,7 +24,9 @@ def data_length(data: Data) -> int:
     elif hasattr(data, "__len__") and hasattr(data, "__getitem__"):
         return len(data)
     else:
-        raise TypeError(f"data must be a tuple of tensors, a dict of tensors or a map-style Dataset, got {type(data).__name__}")
+        raise TypeError(
+            f"data must be a tuple of tensors, a dict of tensors or a map-style Dataset, got {type(data).__name__}"
+        )
     if len(lengths) != 1:
         raise ValueError(f"the tensors of the data differ in length: {sorted(lengths)}")
     return lengths.pop()
@@ -76,13 +78,17 @@ class ShuffledBatches:
     ``rank`` takes the ``rank``-th of each group of ``world`` consecutive batches, so together they see the same
     examples as one process with ``world`` times the batch."""
 
-    def __init__(self, data: Data, batch_size: int, seed: int, device: torch.device, rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self, data: Data, batch_size: int, seed: int, device: torch.device, rank: int = 0, world: int = 1
+    ) -> None:
         self.data = data
         self.n_examples = data_length(data)
         if self.n_examples < batch_size:
             raise ValueError(f"the data holds {self.n_examples} examples, fewer than one batch of {batch_size}")
         if self.n_examples < batch_size * world:
-            raise ValueError(f"the data holds {self.n_examples} examples, fewer than one global batch of {batch_size} x {world} processes")
+            raise ValueError(
+                f"the data holds {self.n_examples} examples, fewer than one global batch of {batch_size} x {world} processes"
+            )
         self.batch_size = batch_size
         self.seed = seed
         self.device = device

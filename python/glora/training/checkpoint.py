@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 
 PathLike = Union[str, os.PathLike]
 SpaceRecord = dict[str, dict[str, list[str]]]
-RESUME_FREE = ("progress", "gradient_checkpointing")  # settings a resumed run may change: nothing computed depends on them
+RESUME_FREE = (
+    "progress",
+    "gradient_checkpointing",
+)  # settings a resumed run may change: nothing computed depends on them
 # settings earlier versions had, at the value that trains as this version does; a checkpoint with another value is refused
 RETIRED = {"budget_spread": False, "lr_ratios": None}
 REQUIRED = ("step", "trainable", "optimizer", "scheduler", "rng")
@@ -31,9 +34,17 @@ def space_record(layers: list[tuple[str, GLoRALayer]]) -> SpaceRecord:
     return {name: {g: list(names) for g, names in layer.choices.items()} for name, layer in layers}
 
 
-def training_state(model: nn.Module, config: TrainConfig, space: SpaceRecord, world: int, step: int,
-                   optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                   scaler: torch.amp.GradScaler, generator: torch.Generator) -> dict[str, Any]:
+def training_state(
+    model: nn.Module,
+    config: TrainConfig,
+    space: SpaceRecord,
+    world: int,
+    step: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    generator: torch.Generator,
+) -> dict[str, Any]:
     """Trainable tensors, optimizer, scheduler, scaler and every RNG state, with the run's identity."""
     return {
         "glora_version": __version__,
@@ -77,14 +88,20 @@ def check_same_run(path: PathLike, state: dict[str, Any], config: TrainConfig, s
     if "config" in state:
         for key, value in RETIRED.items():
             if state["config"].get(key, value) != value:
-                raise ValueError(f"checkpoint {path} was written with {key}={state['config'][key]!r}, a setting glora "
-                                 f"{__version__} no longer has, so the run cannot continue exactly")
+                raise ValueError(
+                    f"checkpoint {path} was written with {key}={state['config'][key]!r}, a setting glora "
+                    f"{__version__} no longer has, so the run cannot continue exactly"
+                )
         here = asdict(config)
         there = asdict(TrainConfig(**{k: v for k, v in state["config"].items() if k in here}))  # in today's form
-        differ = [f"{k} {there[k]!r} there, {here[k]!r} here" for k in here if k not in RESUME_FREE and there[k] != here[k]]
+        differ = [
+            f"{k} {there[k]!r} there, {here[k]!r} here" for k in here if k not in RESUME_FREE and there[k] != here[k]
+        ]
         if differ:
-            raise ValueError(f"checkpoint {path} was written with other training settings ({'; '.join(differ)}); "
-                             "resume with the TrainConfig it was written with")
+            raise ValueError(
+                f"checkpoint {path} was written with other training settings ({'; '.join(differ)}); "
+                "resume with the TrainConfig it was written with"
+            )
     saved = state.get("space")
     if saved is not None and saved != space:
         name = next(n for n in sorted(set(space) | set(saved)) if space.get(n) != saved.get(n))
@@ -92,17 +109,27 @@ def check_same_run(path: PathLike, state: dict[str, Any], config: TrainConfig, s
             where = "the checkpoint" if name in saved else "this model"
             raise ValueError(f"checkpoint {path} has another search space: layer {name!r} is only in {where}")
         gene = next(g for g in space[name] if space[name][g] != saved[name].get(g))
-        raise ValueError(f"checkpoint {path} has another search space: layer {name!r} gene {gene} offers "
-                         f"{', '.join(saved[name].get(gene, []))} there, {', '.join(space[name][gene])} here "
-                         "(GLoRAConfig ranks, choices or add_bias)")
+        raise ValueError(
+            f"checkpoint {path} has another search space: layer {name!r} gene {gene} offers "
+            f"{', '.join(saved[name].get(gene, []))} there, {', '.join(space[name][gene])} here "
+            "(GLoRAConfig ranks, choices or add_bias)"
+        )
     if state.get("world", world) != world:
-        raise ValueError(f"checkpoint {path} was written by {state['world']} processes, this run has {world}: "
-                         "each process's batches depend on their number, so the run would not continue exactly")
+        raise ValueError(
+            f"checkpoint {path} was written by {state['world']} processes, this run has {world}: "
+            "each process's batches depend on their number, so the run would not continue exactly"
+        )
 
 
-def restore_training_state(path: PathLike, state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-                           scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                           generator: torch.Generator) -> int:
+def restore_training_state(
+    path: PathLike,
+    state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    generator: torch.Generator,
+) -> int:
     """Put a checkpoint's tensors and states back (its trainable tensors must match the model's by name and
     shape); returns its optimizer step."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -113,7 +140,9 @@ def restore_training_state(path: PathLike, state: dict[str, Any], model: nn.Modu
         if name not in params:
             raise ValueError(f"checkpoint tensor {name!r} is not a trainable parameter of the model")
         if saved[name].shape != params[name].shape:
-            raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(saved[name].shape)}, the model's is {tuple(params[name].shape)}")
+            raise ValueError(
+                f"checkpoint tensor {name!r} has shape {tuple(saved[name].shape)}, the model's is {tuple(params[name].shape)}"
+            )
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(saved[name])

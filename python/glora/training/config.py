@@ -56,7 +56,9 @@ class TrainConfig:
         if (self.sampling == "fixed") != (self.subnet is not None):
             raise ValueError("sampling='fixed' trains the subnet given as subnet=...; give both or neither")
         if self.sampling in ("budget", "sandwich") and self.budget is None:
-            raise ValueError(f"sampling={self.sampling!r} needs a budget (a maximum or a (min, max) pair of parameters)")
+            raise ValueError(
+                f"sampling={self.sampling!r} needs a budget (a maximum or a (min, max) pair of parameters)"
+            )
         if self.budget is not None:
             self.budget = budget_bounds(self.budget)  # one form for 700, (0, 700) and [0, 700]
         if self.distill and self.sampling != "sandwich":

@@ -66,7 +66,9 @@ class SubnetEvaluator:
             raise ValueError("the evaluation data is empty")
         if isinstance(metric, str):
             if metric not in METRICS:
-                raise ValueError(f"metric must be one of {list(METRICS)} or a callable(logits, labels) -> float, got {metric!r}")
+                raise ValueError(
+                    f"metric must be one of {list(METRICS)} or a callable(logits, labels) -> float, got {metric!r}"
+                )
             metric = METRICS[metric]
         if not callable(metric):
             raise TypeError(f"metric must be a name or a callable, got {type(metric).__name__}")

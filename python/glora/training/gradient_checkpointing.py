@@ -15,5 +15,7 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     elif (switch := getattr(model, "set_grad_checkpointing", None)) is not None:
         switch(True)
     else:
-        raise ValueError(f"{type(model).__name__} offers no gradient checkpointing switch (transformers' or timm's); "
-                         "wrap the model in one that forwards it, or checkpoint inside its forward")
+        raise ValueError(
+            f"{type(model).__name__} offers no gradient checkpointing switch (transformers' or timm's); "
+            "wrap the model in one that forwards it, or checkpoint inside its forward"
+        )

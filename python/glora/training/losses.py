@@ -18,7 +18,9 @@ def classification_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     return F.cross_entropy(logits_of(model, batch).float(), labels_of(batch))
 
 
-def sandwich_loss(model: nn.Module, batch: Batch, teacher: Optional[torch.Tensor], temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def sandwich_loss(
+    model: nn.Module, batch: Batch, teacher: Optional[torch.Tensor], temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of one sandwich path and the teacher's logits for the paths after it.
 
     The first path (``teacher`` None: the largest subnet) learns from the labels and becomes the teacher; every

@@ -39,7 +39,10 @@ class PathSampler:
             assert config.budget is not None  # TrainConfig refuses budget-aware sampling without a budget
             self.budget_sampler = BudgetSampler(search_space(model), budget_bounds(config.budget), config.seed)
             if config.sampling == "sandwich":
-                self.fixed = [validate_subnet(model, self.budget_sampler.largest()), validate_subnet(model, self.budget_sampler.smallest())]
+                self.fixed = [
+                    validate_subnet(model, self.budget_sampler.largest()),
+                    validate_subnet(model, self.budget_sampler.smallest()),
+                ]
 
     def paths(self, step: int) -> list[Plans]:
         """The plans trained at optimizer step ``step`` (each micro-batch of a step draws again for uniform paths)."""

@@ -40,8 +40,14 @@ from glora.tuner.wrapping import layers_or_raise
 class SupernetTrainer:
     """Trains the adapters (and any ``modules_to_save``) of a wrapped model as a weight-shared supernet."""
 
-    def __init__(self, model: nn.Module, data: Data, config: TrainConfig, loss_fn: Optional[LossFn] = None,
-                 device: Optional[Union[str, torch.device]] = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Data,
+        config: TrainConfig,
+        loss_fn: Optional[LossFn] = None,
+        device: Optional[Union[str, torch.device]] = None,
+    ) -> None:
         layers_or_raise(model)
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a glora.TrainConfig, got {type(config).__name__}")
@@ -59,15 +65,24 @@ class SupernetTrainer:
             from torch.nn.parallel import DistributedDataParallel
 
             # paths change every step, so some adapter tensors get no gradient in a given step
-            self.runner = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                                  find_unused_parameters=True)
+            self.runner = DistributedDataParallel(
+                model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the model has no trainable parameters")
         # fused on CUDA: one kernel per group of tensors, as the transformers Trainer's default (adamw_torch_fused)
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay,
-                                           fused=True if self.device.type == "cuda" else None)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(config.warmup_steps, config.steps))
+        self.optimizer = torch.optim.AdamW(
+            self.params,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            fused=True if self.device.type == "cuda" else None,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(config.warmup_steps, config.steps)
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.sampler = PathSampler(model, config)
         self.step = 0
@@ -88,13 +103,19 @@ class SupernetTrainer:
                 else:
                     loss = self.loss_fn(self.runner, batch)
             if not torch.isfinite(loss.detach()).all():
-                raise FloatingPointError(f"the loss became {loss.item()} at step {self.step}; lower the learning rate or use bf16 instead of fp16")
+                raise FloatingPointError(
+                    f"the loss became {loss.item()} at step {self.step}; lower the learning rate or use bf16 instead of fp16"
+                )
             self.scaler.scale(loss * (scale / len(paths))).backward()
             total += loss.item() / len(paths)
         return total
 
-    def train(self, steps: Optional[int] = None, checkpoint: Optional[Union[str, os.PathLike]] = None,
-              checkpoint_every: Optional[int] = None) -> TrainResult:
+    def train(
+        self,
+        steps: Optional[int] = None,
+        checkpoint: Optional[Union[str, os.PathLike]] = None,
+        checkpoint_every: Optional[int] = None,
+    ) -> TrainResult:
         """Train until ``steps`` optimizer steps are done in total (default: the configured number). With
         ``checkpoint`` and ``checkpoint_every``, the checkpoint is written every that many steps and at the end, so a
         killed run loses at most that many (``load_checkpoint`` continues it exactly)."""
@@ -103,7 +124,9 @@ class SupernetTrainer:
             raise ValueError(f"steps {target} exceeds the configured schedule of {self.config.steps}")
         if (checkpoint is None) != (checkpoint_every is None):
             raise ValueError("checkpoint and checkpoint_every go together: the file and how often to rewrite it")
-        if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+        if checkpoint_every is not None and (
+            isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1
+        ):
             raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
         self.model.train()
         losses = []
@@ -131,7 +154,9 @@ class SupernetTrainer:
             if bar is not None:
                 rate = done * samples_per_step / (time.perf_counter() - started)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.0f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                bar.set_postfix(
+                    loss=f"{loss:.4f}", samples_s=f"{rate:.0f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}"
+                )
         if bar is not None:
             bar.close()
         if checkpoint is not None and checkpoint_every is not None and done and self.step % checkpoint_every:
@@ -143,8 +168,20 @@ class SupernetTrainer:
         """Write everything needed to resume exactly (``glora.training.checkpoint``). With several processes rank 0
         writes (the trained state is the same on every rank) and the others wait for it."""
         if self.rank == 0:
-            write_checkpoint(path, training_state(self.model, self.config, space_record(self.sampler.layers), self.world, self.step,
-                                                  self.optimizer, self.scheduler, self.scaler, self.sampler.generator))
+            write_checkpoint(
+                path,
+                training_state(
+                    self.model,
+                    self.config,
+                    space_record(self.sampler.layers),
+                    self.world,
+                    self.step,
+                    self.optimizer,
+                    self.scheduler,
+                    self.scaler,
+                    self.sampler.generator,
+                ),
+            )
         barrier(self.world)
 
     def load_checkpoint(self, path: Union[str, os.PathLike]) -> None:
@@ -153,7 +190,9 @@ class SupernetTrainer:
         continue the run exactly, so it is refused, naming what differs."""
         state = read_checkpoint(path)
         check_same_run(path, state, self.config, space_record(self.sampler.layers), self.world)
-        self.step = restore_training_state(path, state, self.model, self.optimizer, self.scheduler, self.scaler, self.sampler.generator)
+        self.step = restore_training_state(
+            path, state, self.model, self.optimizer, self.scheduler, self.scaler, self.sampler.generator
+        )
 
 
 def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
@@ -176,10 +215,20 @@ def _progress_bar(enabled: bool, initial: int, total: int) -> Any:
     return tqdm(total=total, initial=initial, desc="supernet", unit="step")
 
 
-def train_supernet(model: nn.Module, data: Data, config: TrainConfig, loss_fn: Optional[LossFn] = None,
-                   device: Optional[Union[str, torch.device]] = None) -> TrainResult:
+def train_supernet(
+    model: nn.Module,
+    data: Data,
+    config: TrainConfig,
+    loss_fn: Optional[LossFn] = None,
+    device: Optional[Union[str, torch.device]] = None,
+) -> TrainResult:
     """Train ``model``'s supernet with ``config``; a one-call form of :class:`SupernetTrainer`."""
     return SupernetTrainer(model, data, config, loss_fn, device).train()
 
 
-__all__ = ["SupernetTrainer", "TrainConfig", "TrainResult", "train_supernet"]  # TrainConfig and TrainResult live in glora.training.config
+__all__ = [
+    "SupernetTrainer",
+    "TrainConfig",
+    "TrainResult",
+    "train_supernet",
+]  # TrainConfig and TrainResult live in glora.training.config

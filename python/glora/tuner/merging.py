@@ -39,11 +39,15 @@ def merge_and_unload(model: nn.Module, subnet: Optional[Subnet] = None) -> nn.Mo
     if subnet is None:
         subnet = get_subnet(model)
         if subnet is None:
-            raise ValueError("merge_and_unload needs a subnet: pass one, or fix it first with glora.set_subnet(model, subnet)")
+            raise ValueError(
+                "merge_and_unload needs a subnet: pass one, or fix it first with glora.set_subnet(model, subnet)"
+            )
     merged = _merged_tensors(model, subnet)  # every layer's, before any is replaced: an error leaves the model whole
     for name, layer in list(glora_layers(model)):
         parent_name, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, attr, _carrying(layer.base_layer, *merged[name]))
+        setattr(
+            model.get_submodule(parent_name) if parent_name else model, attr, _carrying(layer.base_layer, *merged[name])
+        )
     _unload(model)
     return model
 
@@ -53,7 +57,9 @@ def _merged_tensors(model: nn.Module, subnet: Subnet) -> dict[str, tuple[Tensor,
     a bias-free layer gains a bias."""
     plans = validate_subnet(model, subnet)
     merged = {name: layer.merged_tensors(plans[name]) for name, layer in glora_layers(model)}
-    gained = [name for name, layer in glora_layers(model) if layer.base_layer.bias is None and merged[name][1] is not None]
+    gained = [
+        name for name, layer in glora_layers(model) if layer.base_layer.bias is None and merged[name][1] is not None
+    ]
     if gained:
         warnings.warn(
             f"merge adds a bias to {len(gained)} layer(s) that had none (add_bias=True and C or E active): "

@@ -31,4 +31,6 @@ def search(
     """Search each GLoRA layer's configuration under ``budget``; see :func:`glora.engine.search` for the
     arguments. ``space_or_model`` is a :class:`SearchSpace` or a wrapped model (whose space is taken)."""
     space = space_or_model if isinstance(space_or_model, SearchSpace) else search_space(space_or_model)
-    return search_space_under_budget(space, fitness, budget, seed=seed, log=log, resume=resume, config=config, progress=progress, **settings)
+    return search_space_under_budget(
+        space, fitness, budget, seed=seed, log=log, resume=resume, config=config, progress=progress, **settings
+    )

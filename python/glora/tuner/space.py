@@ -10,4 +10,9 @@ from glora.tuner.wrapping import layers_or_raise
 
 def search_space(model: nn.Module) -> SearchSpace:
     """Each layer's shape and offered choices; the engine computes the choices' costs (docs/method.md, section 2)."""
-    return SearchSpace([LayerSpace(name, layer.out_features, layer.in_features, dict(layer.choices)) for name, layer in layers_or_raise(model)])
+    return SearchSpace(
+        [
+            LayerSpace(name, layer.out_features, layer.in_features, dict(layer.choices))
+            for name, layer in layers_or_raise(model)
+        ]
+    )

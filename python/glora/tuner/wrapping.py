@@ -31,7 +31,11 @@ def wrap(model: nn.Module, config: GLoRAConfig) -> nn.Module:
     for name in targets:
         parent, attr = _parent(model, name)
         base = getattr(parent, attr)
-        setattr(parent, attr, wrap_layer(base, config.max_rank, config.offered_ranks, config.add_bias, config.init, config.choices))
+        setattr(
+            parent,
+            attr,
+            wrap_layer(base, config.max_rank, config.offered_ranks, config.add_bias, config.init, config.choices),
+        )
     _unfreeze_modules_to_save(model, config.modules_to_save)
     own = dataclasses.replace(config)
     model.glora_config = own  # type: ignore[assignment]
@@ -45,8 +49,10 @@ _MISSING: Any = object()
 def set_batched_weights(model: nn.Module, mode: str = _MISSING) -> None:
     """Set ``GLoRAConfig.batched_weights`` (``"auto"`` or ``"always"``; see there) on a wrapped model."""
     if mode is _MISSING:
-        raise TypeError("set_batched_weights takes the wrapped model and the mode: glora.set_batched_weights(model, "
-                        "mode), or GLoRAConfig(batched_weights=mode) when wrapping")
+        raise TypeError(
+            "set_batched_weights takes the wrapped model and the mode: glora.set_batched_weights(model, "
+            "mode), or GLoRAConfig(batched_weights=mode) when wrapping"
+        )
     config_of(model).batched_weights = check_batched_weights(mode)
 
 
