@@ -157,6 +157,7 @@ class _Recipe:
                 "backward; the backward needs the values the forward used"
             )
         ad, au, bd, bu = self.factors
+        assert ad is not None and au is not None and bd is not None and bu is not None  # every layer has them
         device_type = self.w0.device.type
         if torch.is_grad_enabled() or torch.is_autocast_enabled(
             device_type
@@ -279,7 +280,7 @@ def _plans(layers: list[GLoRALayer]) -> list[Plan]:
     together from one call to its generator (the same configurations as drawn one by one)."""
     drawing = [layer for layer in layers if layer.fixed_plan is None]
     sampler = drawing[0].sampler if drawing else None
-    if not (hasattr(sampler, "draw_all") and all(layer.sampler is sampler for layer in drawing)):
+    if sampler is None or not (hasattr(sampler, "draw_all") and all(layer.sampler is sampler for layer in drawing)):
         return [layer.current_plan() for layer in layers]
     drawn = iter(sampler.draw_all(drawing))
     return [layer.fixed_plan if layer.fixed_plan is not None else next(drawn) for layer in layers]
@@ -291,7 +292,7 @@ class _BuildWeights(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, jobs, *factors):  # noqa: D102 (see the class)
-        outputs = []
+        outputs: list[Optional[Tensor]] = []  # effective_bias is never None for a plan with bias terms
         with no_autocast(factors[0].device.type):
             for k, job in enumerate(jobs):
                 ad, au, bd, bu, cd, cu, d, e = factors[8 * k : 8 * k + 8]

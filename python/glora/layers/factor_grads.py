@@ -95,13 +95,17 @@ def bias_grads(
     precision."""
     c, dc, ec = plan[2], plan[3], plan[4]
     if dc.kind == VECTOR:
+        assert b0 is not None  # a layer offers D only when it has a bias
         grads[6] = gb * b0
     elif dc.kind == SCALAR:
+        assert b0 is not None and d is not None  # a layer offers D only when it has a bias
         total = torch.dot(gb, b0) if b0.dtype == gb.dtype else (gb * b0).sum()
         grads[6] = total * _first(tuple(d.shape), d.device, d.dtype)
     if ec.kind != NONE:
+        assert e is not None  # a layer offers E only when it has E's factor
         grads[7] = gb if ec.kind == VECTOR else _broadcast_grad(gb, e, ec)
     if c.kind != NONE:
+        assert cd is not None and cu is not None  # a layer offers C only when it has C's factors
         gc = torch.mv((w0 if w0.dtype == gb.dtype else w0.to(gb.dtype)).t(), gb)
         if c.kind == LORA:
             grads[4] = torch.outer(gc, _masked(cu, c.rank, rows=True)[:, 0])

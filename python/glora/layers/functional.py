@@ -71,15 +71,16 @@ def _rounded_weight(
 ) -> Tensor:
     a_choice, b_choice = plan[0], plan[1]
     delta = None
-    if a_choice.kind == LORA:
-        delta = factor(ad, au, a_choice).mul_(w0)
-    elif a_choice.kind != NONE:
-        delta = torch.mul(w0, factor(ad, au, a_choice))
+    if a_choice.kind != NONE:
+        a = factor(ad, au, a_choice)
+        assert a is not None  # factor() is None only for NONE
+        delta = a.mul_(w0) if a_choice.kind == LORA else torch.mul(w0, a)
     if b_choice.kind == LORA:
         bd, bu = lora_slices(bd, bu, b_choice.rank)
         delta = bd @ bu if delta is None else delta.addmm_(bd, bu)
     elif b_choice.kind != NONE:
         b = factor(bd, bu, b_choice)
+        assert b is not None  # factor() is None only for NONE
         delta = b.expand(w0.shape) if delta is None else delta.add_(b)
     if delta is None:
         return w0.to(dtype)
@@ -105,6 +106,7 @@ def effective_bias(
     last = "E" if e_choice.kind != NONE else "D" if d_choice.kind != NONE else None
     bias = b0
     if c_choice.kind != NONE:
+        assert cd is not None and cu is not None  # a layer offers C only when it has C's factors
         if c_choice.kind == VECTOR:
             c = cd[:, 0]
         else:
@@ -113,9 +115,12 @@ def effective_bias(
         w = w0 if w0.dtype == c.dtype else w0.to(c.dtype)
         bias = torch.mv(w, c) if b0 is None else torch.addmv(b0 if b0.dtype == c.dtype else b0.to(c.dtype), w, c)
     if d_choice.kind != NONE:
+        # a layer offers D only when it has a bias (so C's term, if any, made ``bias`` from it)
+        assert d is not None and b0 is not None and bias is not None
         out = _fresh(w0, dtype) if last == "D" else None
         bias = torch.addcmul(bias, b0, d if d_choice.kind == VECTOR else d[:1], out=out)  # [:1]: see factor()
     if e_choice.kind != NONE:
+        assert e is not None  # a layer offers E only when it has E's factor
         ev = e if e_choice.kind == VECTOR else e[:1]
         bias = (
             ev.expand(w0.shape[0])

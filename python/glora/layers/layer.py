@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Callable, ClassVar, Optional, Protocol
+from typing import TYPE_CHECKING, Callable, ClassVar, Optional, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,24 @@ Sampler = Callable[["GLoRALayer"], Plan]
 """Returns one plan for the layer on each forward that has no fixed plan (``supernet_mode`` installs one)."""
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    class _BaseLayer(nn.Module):
+        """What a GLoRA layer reads of its base (``nn.Linear``, ``nn.Conv1d/2d/3d``, transformers' ``Conv1D``)."""
+
+        weight: Tensor
+        bias: Optional[Tensor]
+
+    class _ConvBase(_BaseLayer):
+        def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor: ...
+
+    class _Factory(TypedDict):
+        """The keyword arguments that place a new factor (``torch.zeros(..., **factory)``)."""
+
+        device: torch.device
+        dtype: torch.dtype
 
 
 class PreparedWeights(Protocol):
@@ -72,6 +90,8 @@ class GLoRALayer(nn.Module):
     kind: ClassVar[str]
     """The base kind recorded in adapter files: ``"linear"``, ``"conv"`` or ``"hf_conv1d"``."""
 
+    base_layer: _BaseLayer
+
     def __init__(
         self,
         base_layer: nn.Module,
@@ -86,13 +106,13 @@ class GLoRALayer(nn.Module):
                 "GLoRALayer is the core of the layer family; build a layer with wrap_layer(base_layer, ...)"
             )
         super().__init__()
-        self.base_layer = base_layer
+        self.base_layer = cast("_BaseLayer", base_layer)  # a kind layer_class accepts
         for p in base_layer.parameters():
             p.requires_grad_(False)
-        weight = base_layer.weight
+        weight = self.base_layer.weight
         self.out_features, self.in_features = self.weight_matrix().shape
         self.max_rank = max_rank
-        self.has_bias = base_layer.bias is not None
+        self.has_bias = self.base_layer.bias is not None
         enabled = {
             "A": True,
             "B": True,
@@ -106,7 +126,7 @@ class GLoRALayer(nn.Module):
         self._disabled = frozenset(g for g in GENES if not enabled[g])
 
         low_precision = not weight.is_floating_point() or weight.dtype in (torch.float16, torch.bfloat16)
-        factory = {"device": weight.device, "dtype": torch.float32 if low_precision else weight.dtype}
+        factory: _Factory = {"device": weight.device, "dtype": torch.float32 if low_precision else weight.dtype}
         out, inn, r = self.out_features, self.in_features, max_rank
         self.Ad = nn.Parameter(torch.zeros(out, r, **factory))
         self.Au = nn.Parameter(torch.empty(r, inn, **factory))
@@ -259,7 +279,9 @@ class GLoRALayer(nn.Module):
         """``plan``'s output with ``W'`` and ``b'`` formed under plain autograd."""
         p = self._parameters
         bias = effective_bias(plan, w0, b0, p.get("Cd"), p.get("Cu"), p.get("D"), p.get("E"))
-        weight = effective_weight(plan, w0, p["Ad"], p["Au"], p["Bd"], p["Bu"])
+        ad, au, bd, bu = p["Ad"], p["Au"], p["Bd"], p["Bu"]
+        assert ad is not None and au is not None and bd is not None and bu is not None  # registered by __init__
+        weight = effective_weight(plan, w0, ad, au, bd, bu)
         return self._forward_base(x, weight, bias)
 
     def _forward_base(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -312,6 +334,7 @@ class GLoRALayer(nn.Module):
         compute = torch.promote_types(self.base_layer.weight.dtype, torch.float32)
         w0c = self.weight_matrix().to(compute)
         ad, au, bd, bu, cd, cu, d, e = (None if t is None else t.to(compute) for t in self.factors())
+        assert ad is not None and au is not None and bd is not None and bu is not None  # registered by __init__
         weight = effective_weight(plan, w0c, ad, au, bd, bu, dtype)
         b0 = self.base_layer.bias
         return weight, effective_bias(plan, w0c, None if b0 is None else b0.to(compute), cd, cu, d, e, dtype)
@@ -350,7 +373,8 @@ class Linear(GLoRALayer):
         return super()._forward_plan(x, plan, w0, b0)
 
     def _stacked(self, matrices: list[Tensor], biases: list[Optional[Tensor]]) -> tuple[Tensor, Optional[Tensor]]:
-        return torch.stack(matrices), None if biases[0] is None else torch.stack(biases)
+        # fold() hands biases that are all None or all tensors
+        return torch.stack(matrices), None if biases[0] is None else torch.stack(cast(list[Tensor], biases))
 
     def _forward_folded(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         if weight.dim() == 2:
@@ -381,6 +405,8 @@ class ConvNd(GLoRALayer):
     prod(kernel))`` matrix and the base convolution runs with it reshaped to the kernel's shape."""
 
     kind = "conv"
+
+    base_layer: _ConvBase
 
     def weight_matrix(self) -> Tensor:
         return self.base_layer.weight.flatten(1)

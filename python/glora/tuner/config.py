@@ -17,7 +17,7 @@ def check_batched_weights(mode: object) -> str:
     """``mode`` if it is one of ``BATCHED_WEIGHTS_MODES``; raise ValueError naming them otherwise."""
     if mode not in BATCHED_WEIGHTS_MODES:
         raise ValueError(f"batched weights mode must be one of {list(BATCHED_WEIGHTS_MODES)}, got {mode!r}")
-    return mode  # type: ignore[return-value]
+    return mode
 
 
 @dataclass
