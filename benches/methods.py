@@ -7,6 +7,8 @@ from typing import Callable, Optional
 import torch
 
 import glora
+from glora.layers.choices import GENES
+from glora.tuner.wrapping import glora_layers
 from reference_layer import replace_linears
 
 METHODS = [
@@ -95,7 +97,7 @@ def prepare(
         if method in ("glora_supernet", "glora_supernet_add_bias"):
             glora.supernet_mode(model, seed)
         elif method == "glora_fixed_all_lora":
-            subnet = {n: {g: layer.choices[g][0] for g in glora.GENES} for n, layer in glora.glora_layers(model)}
+            subnet = {n: {g: layer.choices[g][0] for g in GENES} for n, layer in glora_layers(model)}
         else:
             subnet = glora.sample_subnet(model, seed)
         if subnet is not None:

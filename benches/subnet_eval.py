@@ -20,6 +20,7 @@ import torch
 
 import glora
 from common import print_table, sync, write_result
+from glora.tuner.wrapping import glora_layers
 from reference_layer import replace_linears, set_config
 
 TARGETS = r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
@@ -72,12 +73,12 @@ def main() -> None:
 
     reference = replace_linears(copy.deepcopy(base), TARGETS, rank=4).to(device).eval()
     ref_layers = [m for m in reference.modules() if type(m).__name__ == "ReferenceGLoRALinear"]
-    wrapped = [layer for _, layer in glora.glora_layers(model)]
+    wrapped = [layer for _, layer in glora_layers(model)]
     with torch.no_grad():
         for ref, layer in zip(ref_layers, wrapped):
             for n in ("Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E"):
                 getattr(ref, n).copy_(getattr(layer, n))
-    names = [n for n, _ in glora.glora_layers(model)]
+    names = [n for n, _ in glora_layers(model)]
     xd, yd = x.to(device), y.to(device)
 
     def reference_eval(subnet) -> float:
