@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import glora
+from glora.training.checkpoint import read_checkpoint, write_checkpoint
 from glora.training.losses import classification_loss
 from glora.tuner.subnets import UniformSampler
 from glora.tuner.wrapping import glora_layers
@@ -168,7 +169,7 @@ def test_periodic_checkpoints_let_a_killed_run_continue_exactly(tmp_path) -> Non
     killed = glora.SupernetTrainer(_model(1), data, config, killed_in_step_8)
     with pytest.raises(KeyboardInterrupt):
         killed.train(checkpoint=tmp_path / "c.pt", checkpoint_every=3)
-    assert torch.load(tmp_path / "c.pt", weights_only=False)["step"] == 6  # the last multiple of 3 before the kill
+    assert read_checkpoint(tmp_path / "c.pt")["step"] == 6  # the last multiple of 3 before the kill
     resumed_model = _model(1)
     resumed = glora.SupernetTrainer(resumed_model, data, config)
     resumed.load_checkpoint(tmp_path / "c.pt")
@@ -177,7 +178,7 @@ def test_periodic_checkpoints_let_a_killed_run_continue_exactly(tmp_path) -> Non
     assert all(torch.equal(p, trained[n]) for n, p in resumed_model.named_parameters() if p.requires_grad)
     ended = glora.SupernetTrainer(_model(1), data, config)
     ended.train(8, checkpoint=tmp_path / "e.pt", checkpoint_every=3)
-    assert torch.load(tmp_path / "e.pt", weights_only=False)["step"] == 8  # and at the end
+    assert read_checkpoint(tmp_path / "e.pt")["step"] == 8  # and at the end
     with pytest.raises(ValueError, match="checkpoint and checkpoint_every go together"):
         killed.train(checkpoint=tmp_path / "c.pt")
     with pytest.raises(ValueError, match="checkpoint_every must be a positive integer, got 0"):
@@ -223,14 +224,10 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path) -> None:
         glora.SupernetTrainer(_model(), _task(64), dataclasses.replace(budgeted, budget=same)).load_checkpoint(
             tmp_path / "b.pt"
         )
-    state = torch.load(tmp_path / "a.pt", weights_only=False)
-    torch.save({**state, "world": 2}, tmp_path / "two.pt")
+    state = read_checkpoint(tmp_path / "a.pt")
+    write_checkpoint(tmp_path / "two.pt", {**state, "world": 2})
     with pytest.raises(ValueError, match="written by 2 processes, this run has 1"):
         glora.SupernetTrainer(_model(), _task(64), config).load_checkpoint(tmp_path / "two.pt")
-    torch.save({k: v for k, v in state.items() if k not in ("config", "space", "world")}, tmp_path / "older.pt")
-    resumed = glora.SupernetTrainer(_model(), _task(64), dataclasses.replace(config, lr=2e-3))
-    resumed.load_checkpoint(tmp_path / "older.pt")  # a checkpoint from before these checks is taken as it is
-    assert resumed.step == 2
 
 
 def _perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -407,11 +404,11 @@ def test_retired_settings_are_refused_by_name(tmp_path) -> None:
     trainer = glora.SupernetTrainer(_model(), _task(64), config)
     trainer.train(2)
     trainer.save_checkpoint(tmp_path / "a.pt")
-    state = torch.load(tmp_path / "a.pt", weights_only=False)
-    torch.save(
-        {**state, "config": {**state["config"], "budget_spread": False, "lr_ratios": None}}, tmp_path / "neutral.pt"
+    state = read_checkpoint(tmp_path / "a.pt")
+    write_checkpoint(
+        tmp_path / "neutral.pt", {**state, "config": {**state["config"], "budget_spread": False, "lr_ratios": None}}
     )
     glora.SupernetTrainer(_model(), _task(64), config).load_checkpoint(tmp_path / "neutral.pt")
-    torch.save({**state, "config": {**state["config"], "lr_ratios": {"A": 2.0}}}, tmp_path / "used.pt")
+    write_checkpoint(tmp_path / "used.pt", {**state, "config": {**state["config"], "lr_ratios": {"A": 2.0}}})
     with pytest.raises(ValueError, match=r"written with lr_ratios=\{'A': 2.0\}, a setting glora .* no longer has"):
         glora.SupernetTrainer(_model(), _task(64), config).load_checkpoint(tmp_path / "used.pt")
