@@ -128,6 +128,7 @@ def test_config_defaults_and_checks_live_in_the_engine() -> None:
         "objective": "fitness",
         "nonfinite": "error",
         "threads": None,
+        "metric": None,
     }
     odd = SearchConfig(population=7)
     assert (odd.mutants, odd.crossovers) == (3, 4)
@@ -144,6 +145,14 @@ def test_config_defaults_and_checks_live_in_the_engine() -> None:
         ({"mutation_prob": 1.5}, r"mutation_prob must be a number in \[0, 1\], got 1.5"),
         ({"objective": "speed"}, "objective must be 'fitness' or 'pareto', got 'speed'"),
         ({"nonfinite": None, "threads": "4"}, "threads must be a positive integer or None, got '4'"),
+        ({"population": 10**12}, "population must be at most 1000000, got 1000000000000"),
+        ({"mutants": 2**63}, f"mutants must be at most 1000000, got {2**63}"),
+        ({"crossovers": 10**40}, f"crossovers must be at most 1000000, got {10**40}"),
+        ({"parents": -(10**40)}, "parents must be a positive integer, got -1"),
+        ({"generations": 10**7}, "generations must be at most 1000000, got 10000000"),
+        ({"threads": 100_000}, "threads must be at most 1024"),
+        ({"metric": 5}, "metric must be a name of at most 200 printable characters, or None, got 5"),
+        ({"metric": "a\nb"}, "metric must be a name"),
     ]:
         with pytest.raises(SearchError, match=message) as info:
             SearchConfig(**kwargs)

@@ -1,34 +1,60 @@
 """``glora-replay LOG``: re-run a search from its log, verify it, and summarise it (no torch needed).
 
 The evolution is replayed with the recorded scores; every subnet the engine produces must equal the logged one
-(else the replay reports where it diverges and exits with status 1). Then it prints the per-generation best and
-mean, the best subnet and the Pareto front; ``--export`` writes a subnet JSON that ``glora.set_subnet`` and
-``glora.merge`` accept.
+(else the replay reports where it diverges and exits with status 1). Then it prints the metric the scores are
+(when the search named it), the per-generation best and mean, the best subnet and the Pareto front;
+``--budget`` reports the best Pareto point with at most that many parameters and ``--export`` writes the chosen
+subnet as JSON that ``glora.set_subnet`` and ``glora.merge`` accept. Any other failure (an unreadable or damaged
+log, a file that cannot be written, a bad argument) is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 from glora._engine import LogReport, ParetoPoint
 from glora.engine.replay import read_log
-from glora.errors import SearchError
+from glora.errors import GLoRAError, SearchError
+
+PROG = "glora-replay"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{PROG}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _score(value: float) -> Optional[float]:
+    """A score as JSON: None for minus infinity (a generation or subnet with only non-finite scores)."""
+    return value if math.isfinite(value) else None
 
 
 def _point(point: ParetoPoint) -> dict[str, Any]:
-    return {"score": point.score, "params": point.params, "generation": point.generation, "subnet": point.subnet}
+    return {
+        "score": _score(point.score),
+        "params": point.params,
+        "generation": point.generation,
+        "subnet": point.subnet,
+    }
 
 
 def report_dict(report: LogReport) -> dict[str, Any]:
-    """The report as plain data (``glora-replay --json``)."""
+    """The report as plain data (``glora-replay --json``); non-finite scores are null, as in the log."""
     d = report.divergence
     return {
         "log": report.log,
         "glora_version": report.glora_version,
+        "metric": report.metric,
         "seed": report.seed,
         "budget": list(report.budget),
         "params": report.config.to_dict(),
@@ -41,7 +67,9 @@ def report_dict(report: LogReport) -> dict[str, Any]:
         "divergence": None
         if d is None
         else {"generation": d.generation, "index": d.index, "logged": d.logged, "produced": d.produced},
-        "history": [h.to_dict() for h in report.history],
+        "history": [
+            {k: _score(v) if isinstance(v, float) else v for k, v in h.to_dict().items()} for h in report.history
+        ],
         "best": None if report.best is None else _point(report.best),
         "front": [_point(p) for p in report.front],
     }
@@ -59,6 +87,7 @@ def _print_summary(report: LogReport) -> None:
         f"log {report.log}: {len(report.history)} generations, {report.replayed_evaluations} evaluations replayed "
         f"of {report.logged_evaluations} logged; seed {report.seed}, budget {list(report.budget)}, {len(report.space)} layers"
     )
+    print(f"metric: {report.metric or 'not recorded'} (higher is better)")
     if report.divergence is not None:
         d = report.divergence
         print(
@@ -80,62 +109,125 @@ def _print_summary(report: LogReport) -> None:
         print("pareto front (params -> score): " + ", ".join(f"{p.params:,} -> {p.score:.4f}" for p in report.front))
 
 
-def _plot(report: LogReport, path: str) -> None:
+def _write_atomically(path: str, write: Callable[[str], None]) -> None:
+    """Write ``path`` through a temporary file in its folder, renamed over it once complete; a failure names the
+    path and leaves nothing behind."""
+    if os.path.isdir(path):
+        raise GLoRAError(f"cannot write {path}: it is a directory", kind="write_failed")
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".glora-replay-")
+        os.close(fd)
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise GLoRAError(f"cannot write {path}: {err.strerror or err}", kind="write_failed") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _export(point: ParetoPoint, path: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(point.subnet, fh, indent=1, sort_keys=True)
+
+    _write_atomically(path, write)
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v if math.isfinite(v) else math.nan for v in values]
+
+
+def _plot(report: LogReport, path: str, budget: Optional[int]) -> None:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
-        raise SystemExit("--plot needs matplotlib: pip install 'glora[plot]'") from None
+        raise SearchError("--plot needs matplotlib: pip install 'glora[plot]'", kind="no_matplotlib") from None
+    metric = report.metric or "fitness"
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     gens = [h.generation for h in report.history]
-    left.plot(gens, [h.best for h in report.history], label="best of generation")
-    left.plot(gens, [h.mean for h in report.history], label="mean of generation")
-    left.plot(gens, [h.best_so_far for h in report.history], label="best so far", linestyle="--")
+    left.plot(gens, _finite([h.best for h in report.history]), marker=".", label="best of generation")
+    left.plot(gens, _finite([h.mean for h in report.history]), marker=".", label="mean of generation")
+    left.plot(gens, _finite([h.best_so_far for h in report.history]), label="best so far", linestyle="--")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_xlabel("generation")
-    left.set_ylabel("fitness")
+    left.set_ylabel(metric)
     left.legend()
-    right.plot([p.params for p in report.front], [p.score for p in report.front], marker="o")
+    right.plot([p.params for p in report.front], _finite([p.score for p in report.front]), marker="o")
+    low, high = report.budget
+    right.axvline(high, color="grey", linestyle=":", label=f"search budget {high:,}")
+    if low > 0:
+        right.axvline(low, color="grey", linestyle=":")
+    if budget is not None:
+        right.axvline(budget, color="red", linestyle="--", label=f"--budget {budget:,}")
     right.set_xlabel("adapter parameters")
-    right.set_ylabel("fitness")
+    right.set_ylabel(metric)
     right.set_title("Pareto front")
+    right.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="glora-replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("log", help="a search log (JSON Lines) written by glora.search(..., log=...)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
     parser.add_argument("--export", metavar="FILE", help="write the best subnet (or the best under --budget) as JSON")
     parser.add_argument(
-        "--budget", type=int, help="with --export: the best Pareto point with at most this many parameters"
+        "--budget",
+        type=_non_negative,
+        help="report (and with --export write) the best Pareto point with at most this many parameters",
     )
     parser.add_argument(
         "--plot", metavar="FILE.png", help="fitness by generation and the Pareto front (needs matplotlib)"
     )
-    args = parser.parse_args(argv)
-    try:
-        report = read_log(args.log)
-        if args.export:
-            chosen = _choose(report, args.budget)
-            with open(args.export, "w", encoding="utf-8") as fh:
-                json.dump(chosen.subnet, fh, indent=1, sort_keys=True)
-    except SearchError as err:
-        print(f"glora-replay: {err}", file=sys.stderr)
-        return 2
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    report = read_log(args.log)
+    chosen = _choose(report, args.budget) if args.export or args.budget is not None else None
+    if args.export and chosen is not None:
+        _export(chosen, args.export)
+    if args.plot:
+        _plot(report, args.plot, args.budget)
     if args.json:
-        print(json.dumps(report_dict(report), indent=1))
+        data = report_dict(report)
+        if args.budget is not None and chosen is not None:
+            data["best_under_budget"] = {"budget": args.budget, **_point(chosen)}
+        print(json.dumps(data, indent=1))
     else:
         _print_summary(report)
-        if args.export:
+        if chosen is not None and args.budget is not None:
+            print(f"best under {args.budget:,} parameters: score {chosen.score:.4f} with {chosen.params:,} parameters")
+        if args.export and chosen is not None:
             print(f"exported subnet with {chosen.params:,} parameters (score {chosen.score:.4f}) to {args.export}")
-    if args.plot:
-        _plot(report, args.plot)
     return 1 if report.divergence is not None else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except GLoRAError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

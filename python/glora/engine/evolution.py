@@ -53,12 +53,17 @@ def search(
 
     ``fitness`` receives a batch (list) of subnets and returns one score per subnet, higher is better. The
     settings come from ``config`` (a :class:`SearchConfig`) and keywords of the same names (population, parents,
-    mutants, crossovers, mutation_prob, generations, objective, nonfinite, threads), keywords winning. Each
+    mutants, crossovers, mutation_prob, generations, objective, nonfinite, threads, metric), keywords winning;
+    counts are at most 1,000,000, ``threads`` at most 1024 and capped at the machine's cores, and ``metric`` (say
+    ``"neg_loss"``) names what the scores measure and is recorded in the log for ``glora-replay``. Each
     generation after the first holds ``mutants`` mutated and ``crossovers`` crossed parents, topped up with random
     subnets to ``population``. ``objective="pareto"`` selects parents by NSGA-II rank and crowding over (score,
-    parameters), so the returned ``pareto_front`` serves every budget. ``nonfinite="worst"`` ranks NaN or
-    infinite scores last instead of raising. With ``log``, every evaluation is appended to a JSON Lines file;
-    ``resume=True`` continues a search that was interrupted, re-evaluating nothing that was recorded.
+    parameters), so the returned ``pareto_front`` serves every budget. A score is a Python int or float, a numpy
+    number or a 0-d tensor (a :class:`~glora.errors.ScoreError` names anything else). ``nonfinite="worst"`` ranks
+    NaN or infinite scores last (as minus infinity; the log writes null) instead of raising. With ``log``, every
+    evaluation is appended to a JSON Lines file; ``resume=True`` continues a search that was interrupted, re-evaluating nothing that was recorded, and
+    reaches the same result as an uninterrupted run (docs/method.md, section 4); a log cut inside its header
+    records nothing and is started afresh.
     """
     chosen = _config(config, settings)
     bar = _progress_bar(chosen.generations) if progress else None

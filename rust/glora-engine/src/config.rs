@@ -3,12 +3,17 @@
 use std::fmt;
 
 use crate::error::{py_repr, EngineError, Result};
-use crate::search::{NonFinite, Objective, Params};
+use crate::search::{check_count, NonFinite, Objective, Params};
+
+/// The most threads a search may ask for; a run uses at most as many as the machine has.
+pub const MAX_THREADS: usize = 1024;
 
 /// A value as the user gave it, before checking.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    Int(i64),
+    Int(i128),
+    /// An integer beyond `i128`, as written.
+    BigInt(String),
     Float(f64),
     Text(String),
     /// Anything else, shown as written (its Python `repr`).
@@ -19,6 +24,7 @@ impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::Int(v) => write!(f, "{v}"),
+            Value::BigInt(v) => write!(f, "{v}"),
             Value::Float(v) => write!(f, "{v:?}"),
             Value::Text(v) => write!(f, "{}", py_repr(v)),
             Value::Other(v) => write!(f, "{v}"),
@@ -38,24 +44,37 @@ pub struct Settings {
     pub objective: Option<Value>,
     pub nonfinite: Option<Value>,
     pub threads: Option<Value>,
+    pub metric: Option<Value>,
 }
 
-/// Checked settings: the algorithm's numbers (logged) and the thread count (not logged: it changes nothing).
+/// Checked settings: the algorithm's numbers (logged), the thread count (not logged: it changes nothing) and the
+/// name of the metric the scores are (logged when given).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchConfig {
     pub params: Params,
     pub threads: Option<usize>,
+    pub metric: Option<String>,
 }
 
 fn refuse(name: &str, value: &Value, allowed: &str) -> EngineError {
     EngineError::BadParameter { name: name.into(), value: value.to_string(), allowed: allowed.into() }
 }
 
-fn count(name: &str, value: &Value, least: i64) -> Result<usize> {
-    let allowed = if least > 0 { "a positive integer" } else { "a non-negative integer" };
-    match *value {
-        Value::Int(v) if v >= least => Ok(v as usize),
-        _ => Err(refuse(name, value, allowed)),
+impl Value {
+    /// The value as an integer, an integer beyond `i128` clamped to its range (every limit lies far inside it).
+    pub fn integer(&self) -> Option<i128> {
+        match self {
+            Value::Int(v) => Some(*v),
+            Value::BigInt(v) => Some(if v.starts_with('-') { i128::MIN } else { i128::MAX }),
+            _ => None,
+        }
+    }
+}
+
+fn count(name: &str, value: &Value, least: usize) -> Result<usize> {
+    match value.integer() {
+        Some(v) => check_count(name, v, least, &value.to_string()),
+        None => Err(refuse(name, value, if least > 0 { "a positive integer" } else { "a non-negative integer" })),
     }
 }
 
@@ -67,9 +86,31 @@ fn word<T: Copy>(name: &str, value: &Value, words: &[(&str, T)]) -> Result<T> {
     }
 }
 
-/// A search seed: a non-negative integer.
+/// A search seed: an integer in [0, 2**64).
 pub fn seed(value: &Value) -> Result<u64> {
-    count("seed", value, 0).map(|s| s as u64)
+    match value.integer() {
+        Some(v) if v >= 0 && v <= i128::from(u64::MAX) => Ok(v as u64),
+        Some(v) if v >= 0 => Err(refuse("seed", value, "a non-negative integer below 2**64")),
+        _ => Err(refuse("seed", value, "a non-negative integer")),
+    }
+}
+
+fn threads(value: &Value) -> Result<usize> {
+    let allowed = "a positive integer or None";
+    match value.integer() {
+        Some(v) if v > MAX_THREADS as i128 => {
+            Err(refuse("threads", value, &format!("at most {MAX_THREADS} (a run uses at most the machine's cores)")))
+        }
+        Some(v) if v >= 1 => Ok(v as usize),
+        _ => Err(refuse("threads", value, allowed)),
+    }
+}
+
+fn metric(value: &Value) -> Result<String> {
+    match value {
+        Value::Text(text) if !text.is_empty() && text.len() <= 200 && !text.chars().any(char::is_control) => Ok(text.clone()),
+        _ => Err(refuse("metric", value, "a name of at most 200 printable characters, or None")),
+    }
 }
 
 impl SearchConfig {
@@ -78,11 +119,11 @@ impl SearchConfig {
     pub fn from_settings(settings: &Settings) -> Result<SearchConfig> {
         let d = Params::default();
         let get =
-            |value: &Option<Value>, name: &str, least: i64, default: usize| value.as_ref().map_or(Ok(default), |v| count(name, v, least));
+            |value: &Option<Value>, name: &str, least: usize, default: usize| value.as_ref().map_or(Ok(default), |v| count(name, v, least));
         let population = get(&settings.population, "population", 1, d.population)?;
         let mutation_prob = match &settings.mutation_prob {
             None => d.mutation_prob,
-            Some(Value::Int(v)) if (0..=1).contains(v) => *v as f64,
+            Some(Value::Int(v @ (0 | 1))) => *v as f64,
             Some(Value::Float(v)) if (0.0..=1.0).contains(v) => *v,
             Some(v) => return Err(refuse("mutation_prob", v, "a number in [0, 1]")),
         };
@@ -103,11 +144,12 @@ impl SearchConfig {
                 .map_or(Ok(d.nonfinite), |v| word("nonfinite", v, &[("error", NonFinite::Error), ("worst", NonFinite::Worst)]))?,
             attempts_per_candidate: d.attempts_per_candidate,
         };
-        let threads = match &settings.threads {
-            None => None,
-            Some(v) => Some(count("threads", v, 1).map_err(|_| refuse("threads", v, "a positive integer or None"))?),
-        };
-        Ok(SearchConfig { params, threads })
+        params.validate()?;
+        Ok(SearchConfig {
+            params,
+            threads: settings.threads.as_ref().map(threads).transpose()?,
+            metric: settings.metric.as_ref().map(metric).transpose()?,
+        })
     }
 }
 

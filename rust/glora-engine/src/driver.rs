@@ -45,6 +45,9 @@ pub struct Finished {
     pub log: Option<PathBuf>,
 }
 
+const INCOMPLETE: &str = "the log holds no complete header line and is not the beginning of this search's header; \
+                          it records no evaluation: delete it to start afresh, or choose another path";
+
 fn has_content(path: &Path) -> bool {
     std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false)
 }
@@ -52,7 +55,9 @@ fn has_content(path: &Path) -> bool {
 impl Run {
     /// Open a search of `space` under `budget`. With `log`, every evaluation is appended to it; with `resume`
     /// and a non-empty log, the logged evaluations are replayed (their header must match this search) and the
-    /// run continues where the log ends.
+    /// run continues where the log ends. A log cut inside its header (no evaluation recorded) whose text begins
+    /// this search's header is started afresh; any other file without a complete line is refused untouched.
+    /// `threads` is capped at the machine's cores (the result does not depend on it).
     pub fn open(
         space: &Space,
         budget: Budget,
@@ -62,14 +67,17 @@ impl Run {
         log: Option<&Path>,
         resume: bool,
     ) -> Result<Run> {
-        let header = Header::new(glora_version, space.clone(), budget, config.params.clone(), seed);
+        let header = Header::new(glora_version, space.clone(), budget, config.params.clone(), seed, config.metric.clone());
         let pool = match config.threads {
             None => None,
-            Some(n) => Some(rayon::ThreadPoolBuilder::new().num_threads(n).build().map_err(|e| EngineError::BadParameter {
-                name: "threads".into(),
-                value: n.to_string(),
-                allowed: format!("a thread count this machine can start ({e})"),
-            })?),
+            Some(n) => {
+                let cores = std::thread::available_parallelism().map_or(1, usize::from);
+                Some(rayon::ThreadPoolBuilder::new().num_threads(n.min(cores)).build().map_err(|e| EngineError::BadParameter {
+                    name: "threads".into(),
+                    value: n.to_string(),
+                    allowed: format!("a thread count this machine can start ({e})"),
+                })?)
+            }
         };
         let start = |writer: Option<LogWriter>, search: Search| Run {
             search,
@@ -82,26 +90,32 @@ impl Run {
         let new_search = || Search::new(&header.space, header.budget, header.params.clone(), header.seed);
         let mut run = match log {
             None => start(None, new_search()?),
-            Some(path) if resume && has_content(path) => {
-                let contents = log::read(path)?;
-                let differences = contents.header.differences(&header);
-                if !differences.is_empty() {
-                    return Err(EngineError::LogMismatch { path: path.display().to_string(), differences: differences.join("; ") });
+            Some(path) if resume && has_content(path) => match log::incomplete_header(path)? {
+                Some(begun) if header.line().as_bytes().starts_with(&begun) => {
+                    start(Some(LogWriter::create(path, &header, true)?), new_search()?)
                 }
-                let (search, known) = replay::resume(&contents.header, &contents.records)?;
-                let recovered = search.evaluated().len() + known.len();
-                let mut writer = LogWriter::resume(path, contents.valid_len)?;
-                // a log cut between a batch's last evaluation and its generation record gets that record back
-                if known.is_empty() && matches!(contents.records.last(), Some(Record::Eval { .. })) {
-                    if let Some(summary) = search.history().last() {
-                        writer.append(&[Record::Generation(summary.clone())])?;
+                Some(_) => return Err(EngineError::LogIo { path: path.display().to_string(), reason: INCOMPLETE.into() }),
+                None => {
+                    let contents = log::read(path)?;
+                    let differences = contents.header.differences(&header);
+                    if !differences.is_empty() {
+                        return Err(EngineError::LogMismatch { path: path.display().to_string(), differences: differences.join("; ") });
                     }
+                    let (search, known) = replay::resume(&contents.header, &contents.records)?;
+                    let recovered = search.evaluated().len() + known.len();
+                    let mut writer = LogWriter::resume(path, contents.valid_len)?;
+                    // a log cut between a batch's last evaluation and its generation record gets that record back
+                    if known.is_empty() && matches!(contents.records.last(), Some(Record::Eval { .. })) {
+                        if let Some(summary) = search.history().last() {
+                            writer.append(&[Record::Generation(summary.clone())])?;
+                        }
+                    }
+                    Run { search, known, writer: Some(writer), recovered, pool: None, log: Some(path.to_path_buf()) }
                 }
-                Run { search, known, writer: Some(writer), recovered, pool: None, log: Some(path.to_path_buf()) }
-            }
+            },
             Some(path) => {
                 let search = new_search()?;
-                start(Some(LogWriter::create(path, &header)?), search)
+                start(Some(LogWriter::create(path, &header, false)?), search)
             }
         };
         run.pool = pool;

@@ -17,13 +17,17 @@ pub enum EngineError {
     NarrowBudget { min: u64, max: u64, step: u64 },
     #[error("{reason}")]
     BadBudget { reason: String },
+    #[error("{what}")]
+    Overflow { what: String },
+    #[error("malformed space data: {reason}")]
+    BadSpaceData { reason: String },
     #[error("{name} must be {allowed}, got {value}")]
     BadParameter { name: String, value: String, allowed: String },
     #[error("fitness must return a sequence of {expected} scores, got {type_name}")]
     ScoresNotASequence { expected: usize, type_name: String },
     #[error("fitness returned {got} scores for a batch of {expected} subnets")]
     WrongScoreCount { expected: usize, got: usize },
-    #[error("score {index} of the batch is not a number: {value}")]
+    #[error("score {index} of the batch is not a number: {value}; a score is an int, a float, a numpy number or a 0-d tensor")]
     ScoreNotANumber { index: usize, value: String },
     #[error("score {index} of the batch is not finite ({value}); pass nonfinite=\"worst\" to rank such subnets last")]
     NonFiniteScore { index: usize, value: f64 },

@@ -1,15 +1,20 @@
-//! The run log: an append-only JSON Lines file. Line 1 is the header (space, budget, seed, parameters); then
-//! one record per evaluated genome and one per finished generation. A kill mid-line leaves a truncated last
-//! line, which reading reports and resuming discards.
+//! The run log: an append-only JSON Lines file. Line 1 is the header (space, budget, seed, parameters and, when
+//! given, the metric the scores are); then one record per evaluated genome and one per finished generation. A
+//! non-finite score (ranked worst) is written as null and read back as minus infinity. A kill mid-line leaves a
+//! truncated last line, which reading reports and resuming discards.
+//!
+//! Reading checks everything a search relies on, so a damaged log is refused with its line number: the header's
+//! counts within the engine's limits, each layer's genes A..E with the costs its shape gives, and no null score
+//! in a search that refuses non-finite scores.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::error::{EngineError, Result};
-use crate::search::{GenerationSummary, Params};
+use crate::error::{py_repr, EngineError, Result};
+use crate::search::{GenerationSummary, NonFinite, Params};
 use crate::space::{Budget, Genome, Space};
 
 pub const FORMAT: &str = "glora-search-log";
@@ -23,22 +28,32 @@ pub struct Header {
     pub seed: u64,
     pub budget: Budget,
     pub params: Params,
+    /// What the scores measure, when the caller named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
     pub space: Space,
 }
 
 impl Header {
-    pub fn new(glora_version: &str, space: Space, budget: Budget, params: Params, seed: u64) -> Header {
-        Header { format: FORMAT.into(), format_version: FORMAT_VERSION, glora_version: glora_version.into(), seed, budget, params, space }
+    pub fn new(glora_version: &str, space: Space, budget: Budget, params: Params, seed: u64, metric: Option<String>) -> Header {
+        let glora_version = glora_version.into();
+        Header { format: FORMAT.into(), format_version: FORMAT_VERSION, glora_version, seed, budget, params, metric, space }
     }
 
-    /// What differs between a logged header and the search being resumed (the glora version may differ).
+    /// What differs between a logged header and the search being resumed (the glora version may differ, and a
+    /// search that names no metric accepts the log's).
     pub fn differences(&self, other: &Header) -> Vec<String> {
         let mut out = Vec::new();
         if self.seed != other.seed {
-            out.push(format!("seed {} (log) vs {}", self.seed, other.seed));
+            out.push(format!("seed {} (log) vs {} (this search)", self.seed, other.seed));
         }
         if self.budget != other.budget {
-            out.push(format!("budget [{}, {}] (log) vs [{}, {}]", self.budget.min, self.budget.max, other.budget.min, other.budget.max));
+            let (a, b) = (self.budget, other.budget);
+            out.push(format!("budget [{}, {}] (log) vs [{}, {}] (this search)", a.min, a.max, b.min, b.max));
+        }
+        if other.metric.is_some() && self.metric != other.metric {
+            let shown = |m: &Option<String>| m.as_deref().map_or("none".into(), py_repr);
+            out.push(format!("metric {} (log) vs {} (this search)", shown(&self.metric), shown(&other.metric)));
         }
         if self.params != other.params {
             let a = serde_json::to_value(&self.params).unwrap_or_default();
@@ -46,28 +61,36 @@ impl Header {
             if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
                 for (key, value) in a {
                     if b.get(key) != Some(value) {
-                        out.push(format!("{key} {value} (log) vs {}", b.get(key).cloned().unwrap_or_default()));
+                        out.push(format!("{key} {value} (log) vs {} (this search)", b.get(key).cloned().unwrap_or_default()));
                     }
                 }
             }
         }
-        if self.space != other.space {
-            out.push(space_difference(&self.space, &other.space));
-        }
+        out.extend(self.space.difference(&other.space));
         out
+    }
+
+    /// The header as its log line (without the newline).
+    pub fn line(&self) -> String {
+        serde_json::to_string(self).expect("a header serialises")
+    }
+
+    /// Everything a search builds on: the counts within limits, the space's costs from its shapes, the budget
+    /// reachable (the same checks as `Search::new`).
+    fn check(&self) -> Result<()> {
+        self.params.validate()?;
+        self.space.check_costs()?;
+        self.space.flatten()?.check_budget(self.budget)
     }
 }
 
-fn space_difference(a: &Space, b: &Space) -> String {
-    if a.layers.len() != b.layers.len() {
-        return format!("space has {} layers (log) vs {}", a.layers.len(), b.layers.len());
-    }
-    for (la, lb) in a.layers.iter().zip(&b.layers) {
-        if la != lb {
-            return format!("space differs at layer {:?} (log) vs {:?}", la.name, lb.name);
-        }
-    }
-    "space differs".into()
+/// A score field: a number, or null for a non-finite score ranked worst (minus infinity); never absent.
+pub fn score_or_worst<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NEG_INFINITY))
+}
+
+fn required<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Option<f64>, D::Error> {
+    Option::<f64>::deserialize(deserializer)
 }
 
 /// A record after the header.
@@ -79,6 +102,7 @@ pub enum Record {
         index: usize,
         genome: Genome,
         /// None for a non-finite score ranked as worst.
+        #[serde(deserialize_with = "required")]
         score: Option<f64>,
         params: u64,
     },
@@ -103,44 +127,52 @@ fn io_error(path: &Path, err: std::io::Error) -> EngineError {
     EngineError::LogIo { path: path.display().to_string(), reason: err.to_string() }
 }
 
+/// The first line of a log that holds no complete line (a write cut inside the header), else None.
+pub fn incomplete_header(path: &Path) -> Result<Option<Vec<u8>>> {
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    Ok(if bytes.contains(&b'\n') { None } else { Some(bytes) })
+}
+
+fn header(path: &Path, line: &str) -> Result<Header> {
+    let header: Header = serde_json::from_str(line).map_err(|e| corrupt(path, 1, format!("bad header: {e}")))?;
+    if header.format != FORMAT {
+        return Err(corrupt(path, 1, format!("not a glora search log (format {})", py_repr(&header.format))));
+    }
+    if header.format_version != FORMAT_VERSION {
+        return Err(corrupt(path, 1, format!("format version {} is not {FORMAT_VERSION}", header.format_version)));
+    }
+    header.check().map_err(|e| corrupt(path, 1, format!("bad header: {e}")))?;
+    Ok(header)
+}
+
+fn record(path: &Path, line_no: usize, line: &str, header: &Header) -> Result<Record> {
+    let record: Record = serde_json::from_str(line).map_err(|e| corrupt(path, line_no, e.to_string()))?;
+    if let Record::Eval { score: None, .. } = record {
+        if header.params.nonfinite == NonFinite::Error {
+            return Err(corrupt(path, line_no, "score is null (non-finite), which a search with nonfinite \"error\" never logs"));
+        }
+    }
+    Ok(record)
+}
+
 /// Read and check a whole log.
 pub fn read(path: &Path) -> Result<LogContents> {
     let mut text = String::new();
     File::open(path).and_then(|mut f| f.read_to_string(&mut text)).map_err(|e| io_error(path, e))?;
-    let mut header: Option<Header> = None;
+    let mut lines = text.split_inclusive('\n');
+    let first = lines.next().filter(|l| l.ends_with('\n')).ok_or_else(|| corrupt(path, 1, "the log has no complete header line"))?;
+    let header = header(path, first.trim_end_matches('\n'))?;
     let mut records = Vec::new();
-    let mut valid_len = 0u64;
+    let mut valid_len = first.len() as u64;
     let mut truncated_tail = false;
-    let mut offset = 0usize;
-    let mut line_no = 0usize;
-    while offset < text.len() {
-        line_no += 1;
-        let (line, complete) = match text[offset..].find('\n') {
-            Some(end) => (&text[offset..offset + end], true),
-            None => (&text[offset..], false),
-        };
-        let next = offset + line.len() + usize::from(complete);
-        if !complete {
+    for (i, line) in lines.enumerate() {
+        let Some(line) = line.strip_suffix('\n') else {
             truncated_tail = true;
             break;
-        }
-        if line_no == 1 {
-            let h: Header = serde_json::from_str(line).map_err(|e| corrupt(path, 1, format!("bad header: {e}")))?;
-            if h.format != FORMAT {
-                return Err(corrupt(path, 1, format!("not a glora search log (format {:?})", h.format)));
-            }
-            if h.format_version != FORMAT_VERSION {
-                return Err(corrupt(path, 1, format!("format version {} is not {}", h.format_version, FORMAT_VERSION)));
-            }
-            header = Some(h);
-        } else {
-            let record: Record = serde_json::from_str(line).map_err(|e| corrupt(path, line_no, e.to_string()))?;
-            records.push(record);
-        }
-        offset = next;
-        valid_len = offset as u64;
+        };
+        records.push(record(path, i + 2, line, &header)?);
+        valid_len += line.len() as u64 + 1;
     }
-    let header = header.ok_or_else(|| corrupt(path, 1, "the log has no complete header line"))?;
     Ok(LogContents { header, records, valid_len, truncated_tail })
 }
 
@@ -151,9 +183,11 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Start a new log with `header`; refuses to overwrite a non-empty file.
-    pub fn create(path: &Path, header: &Header) -> Result<LogWriter> {
-        if path.exists() && std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false) {
+    /// Start a new log with `header`; refuses to overwrite a non-empty file unless told that it holds only the
+    /// beginning of this very header (`replace_partial`: a write cut inside it, before any evaluation).
+    pub fn create(path: &Path, header: &Header, replace_partial: bool) -> Result<LogWriter> {
+        let line = header.line();
+        if !replace_partial && path.exists() && std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false) {
             return Err(EngineError::LogIo {
                 path: path.display().to_string(),
                 reason: "the file exists and is not empty; resume it or choose another path".into(),
@@ -161,7 +195,6 @@ impl LogWriter {
         }
         let file = OpenOptions::new().create(true).write(true).truncate(true).open(path).map_err(|e| io_error(path, e))?;
         let mut writer = LogWriter { file, path: path.to_path_buf() };
-        let line = serde_json::to_string(header).expect("header serialises");
         writer.write_lines(&[line])?;
         Ok(writer)
     }

@@ -14,6 +14,23 @@ use crate::pareto::{self, Point};
 use crate::rng::{below, stream, Purpose};
 use crate::space::{Budget, FlatSpace, Genome, Space};
 
+/// The largest population, parent, mutant, crossover and generation count a search (or a log header) may give.
+pub const MAX_COUNT: usize = 1_000_000;
+/// The most candidates a generation tries per wanted one (a log header's `attempts_per_candidate`).
+pub const MAX_ATTEMPTS: usize = 1_000;
+
+/// A count named `name` checked against `[least, MAX_COUNT]`; `shown` is the value as given.
+pub fn check_count(name: &str, value: i128, least: usize, shown: &str) -> Result<usize> {
+    let refuse = |allowed: String| Err(EngineError::BadParameter { name: name.into(), value: shown.into(), allowed });
+    if value < least as i128 {
+        refuse(if least > 0 { "a positive integer".into() } else { "a non-negative integer".into() })
+    } else if value > MAX_COUNT as i128 {
+        refuse(format!("at most {MAX_COUNT}"))
+    } else {
+        Ok(value as usize)
+    }
+}
+
 /// How parents are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -65,18 +82,23 @@ impl Default for Params {
 
 impl Params {
     pub fn validate(&self) -> Result<()> {
-        let bad =
-            |name: &str, value: String, allowed: &str| Err(EngineError::BadParameter { name: name.into(), value, allowed: allowed.into() });
-        for (name, value) in [("population", self.population), ("parents", self.parents), ("generations", self.generations)] {
-            if value == 0 {
-                return bad(name, "0".into(), "a positive integer");
-            }
+        let counts = [
+            ("population", self.population, 1),
+            ("parents", self.parents, 1),
+            ("mutants", self.mutants, 0),
+            ("crossovers", self.crossovers, 0),
+            ("generations", self.generations, 1),
+        ];
+        for (name, value, least) in counts {
+            check_count(name, value as i128, least, &value.to_string())?;
         }
         if !(0.0..=1.0).contains(&self.mutation_prob) {
-            return bad("mutation_prob", format!("{:?}", self.mutation_prob), "a number in [0, 1]");
+            let value = format!("{:?}", self.mutation_prob);
+            return Err(EngineError::BadParameter { name: "mutation_prob".into(), value, allowed: "a number in [0, 1]".into() });
         }
-        if self.attempts_per_candidate == 0 {
-            return bad("attempts_per_candidate", "0".into(), "a positive integer");
+        if !(1..=MAX_ATTEMPTS).contains(&self.attempts_per_candidate) {
+            let (value, allowed) = (self.attempts_per_candidate.to_string(), format!("an integer in [1, {MAX_ATTEMPTS}]"));
+            return Err(EngineError::BadParameter { name: "attempts_per_candidate".into(), value, allowed });
         }
         Ok(())
     }
@@ -92,13 +114,17 @@ pub struct Evaluated {
     pub params: u64,
 }
 
-/// What one generation produced.
+/// What one generation produced. A generation of only non-finite scores (with `nonfinite` "worst") has best, mean and best so far minus infinity,
+/// which the log writes as null and reads back as minus infinity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerationSummary {
     pub generation: usize,
     pub evaluated: usize,
+    #[serde(deserialize_with = "crate::log::score_or_worst")]
     pub best: f64,
+    #[serde(deserialize_with = "crate::log::score_or_worst")]
     pub mean: f64,
+    #[serde(deserialize_with = "crate::log::score_or_worst")]
     pub best_so_far: f64,
 }
 
@@ -209,7 +235,7 @@ impl Search {
         F: Fn(usize) -> Genome + Sync,
     {
         let mut kept = Vec::with_capacity(want);
-        let limit = want * self.params.attempts_per_candidate;
+        let limit = want.saturating_mul(self.params.attempts_per_candidate);
         let mut next = 0;
         while kept.len() < want && next < limit {
             let chunk = (want - kept.len()).max(16).min(limit - next);

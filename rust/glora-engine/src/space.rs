@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Value;
-use crate::error::{EngineError, Result};
+use crate::error::{py_list, py_repr, EngineError, Result};
 
 /// The five support tensors of a layer, in genome order.
 pub const GENES: [&str; 5] = ["A", "B", "C", "D", "E"];
@@ -62,13 +62,20 @@ pub enum BudgetSpec {
 
 impl Value {
     fn whole(&self, what: &str) -> Result<u64> {
-        let refuse = |shown: String| EngineError::BadBudget {
-            reason: format!("budget {what} must be a non-negative whole number of parameters, got {shown}"),
-        };
+        let refuse = |allowed: &str| EngineError::BadBudget { reason: format!("budget {what} must be {allowed}, got {self}") };
+        let whole = "a non-negative whole number of parameters";
+        let too_large = format!("at most {} parameters", u64::MAX);
+        if let Some(v) = self.integer() {
+            return match u64::try_from(v) {
+                Ok(v) => Ok(v),
+                Err(_) if v > 0 => Err(refuse(&too_large)),
+                Err(_) => Err(refuse(whole)),
+            };
+        }
         match *self {
-            Value::Int(v) if v >= 0 => Ok(v as u64),
             Value::Float(v) if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f64 => Ok(v as u64),
-            _ => Err(refuse(self.to_string())),
+            Value::Float(v) if v >= u64::MAX as f64 && v.fract() == 0.0 => Err(refuse(&too_large)),
+            _ => Err(refuse(whole)),
         }
     }
 }
@@ -100,20 +107,47 @@ pub fn choice_cost(gene: &str, choice: &str, out_features: u64, in_features: u64
         Ok(rank) if rank >= 1 && r.bytes().all(|b| b.is_ascii_digit()) => Ok(rank),
         _ => Err(format!("malformed choice {choice:?}: a lora choice is lora_<rank>, rank at least 1")),
     });
+    if let Some(Err(reason)) = &rank {
+        return Err(reason.clone());
+    }
     let cost = match (gene, choice, rank) {
-        (_, "none", _) => 0,
-        ("A" | "B" | "D" | "E", "scalar", _) => 1,
-        ("A" | "B" | "D" | "E", "vector", _) => out_features,
-        ("C", "vector", _) => in_features,
-        ("A" | "B", _, Some(rank)) => rank? * (out_features + in_features),
-        ("C", _, Some(rank)) => rank? * (in_features + 1),
+        (_, "none", _) => Some(0),
+        ("A" | "B" | "D" | "E", "scalar", _) => Some(1),
+        ("A" | "B" | "D" | "E", "vector", _) => Some(out_features),
+        ("C", "vector", _) => Some(in_features),
+        ("A" | "B", _, Some(rank)) => in_features.checked_add(out_features).and_then(|n| n.checked_mul(rank.ok()?)),
+        ("C", _, Some(rank)) => in_features.checked_add(1).and_then(|n| n.checked_mul(rank.ok()?)),
         _ if !GENES.contains(&gene) => return Err(format!("unknown gene; genes are {}", GENES.join(", "))),
         _ => return Err(format!("choice {choice:?} is not offered by gene {gene}")),
     };
-    Ok(cost)
+    cost.ok_or_else(|| format!("the cost of choice {choice:?} on a {out_features} x {in_features} layer exceeds {}", u64::MAX))
 }
 
 impl Layer {
+    fn difference(&self, other: &Layer, position: usize) -> Option<String> {
+        if self.name != other.name {
+            return Some(format!("layer {position} is named {} (log) vs {} (this search)", py_repr(&self.name), py_repr(&other.name)));
+        }
+        let at = format!("layer {}", py_repr(&self.name));
+        if self.out_features != other.out_features {
+            return Some(format!("{at} out_features {} (log) vs {} (this search)", self.out_features, other.out_features));
+        }
+        if self.in_features != other.in_features {
+            return Some(format!("{at} in_features {} (log) vs {} (this search)", self.in_features, other.in_features));
+        }
+        let genes = |l: &Layer| l.genes.iter().map(|g| g.gene.clone()).collect::<Vec<_>>();
+        if genes(self) != genes(other) {
+            return Some(format!("{at} genes {} (log) vs {} (this search)", py_list(&genes(self)), py_list(&genes(other))));
+        }
+        self.genes.iter().zip(&other.genes).find(|(a, b)| a != b).map(|(a, b)| {
+            if a.choices != b.choices {
+                format!("{at} gene {} offers {} (log) vs {} (this search)", a.gene, py_list(&a.choices), py_list(&b.choices))
+            } else {
+                format!("{at} gene {} costs {:?} (log) vs {:?} (this search)", a.gene, a.costs, b.costs)
+            }
+        })
+    }
+
     /// A layer of shape `out x in` offering `choices[g]` for gene `GENES[g]`; the costs follow from the shape.
     pub fn new(name: &str, out_features: u64, in_features: u64, choices: Vec<Vec<String>>) -> Result<Layer> {
         if choices.len() != GENES.len() {
@@ -176,8 +210,15 @@ impl Space {
                 costs.push(gene.costs.clone());
             }
         }
-        let min_cost: Vec<u64> = costs.iter().map(|c| *c.iter().min().unwrap()).collect();
-        let max_cost: Vec<u64> = costs.iter().map(|c| *c.iter().max().unwrap()).collect();
+        let min_cost: Vec<u64> = costs.iter().map(|c| c.iter().copied().min().unwrap_or(0)).collect();
+        let max_cost: Vec<u64> = costs.iter().map(|c| c.iter().copied().max().unwrap_or(0)).collect();
+        let total = |costs: &[u64]| {
+            costs
+                .iter()
+                .try_fold(0u64, |sum, &c| sum.checked_add(c))
+                .ok_or_else(|| EngineError::Overflow { what: format!("the space's largest parameter count exceeds {}", u64::MAX) })
+        };
+        let (smallest, largest) = (total(&min_cost)?, total(&max_cost)?);
         let max_step = costs
             .iter()
             .map(|c| {
@@ -187,7 +228,35 @@ impl Space {
             })
             .max()
             .unwrap_or(0);
-        Ok(FlatSpace { smallest: min_cost.iter().sum(), largest: max_cost.iter().sum(), costs, min_cost, max_cost, max_step })
+        Ok(FlatSpace { smallest, largest, costs, min_cost, max_cost, max_step })
+    }
+
+    /// Check a space read from a file: every layer has the genes A..E in order, with the costs its shape gives.
+    pub fn check_costs(&self) -> Result<()> {
+        for layer in &self.layers {
+            let names: Vec<&str> = layer.genes.iter().map(|g| g.gene.as_str()).collect();
+            if names != GENES {
+                let reason = format!("genes {names:?}, a layer has {GENES:?} in this order");
+                return Err(EngineError::BadGene { layer: layer.name.clone(), gene: String::new(), reason });
+            }
+            let choices = layer.genes.iter().map(|g| g.choices.clone()).collect();
+            let computed = Layer::new(&layer.name, layer.out_features, layer.in_features, choices)?;
+            for (logged, gene) in layer.genes.iter().zip(&computed.genes) {
+                if logged.costs != gene.costs {
+                    let reason = format!("costs {:?}, the layer's shape gives {:?}", logged.costs, gene.costs);
+                    return Err(EngineError::BadGene { layer: layer.name.clone(), gene: gene.gene.clone(), reason });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first difference between this space (a log's) and `other` (a search's), naming the layer and field.
+    pub fn difference(&self, other: &Space) -> Option<String> {
+        if self.layers.len() != other.layers.len() {
+            return Some(format!("space has {} layers (log) vs {} (this search)", self.layers.len(), other.layers.len()));
+        }
+        self.layers.iter().zip(&other.layers).enumerate().find_map(|(i, (a, b))| a.difference(b, i))
     }
 
     pub fn n_genes(&self) -> usize {
@@ -347,7 +416,7 @@ impl SearchSpace {
         let flat = &self.flat;
         Ok((0..n)
             .into_par_iter()
-            .map(|i| crate::operators::sample(flat, budget, &mut stream(seed, 0, Purpose::Random, index0 + i)))
+            .map(|i| crate::operators::sample(flat, budget, &mut stream(seed, 0, Purpose::Random, index0.wrapping_add(i))))
             .collect())
     }
 }

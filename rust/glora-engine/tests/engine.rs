@@ -189,7 +189,7 @@ fn bad_input_is_refused() {
 }
 
 fn config(params: &Params) -> SearchConfig {
-    SearchConfig { params: params.clone(), threads: None }
+    SearchConfig { params: params.clone(), threads: None, metric: None }
 }
 
 /// A logged run through the driver, stopped after `stop_after` generations.
@@ -352,6 +352,6 @@ fn log_round_trip_replay_and_truncation() {
     contents.header.seed = 12;
     let (_, end) = replay(&contents.header, &contents.records).unwrap();
     assert!(matches!(end, ReplayEnd::Diverged { generation: 0, index: 0, .. }));
-    assert!(LogWriter::create(&path, &contents.header).is_err(), "an existing log must not be overwritten");
+    assert!(LogWriter::create(&path, &contents.header, false).is_err(), "an existing log must not be overwritten");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,12 +9,13 @@ use pyo3::types::PyDict;
 use crate::convert::value;
 use crate::errors::to_py;
 
-const NAMES: [&str; 9] =
-    ["population", "parents", "mutants", "crossovers", "mutation_prob", "generations", "objective", "nonfinite", "threads"];
+const NAMES: [&str; 10] =
+    ["population", "parents", "mutants", "crossovers", "mutation_prob", "generations", "objective", "nonfinite", "threads", "metric"];
 
 /// The settings of `glora.search`. Left out, each takes the reference's default: population 50, parents 10,
 /// mutants half the population, crossovers the other half, mutation_prob 0.2, generations 20,
-/// objective "fitness" (or "pareto"), nonfinite "error" (or "worst"), threads all cores.
+/// objective "fitness" (or "pareto"), nonfinite "error" (or "worst"), threads all cores (at most 1024, capped at the
+/// machine's cores), metric none (else the name of what the scores measure, recorded in the log).
 #[pyclass(module = "glora._engine", frozen, eq)]
 #[derive(Clone, PartialEq)]
 pub struct SearchConfig {
@@ -33,6 +34,7 @@ fn slot<'a>(settings: &'a mut Settings, name: &str) -> Option<&'a mut Option<Val
         "objective" => &mut settings.objective,
         "nonfinite" => &mut settings.nonfinite,
         "threads" => &mut settings.threads,
+        "metric" => &mut settings.metric,
         _ => return None,
     })
 }
@@ -44,8 +46,8 @@ impl SearchConfig {
     }
 
     /// The settings a log records.
-    pub fn from_params(params: &Params) -> PyResult<Self> {
-        let count = |v: usize| Some(Value::Int(v as i64));
+    pub fn from_params(params: &Params, metric: Option<&str>) -> PyResult<Self> {
+        let count = |v: usize| Some(Value::Int(v as i128));
         SearchConfig::checked(Settings {
             population: count(params.population),
             parents: count(params.parents),
@@ -56,6 +58,7 @@ impl SearchConfig {
             objective: Some(Value::Text(params.objective.name().into())),
             nonfinite: Some(Value::Text(params.nonfinite.name().into())),
             threads: None,
+            metric: metric.map(|m| Value::Text(m.into())),
         })
     }
 
@@ -79,7 +82,7 @@ impl SearchConfig {
 #[pymethods]
 impl SearchConfig {
     #[new]
-    #[pyo3(signature = (*, population=None, parents=None, mutants=None, crossovers=None, mutation_prob=None, generations=None, objective=None, nonfinite=None, threads=None))]
+    #[pyo3(signature = (*, population=None, parents=None, mutants=None, crossovers=None, mutation_prob=None, generations=None, objective=None, nonfinite=None, threads=None, metric=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         population: Option<&Bound<'_, PyAny>>,
@@ -91,6 +94,7 @@ impl SearchConfig {
         objective: Option<&Bound<'_, PyAny>>,
         nonfinite: Option<&Bound<'_, PyAny>>,
         threads: Option<&Bound<'_, PyAny>>,
+        metric: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let given = |v: Option<&Bound<'_, PyAny>>| v.map(value).transpose();
         SearchConfig::checked(Settings {
@@ -103,6 +107,7 @@ impl SearchConfig {
             objective: given(objective)?,
             nonfinite: given(nonfinite)?,
             threads: given(threads)?,
+            metric: given(metric)?,
         })
     }
 
@@ -157,6 +162,11 @@ impl SearchConfig {
         self.inner.threads
     }
 
+    #[getter]
+    fn metric(&self) -> Option<&str> {
+        self.inner.metric.as_deref()
+    }
+
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         let p = &self.inner.params;
@@ -169,6 +179,7 @@ impl SearchConfig {
         d.set_item("objective", p.objective.name())?;
         d.set_item("nonfinite", p.nonfinite.name())?;
         d.set_item("threads", self.inner.threads)?;
+        d.set_item("metric", self.inner.metric.as_deref())?;
         Ok(d)
     }
 
@@ -176,7 +187,7 @@ impl SearchConfig {
         let p = &self.inner.params;
         format!(
             "SearchConfig(population={}, parents={}, mutants={}, crossovers={}, mutation_prob={:?}, generations={}, objective={}, \
-             nonfinite={}, threads={})",
+             nonfinite={}, threads={}, metric={})",
             p.population,
             p.parents,
             p.mutants,
@@ -185,7 +196,8 @@ impl SearchConfig {
             p.generations,
             py_repr(p.objective.name()),
             py_repr(p.nonfinite.name()),
-            self.inner.threads.map_or("None".into(), |t| t.to_string())
+            self.inner.threads.map_or("None".into(), |t| t.to_string()),
+            self.inner.metric.as_deref().map_or("None".into(), py_repr)
         )
     }
 }

@@ -3,7 +3,7 @@
 use glora_engine::{Budget, BudgetSpec, EngineError, SubnetMap, Value};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple};
 
 use crate::errors::to_py;
 
@@ -18,8 +18,9 @@ pub fn value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     if obj.is_instance_of::<PyString>() {
         return Ok(Value::Text(obj.extract()?));
     }
-    match obj.extract::<i64>() {
+    match obj.extract::<i128>() {
         Ok(v) => Ok(Value::Int(v)),
+        Err(_) if obj.is_instance_of::<PyInt>() => Ok(Value::BigInt(obj.repr()?.to_string())),
         Err(_) => Ok(Value::Other(obj.repr()?.to_string())),
     }
 }
@@ -60,18 +61,54 @@ pub fn subnet_dict<'py>(py: Python<'py>, space: &glora_engine::Space, genome: &[
     Ok(out)
 }
 
-/// The scores a fitness function returned, as numbers (their count and finiteness are the engine's to check).
-pub fn scores(returned: &Bound<'_, PyAny>, expected: usize) -> PyResult<Vec<f64>> {
-    let not_a_sequence = || -> PyResult<PyErr> {
-        Ok(to_py(EngineError::ScoresNotASequence { expected, type_name: returned.get_type().name()?.to_string() }))
+/// One score: a Python int or float, or a 0-d numeric array or tensor (numpy scalars, torch 0-d tensors), read by
+/// its `item()`; booleans, strings, containers and anything else are refused. The one place scores are checked
+/// for type; their count and finiteness are the engine's to check.
+fn score(item: &Bound<'_, PyAny>) -> Option<f64> {
+    let plain = |x: &Bound<'_, PyAny>| {
+        let number = (x.is_instance_of::<PyFloat>() || x.is_instance_of::<PyInt>()) && !x.is_instance_of::<PyBool>();
+        if number {
+            x.extract::<f64>().ok()
+        } else {
+            None
+        }
     };
+    if let Some(v) = plain(item) {
+        return Some(v);
+    }
+    let zero_dim = item.getattr("ndim").and_then(|n| n.extract::<usize>()).is_ok_and(|n| n == 0);
+    if zero_dim {
+        return item.call_method0("item").ok().and_then(|v| plain(&v));
+    }
+    None
+}
+
+fn describe(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    let mut shown = obj.repr()?.to_string();
+    if shown.chars().count() > 60 {
+        shown = shown.chars().take(57).collect::<String>() + "...";
+    }
+    Ok(format!("{shown} ({})", obj.get_type().name()?))
+}
+
+/// The scores a fitness function returned: a sequence (list, tuple, 1-d array or tensor) of one score each.
+pub fn scores(returned: &Bound<'_, PyAny>, expected: usize) -> PyResult<Vec<f64>> {
+    let not_a_sequence = || -> PyResult<PyErr> { Ok(to_py(EngineError::ScoresNotASequence { expected, type_name: describe(returned)? })) };
+    let unordered = returned.is_instance_of::<PyDict>()
+        || returned.is_instance_of::<PySet>()
+        || returned.is_instance_of::<PyFrozenSet>()
+        || returned.hasattr("keys")?;
+    let text = returned.is_instance_of::<PyString>() || returned.is_instance_of::<PyBytes>() || returned.is_instance_of::<PyByteArray>();
+    if unordered || text {
+        return Err(not_a_sequence()?);
+    }
     let Ok(items) = returned.try_iter() else { return Err(not_a_sequence()?) };
     let mut out = Vec::with_capacity(expected);
     for (index, item) in items.enumerate() {
         let item = item?;
-        match item.extract::<f64>() {
-            Ok(v) => out.push(v),
-            Err(_) => return Err(to_py(EngineError::ScoreNotANumber { index, value: item.repr()?.to_string() })),
+        match score(&item) {
+            Some(v) => out.push(v),
+            None => return Err(to_py(EngineError::ScoreNotANumber { index, value: describe(&item)? })),
         }
     }
     Ok(out)

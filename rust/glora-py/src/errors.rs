@@ -48,6 +48,14 @@ fn kind_and_details<'py>(py: Python<'py>, err: &EngineError) -> PyResult<(&'stat
             d.set_item("reason", reason)?;
             "bad_budget"
         }
+        EngineError::Overflow { what } => {
+            d.set_item("reason", what)?;
+            "overflow"
+        }
+        EngineError::BadSpaceData { reason } => {
+            d.set_item("reason", reason)?;
+            "bad_space_data"
+        }
         EngineError::BadParameter { name, value, allowed } => {
             d.set_item("name", name)?;
             d.set_item("value", value)?;

@@ -111,8 +111,10 @@ impl Outcome {
         ParetoPoint { space: Arc::clone(&self.space), point: point.clone() }
     }
 
-    fn best_under(&self, max_params: i64) -> PyResult<ParetoPoint> {
-        Search::best_under(&self.front, max_params).map(|p| self.point(p)).map_err(to_py)
+    /// Any integer is accepted: one beyond the range of i64 means "no limit" or "nothing fits".
+    fn best_under(&self, max_params: i128) -> PyResult<ParetoPoint> {
+        let clamped = max_params.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        Search::best_under(&self.front, clamped).map(|p| self.point(p)).map_err(to_py)
     }
 }
 
@@ -165,7 +167,7 @@ impl SearchResult {
     }
 
     /// The best point of the Pareto front with at most `max_params` parameters.
-    fn best_under(&self, max_params: i64) -> PyResult<ParetoPoint> {
+    fn best_under(&self, max_params: i128) -> PyResult<ParetoPoint> {
         self.outcome.best_under(max_params)
     }
 
@@ -273,6 +275,12 @@ impl LogReport {
         SearchSpace { inner: Arc::clone(&self.outcome.space) }
     }
 
+    /// What the scores measure, as the search named it (None when it did not).
+    #[getter]
+    fn metric(&self) -> Option<String> {
+        self.config.inner.metric.clone()
+    }
+
     #[getter]
     fn replayed_evaluations(&self) -> usize {
         self.outcome.evaluations
@@ -294,7 +302,7 @@ impl LogReport {
     }
 
     /// The best point of the Pareto front with at most `max_params` parameters.
-    fn best_under(&self, max_params: i64) -> PyResult<ParetoPoint> {
+    fn best_under(&self, max_params: i128) -> PyResult<ParetoPoint> {
         self.outcome.best_under(max_params)
     }
 }
@@ -314,7 +322,7 @@ pub fn read_log(py: Python<'_>, path: PathBuf) -> PyResult<LogReport> {
         glora_version: report.header.glora_version.clone(),
         seed: report.header.seed,
         budget: (report.header.budget.min, report.header.budget.max),
-        config: SearchConfig::from_params(&report.header.params)?,
+        config: SearchConfig::from_params(&report.header.params, report.header.metric.as_deref())?,
         logged_evaluations: report.logged_evaluations,
         generations: report.search.generation(),
         complete: report.search.is_done() && divergence.is_none(),

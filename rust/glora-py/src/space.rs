@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use glora_engine::error::py_repr;
+use glora_engine::search::check_count;
 use glora_engine::{EngineError, Layer, Space, GENES};
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
@@ -174,6 +176,7 @@ impl SearchSpace {
     #[pyo3(signature = (budget, n, seed, index0=0))]
     fn sample<'py>(&self, py: Python<'py>, budget: &Bound<'py, PyAny>, n: usize, seed: u64, index0: usize) -> PyResult<Bound<'py, PyList>> {
         let b = crate::convert::budget(budget)?;
+        check_count("n", n as i128, 0, &n.to_string()).map_err(to_py)?;
         let inner = Arc::clone(&self.inner);
         let genomes = py.allow_threads(move || inner.sample(b, n, seed, index0)).map_err(to_py)?;
         self.subnets(py, &genomes)
@@ -217,18 +220,20 @@ impl SearchSpace {
 
     /// The space of `to_dict`'s data; the costs are computed again from the shapes.
     #[staticmethod]
-    fn from_dict(data: &Bound<'_, PyDict>) -> PyResult<Self> {
+    fn from_dict(data: &Bound<'_, PyAny>) -> PyResult<Self> {
         let mut layers = Vec::new();
-        for layer in data.as_any().get_item("layers")?.try_iter()? {
+        for (i, layer) in field(data, "layers", "the space")?.try_iter()?.enumerate() {
             let layer = layer?;
+            let place = format!("layer {i}");
             let genes = PyDict::new(layer.py());
-            for gene in layer.get_item("genes")?.try_iter()? {
+            for gene in field(&layer, "genes", &place)?.try_iter()? {
                 let gene = gene?;
-                genes.set_item(gene.get_item("gene")?, gene.get_item("choices")?)?;
+                genes.set_item(field(&gene, "gene", &place)?, field(&gene, "choices", &place)?)?;
             }
-            let name: String = layer.get_item("name")?.extract()?;
-            let (out_features, in_features) = (layer.get_item("out_features")?.extract()?, layer.get_item("in_features")?.extract()?);
-            layers.push(LayerSpace::new(&name, out_features, in_features, &genes)?.layer);
+            let number =
+                |key: &str| field(&layer, key, &place)?.extract::<u64>().map_err(|_| malformed(&place, key, "a non-negative integer"));
+            let name: String = field(&layer, "name", &place)?.extract().map_err(|_| malformed(&place, "name", "a string"))?;
+            layers.push(LayerSpace::new(&name, number("out_features")?, number("in_features")?, &genes)?.layer);
         }
         SearchSpace::from_space(Space { layers })
     }
@@ -236,6 +241,15 @@ impl SearchSpace {
     fn __repr__(&self) -> String {
         format!("SearchSpace({} layers, {} to {} parameters)", self.__len__(), self.min_params(), self.max_params())
     }
+}
+
+fn malformed(place: &str, key: &str, wanted: &str) -> PyErr {
+    to_py(EngineError::BadSpaceData { reason: format!("{place}: {} must be {wanted}", py_repr(key)) })
+}
+
+/// `obj[key]`, or a SearchError naming what lacks it.
+fn field<'py>(obj: &Bound<'py, PyAny>, key: &str, place: &str) -> PyResult<Bound<'py, PyAny>> {
+    obj.get_item(key).map_err(|_| to_py(EngineError::BadSpaceData { reason: format!("{place} lacks {}", py_repr(key)) }))
 }
 
 /// `(min, max)` parameters from a maximum or a `(min, max)` pair; raises on anything else.
