@@ -61,9 +61,9 @@ def search(
     parameters), so the returned ``pareto_front`` serves every budget. A score is a Python int or float, a numpy
     number or a 0-d tensor (a :class:`~glora.errors.ScoreError` names anything else). ``nonfinite="worst"`` ranks
     NaN or infinite scores last (as minus infinity; the log writes null) instead of raising. With ``log``, every
-    evaluation is appended to a JSON Lines file; ``resume=True`` continues a search that was interrupted, re-evaluating nothing that was recorded, and
-    reaches the same result as an uninterrupted run (docs/method.md, section 4); a log cut inside its header
-    records nothing and is started afresh.
+    evaluation is appended to a JSON Lines file; ``resume=True`` continues a search that was interrupted,
+    re-evaluating nothing that was recorded, and reaches the same result as an uninterrupted run (docs/method.md,
+    section 4); a log cut inside its header records nothing and is started afresh.
     """
     chosen = _config(config, settings)
     bar = _progress_bar(chosen.generations) if progress else None
