@@ -1,43 +1,46 @@
-"""Adapter files: the supernet's tensors in safetensors, a JSON config beside them (PEFT's folder layout)."""
+"""Adapter files: the supernet's tensors in safetensors, a JSON config beside them (PEFT's folder layout).
+
+Each file is written atomically. Loading reads and checks everything (the config's fields, the tensors' names,
+shapes and dtypes, the stored subnet) before it changes the model, so a refused adapter leaves it as it was."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from typing import Any, Optional, Union
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from glora.files.atomic import write_json
+from glora.files.errors import AdapterFileError, AdapterMismatchError, MissingFileError
+from glora.files.tensors import read_tensors, write_tensors
+from glora.layers import batched_weights
 from glora.tuner.config import GLoRAConfig
 from glora.tuner.subnets import Subnet, set_subnet, validate_subnet
-from glora.tuner.wrapping import adapter_parameters, describe, wrap
+from glora.tuner.wrapping import adapter_parameters, config_of, describe, glora_layers, wrap
 from glora.version import __version__
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
 FORMAT_VERSION = 1
+LAYER_FIELDS = {"type": str, "weight_shape": list, "has_bias": bool}  # what loading compares with the model
 
+__all__ = ["AdapterMismatchError", "load_adapter", "read_adapter_config", "save_adapter"]
 
-class AdapterMismatchError(ValueError):
-    """An adapter file does not fit the model it is loaded onto; ``layer`` names the first offending layer."""
-
-    def __init__(self, message: str, layer: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.layer = layer
+PathLike = Union[str, os.PathLike]
 
 
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     adapter = dict(adapter_parameters(model))
     extra = {n: p for n, p in model.named_parameters() if p.requires_grad and n not in adapter}
-    return {n: p.detach().contiguous().cpu() for n, p in {**adapter, **extra}.items()}
+    return {**adapter, **extra}
 
 
-def save_adapter(model: nn.Module, path: Union[str, os.PathLike], subnet: Optional[Subnet] = None) -> None:
+def save_adapter(model: nn.Module, path: PathLike, subnet: Optional[Subnet] = None) -> None:
     """Write the GLoRA tensors (and trainable extra modules) of ``model`` into the folder ``path``."""
-    from glora.tuner.wrapping import config_of
-
     config = config_of(model)
     if subnet is not None:
         validate_subnet(model, subnet)
@@ -49,65 +52,135 @@ def save_adapter(model: nn.Module, path: Union[str, os.PathLike], subnet: Option
         "layers": describe(model),
         "subnet": subnet,
     }
-    save_file(
-        _trainable_state(model),
+    write_tensors(
         os.path.join(path, WEIGHTS_NAME),
-        metadata={"format": "pt", "glora_version": __version__},
+        _trainable_state(model),
+        {"format": "pt", "glora_format": "adapter", "glora_version": __version__},
     )
-    with open(os.path.join(path, CONFIG_NAME), "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=2, sort_keys=True)
+    write_json(os.path.join(path, CONFIG_NAME), meta, indent=2, sort_keys=True)
 
 
-def read_adapter_config(path: Union[str, os.PathLike]) -> dict[str, Any]:
+def read_adapter_config(path: PathLike) -> dict[str, Any]:
+    """The adapter config of the folder ``path``, checked field by field: a missing or malformed field raises
+    :class:`~glora.files.errors.AdapterFileError` naming the field and the file."""
     file = os.path.join(path, CONFIG_NAME)
     if not os.path.isfile(file):
-        raise FileNotFoundError(f"no GLoRA adapter config at {file}")
+        raise MissingFileError(f"no GLoRA adapter config at {file}", path=file)
     with open(file, encoding="utf-8") as fh:
         try:
             meta = json.load(fh)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{file} is not valid JSON: {err}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise AdapterFileError(f"{file} is not valid JSON: {err}", path=file) from None
+    if not isinstance(meta, dict):
+        raise AdapterFileError(f"{file} holds a JSON {type(meta).__name__}, not an adapter config", path=file)
     for key in ("format_version", "config", "layers"):
         if key not in meta:
-            raise ValueError(f"{file} lacks the field {key!r}; is it a glora adapter?")
+            raise AdapterFileError(f"{file} lacks the field {key!r}; is it a glora adapter?", path=file)
     if meta["format_version"] != FORMAT_VERSION:
-        raise ValueError(f"{file} has format version {meta['format_version']}, this glora reads {FORMAT_VERSION}")
+        raise AdapterFileError(
+            f"{file} has format version {meta['format_version']!r}, this glora reads {FORMAT_VERSION}", path=file
+        )
+    _check_config_fields(file, meta)
     return meta
 
 
-def load_adapter(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
+def _check_config_fields(file: str, meta: dict[str, Any]) -> None:
+    try:
+        GLoRAConfig.from_dict(meta["config"])
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise AdapterFileError(f"{file}: the field 'config' is not a valid GLoRAConfig: {err}", path=file) from None
+    if not isinstance(meta["layers"], dict):
+        raise AdapterFileError(f"{file}: the field 'layers' is not a mapping of layer names", path=file)
+    for name, facts in meta["layers"].items():
+        for key, kind in LAYER_FIELDS.items():
+            if not isinstance(facts, dict) or key not in facts:
+                raise AdapterFileError(f"{file}: layer {name!r} lacks the field {key!r}", path=file)
+            if not isinstance(facts[key], kind):
+                raise AdapterFileError(
+                    f"{file}: layer {name!r} field {key!r} is a {type(facts[key]).__name__}, not a {kind.__name__}",
+                    path=file,
+                )
+    subnet = meta.get("subnet")
+    if subnet is not None and not (
+        isinstance(subnet, dict)
+        and all(
+            isinstance(genes, dict) and all(isinstance(v, str) for v in genes.values()) for genes in subnet.values()
+        )
+    ):
+        raise AdapterFileError(f"{file}: the field 'subnet' is not a mapping of layers to gene choices", path=file)
+
+
+def load_adapter(model: nn.Module, path: PathLike) -> nn.Module:
     """Load an adapter folder onto ``model`` (wrapping it first if it is a plain base model); returns it.
 
-    A subnet stored with the adapter is set on the model. Any mismatch of layers or shapes raises
-    :class:`AdapterMismatchError` naming the layer.
+    A subnet stored with the adapter is set on the model. A mismatch of layers, tensor names, shapes or dtypes, or
+    a stored subnet the model does not offer, raises :class:`AdapterMismatchError` naming the layer; an unreadable
+    file raises :class:`~glora.files.errors.AdapterFileError` naming it. Either way the model is left as it was.
     """
     meta = read_adapter_config(path)
-    if getattr(model, "glora_config", None) is None:
-        try:
-            wrap(model, GLoRAConfig.from_dict(meta["config"]))
-        except (ValueError, TypeError) as err:
-            raise AdapterMismatchError(f"cannot wrap the model as the adapter at {path} was: {err}") from None
-    _check_layers(meta["layers"], describe(model))
-    state = load_file(os.path.join(path, WEIGHTS_NAME))
-    params = dict(model.named_parameters())
-    expected = set(_trainable_state(model))
-    for key in sorted(set(state) | expected):
-        if key not in state:
-            raise AdapterMismatchError(f"adapter file lacks tensor {key!r} that the model has", _layer_of(key))
-        if key not in params:
-            raise AdapterMismatchError(f"adapter tensor {key!r} has no counterpart in the model", _layer_of(key))
-        if tuple(state[key].shape) != tuple(params[key].shape):
-            raise AdapterMismatchError(
-                f"adapter tensor {key!r} has shape {tuple(state[key].shape)}, "
-                f"the model's has {tuple(params[key].shape)}",
-                _layer_of(key),
-            )
+    state, _ = read_tensors(os.path.join(path, WEIGHTS_NAME), "GLoRA adapter weights", AdapterFileError)
+    with _wrapped_unless_done(model, meta["config"], path):
+        _check_layers(meta["layers"], describe(model))
+        params = _check_tensors(state, _trainable_state(model))
+        if meta.get("subnet") is not None:
+            try:
+                validate_subnet(model, meta["subnet"])
+            except (KeyError, ValueError, TypeError) as err:
+                raise AdapterMismatchError(f"the subnet stored in {path} does not fit the model: {err}") from None
     with torch.no_grad():
         for key, tensor in state.items():
             params[key].copy_(tensor)
     if meta.get("subnet") is not None:
         set_subnet(model, meta["subnet"])
     return model
+
+
+@contextlib.contextmanager
+def _wrapped_unless_done(model: nn.Module, config: dict[str, Any], path: PathLike) -> Iterator[None]:
+    """Wrap a plain ``model`` as the adapter was for the block; if the block (or wrapping) fails, put back the
+    original modules, trainability flags and hooks, so the model is as it was."""
+    if getattr(model, "glora_config", None) is not None:
+        yield
+        return
+    modules = dict(model.named_modules())
+    trainable = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        try:
+            wrap(model, GLoRAConfig.from_dict(config))
+        except (ValueError, TypeError) as err:
+            raise AdapterMismatchError(f"cannot wrap the model as the adapter at {path} was: {err}") from None
+        yield
+    except BaseException:
+        for name, _ in list(glora_layers(model)):
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent), attr, modules[name])
+        for p, flag in trainable:
+            p.requires_grad_(flag)
+        batched_weights.uninstall(model)
+        if "glora_config" in vars(model):
+            del model.glora_config
+        raise
+
+
+def _check_tensors(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every tensor the model trains must be in the file with its shape, and a dtype it converts to without
+    changing kind (floating point stays floating point); returns the parameters by name."""
+    for key in sorted(set(state) | set(expected)):
+        if key not in state:
+            raise AdapterMismatchError(f"adapter file lacks tensor {key!r} that the model has", _layer_of(key))
+        if key not in expected:
+            raise AdapterMismatchError(f"adapter tensor {key!r} has no counterpart in the model", _layer_of(key))
+        got, want = state[key], expected[key]
+        if tuple(got.shape) != tuple(want.shape):
+            raise AdapterMismatchError(
+                f"adapter tensor {key!r} has shape {tuple(got.shape)}, the model's has {tuple(want.shape)}",
+                _layer_of(key),
+            )
+        if got.dtype != want.dtype and not (got.dtype.is_floating_point and want.dtype.is_floating_point):
+            raise AdapterMismatchError(
+                f"adapter tensor {key!r} is {got.dtype}, the model's parameter is {want.dtype}", _layer_of(key)
+            )
+    return expected
 
 
 def _layer_of(key: str) -> str:
