@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
+import glora.tasks.pipeline
 from glora.cli.main import main
 from glora.tasks import movie as movie_data
 
 WORDS = ["good", "great", "fine", "bad", "awful", "dull", "film", "plot", "the", "a", "very", "not"]
 
 
-def _lines(n: int = 120) -> list[str]:
+def sentence_lines(n: int = 120) -> list[str]:
     g = torch.Generator().manual_seed(0)
     lines = []
     for i in range(n):
@@ -37,7 +38,7 @@ def _lines(n: int = 120) -> list[str]:
     return lines
 
 
-def _sdist(path, lines: list[str]) -> None:
+def write_sdist(path, lines: list[str]) -> None:
     inner = io.BytesIO()
     with tarfile.open(fileobj=inner, mode="w:gz") as tar:
         data = "\n".join(lines).encode("latin-1")
@@ -54,7 +55,7 @@ def _sdist(path, lines: list[str]) -> None:
 @pytest.fixture
 def sentences(tmp_path) -> tuple[list[str], list[int]]:
     path = tmp_path / movie_data.SDIST
-    _sdist(path, _lines())
+    write_sdist(path, sentence_lines())
     return movie_data.read_sentences(path)
 
 
@@ -68,7 +69,7 @@ def test_reading_drops_neutral_and_duplicate_sentences(sentences) -> None:
 
 def test_the_text_file_reads_as_the_tarball_does(sentences, tmp_path) -> None:
     txt = tmp_path / "snippets.txt"
-    txt.write_bytes("\n".join(_lines()).encode("latin-1"))
+    txt.write_bytes("\n".join(sentence_lines()).encode("latin-1"))
     assert movie_data.read_sentences(txt) == sentences
 
 
@@ -99,11 +100,10 @@ def test_missing_or_broken_data_is_a_clear_error(tmp_path) -> None:
 TRAIN_STEPS, FINETUNE_STEPS, BUDGET, TEST_SIZE, VAL_SIZE = 30, 10, 3000, 40, 20
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
+def save_tiny_bert(model_dir: Path) -> Path:
+    """A 2-layer BERT of width 32 with a word-level vocabulary of the synthetic sentences, saved in ``model_dir``."""
     transformers = pytest.importorskip("transformers")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *[str(i) for i in range(1000)], "caf", "##e", "noir"]
-    model_dir = tmp_path_factory.mktemp("tiny-bert")
     (model_dir / "vocab.txt").write_text("\n".join(vocab))
     transformers.BertTokenizerFast(vocab_file=str(model_dir / "vocab.txt")).save_pretrained(model_dir)
     torch.manual_seed(0)
@@ -115,9 +115,14 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="module")
 def movie_sdist(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / movie_data.SDIST
-    _sdist(path, _lines())
+    write_sdist(path, sentence_lines())
     return path
 
 
@@ -160,6 +165,8 @@ def test_a_run_writes_every_output(finished_run) -> None:
     assert result["device"] == "cpu" and result["config"]["budget"] == BUDGET
     assert result["supernet_steps"] == TRAIN_STEPS and result["finetune_steps"] == FINETUNE_STEPS
     assert result["final_train_loss"] is not None and result["final_train_loss"] > 0
+    assert result["files"] == [*glora.tasks.pipeline.FILES, "finetune.pt"] and result["sessions"] == 1
+    assert result["train_seconds"] > 0 and result["finetune_seconds"] > 0
 
 
 @pytest.mark.slow
@@ -209,12 +216,20 @@ def test_the_merged_model_keeps_the_accuracy_and_the_base_size(finished_run, tin
 
 
 @pytest.mark.slow
-def test_a_finished_run_resumes_without_training_or_searching_again(run_copy) -> None:
+def test_a_finished_run_resumes_without_training_or_searching_again(run_copy, capsys) -> None:
     args, out = run_copy
     before = _result(out)
     log = (out / "search.jsonl").read_text()
+    capsys.readouterr()
     assert main([*args, "--resume"]) == 0
+    assert f"wrote {out}/: adapter/, merged/, subnet.json, search.jsonl, result.json, supernet.pt, finetune.pt" in (
+        capsys.readouterr().out
+    )
     after = _result(out)
+    assert after["sessions"] == 2 and after["final_train_loss"] == before["final_train_loss"]
+    for key in ("train_seconds", "finetune_seconds"):  # the recorded timings, plus the resumed run's few seconds
+        assert before[key] <= after[key] < before[key] + 5, key
+    assert before["search"]["fitness_seconds"] <= after["search"]["fitness_seconds"]
     assert (out / "search.jsonl").read_text() == log  # no subnet evaluated again
     assert after["supernet_steps"] == TRAIN_STEPS and after["finetune_steps"] == FINETUNE_STEPS
     for key in ("adapter_params", "test_accuracy", "merged_test_accuracy", "test_accuracy_supernet"):
@@ -297,14 +312,3 @@ def test_a_gpu_that_torch_cannot_see_is_refused() -> None:
     else:
         with pytest.raises(ValueError, match=f"device 'cuda:{torch.cuda.device_count()}': torch sees"):
             PipelineConfig(device=f"cuda:{torch.cuda.device_count()}")
-
-
-def test_an_interrupted_run_says_how_to_resume(monkeypatch, capsys) -> None:
-    import glora.tasks.pipeline
-
-    def interrupted(cfg) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(glora.tasks.pipeline, "run", interrupted)
-    assert main(["run", "--model", "unused", "--device", "cpu"]) == 130
-    assert "interrupted; the finished training phases and search evaluations are kept" in capsys.readouterr().err

