@@ -20,7 +20,8 @@ LORA = "lora"
 VECTOR = "vector"
 SCALAR = "scalar"
 
-_LORA = re.compile(r"lora_([0-9]+)")
+_LORA = re.compile(r"lora_(0|[1-9][0-9]*)")
+"""The only spelling of a lora choice: ASCII digits, no sign, no leading zero, no space (as the search space)."""
 _KINDS_BY_GENE = {
     "A": ("lora", VECTOR, SCALAR, NONE),
     "B": ("lora", VECTOR, SCALAR, NONE),
@@ -31,7 +32,8 @@ _KINDS_BY_GENE = {
 
 
 class ChoiceError(GLoRAError, ValueError):
-    """A choice name that is malformed, unknown for its gene, or above the layer's maximum rank."""
+    """A choice name that is malformed, unknown for its gene, above the layer's maximum rank, or not offered by the
+    layer; ``details`` holds ``gene``, ``choice`` and ``offered`` (and ``layer`` when raised for a model's layer)."""
 
 
 @dataclass(frozen=True)
@@ -50,24 +52,35 @@ Plan = tuple[Choice, ...]
 """One layer's configuration: a parsed choice per gene, in ``GENES`` order."""
 
 
-def parse_choice(gene: str, name: str, max_rank: int) -> Choice:
-    """Parse ``name`` for ``gene``; raise :class:`ChoiceError` naming the problem."""
+def parse_choice(gene: str, name: str, max_rank: int, offered: Optional[Sequence[str]] = None) -> Choice:
+    """Parse ``name`` for ``gene``; raise :class:`ChoiceError` naming the problem and ``offered`` (a layer's
+    choices for the gene; every kind of the gene when not given)."""
     if gene not in _KINDS_BY_GENE:
-        raise ChoiceError(f"unknown gene {gene!r}; genes are {', '.join(GENES)}")
+        raise ChoiceError(f"unknown gene {gene!r}; genes are {', '.join(GENES)}", kind="gene", details={"gene": gene})
+    shown = list(offered) if offered is not None else _allowed(gene)
+    label = "offered" if offered is not None else "allowed"
+
+    def refuse(problem: str) -> ChoiceError:
+        return ChoiceError(
+            f"{problem} ({label}: {', '.join(shown)})",
+            kind="choice",
+            details={"gene": gene, "choice": name, "offered": shown},
+        )
+
     if not isinstance(name, str):
-        raise ChoiceError(f"choice for gene {gene} must be a string, got {type(name).__name__}")
+        raise refuse(f"choice for gene {gene} must be a string, got {type(name).__name__}")
     match = _LORA.fullmatch(name)
     if match:
         if "lora" not in _KINDS_BY_GENE[gene]:
-            raise ChoiceError(f"gene {gene} has no lora choice (allowed: {', '.join(_allowed(gene))})")
+            raise refuse(f"gene {gene} has no lora choice, got {name!r}")
         rank = int(match.group(1))
         if not 1 <= rank <= max_rank:
-            raise ChoiceError(
+            raise refuse(
                 f"choice {name!r} for gene {gene}: rank must be between 1 and the layer's maximum rank {max_rank}"
             )
         return Choice(LORA, rank)
     if name not in _KINDS_BY_GENE[gene]:
-        raise ChoiceError(f"unknown choice {name!r} for gene {gene} (allowed: {', '.join(_allowed(gene))})")
+        raise refuse(f"unknown choice {name!r} for gene {gene}")
     return Choice(name)
 
 
@@ -130,10 +143,14 @@ def normalise_kinds(choices: Optional[Mapping[str, Sequence[str]]]) -> Optional[
 
 def normalise_ranks(rank: int, ranks: Iterable[int] | None) -> tuple[int, ...]:
     """Validate the rank settings; return the sorted ranks offered to the search."""
-    chosen = tuple(sorted(set(ranks))) if ranks is not None else (rank,)
-    if not chosen:
-        raise ValueError("ranks must not be empty")
-    for r in chosen:
+    if ranks is None:
+        return (rank,)
+    if isinstance(ranks, (str, bytes)) or not isinstance(ranks, Iterable):
+        raise ValueError(f"ranks must be a list of positive integers or None, got {ranks!r}")
+    listed = list(ranks)
+    if not listed:
+        raise ValueError("ranks must not be empty (a list of positive integers, or None to offer rank alone)")
+    for r in listed:
         if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-            raise ValueError(f"ranks must be positive integers, got {r!r}")
-    return chosen
+            raise ValueError(f"ranks must be positive integers, got {r!r} in {listed!r}")
+    return tuple(sorted(set(listed)))

@@ -27,6 +27,7 @@ from torch import nn
 
 from glora.layers.choices import (
     GENES,
+    ChoiceError,
     Plan,
     has_bias_terms,
     has_weight_terms,
@@ -166,26 +167,34 @@ class GLoRALayer(nn.Module):
     # ----------------------------------------------------------------------------------------- configuration
     def validate(self, config: dict[str, str]) -> Plan:
         """Check a ``{gene: choice}`` dict for this layer; return its plan (one parsed choice per gene, in ``GENES``
-        order), the form every other method of the layer takes."""
+        order), the form every other method of the layer takes. A choice must be spelled as the search space spells
+        it and be of a kind the layer offers; a lora rank may be any from 1 to ``max_rank`` (the model-level calls,
+        ``glora.set_subnet`` and the rest, take only the offered ranks). Anything else raises :class:`ChoiceError`."""
         if not isinstance(config, dict):
             raise TypeError(f"a layer configuration must be a dict of genes to choices, got {type(config).__name__}")
-        unknown = sorted(set(config) - set(GENES))
+        unknown = sorted(map(repr, set(config) - set(GENES)))
         if unknown:
-            raise ValueError(f"unknown gene(s) {unknown}; genes are {', '.join(GENES)}")
+            raise ChoiceError(f"unknown gene(s) [{', '.join(unknown)}]; genes are {', '.join(GENES)}", kind="gene")
         missing = [g for g in GENES if g not in config]
         if missing:
-            raise ValueError(f"configuration lacks gene(s) {missing}")
+            raise ChoiceError(f"configuration lacks gene(s) {missing}", kind="gene")
         plan = []
         for g, offered in zip(GENES, self._offered):
-            choice = parse_choice(g, config[g], self.max_rank)
+            choice = parse_choice(g, config[g], self.max_rank, self.choices[g])
             if all(choice.kind != o.kind for o in offered):
+                details = {"gene": g, "choice": config[g], "offered": list(self.choices[g])}
                 if g in self._disabled:
-                    raise ValueError(
+                    raise ChoiceError(
                         f"gene {g} is disabled on this layer (it has no bias and add_bias=False, or D on a bias-free "
-                        f"layer); only 'none' is allowed, got {config[g]!r}"
+                        f"layer); only 'none' is allowed, got {config[g]!r}",
+                        kind="choice",
+                        details=details,
                     )
-                raise ValueError(
-                    f"gene {g} offers only {', '.join(self.choices[g])} on this model (GLoRAConfig.choices); got {config[g]!r}"
+                raise ChoiceError(
+                    f"gene {g} offers only {', '.join(self.choices[g])} on this model (GLoRAConfig rank, ranks and "
+                    f"choices); got {config[g]!r}",
+                    kind="choice",
+                    details=details,
                 )
             plan.append(choice)
         return tuple(plan)

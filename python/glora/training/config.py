@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -41,18 +43,22 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum}
-        for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not (isinstance(self.warmup_steps, int) and 0 <= self.warmup_steps <= self.steps):
-            raise ValueError(f"warmup_steps must be an integer in [0, steps], got {self.warmup_steps!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if self.precision not in AUTOCAST_DTYPES:
-            raise ValueError(f"precision must be one of {list(AUTOCAST_DTYPES)}, got {self.precision!r}")
-        if self.sampling not in SAMPLING:
-            raise ValueError(f"sampling must be one of {list(SAMPLING)}, got {self.sampling!r}")
+        for name in ("steps", "batch_size", "grad_accum"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("warmup_steps", self.warmup_steps, 0, self.steps, "[0, steps]")
+        _check_int("seed", self.seed, 0, SEED_MAX)
+        _check_real("lr", self.lr, positive=True)
+        _check_real("weight_decay", self.weight_decay, positive=False)
+        _check_real("distill_temperature", self.distill_temperature, positive=True)
+        if self.max_grad_norm is not None:
+            _check_real("max_grad_norm", self.max_grad_norm, positive=True, extra="or None for no clipping")
+        for name in ("gradient_checkpointing", "distill", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        _check_option("precision", self.precision, list(AUTOCAST_DTYPES))
+        _check_option("sampling", self.sampling, list(SAMPLING))
+        if self.subnet is not None and not isinstance(self.subnet, dict):
+            raise ValueError(f"subnet must be a dict of layer names to gene choices or None, got {self.subnet!r}")
         if (self.sampling == "fixed") != (self.subnet is not None):
             raise ValueError("sampling='fixed' trains the subnet given as subnet=...; give both or neither")
         if self.sampling in ("budget", "sandwich") and self.budget is None:
@@ -63,10 +69,39 @@ class TrainConfig:
             self.budget = budget_bounds(self.budget)  # one form for 700, (0, 700) and [0, 700]
         if self.distill and self.sampling != "sandwich":
             raise ValueError("distill=True needs sampling='sandwich' (the largest subnet is the teacher)")
-        if not self.distill_temperature > 0:
-            raise ValueError(f"distill_temperature must be positive, got {self.distill_temperature!r}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm!r}")
+
+
+SEED_MAX = (1 << 44) - 1
+"""The largest training seed: the data order seeds each epoch with ``seed * 1_000_003 + epoch``
+(``glora.training.batches``), which must stay below torch's limit of 2**64."""
+
+
+def _check_int(name: str, value: object, low: int, high: Optional[int] = None, shown: str = "") -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is an int (not a bool) in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        if shown:
+            allowed = f"an integer in {shown}"
+        elif high is not None:
+            allowed = f"an integer in [{low}, {high}]"
+        else:
+            allowed = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _check_real(name: str, value: object, *, positive: bool, extra: str = "") -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is a finite real number (not a bool), > 0 when
+    ``positive``, >= 0 otherwise."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number) and (number > 0 or (number == 0 and not positive)):
+            return
+    allowed = "a finite positive number" if positive else "a finite non-negative number"
+    raise ValueError(f"{name} must be {allowed}{' ' + extra if extra else ''}, got {value!r}")
+
+
+def _check_option(name: str, value: object, options: list[str]) -> None:
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
 
 
 @dataclass

@@ -36,6 +36,47 @@ def negative_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 METRICS: dict[str, Metric] = {"accuracy": accuracy, "neg_loss": negative_loss}
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _metric(metric: object) -> Metric:
+    """The metric of ``metric`` (a name of ``METRICS`` or a callable); raise naming the argument otherwise."""
+    if isinstance(metric, str):
+        if metric not in METRICS:
+            raise ValueError(
+                f"metric must be one of {list(METRICS)} or a callable(logits, labels) -> float, got {metric!r}"
+            )
+        return METRICS[metric]
+    if not callable(metric):
+        raise TypeError(f"metric must be a name or a callable, got {type(metric).__name__}")
+    return metric
+
+
+def _check_options(
+    batch_size: Optional[int], precision: Optional[str], subnets_per_pass: int, distributed: Optional[bool]
+) -> None:
+    """Raise ValueError naming the argument, its value and what is allowed for a wrong one."""
+    if isinstance(subnets_per_pass, bool) or not isinstance(subnets_per_pass, int) or subnets_per_pass < 1:
+        raise ValueError(f"subnets_per_pass must be a positive integer, got {subnets_per_pass!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None (the whole data), got {batch_size!r}")
+    if precision is not None and (not isinstance(precision, str) or precision not in PRECISIONS):
+        raise ValueError(f"precision must be one of {list(PRECISIONS)} or None, got {precision!r}")
+    if distributed is not None and not isinstance(distributed, bool):
+        raise ValueError(f"distributed must be True, False or None, got {distributed!r}")
+
+
+def _device(device: object) -> torch.device:
+    """``device`` as a torch.device; raise ValueError naming the argument for what torch does not parse."""
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be a str, a torch.device or None, got {type(device).__name__}")
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device={device!r} is not a device torch knows: {err}") from None
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return parsed
 
 
 def _repeat(batch: Batch, k: int) -> Batch:
@@ -64,34 +105,24 @@ class SubnetEvaluator:
         n = data_length(data)
         if n == 0:
             raise ValueError("the evaluation data is empty")
-        if isinstance(metric, str):
-            if metric not in METRICS:
-                raise ValueError(
-                    f"metric must be one of {list(METRICS)} or a callable(logits, labels) -> float, got {metric!r}"
-                )
-            metric = METRICS[metric]
-        if not callable(metric):
-            raise TypeError(f"metric must be a name or a callable, got {type(metric).__name__}")
-        if not isinstance(subnets_per_pass, int) or subnets_per_pass < 1:
-            raise ValueError(f"subnets_per_pass must be a positive integer, got {subnets_per_pass!r}")
+        metric = _metric(metric)
+        _check_options(batch_size, precision, subnets_per_pass, distributed)
         if subnets_per_pass > 1 and any(layer.kind == "conv" for _, layer in self.layers):
             raise ValueError("subnets_per_pass > 1 needs a model whose GLoRA layers are all linear")
+        self.rank, self.world = process_group() if distributed in (None, True) else (0, 1)
+        if distributed and self.world == 1:
+            raise ValueError("distributed=True needs an initialised torch.distributed process group (torchrun)")
+        self.device = _device(device) if device is not None else next(model.parameters()).device
         self.model = model
         self.metric = metric
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
         model.to(self.device)
-        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
-            precision or ("bf16" if self.device.type == "cuda" else "fp32")
-        ]
+        self.dtype = PRECISIONS[precision or ("bf16" if self.device.type == "cuda" else "fp32")]
         self.k = subnets_per_pass
         size = batch_size or n
         whole = to_device(take(data, torch.arange(n)), self.device)
         self.labels = labels_of(whole)
         self.batches = [take(whole, torch.arange(i, min(i + size, n), device=self.device)) for i in range(0, n, size)]
         self.subnets_evaluated = 0
-        self.rank, self.world = process_group() if distributed in (None, True) else (0, 1)
-        if distributed and self.world == 1:
-            raise ValueError("distributed=True needs an initialised torch.distributed process group (torchrun)")
 
     @torch.inference_mode()
     def _logits(self, k: int) -> list[torch.Tensor]:

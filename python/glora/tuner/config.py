@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Optional, Union
 
@@ -15,9 +16,30 @@ BATCHED_WEIGHTS_MODES = ("auto", "always")
 
 def check_batched_weights(mode: object) -> str:
     """``mode`` if it is one of ``BATCHED_WEIGHTS_MODES``; raise ValueError naming them otherwise."""
-    if mode not in BATCHED_WEIGHTS_MODES:
-        raise ValueError(f"batched weights mode must be one of {list(BATCHED_WEIGHTS_MODES)}, got {mode!r}")
+    if not isinstance(mode, str) or mode not in BATCHED_WEIGHTS_MODES:
+        raise ValueError(
+            f"batched_weights: batched weights mode must be one of {list(BATCHED_WEIGHTS_MODES)}, got {mode!r}"
+        )
     return mode
+
+
+def check_target_spec(name: str, value: object) -> TargetSpec:
+    """``value`` as ``target_modules``/``exclude_modules`` keep it (a list, a regular expression, None); raise
+    ValueError naming ``name`` for any other type, an empty list or name, and a pattern that does not compile."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        if not value or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"{name} must be a non-empty list of non-empty strings, got {value!r}")
+        return list(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, a list of strings or None, got {type(value).__name__}")
+    if value != "all-linear":
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"{name}={value!r} is not a valid regular expression: {err}") from None
+    return value
 
 
 @dataclass
@@ -72,20 +94,22 @@ class GLoRAConfig:
         self.ranks = list(normalise_ranks(self.rank, self.ranks)) if self.ranks is not None else None
         if self.target_modules is None:
             raise ValueError("target_modules is required: module names, suffixes, a regular expression or 'all-linear'")
-        for name in ("target_modules", "exclude_modules"):
-            value = getattr(self, name)
-            if isinstance(value, (list, tuple)):
-                if not value or not all(isinstance(v, str) and v for v in value):
-                    raise ValueError(f"{name} must be a non-empty list of non-empty strings, got {value!r}")
-                setattr(self, name, list(value))
-            elif value is not None and not isinstance(value, str):
-                raise ValueError(f"{name} must be a string, a list of strings or None, got {type(value).__name__}")
+        self.target_modules = check_target_spec("target_modules", self.target_modules)
+        self.exclude_modules = check_target_spec("exclude_modules", self.exclude_modules)
+        if not isinstance(self.add_bias, bool):
+            raise ValueError(f"add_bias must be True or False, got {self.add_bias!r}")
         if self.modules_to_save is not None:
+            if not isinstance(self.modules_to_save, (list, tuple)) or not all(
+                isinstance(n, str) and n for n in self.modules_to_save
+            ):
+                raise ValueError(
+                    f"modules_to_save must be a list of module names or suffixes, or None, got {self.modules_to_save!r}"
+                )
             self.modules_to_save = list(self.modules_to_save)
         kinds = normalise_kinds(self.choices)
         self.choices = None if kinds is None else {g: list(k) for g, k in kinds.items()}
         check_batched_weights(self.batched_weights)
-        if self.init not in ("kaiming", "xavier"):
+        if not isinstance(self.init, str) or self.init not in ("kaiming", "xavier"):
             raise ValueError(f"init must be 'kaiming' or 'xavier', got {self.init!r}")
 
     @property
@@ -101,5 +125,8 @@ class GLoRAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GLoRAConfig:
+        """The config of ``data`` (``to_dict``'s form); keys it does not know are ignored."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a GLoRAConfig dict must be a dict, got {type(data).__name__}")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)

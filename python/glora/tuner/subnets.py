@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from glora.engine.space import check_subnet_layers
-from glora.layers.choices import GENES, Choice
+from glora.layers.choices import GENES, Choice, ChoiceError
 from glora.layers.layer import GLoRALayer
 from glora.tuner.space import search_space
 from glora.tuner.wrapping import glora_layers, layers_or_raise
@@ -26,14 +26,34 @@ def validate_subnet(model: nn.Module, subnet: Subnet) -> dict[str, tuple[Choice,
     plans = {}
     for name, layer in layers:
         try:
-            plans[name] = layer.validate(subnet[name])
+            plans[name] = _offered_plan(layer, subnet[name])
+        except ChoiceError as err:
+            details = {**err.details, "layer": name}
+            raise ChoiceError(f"layer {name!r}: {err}", kind=err.kind, details=details) from None
         except (ValueError, TypeError) as err:
             raise type(err)(f"layer {name!r}: {err}") from None
     return plans
 
 
+def _offered_plan(layer: GLoRALayer, config: dict[str, str]) -> tuple[Choice, ...]:
+    """The layer's plan of ``config`` when every choice is one it offers (a lora rank among ``GLoRAConfig``'s
+    ranks, as the search space requires); the layer itself takes any rank up to its maximum."""
+    plan = layer.validate(config)
+    for gene, choice in zip(GENES, plan):
+        offered = layer.choices[gene]
+        if choice.name not in offered:
+            raise ChoiceError(
+                f"gene {gene} offers only {', '.join(offered)} on this model (GLoRAConfig rank, ranks and choices); "
+                f"got {choice.name!r}",
+                kind="choice",
+                details={"gene": gene, "choice": choice.name, "offered": list(offered)},
+            )
+    return plan
+
+
 def set_subnet(model: nn.Module, subnet: Subnet) -> nn.Module:
-    """Fix every GLoRA layer to its configuration in ``subnet``; returns ``model``."""
+    """Fix every GLoRA layer to its configuration in ``subnet``; returns ``model``. The whole subnet is checked
+    first: when it is refused, no layer has changed."""
     plans = validate_subnet(model, subnet)
     for name, layer in glora_layers(model):
         layer.set_plan(plans[name])
@@ -48,17 +68,23 @@ def get_subnet(model: nn.Module) -> Optional[Subnet]:
     return configs  # type: ignore[return-value]
 
 
+SEEDS = range(-(1 << 63), 1 << 64)
+"""The seeds ``torch.Generator.manual_seed`` takes."""
+
+
 def make_generator(generator: GeneratorLike) -> torch.Generator:
-    """A CPU generator from a generator, a seed, or None (seeded from torch's global RNG)."""
+    """A CPU generator from a generator, a seed, or None (a fresh non-deterministic seed)."""
     if isinstance(generator, torch.Generator):
         return generator
+    if generator is not None and (isinstance(generator, bool) or not isinstance(generator, int)):
+        raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+    if generator is not None and generator not in SEEDS:
+        raise ValueError(f"generator seed must be an integer in [-2**63, 2**64), got {generator}")
     g = torch.Generator()
     if generator is None:
         g.seed()
-    elif isinstance(generator, int) and not isinstance(generator, bool):
-        g.manual_seed(generator)
     else:
-        raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+        g.manual_seed(generator)
     return g
 
 
@@ -99,10 +125,11 @@ def supernet_mode(model: nn.Module, generator: GeneratorLike = None) -> torch.Ge
     Layers whose weights are built for the whole forward (``glora.set_batched_weights``) draw once when the
     model's forward starts, so a forward recomputed under gradient checkpointing reuses the draw; a layer running
     its own node draws when it runs and would draw again in a recomputation: draw per step with ``sample_subnet``
-    and ``set_subnet`` there instead (``SupernetTrainer`` does so)."""
+    and ``set_subnet`` there instead (``SupernetTrainer`` does so). A refused generator changes no layer."""
+    layers = layers_or_raise(model)
     g = make_generator(generator)
     sampler = UniformSampler(g)
-    for _, layer in layers_or_raise(model):
+    for _, layer in layers:
         layer.set_sampler(sampler)
     return g
 

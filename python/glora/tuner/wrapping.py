@@ -20,27 +20,45 @@ def wrap(model: nn.Module, config: GLoRAConfig) -> nn.Module:
 
     Modules named in ``config.modules_to_save`` stay trainable. The model keeps its own copy of ``config``
     (``model.glora_config``), so runtime options changed on it reach this model only. Returns ``model``.
+    All or nothing: the targets and ``modules_to_save`` are resolved before anything changes, and an error while
+    replacing (out of memory on a large model) puts back every layer and ``requires_grad`` flag.
     """
+    check_model(model)
     if not isinstance(config, GLoRAConfig):
         raise TypeError(f"config must be a glora.GLoRAConfig, got {type(config).__name__}")
     if any(True for _ in glora_layers(model)):
         raise ValueError("model is already wrapped with GLoRA layers")
     targets = select_targets(model, config.target_modules, config.exclude_modules, config.modules_to_save)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for name in targets:
-        parent, attr = _parent(model, name)
-        base = getattr(parent, attr)
-        setattr(
-            parent,
-            attr,
-            wrap_layer(base, config.max_rank, config.offered_ranks, config.add_bias, config.init, config.choices),
-        )
-    _unfreeze_modules_to_save(model, config.modules_to_save)
+    to_save = _modules_to_save(model, config.modules_to_save)
     own = dataclasses.replace(config)
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    replaced: list[tuple[nn.Module, str, nn.Module]] = []
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        for name in targets:
+            parent, attr = _parent(model, name)
+            base = getattr(parent, attr)
+            layer = wrap_layer(base, own.max_rank, own.offered_ranks, own.add_bias, own.init, own.choices)
+            setattr(parent, attr, layer)
+            replaced.append((parent, attr, base))
+        for module in to_save:
+            module.requires_grad_(True)
+        batched_weights.install(model, [layer for _, layer in glora_layers(model)], own)
+    except BaseException:
+        for parent, attr, base in reversed(replaced):
+            setattr(parent, attr, base)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        raise
     model.glora_config = own  # type: ignore[assignment]
-    batched_weights.install(model, [layer for _, layer in glora_layers(model)], own)
     return model
+
+
+def check_model(model: object) -> None:
+    """Raise TypeError unless ``model`` is a ``torch.nn.Module``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (the model itself), got {type(model).__name__}")
 
 
 _MISSING: Any = object()
@@ -56,15 +74,17 @@ def set_batched_weights(model: nn.Module, mode: str = _MISSING) -> None:
     config_of(model).batched_weights = check_batched_weights(mode)
 
 
-def _unfreeze_modules_to_save(model: nn.Module, names: Optional[list[str]]) -> None:
+def _modules_to_save(model: nn.Module, names: Optional[list[str]]) -> list[nn.Module]:
+    """The modules ``modules_to_save`` names; raises when it names some but matches none."""
     if not names:
-        return
-    found = [n for n, _ in model.named_modules() if n and name_matches(n, names)]
+        return []
+    found = [m for n, m in model.named_modules() if n and name_matches(n, names)]
     if not found:
-        raise ValueError(f"modules_to_save={names!r} matched no module")
-    for n in found:
-        for p in model.get_submodule(n).parameters():
-            p.requires_grad_(True)
+        sample = [n for n, _ in model.named_modules() if n][:12]
+        raise ValueError(
+            f"modules_to_save={names!r} matched no module of {type(model).__name__}; some module names are: {sample}"
+        )
+    return found
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -79,6 +99,7 @@ NOT_WRAPPED = "model has no GLoRA layers: call glora.wrap(model, config) first"
 
 def config_of(model: nn.Module) -> GLoRAConfig:
     """The config ``model`` was wrapped with."""
+    check_model(model)
     config = getattr(model, "glora_config", None)
     if config is None:
         raise ValueError(NOT_WRAPPED)
@@ -87,6 +108,7 @@ def config_of(model: nn.Module) -> GLoRAConfig:
 
 def glora_layers(model: nn.Module) -> Iterator[tuple[str, GLoRALayer]]:
     """(name, layer) for every GLoRA layer, in module order."""
+    check_model(model)
     for name, module in model.named_modules():
         if isinstance(module, GLoRALayer):
             yield name, module
