@@ -36,11 +36,13 @@ NONE = {g: "none" for g in GENES}
         ({**NONE, "F": "none"}, "unknown gene"),
         ({g: "none" for g in "ABCD"}, "lacks gene"),
         ({**NONE, "E": 3}, "must be a string"),
+        ({**NONE, "A": "lora_02"}, "unknown choice 'lora_02' for gene A"),
+        ({**NONE, "A": "lora_3"}, "gene A offers only lora_4, vector, scalar, none"),
     ],
 )
 def test_bad_choices_are_named(choice, message) -> None:
     model = _mlp()
-    with pytest.raises(ValueError, match=message) as info:
+    with pytest.raises(glora.ChoiceError, match=message) as info:
         glora.set_subnet(model, _full(choice))
     assert "fc1" in str(info.value)
     with pytest.raises(ValueError, match=message):
