@@ -53,7 +53,10 @@ _EXPORTS = {
     "LogError": "glora.errors",
     "DivergenceError": "glora.errors",
     "ChoiceError": "glora.layers.choices",
-    "AdapterMismatchError": "glora.files.adapter",
+    "AdapterMismatchError": "glora.files.errors",
+    "FileFormatError": "glora.files.errors",
+    "CheckpointError": "glora.files.errors",
+    "AdapterFileError": "glora.files.errors",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -74,7 +77,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from glora.engine import ParetoPoint, SearchConfig, SearchResult, SearchSpace
     from glora.errors import DivergenceError, GLoRAError, ImpossibleBudgetError, LogError, ScoreError, SearchError
-    from glora.files.adapter import AdapterMismatchError, load_adapter, read_adapter_config, save_adapter
+    from glora.files.adapter import load_adapter, read_adapter_config, save_adapter
+    from glora.files.errors import AdapterFileError, AdapterMismatchError, CheckpointError, FileFormatError
     from glora.layers.choices import ChoiceError
     from glora.training.config import TrainConfig, TrainResult
     from glora.training.evaluator import SubnetEvaluator

@@ -1,5 +1,5 @@
-"""Names, validation and parameter cost of the support-tensor choices (``docs/method.md``, "Choices and their
-shapes" and "Parameter costs").
+"""Names and validation of the support-tensor choices (``docs/method.md``, "Choices and their shapes"); their
+parameter costs are the engine's (``glora.engine.SearchSpace``).
 
 A layer's five support tensors are called genes ``A``..``E``. Each takes one choice:
 ``lora_<r>``, ``vector``, ``scalar`` or ``none`` (C has no ``scalar``; D and E have no ``lora_<r>``).

@@ -66,14 +66,14 @@ class GLoRAConfig:
             leaving them out steadied supernet training in ``benches/supernet_stability.py``.
         batched_weights: how a training forward forms the weights of linear layers with a frozen base; all are
             built by one autograd node when the forward starts (``glora.layers.batched_weights``), which took the
-            supernet step from 1.25x to 0.97x PEFT LoRA's time on ViT-B/16 (``benches/results/train_step_gpu.json``
+            supernet step from 1.25x to 0.96x PEFT LoRA's time on ViT-B/16 (``benches/results/train_step_gpu.json``
             against ``train_step_node_gpu.json``). ``"auto"`` (default) keeps each ``W'`` for the backward only
             where the plain layer keeps a cast copy of ``W0`` anyway (a float32 base under bf16 autocast) and
             rebuilds it in the backward elsewhere (an LLM's bf16 weights), so peak memory stays the plain layer's.
             ``"always"`` keeps every ``W'``: a shorter host-bound step (the LLaMA-style proxy at 0.80x PEFT LoRA's
             time against 0.97x, ``benches/results/host_overhead_always_cpu.json`` against
             ``host_overhead_cpu.json``) at one more copy of the adapted weights in peak memory (1.02x PEFT LoRA's
-            on the 1 B decoder, ``train_step_always_gpu.json``, against 0.88x in ``train_step_gpu.json``).
+            on the 1 B decoder, ``train_step_always_gpu.json``, against 0.88x in ``train_step_llama_gpu.json``).
             Change it on a wrapped model with ``glora.set_batched_weights(model, mode)``.
             Under gradient checkpointing and on convolutions layers run their own path in either mode.
     """
