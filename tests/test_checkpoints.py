@@ -52,7 +52,7 @@ class Evil:
 @pytest.mark.parametrize("writer", ["torch.save", "torch.save legacy", "pickle"])
 def test_a_planted_malicious_checkpoint_runs_nothing(writer: str, tmp_path) -> None:
     marker = tmp_path / "MARKER"
-    path = tmp_path / "supernet.pt"
+    path = tmp_path / "supernet.safetensors"
     payload = {"step": Evil(marker)}
     if writer == "pickle":
         path.write_bytes(pickle.dumps(payload))

@@ -220,4 +220,4 @@ def test_every_flag_has_help_and_only_run_is_the_default(capsys) -> None:
     run_help = " ".join(capsys.readouterr().out.split())
     assert "Without a GPU (or with --device cpu) the schedule is shortened" in run_help
     assert all(f"--{k.replace('_', '-')} {v}" in run_help for k, v in CPU_SCHEDULE.items())
-    assert "supernet.pt" in run_help and "Exit status 0 done, 2 an error" in run_help
+    assert "supernet.safetensors" in run_help and "Exit status 0 done, 2 an error" in run_help

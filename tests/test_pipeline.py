@@ -158,14 +158,20 @@ def _result(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_a_run_writes_every_output(finished_run) -> None:
-    assert {"adapter", "merged", "subnet.json", "search.jsonl", "result.json", "supernet.pt", "finetune.pt"} <= set(
-        os.listdir(finished_run)
-    )
+    assert {
+        "adapter",
+        "merged",
+        "subnet.json",
+        "search.jsonl",
+        "result.json",
+        "supernet.safetensors",
+        "finetune.safetensors",
+    } <= set(os.listdir(finished_run))
     result = _result(finished_run)
     assert result["device"] == "cpu" and result["config"]["budget"] == BUDGET
     assert result["supernet_steps"] == TRAIN_STEPS and result["finetune_steps"] == FINETUNE_STEPS
     assert result["final_train_loss"] is not None and result["final_train_loss"] > 0
-    assert result["files"] == [*glora.tasks.pipeline.FILES, "finetune.pt"] and result["sessions"] == 1
+    assert result["files"] == [*glora.tasks.pipeline.FILES, "finetune.safetensors"] and result["sessions"] == 1
     assert result["train_seconds"] > 0 and result["finetune_seconds"] > 0
 
 
@@ -222,8 +228,9 @@ def test_a_finished_run_resumes_without_training_or_searching_again(run_copy, ca
     log = (out / "search.jsonl").read_text()
     capsys.readouterr()
     assert main([*args, "--resume"]) == 0
-    assert f"wrote {out}/: adapter/, merged/, subnet.json, search.jsonl, result.json, supernet.pt, finetune.pt" in (
-        capsys.readouterr().out
+    assert (
+        f"wrote {out}/: adapter/, merged/, subnet.json, search.jsonl, result.json, supernet.safetensors, finetune.safetensors"
+        in (capsys.readouterr().out)
     )
     after = _result(out)
     assert after["sessions"] == 2 and after["final_train_loss"] == before["final_train_loss"]
@@ -253,27 +260,30 @@ def test_a_finished_run_is_not_overwritten_without_resume(run_copy, capsys) -> N
     before = (out / "result.json").read_text()
     capsys.readouterr()
     assert main(args) == 2  # refused before any training, with a message rather than a traceback
-    assert "holds an earlier run (supernet.pt, search.jsonl, finetune.pt): pass --resume" in capsys.readouterr().err
+    assert (
+        "holds an earlier run (supernet.safetensors, search.jsonl, finetune.safetensors): pass --resume"
+        in capsys.readouterr().err
+    )
     assert (out / "result.json").read_text() == before
 
 
 def test_an_earlier_run_is_refused_before_the_model_is_read(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     out.mkdir()
-    for name in ("supernet.pt", "search.jsonl", "finetune.pt"):
+    for name in ("supernet.safetensors", "search.jsonl", "finetune.safetensors"):
         (out / name).write_bytes(b"")
     assert main(["run", "--model", str(tmp_path / "no-model"), "--out", str(out), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "glora run: error: the output folder" in err
-    assert "holds an earlier run (supernet.pt, search.jsonl, finetune.pt): pass --resume" in err
-    assert sorted(os.listdir(out)) == ["finetune.pt", "search.jsonl", "supernet.pt"]
+    assert "holds an earlier run (supernet.safetensors, search.jsonl, finetune.safetensors): pass --resume" in err
+    assert sorted(os.listdir(out)) == ["finetune.safetensors", "search.jsonl", "supernet.safetensors"]
 
 
 def test_bad_training_settings_are_a_message_before_training(tiny_bert, movie_sdist, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert main([*_args(tiny_bert, movie_sdist, out), "--batch-size", "0"]) == 2  # TrainConfig's check, as a message
     assert "batch_size must be a positive integer, got 0" in capsys.readouterr().err
-    assert not (out / "supernet.pt").exists()
+    assert not (out / "supernet.safetensors").exists()
 
 
 def test_the_default_space_leaves_out_bs_vector_and_scalar_forms() -> None:

@@ -42,9 +42,9 @@ _EXPORTS = {
     "merge": "glora.tuner.merging",
     "merge_and_unload": "glora.tuner.merging",
     "BiasAddedWarning": "glora.tuner.merging",
-    "save_adapter": "glora.files.adapter",
-    "load_adapter": "glora.files.adapter",
-    "read_adapter_config": "glora.files.adapter",
+    "save_adapter": "glora.tuner.adapter",
+    "load_adapter": "glora.tuner.adapter",
+    "read_adapter_config": "glora.tuner.adapter",
     # errors
     "GLoRAError": "glora.errors",
     "SearchError": "glora.errors",
@@ -77,12 +77,12 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from glora.engine import ParetoPoint, SearchConfig, SearchResult, SearchSpace
     from glora.errors import DivergenceError, GLoRAError, ImpossibleBudgetError, LogError, ScoreError, SearchError
-    from glora.files.adapter import load_adapter, read_adapter_config, save_adapter
     from glora.files.errors import AdapterFileError, AdapterMismatchError, CheckpointError, FileFormatError
     from glora.layers.choices import ChoiceError
     from glora.training.config import TrainConfig, TrainResult
     from glora.training.evaluator import SubnetEvaluator
     from glora.training.trainer import SupernetTrainer, train_supernet
+    from glora.tuner.adapter import load_adapter, read_adapter_config, save_adapter
     from glora.tuner.config import GLoRAConfig
     from glora.tuner.merging import BiasAddedWarning, merge, merge_and_unload
     from glora.tuner.search import search

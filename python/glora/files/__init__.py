@@ -1,2 +1,3 @@
-"""Files: adapter folders (safetensors + JSON), training checkpoints (safetensors with a JSON document), and the
-atomic writes and pickle-free reading they share."""
+"""File formats and writing, below the layers that use them: training checkpoints (safetensors with a JSON
+document), pickle-free tensor reading, atomic writes, and the files' errors. Adapter folders of a wrapped model are
+``glora.tuner.adapter``'s."""

@@ -24,7 +24,6 @@ from typing import Any, Optional, cast
 import torch
 
 from glora.engine.evolution import check_search_settings
-from glora.files.adapter import save_adapter
 from glora.files.atomic import write_json
 from glora.tasks.encoder import (
     ENCODER_LINEARS,
@@ -39,6 +38,7 @@ from glora.tasks.movie import balanced_splits, read_sentences
 from glora.training.config import TrainConfig, TrainResult
 from glora.training.evaluator import METRICS, SubnetEvaluator
 from glora.training.trainer import SupernetTrainer
+from glora.tuner.adapter import save_adapter
 from glora.tuner.config import GLoRAConfig
 from glora.tuner.merging import BiasAddedWarning, merge
 from glora.tuner.search import search
@@ -49,8 +49,8 @@ from glora.tuner.wrapping import wrap
 
 __all__ = ["ENCODER_LINEARS", "FILES", "MeanPoolClassifier", "PipelineConfig", "accuracy_of", "encode", "run"]
 
-SUPERNET_CHECKPOINT = "supernet.pt"
-FINETUNE_CHECKPOINT = "finetune.pt"
+SUPERNET_CHECKPOINT = "supernet.safetensors"
+FINETUNE_CHECKPOINT = "finetune.safetensors"
 FILES = ("adapter/", "merged/", "subnet.json", "search.jsonl", "result.json", SUPERNET_CHECKPOINT)
 """What every run writes in its output folder; a run with fine-tuning also writes ``FINETUNE_CHECKPOINT``."""
 TIMINGS = ("train_seconds", "finetune_seconds", "search.fitness_seconds", "search.engine_seconds")
