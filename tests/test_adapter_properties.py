@@ -117,7 +117,7 @@ def test_by_default_a_bias_free_model_keeps_its_architecture(seed: int) -> None:
 
 
 def _table_cost(gene: str, choice: str, out: int, inn: int) -> int:
-    """METHOD.md section 2, written out independently of glora.layers.choices."""
+    """docs/method.md section 2, written out independently of glora.layers.choices."""
     if choice == "none":
         return 0
     if choice == "scalar":
@@ -161,7 +161,7 @@ def test_vit_b16_space_matches_method_figures() -> None:
     )
     space = glora.search_space(model)
     assert len(space) == 48
-    assert 1.55e6 < space.max_params < 1.65e6  # METHOD.md: the largest configuration is 1.60 M
+    assert 1.55e6 < space.max_params < 1.65e6  # docs/method.md: the largest configuration is 1.60 M
 
 
 @pytest.mark.parametrize("case", CASES, ids=repr)

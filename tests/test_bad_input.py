@@ -165,7 +165,9 @@ def test_adapter_onto_a_different_base(tmp_path) -> None:
     with pytest.raises(glora.AdapterMismatchError, match="'fc2' does not exist"):
         glora.load_adapter(other, tmp_path)
     ranked = glora.wrap(MLP(), glora.GLoRAConfig(target_modules=["fc1", "fc2"], rank=8))
-    with pytest.raises(glora.AdapterMismatchError, match=r"fc1\.Ad.*shape"):
+    with pytest.raises(
+        glora.AdapterMismatchError, match=r"another search space: offered_ranks \(4,\) \(adapter\) vs \(8,\) \(model\)"
+    ):
         glora.load_adapter(ranked, tmp_path)
     with pytest.raises(FileNotFoundError, match="no GLoRA adapter config"):
         glora.load_adapter(MLP(), tmp_path / "missing")

@@ -202,6 +202,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     report = read_log(args.log)
+    if args.export and report.divergence is not None:
+        print(f"glora-replay: {args.log} diverges from the engine's evolution: nothing exported", file=sys.stderr)
+        return 1
     chosen = _choose(report, args.budget) if args.export or args.budget is not None else None
     if args.export and chosen is not None:
         _export(chosen, args.export)

@@ -64,7 +64,7 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
         if doc["step"] < 0 or doc["world"] < 1:
             raise ValueError(f"step {doc['step']} or world {doc['world']} out of range")
         state = {key: unflatten(doc[key], tensors) if key in FLATTENED else doc[key] for key in DOCUMENT}
-    except ValueError as err:
+    except (ValueError, TypeError, RecursionError) as err:
         raise CheckpointError(f"{path} is a damaged glora training checkpoint: {err}", path=path) from None
     state["trainable"] = {n[len(TRAINABLE) :]: t for n, t in tensors.items() if n.startswith(TRAINABLE)}
     state["glora_version"] = metadata.get("glora_version")

@@ -277,6 +277,8 @@ def _recorded_timings(out: str) -> dict[str, float]:
 
 def _lookup(record: dict[str, Any], dotted: str) -> Any:
     for key in dotted.split("."):
+        if not isinstance(record, dict):
+            return None
         record = record.get(key, {})
     return record
 

@@ -27,8 +27,6 @@ RESUME_FREE = (
     "progress",
     "gradient_checkpointing",
 )  # settings a resumed run may change: nothing computed depends on them
-# settings earlier versions had, at the value that trains as this version does; a checkpoint with another value is refused
-RETIRED = {"budget_spread": False, "lr_ratios": None}
 
 __all__ = [
     "check_same_run",
@@ -82,14 +80,7 @@ def check_same_run(path: PathLike, state: dict[str, Any], config: TrainConfig, s
     search space or another number of processes: the run would not continue exactly."""
     saved = state["config"]
     here = asdict(config)
-    for key, value in RETIRED.items():
-        if saved.get(key, value) != value:
-            raise CheckpointError(
-                f"checkpoint {path} was written with {key}={saved[key]!r}, a setting glora "
-                f"{__version__} no longer has, so the run cannot continue exactly",
-                path=path,
-            )
-    unknown = sorted(set(saved) - set(here) - set(RETIRED))
+    unknown = sorted(set(saved) - set(here))
     if unknown:
         raise CheckpointError(
             f"checkpoint {path} records settings glora {__version__} does not have: {unknown}", path=path

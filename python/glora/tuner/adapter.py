@@ -127,19 +127,33 @@ def load_adapter(model: nn.Module, path: PathLike) -> nn.Module:
                 validate_subnet(model, meta["subnet"])
             except (KeyError, ValueError, TypeError) as err:
                 raise AdapterMismatchError(f"the subnet stored in {path} does not fit the model: {err}") from None
-    with torch.no_grad():
-        for key, tensor in state.items():
-            params[key].copy_(tensor)
-    if meta.get("subnet") is not None:
-        set_subnet(model, meta["subnet"])
+        with torch.no_grad():
+            for key, tensor in state.items():
+                params[key].copy_(tensor)
+        if meta.get("subnet") is not None:
+            set_subnet(model, meta["subnet"])
     return model
+
+
+def _check_same_space(saved: GLoRAConfig, current: GLoRAConfig, path: PathLike) -> None:
+    """Refuse an adapter whose search space (ranks, bias terms, offered kinds) differs from the wrapped model's."""
+    fields = ("offered_ranks", "add_bias", "choices")
+    differ = [
+        f"{f} {getattr(saved, f)!r} (adapter) vs {getattr(current, f)!r} (model)"
+        for f in fields
+        if getattr(saved, f) != getattr(current, f)
+    ]
+    if differ:
+        raise AdapterMismatchError(f"the adapter at {path} was saved for another search space: " + "; ".join(differ))
 
 
 @contextlib.contextmanager
 def _wrapped_unless_done(model: nn.Module, config: dict[str, Any], path: PathLike) -> Iterator[None]:
     """Wrap a plain ``model`` as the adapter was for the block; if the block (or wrapping) fails, put back the
     original modules, trainability flags and hooks, so the model is as it was."""
-    if getattr(model, "glora_config", None) is not None:
+    current = getattr(model, "glora_config", None)
+    if current is not None:
+        _check_same_space(GLoRAConfig.from_dict(config), current, path)
         yield
         return
     modules = dict(model.named_modules())
