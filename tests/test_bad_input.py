@@ -186,3 +186,13 @@ def test_conv_layers_report_matrix_shapes() -> None:
     assert (space["c4"].out_features, space["c4"].in_features) == (5, 6 * 3)
     with pytest.raises(KeyError, match="no GLoRA layer named .c9."):
         space["c9"]
+
+
+def test_adapter_parameters_are_the_glora_layers_own() -> None:
+    """A parameter outside the GLoRA layers is not an adapter tensor, whatever its name."""
+    model = MLP()
+    model.D = nn.Parameter(torch.zeros(3))
+    glora.wrap(model, glora.GLoRAConfig(target_modules=["fc1"]))
+    model.D.requires_grad_(True)
+    names = {n for n, _ in glora.adapter_parameters(model)}
+    assert names == {f"fc1.{n}" for n, _ in model.fc1.named_parameters(recurse=False)} and "fc1.Ad" in names

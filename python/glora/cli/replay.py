@@ -15,13 +15,13 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from typing import Any, Callable, NoReturn, Optional
 
 from glora._engine import LogReport, ParetoPoint
 from glora.engine.replay import read_log
 from glora.errors import GLoRAError, SearchError
+from glora.files.atomic import replacing
 
 PROG = "glora-replay"
 
@@ -110,21 +110,15 @@ def _print_summary(report: LogReport) -> None:
 
 
 def _write_atomically(path: str, write: Callable[[str], None]) -> None:
-    """Write ``path`` through a temporary file in its folder, renamed over it once complete; a failure names the
-    path and leaves nothing behind."""
+    """Write ``path`` through :func:`glora.files.atomic.replacing`; a failure names the path and leaves nothing
+    behind."""
     if os.path.isdir(path):
         raise GLoRAError(f"cannot write {path}: it is a directory", kind="write_failed")
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".glora-replay-")
-        os.close(fd)
-        write(tmp)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            write(tmp)
     except OSError as err:
         raise GLoRAError(f"cannot write {path}: {err.strerror or err}", kind="write_failed") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _export(point: ParetoPoint, path: str) -> None:

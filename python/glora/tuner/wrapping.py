@@ -122,23 +122,13 @@ def layers_or_raise(model: nn.Module) -> list[tuple[str, GLoRALayer]]:
     return layers
 
 
-FACTOR_GENES = {"Ad": "A", "Au": "A", "Bd": "B", "Bu": "B", "Cd": "C", "Cu": "C", "D": "D", "E": "E"}
-
-
-def adapter_gene(name: str) -> Optional[str]:
-    """The support tensor (``"A"`` .. ``"E"``) that a parameter named ``name`` stores, or None for any other."""
-    return None if ".base_layer." in name else FACTOR_GENES.get(name.rsplit(".", 1)[-1])
-
-
-def _is_adapter_param(name: str) -> bool:
-    return adapter_gene(name) is not None
-
-
 def adapter_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
-    """The stored GLoRA support tensors (the supernet's trainable adapter state)."""
-    for name, param in model.named_parameters():
-        if param.requires_grad and _is_adapter_param(name):
-            yield name, param
+    """The stored GLoRA support tensors (the supernet's trainable adapter state): the GLoRA layers' own
+    parameters, not their frozen base layers' and nothing outside them."""
+    for layer_name, layer in glora_layers(model):
+        for name, param in layer.named_parameters(recurse=False):
+            if param.requires_grad:
+                yield f"{layer_name}.{name}", param
 
 
 def describe(model: nn.Module) -> dict[str, Any]:
