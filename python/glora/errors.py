@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-__all__ = ["DivergenceError", "GLoRAError", "ImpossibleBudgetError", "LogError", "ScoreError", "SearchError"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DivergenceError",
+    "GLoRAError",
+    "ImpossibleBudgetError",
+    "LogError",
+    "ScoreError",
+    "SearchError",
+]
 
 
 class GLoRAError(Exception):
@@ -39,3 +48,12 @@ class LogError(SearchError):
 
 class DivergenceError(LogError):
     """Replaying a log produced other subnets than it records."""
+
+
+class ConfigError(GLoRAError, ValueError):
+    """A run setting or config file that is wrong; ``details["setting"]`` names the setting where one is at fault."""
+
+
+class DataError(GLoRAError, ValueError):
+    """A data file or model that a task cannot use: missing, empty, unreadable, a missing or wrong column, a label
+    only in a later split. ``details`` names the ``path`` and, where one is at fault, the ``column``."""
