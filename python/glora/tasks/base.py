@@ -79,6 +79,10 @@ class Task(ABC):
     def default_targets(self, model: nn.Module) -> list[str]:
         """The module names or suffixes to wrap when ``--targets`` is not given (the usual projections)."""
 
+    def default_budget(self, model: nn.Module) -> str:
+        """The ``--budget`` when none is given: ``defaults["budget"]``, else LoRA r=8's count on the targets."""
+        return str(self.defaults.get("budget", "lora:8"))
+
     def modules_to_save(self, model: nn.Module) -> list[str]:
         """Modules trained in full beside the adapters (a new classification head); none by default."""
         return []

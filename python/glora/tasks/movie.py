@@ -22,6 +22,11 @@ FILE = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
 FETCH = "pip download --no-deps --no-binary :all: vaderSentiment==3.3.2 -d DIR"
 
 
+def is_movie_data(path: str) -> bool:
+    """Whether ``path`` names the movie sentences: the sdist, its inner archive or the ground-truth file."""
+    return os.path.basename(path) in (SDIST, os.path.basename(INNER), os.path.basename(FILE))
+
+
 @dataclass
 class Split:
     texts: list[str]

