@@ -40,7 +40,8 @@ import torch.nn.functional as F
 import glora
 from common import peak_gib, print_table, reset_peak, result_path, write_result
 from glora.tasks.movie import balanced_splits, read_sentences
-from glora.tasks.pipeline import ENCODER_LINEARS, MeanPoolClassifier, accuracy_of, encode
+from glora.tasks.classification import classification_report
+from glora.tasks.text_classification import BERT_LINEARS, MeanPoolClassifier
 from glora.training.sampling import BudgetSampler
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".assets")
@@ -55,7 +56,12 @@ def load(model_dir: str, device: torch.device) -> MeanPoolClassifier:
 
 def splits(tokenizer, data: str, sizes: tuple[int, int, int], seed: int) -> tuple[dict, dict, dict]:
     texts, labels = read_sentences(data)
-    return tuple(encode(tokenizer, s, 64) for s in balanced_splits(texts, labels, sizes, seed))
+    return tuple(encode(tokenizer, s.texts, s.labels) for s in balanced_splits(texts, labels, sizes, seed))
+
+
+def encode(tokenizer, texts: list[str], labels: list[int]) -> dict[str, torch.Tensor]:
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=64, return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": torch.tensor(labels)}
 
 
 def train_plain(model, data, steps: int, lr: float, batch: int, seed: int, device) -> float:
@@ -112,9 +118,9 @@ def baseline_run(
                 r=8, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["head"]
             ),
             "peft_lora_r8_all": lambda: LoraConfig(
-                r=8, lora_alpha=16, target_modules=ENCODER_LINEARS, modules_to_save=["head"]
+                r=8, lora_alpha=16, target_modules=BERT_LINEARS, modules_to_save=["head"]
             ),
-            "peft_glora_default": lambda: GloraConfig(target_modules=ENCODER_LINEARS, modules_to_save=["head"]),
+            "peft_glora_default": lambda: GloraConfig(target_modules=BERT_LINEARS, modules_to_save=["head"]),
         }[method]()
         model = get_peft_model(model, config)
     else:
@@ -131,7 +137,7 @@ def baseline_run(
         "lr": lr,
         "adapter_params": sum(trainable.values()) - head,
         "head_params": head,
-        "test_accuracy": accuracy_of(model, test, device),
+        "test_accuracy": classification_report(model, test, device)["accuracy"],
         "train_s": seconds,
         "peak_gib": peak_gib(device),
     }
@@ -199,7 +205,7 @@ def glora_run(
         model,
         glora.GLoRAConfig(
             ranks=list(s.ranks),
-            target_modules=ENCODER_LINEARS,
+            target_modules=BERT_LINEARS,
             modules_to_save=["head"],
             init=s.init,
             choices=s.choices,

@@ -30,7 +30,7 @@ import torch
 
 import glora
 from common import print_table, write_result
-from glora.tasks.pipeline import ENCODER_LINEARS
+from glora.tasks.text_classification import BERT_LINEARS
 from glora.training.sampling import BudgetSampler
 from supernet_quality import ASSETS, BUDGET, load, splits, train_supernet
 
@@ -59,7 +59,7 @@ def input_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor], lr: float
     handles = [
         m.register_forward_hook(hook(n))
         for n, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and any(n.endswith(t) for t in ENCODER_LINEARS)
+        if isinstance(m, torch.nn.Linear) and any(n.endswith(t) for t in BERT_LINEARS)
     ]
     with torch.no_grad():
         model(**{k: v for k, v in batch.items() if k != "labels"})
@@ -93,9 +93,7 @@ def run(
     train, val, _ = data
     torch.manual_seed(seed)
     model = load(model_dir, device)
-    glora.wrap(
-        model, glora.GLoRAConfig(rank=4, target_modules=ENCODER_LINEARS, modules_to_save=["head"], choices=choices)
-    )
+    glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=BERT_LINEARS, modules_to_save=["head"], choices=choices))
     window = None if sampling == "uniform" else (int(0.75 * BUDGET), BUDGET)
     losses = train_supernet(
         model, train, device, seed, steps=steps, lr=lr, sampling=sampling, budget=window, distill=sampling == "sandwich"

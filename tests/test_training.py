@@ -321,7 +321,7 @@ def _assert_checkpointing_changes_nothing(make_model, data, **settings) -> None:
 @pytest.mark.parametrize("sampling", ["uniform", "sandwich"])
 def test_gradient_checkpointing_of_a_bert_changes_nothing(sampling: str, precision: str) -> None:
     transformers = pytest.importorskip("transformers")
-    from glora.tasks.pipeline import ENCODER_LINEARS, MeanPoolClassifier
+    from glora.tasks.text_classification import BERT_LINEARS, MeanPoolClassifier
 
     config = transformers.BertConfig(
         vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32
@@ -335,7 +335,7 @@ def test_gradient_checkpointing_of_a_bert_changes_nothing(sampling: str, precisi
 
     def make(checkpointing: bool) -> torch.nn.Module:
         model = MeanPoolClassifier(transformers.BertModel(config, add_pooling_layer=False), 2)
-        glora.wrap(model, glora.GLoRAConfig(target_modules=ENCODER_LINEARS, modules_to_save=["head"]))
+        glora.wrap(model, glora.GLoRAConfig(target_modules=BERT_LINEARS, modules_to_save=["head"]))
         if checkpointing:  # the classifier forwards the encoder's switch
             model.activation_checkpointing_enable = model.encoder.activation_checkpointing_enable
         return model

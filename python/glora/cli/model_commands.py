@@ -84,7 +84,9 @@ def inspect_command(args: argparse.Namespace) -> int:
     task = task_class(args.task)(settings)
     model = task.load_model(RawSplits(None, None, None, ["0", "1"]))
     targets = args.targets or task.default_targets(model)
-    wrap(model, GLoRAConfig(rank=args.rank, target_modules=targets, modules_to_save=task.modules_to_save(model) or None))
+    wrap(
+        model, GLoRAConfig(rank=args.rank, target_modules=targets, modules_to_save=task.modules_to_save(model) or None)
+    )
     print(format_space(inspect_space(model)))
     return 0
 

@@ -1,1 +1,1 @@
-"""Tasks: the end-to-end pipeline (train, search, merge, report) and its data."""
+"""Tasks of ``glora run``: the task interface, the runner (train, search, merge, report, save), each task."""

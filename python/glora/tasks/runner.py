@@ -46,7 +46,7 @@ SUPERNET_CHECKPOINT = "supernet.safetensors"
 FINETUNE_CHECKPOINT = "finetune.safetensors"
 SETTINGS_FILE = "settings.json"
 RUN_INFO = "glora.json"
-"""In ``merged/``: the task, its settings and label names, for ``glora eval`` and ``glora predict``."""
+"""In ``merged/`` and ``adapter/``: the task, its settings and label names, for ``glora eval`` and ``predict``."""
 FILES = (
     SETTINGS_FILE,
     SUPERNET_CHECKPOINT,
@@ -81,6 +81,8 @@ def run(settings: RunSettings) -> dict[str, Any]:
             f"fitness must be one of {', '.join(task.fitness)} for {settings.task}, got {fitness!r}",
             details={"setting": "fitness"},
         )
+    if settings.budget is not None:
+        parse_budget(settings.budget)  # its form, before the data is read
     torch.manual_seed(settings.seed)
     raw = task.read_data()
     model = task.load_model(raw)
@@ -259,7 +261,13 @@ def _announce(
 
 
 def _train(
-    task: Task, model: nn.Module, data: EncodedSplits, device: torch.device, checkpoint: str, steps: Any, **sampling: Any
+    task: Task,
+    model: nn.Module,
+    data: EncodedSplits,
+    device: torch.device,
+    checkpoint: str,
+    steps: Any,
+    **sampling: Any,
 ) -> TrainResult:
     """One training phase (the supernet, or the found subnet alone) with its checkpoint in the output folder,
     rewritten every tenth of the phase; with ``resume`` it continues from that checkpoint."""
@@ -295,11 +303,9 @@ def _write_outputs(
     folder = os.path.join(out, "merged")
     os.makedirs(folder, exist_ok=True)
     task.save_merged(merged, folder, raw)
-    write_json(
-        os.path.join(folder, RUN_INFO),
-        {"task": settings.task, "settings": settings.as_dict(), "labels": raw.labels, "targets": result["targets"]},
-        indent=1,
-    )
+    info = {"task": settings.task, "settings": settings.as_dict(), "labels": raw.labels, "targets": result["targets"]}
+    for where in (folder, os.path.join(out, "adapter")):
+        write_json(os.path.join(where, RUN_INFO), info, indent=1)
     write_json(os.path.join(out, "subnet.json"), best, indent=1, sort_keys=True)
     from glora.tasks.plots import plot_search
 

@@ -31,6 +31,8 @@ BERT_LINEARS = ["query", "key", "value", "attention.output.dense", "intermediate
 DISTILBERT_LINEARS = ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"]
 HEAD_FILE = "head.safetensors"
 MOVIE_LABELS = ("negative", "positive")
+
+
 class MeanPoolClassifier(nn.Module):
     """An encoder with mean pooling over tokens and a linear head."""
 
@@ -69,7 +71,9 @@ class TextClassification(Task):
         cut = [role for role in ("validation", "test") if role not in given]
         sizes = {"train": s.train_size, "validation": s.validation_size, "test": s.test_size}
         index, record = plan_splits(len(texts), train_ids, cut, sizes, s.seed)
-        splits: dict[str, Any] = {role: ([texts[i] for i in idx], [train_ids[i] for i in idx]) for role, idx in index.items()}
+        splits: dict[str, Any] = {
+            role: ([texts[i] for i in idx], [train_ids[i] for i in idx]) for role, idx in index.items()
+        }
         for role, path in given.items():
             role_texts, role_values, _ = self.read_examples(path, role)
             ids = label_set.ids(role_values, path, s.label_column, role)
@@ -164,7 +168,9 @@ class TextClassification(Task):
 
     def encode_examples(self, examples: Any) -> Tensors:
         texts, labels, path = examples
-        ids = None if labels is None else LabelSet(self.label_names).ids(labels, path, self.settings.label_column, "test")
+        ids = (
+            None if labels is None else LabelSet(self.label_names).ids(labels, path, self.settings.label_column, "test")
+        )
         return self._tensors(texts, ids)
 
     def evaluate(self, model: nn.Module, data: Tensors, device: torch.device) -> dict[str, float]:
@@ -250,7 +256,9 @@ def check_model_folder(path: str) -> None:
     if not os.path.exists(path):
         raise DataError(f"model folder {path} does not exist", details={"path": path})
     if not os.path.isdir(path):
-        raise DataError(f"model {path} is not a folder (a Hugging Face model folder is expected)", details={"path": path})
+        raise DataError(
+            f"model {path} is not a folder (a Hugging Face model folder is expected)", details={"path": path}
+        )
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise DataError(
             f"model folder {path} holds no config.json: it is not a Hugging Face model folder", details={"path": path}
