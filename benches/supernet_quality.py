@@ -39,8 +39,8 @@ import torch.nn.functional as F
 
 import glora
 from common import peak_gib, print_table, reset_peak, result_path, write_result
-from glora.tasks.movie import balanced_splits, read_sentences
 from glora.tasks.classification import classification_report
+from glora.tasks.movie import balanced_splits, read_sentences
 from glora.tasks.text_classification import BERT_LINEARS, MeanPoolClassifier
 from glora.training.sampling import BudgetSampler
 
