@@ -22,6 +22,7 @@ from glora._engine import LogReport, ParetoPoint
 from glora.engine.replay import read_log
 from glora.errors import GLoRAError, SearchError
 from glora.files.atomic import replacing
+from glora.tasks.plots import plot_replay
 
 PROG = "glora-replay"
 
@@ -129,45 +130,6 @@ def _export(point: ParetoPoint, path: str) -> None:
     _write_atomically(path, write)
 
 
-def _finite(values: Sequence[float]) -> list[float]:
-    return [v if math.isfinite(v) else math.nan for v in values]
-
-
-def _plot(report: LogReport, path: str, budget: Optional[int]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
-        raise SearchError("--plot needs matplotlib: pip install 'glora[plot]'", kind="no_matplotlib") from None
-    metric = report.metric or "fitness"
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    gens = [h.generation for h in report.history]
-    left.plot(gens, _finite([h.best for h in report.history]), marker=".", label="best of generation")
-    left.plot(gens, _finite([h.mean for h in report.history]), marker=".", label="mean of generation")
-    left.plot(gens, _finite([h.best_so_far for h in report.history]), label="best so far", linestyle="--")
-    left.xaxis.set_major_locator(MaxNLocator(integer=True))
-    left.set_xlabel("generation")
-    left.set_ylabel(metric)
-    left.legend()
-    right.plot([p.params for p in report.front], _finite([p.score for p in report.front]), marker="o")
-    low, high = report.budget
-    right.axvline(high, color="grey", linestyle=":", label=f"search budget {high:,}")
-    if low > 0:
-        right.axvline(low, color="grey", linestyle=":")
-    if budget is not None:
-        right.axvline(budget, color="red", linestyle="--", label=f"--budget {budget:,}")
-    right.set_xlabel("adapter parameters")
-    right.set_ylabel(metric)
-    right.set_title("Pareto front")
-    right.legend()
-    fig.tight_layout()
-    _write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
-
-
 def _non_negative(text: str) -> int:
     try:
         value = int(text)
@@ -203,7 +165,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.export and chosen is not None:
         _export(chosen, args.export)
     if args.plot:
-        _plot(report, args.plot, args.budget)
+        plot_replay(report, args.plot, args.budget)
     if args.json:
         data = report_dict(report)
         if args.budget is not None and chosen is not None:

@@ -266,6 +266,9 @@ pub struct LogReport {
     truncated_tail: bool,
     #[pyo3(get)]
     divergence: Option<Divergence>,
+    /// Every replayed evaluation as (generation, parameters, score), in the order evaluated.
+    #[pyo3(get)]
+    evaluated: Vec<(usize, u64, f64)>,
 }
 
 #[pymethods]
@@ -328,6 +331,7 @@ pub fn read_log(py: Python<'_>, path: PathBuf) -> PyResult<LogReport> {
         complete: report.search.is_done() && divergence.is_none(),
         truncated_tail: report.truncated_tail,
         divergence,
+        evaluated: report.search.evaluated().iter().map(|e| (e.generation, e.params, e.score)).collect(),
         outcome,
     })
 }
