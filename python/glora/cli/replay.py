@@ -83,12 +83,20 @@ def _choose(report: LogReport, budget: Optional[int]) -> ParetoPoint:
     return report.best if budget is None else report.best_under(budget)
 
 
+def _of(report: LogReport) -> str:
+    """`` (accuracy)`` after a score when the log names its metric."""
+    return f" ({report.metric})" if report.metric else ""
+
+
 def _print_summary(report: LogReport) -> None:
     print(
         f"log {report.log}: {len(report.history)} generations, {report.replayed_evaluations} evaluations replayed "
         f"of {report.logged_evaluations} logged; seed {report.seed}, budget {list(report.budget)}, {len(report.space)} layers"
     )
-    print(f"metric: {report.metric or 'not recorded'} (higher is better)")
+    if report.metric:
+        print(f"metric: {report.metric} (higher is better)")
+    else:
+        print("metric: not recorded (higher is better; glora.search records the fitness's name, or metric=NAME)")
     if report.divergence is not None:
         d = report.divergence
         print(
@@ -106,7 +114,7 @@ def _print_summary(report: LogReport) -> None:
         print(f"{h.generation:>4} {h.evaluated:>9} {h.best:>10.4f} {h.mean:>10.4f} {h.best_so_far:>12.4f}")
     if report.best is not None:
         b = report.best
-        print(f"best: score {b.score:.4f} with {b.params:,} parameters (generation {b.generation})")
+        print(f"best: score {b.score:.4f}{_of(report)} with {b.params:,} parameters (generation {b.generation})")
         print("pareto front (params -> score): " + ", ".join(f"{p.params:,} -> {p.score:.4f}" for p in report.front))
 
 
@@ -174,7 +182,10 @@ def _run(args: argparse.Namespace) -> int:
     else:
         _print_summary(report)
         if chosen is not None and args.budget is not None:
-            print(f"best under {args.budget:,} parameters: score {chosen.score:.4f} with {chosen.params:,} parameters")
+            print(
+                f"best under {args.budget:,} parameters: score {chosen.score:.4f} with {chosen.params:,} parameters"
+                f" (generation {chosen.generation})"
+            )
         if args.export and chosen is not None:
             print(f"exported subnet with {chosen.params:,} parameters (score {chosen.score:.4f}) to {args.export}")
     return 1 if report.divergence is not None else 0

@@ -52,6 +52,12 @@ def _metric(metric: object) -> Metric:
     return metric
 
 
+def _name_of(metric: object) -> Optional[str]:
+    """A metric's name: the name it was given by, else a callable's ``__name__`` (None for a lambda)."""
+    name = metric if isinstance(metric, str) else getattr(metric, "__name__", None)
+    return name if isinstance(name, str) and name and not name.startswith("<") else None
+
+
 def _check_options(
     batch_size: Optional[int], precision: Optional[str], subnets_per_pass: int, distributed: Optional[bool]
 ) -> None:
@@ -105,6 +111,7 @@ class SubnetEvaluator:
         n = data_length(data)
         if n == 0:
             raise ValueError("the evaluation data is empty")
+        self._metric_name = _name_of(metric)
         metric = _metric(metric)
         _check_options(batch_size, precision, subnets_per_pass, distributed)
         if subnets_per_pass > 1 and any(layer.kind == "conv" for _, layer in self.layers):
@@ -123,6 +130,12 @@ class SubnetEvaluator:
         self.labels = labels_of(whole)
         self.batches = [take(whole, torch.arange(i, min(i + size, n), device=self.device)) for i in range(0, n, size)]
         self.subnets_evaluated = 0
+
+    @property
+    def metric_name(self) -> Optional[str]:
+        """What the scores are: the metric's name (``"accuracy"``, ``"neg_loss"``), a callable metric's
+        ``__name__``, or None for an anonymous one; ``glora.search`` records it in the run log."""
+        return self._metric_name
 
     @torch.inference_mode()
     def _logits(self, k: int) -> list[torch.Tensor]:

@@ -40,8 +40,8 @@ impl Header {
         Header { format: FORMAT.into(), format_version: FORMAT_VERSION, glora_version, seed, budget, params, metric, space }
     }
 
-    /// What differs between a logged header and the search being resumed (the glora version may differ, and a
-    /// search that names no metric accepts the log's).
+    /// What differs between a logged header and the search being resumed (the glora version may differ; the
+    /// metrics are compared only when both name one, so a log without a metric resumes under any).
     pub fn differences(&self, other: &Header) -> Vec<String> {
         let mut out = Vec::new();
         if self.seed != other.seed {
@@ -51,7 +51,7 @@ impl Header {
             let (a, b) = (self.budget, other.budget);
             out.push(format!("budget [{}, {}] (log) vs [{}, {}] (this search)", a.min, a.max, b.min, b.max));
         }
-        if other.metric.is_some() && self.metric != other.metric {
+        if self.metric.is_some() && other.metric.is_some() && self.metric != other.metric {
             let shown = |m: &Option<String>| m.as_deref().map_or("none".into(), py_repr);
             out.push(format!("metric {} (log) vs {} (this search)", shown(&self.metric), shown(&other.metric)));
         }

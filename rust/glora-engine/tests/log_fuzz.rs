@@ -166,3 +166,25 @@ fn the_source_log_replays_and_resumes() {
     assert!(Run::open(&space(), budget(150), &config(), 3, "test", Some(&path), true).is_ok());
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn resume_compares_metrics_only_when_both_name_one() {
+    let path = dir().join("metric.jsonl");
+    std::fs::write(&path, source()).unwrap();
+    let named = |metric: Option<&str>| SearchConfig { metric: metric.map(String::from), ..config() };
+    let open = |metric: Option<&str>| Run::open(&space(), budget(150), &named(metric), 3, "test", Some(&path), true);
+    assert!(open(Some("neg_loss")).is_ok());
+    assert!(open(None).is_ok());
+    let err = open(Some("accuracy")).err().expect("another metric is refused").to_string();
+    assert!(err.contains("metric 'neg_loss' (log) vs 'accuracy' (this search)"), "{err}");
+    // a log written without a metric (older logs) resumes under a named one, and still reads
+    let unnamed = dir().join("unnamed.jsonl");
+    let _ = std::fs::remove_file(&unnamed);
+    let run = Run::open(&space(), budget(150), &named(None), 3, "test", Some(&unnamed), false).unwrap();
+    run.drive(|batch: &[Vec<u16>]| Ok::<_, ()>(batch.iter().map(|g| fitness(g)).collect()), |_| Ok(())).unwrap();
+    assert!(!std::fs::read_to_string(&unnamed).unwrap().lines().next().unwrap().contains("metric"));
+    assert_eq!(replay::report(&unnamed).unwrap().header.metric, None);
+    assert!(Run::open(&space(), budget(150), &named(Some("accuracy")), 3, "test", Some(&unnamed), true).is_ok());
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&unnamed).unwrap();
+}
