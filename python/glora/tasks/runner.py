@@ -231,7 +231,7 @@ def _check_output_folder(settings: RunSettings) -> None:
     except (OSError, ValueError) as err:
         raise ConfigError(f"{saved_path} is unreadable ({err}); the run cannot be resumed") from None
     now = settings.as_dict()
-    changed = sorted(k for k in now if k not in ("resume", "device") and saved.get(k) != now[k])
+    changed = sorted(k for k in now if k not in ("resume", "device", "out") and saved.get(k) != now[k])
     if changed:
         shown = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
         raise ConfigError(f"--resume continues the run in {settings.out} with its own settings; changed: {shown}")

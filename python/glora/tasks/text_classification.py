@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from glora.data.labels import LabelSet
-from glora.data.splits import plan_splits, subsample
+from glora.data.splits import plan_splits
 from glora.data.tables import check_texts, read_columns
 from glora.errors import DataError
 from glora.tasks.base import EncodedSplits, RawSplits, Task, Tensors
@@ -76,9 +76,7 @@ class TextClassification(Task):
         }
         for role, path in given.items():
             role_texts, role_values, _ = self.read_examples(path, role)
-            ids = label_set.ids(role_values, path, s.label_column, role)
-            keep = subsample(len(ids), sizes[role], s.seed, ids)
-            splits[role] = ([role_texts[i] for i in keep], [ids[i] for i in keep])
+            splits[role] = (role_texts, label_set.ids(role_values, path, s.label_column, role))
         record |= {"files": {"train": s.train, **given}, "sizes": {role: len(v[1]) for role, v in splits.items()}}
         return RawSplits(splits["train"], splits["validation"], splits.get("test"), label_set.names, record)
 
