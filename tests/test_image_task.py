@@ -344,3 +344,14 @@ def test_example_config_reads() -> None:
     values = read_config_file(str(EXAMPLE / "config.toml"))
     assert RunSettings(**values).task == "image-classification"
     assert os.path.basename(values["train"]) == "mnist5k.npz"
+
+
+def test_targets_leave_out_depthwise_and_same_padding_convs() -> None:
+    """tf_efficientnet_lite0: its depthwise convolutions and its strided Conv2dSame stem (TF "same" padding, which
+    glora's ConvNd would run unpadded) are not targets; the 1x1 convolutions are."""
+    task = ImageClassification(settings())
+    task.head = "classifier"
+    model = ImageClassifier(
+        timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=3), (0.5,) * 3, (0.5,) * 3
+    )
+    assert task.default_targets(model) == ["conv_head", "conv_pw", "conv_pwl"]

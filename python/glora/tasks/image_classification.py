@@ -14,7 +14,11 @@ Models (``--model``):
   ``AutoImageProcessor``).
 
 The head is new (K outputs) and trained in full (``modules_to_save``). GLoRA wraps the backbone's convolutions
-(depthwise and grouped ones too: glora's ``ConvNd`` forms ``W'`` over ``in/groups * kernel``) and linears; for
+and linears, leaving out grouped and depthwise convolutions (glora's ``ConvNd`` would wrap them, but a LoRA
+budget ``lora:R`` has no count for them unless R is a multiple of the groups, as in PEFT, and they hold few
+weights: EfficientNet-Lite0's depthwise convolutions are 5 % of its parameters), and layers of a subclass with its
+own forward, such as timm's ``Conv2dSame`` (TensorFlow "same" padding of strided convolutions), which glora's
+layers would run without their padding; for
 transformers (ViT and the like) only the linears of the blocks (``qkv``, ``proj``, ``fc1``, ``fc2``, or the
 query/key/value/dense layers), not the patch embedding. Linears inside ``nn.MultiheadAttention`` are left out
 (it reads their weights directly).
@@ -306,6 +310,8 @@ class ImageClassification(Task):
         for name, module in model.named_modules():
             if not isinstance(module, kinds) or any(name == h or name.startswith(h + ".") for h in head):
                 continue
+            if getattr(module, "groups", 1) > 1 or not _plain_forward(module):
+                continue
             parent = name.rsplit(".", 1)[0] if "." in name else ""
             if isinstance(model.get_submodule(parent), nn.MultiheadAttention):
                 continue
@@ -340,9 +346,8 @@ class ImageClassification(Task):
         if self.family == "timm":
             from timm.models import save_for_hf
 
-            data = {"input_size": (3, self.side, self.side), "crop_pct": 1.0, "interpolation": self.interpolation}
-            data |= {"mean": tuple(self.mean), "std": tuple(self.std)}
-            save_for_hf(inner, folder, model_config={"label_names": names}, safe_serialization=True, data_config=data)
+            save_for_hf(inner, folder, model_config={"label_names": names}, safe_serialization=True)
+            self._timm_preprocessing_config(os.path.join(folder, "config.json"))
         elif self.family == "hf":
             inner.config.id2label = dict(enumerate(names))
             inner.config.label2id = {n: i for i, n in enumerate(names)}
@@ -367,6 +372,21 @@ class ImageClassification(Task):
             }
             with open(os.path.join(folder, "config.json"), "w") as fh:
                 json.dump(config, fh, indent=2)
+
+    def _timm_preprocessing_config(self, path: str) -> None:
+        """The run's preprocessing in a timm ``config.json``: the input side, whole images (``crop_pct`` 1.0), the
+        interpolation, mean and std; no test-time size."""
+        with open(path, encoding="utf-8") as fh:
+            config = json.load(fh)
+        cfg = config.setdefault("pretrained_cfg", {})
+        if list(cfg.get("input_size", []))[1:] != [self.side, self.side]:
+            cfg.pop("pool_size", None)
+        for key in ("test_input_size", "test_crop_pct", "test_pool_size"):
+            cfg.pop(key, None)
+        cfg |= {"input_size": [3, self.side, self.side], "crop_pct": 1.0, "interpolation": self.interpolation}
+        cfg |= {"mean": list(self.mean), "std": list(self.std)}
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(config, fh, indent=2)
 
     def load_merged(self, folder: str) -> nn.Module:
         config = _read_config(folder)
@@ -461,6 +481,16 @@ def _last_linear(model: nn.Module) -> str:
     if not names:
         raise DataError(f"the {type(model).__name__} model has no linear layer to serve as its classification head")
     return names[-1]
+
+
+def _plain_forward(module: nn.Module) -> bool:
+    """Whether ``module`` runs the forward of its torch class: glora's layers call the base's own convolution
+    (``_conv_forward``) or ``F.linear``, so a subclass with its own forward (timm's ``Conv2dSame``, which pads
+    first) would compute something else once wrapped."""
+    for base in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d):
+        if isinstance(module, base):
+            return type(module).forward is base.forward
+    return False
 
 
 def _as_suffixes(model: nn.Module, chosen: list[str], head: list[str]) -> list[str]:
