@@ -100,8 +100,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _shown_default(name: str) -> str:
-    field = FIELDS[name]
-    value = field.default_factory() if callable(field.default_factory) else field.default  # type: ignore[misc]
+    value = getattr(RunSettings(), name)
     if value is None or name in ("resume", "task"):
         return ""
     if name == "choices":

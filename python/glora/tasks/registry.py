@@ -21,4 +21,4 @@ def task_class(name: str) -> type[Task]:
     if name not in _CLASSES:
         raise ConfigError(f"task must be one of {', '.join(_CLASSES)}, got {name!r}", details={"setting": "task"})
     module, _, cls = _CLASSES[name].partition(":")
-    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), cls)

@@ -272,6 +272,7 @@ def _train(
     """One training phase (the supernet, or the found subnet alone) with its checkpoint in the output folder,
     rewritten every tenth of the phase; with ``resume`` it continues from that checkpoint."""
     s = task.settings
+    assert s.batch_size is not None and s.lr is not None, "the task's defaults fill them"
     config = TrainConfig(
         batch_size=s.batch_size,
         lr=s.lr,

@@ -13,6 +13,7 @@ import difflib
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -173,9 +174,8 @@ def check_settings(s: RunSettings) -> None:
         _fail("choices", "a map of gene names (A..E) to lists of kinds", s.choices)
     if s.budget is not None and not (_is_int(s.budget) or (isinstance(s.budget, str) and s.budget)):
         _fail("budget", "a parameter count, lora:R[:MODULES] or P%", s.budget)
-    check_search_settings(
-        s.budget if _is_int(s.budget) else 1, s.seed, population=s.population, generations=s.generations
-    )
+    budget = s.budget if isinstance(s.budget, int) and not isinstance(s.budget, bool) else 1
+    check_search_settings(budget, s.seed, population=s.population, generations=s.generations)
 
 
 def _is_real(value: object) -> bool:
@@ -218,10 +218,10 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 def _toml(raw: bytes) -> Any:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python < 3.11
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:
+        import tomli as tomllib
     return tomllib.loads(raw.decode("utf-8"))
 
 
