@@ -172,10 +172,14 @@ def test_chunked_forward_without_gradients_matches(
     task, model = loaded(model_folders["llama"])
     data = encoded(task)
     with torch.no_grad():
-        whole = model(data["input_ids"], data["attention_mask"])
+        whole = causal_lm.sequence_nll(model.model, data["input_ids"], data["attention_mask"])  # one forward
+        monkeypatch.setattr(causal_lm, "ROWS_PER_FORWARD", 5)  # groups of similar length, back in order
+        grouped = model(data["input_ids"], data["attention_mask"])
         monkeypatch.setattr(causal_lm, "LOGITS_PER_FORWARD", 1)  # one sequence per forward
-        chunked = model(data["input_ids"], data["attention_mask"])
-    torch.testing.assert_close(whole, chunked, rtol=1e-5, atol=1e-5)
+        single = model(data["input_ids"], data["attention_mask"])
+    assert len(set(data["attention_mask"].sum(1).tolist())) > 2
+    torch.testing.assert_close(whole, grouped, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(whole, single, rtol=1e-5, atol=1e-5)
 
 
 def test_default_targets_by_architecture(model_folders: dict[str, str]) -> None:

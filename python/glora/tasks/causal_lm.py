@@ -56,9 +56,11 @@ MAX_NEW_TOKENS = 32
 """The most tokens ``glora predict`` generates after each document."""
 EVAL_BATCH = 32
 """Documents per forward in :meth:`CausalLM.evaluate`."""
+ROWS_PER_FORWARD = 32
 LOGITS_PER_FORWARD = 1 << 26
-"""Without gradients, :class:`TokenNLL` runs the model on as many sequences at a time as keep the logits within
-this many elements (256 MiB in float32), so that the evaluator's large batches fit a GPU whatever the vocabulary."""
+"""Without gradients, :class:`TokenNLL` runs the model on at most :data:`ROWS_PER_FORWARD` sequences of similar
+length at a time, and no more than keep the logits within this many elements (256 MiB in float32), so that the
+evaluator's large batches fit a GPU whatever the vocabulary and little time goes into padding."""
 
 LLAMA_STYLE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GPT2_STYLE = ["c_attn", "c_proj", "c_fc"]
@@ -119,17 +121,35 @@ class TokenNLL(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Right-padded sequences; trailing columns of padding only are cut first. Without gradients (evaluation)
+        the sequences run in groups of similar length (sorted, at most :data:`ROWS_PER_FORWARD`, logits within
+        :data:`LOGITS_PER_FORWARD`), each cut to its longest, and come back in their order."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        lengths = attention_mask.sum(1)
+        width = max(1, int(lengths.max())) if len(lengths) else 1
+        input_ids, attention_mask = input_ids[:, :width], attention_mask[:, :width]
         if torch.is_grad_enabled() or input_ids.shape[0] <= 1:
             return sequence_nll(self.model, input_ids, attention_mask)
-        rows = max(1, LOGITS_PER_FORWARD // max(1, input_ids.shape[1] * self._vocab_size()))
-        return torch.cat(
-            [
-                sequence_nll(self.model, input_ids[i : i + rows], attention_mask[i : i + rows])
-                for i in range(0, input_ids.shape[0], rows)
-            ]
-        )
+        order = torch.argsort(lengths, stable=True)
+        sorted_lengths = lengths[order].tolist()
+        vocab = self._vocab_size()
+        parts, start = [], 0
+        while start < len(order):
+            stop = start + 1
+            while (
+                stop < len(order)
+                and stop - start < ROWS_PER_FORWARD
+                and (stop + 1 - start) * max(1, sorted_lengths[stop]) * vocab <= LOGITS_PER_FORWARD
+            ):
+                stop += 1
+            rows = order[start:stop]
+            cut = max(1, int(sorted_lengths[stop - 1]))
+            parts.append(sequence_nll(self.model, input_ids[rows, :cut], attention_mask[rows, :cut]))
+            start = stop
+        out = torch.empty(len(order), 2, dtype=parts[0].dtype, device=parts[0].device)
+        out[order] = torch.cat(parts)
+        return out
 
     def _vocab_size(self) -> int:
         size = getattr(self.model.config, "vocab_size", None)
