@@ -3,7 +3,10 @@ they equal single-process training on the combined batches."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -109,3 +112,35 @@ def test_evaluation_spread_over_processes_gives_every_rank_the_same_search(tmp_p
     single = glora.search(model, evaluator, 400, generations=3, progress=False)
     assert [g.to_dict() for g in single.history] == rank0["history"] and single.best_subnet == rank0["best"]
     assert (tmp_path / "search.jsonl").exists()
+
+
+def _torchrun(*argv: str, cwd: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node 2 -m glora ...`` with two CPU (gloo) processes."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(
+        [*command, "-m", "glora", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_torchrun_runs_the_whole_pipeline_with_files_written_once(tmp_path) -> None:
+    from texts import labelled_rows, save_tiny_bert, write_csv
+
+    model = save_tiny_bert(tmp_path)
+    train = write_csv(tmp_path / "train.csv", labelled_rows(0, 64))
+    test = write_csv(tmp_path / "test.csv", labelled_rows(64, 24))
+    out = tmp_path / "run"
+    done = _torchrun(
+        "run", "--task", "text-classification", "--model", str(model), "--train", str(train), "--test", str(test),
+        "--text-column", "sentence", "--label-column", "sentiment", "--validation-size", "16", "--steps", "6",
+        "--batch-size", "8", "--population", "6", "--generations", "2", "--device", "cpu", "--out", str(out),
+        cwd=str(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote ") == 1  # process 0 alone reports and writes
+    result = json.loads((out / "result.json").read_text())
+    assert result["processes"] == 2 and result["search"]["evaluations"] == 12
+    evals = [r for r in map(json.loads, (out / "search.jsonl").read_text().splitlines()) if r.get("type") == "eval"]
+    assert len(evals) == 12  # every evaluation logged once, though the two processes shared them
+    assert result["test_merged"]["accuracy"] == pytest.approx(result["test"]["accuracy"], abs=1 / 24 + 1e-9)
+    assert (out / "merged" / "head.safetensors").exists() and (out / "adapter" / "glora.json").exists()
