@@ -233,7 +233,7 @@ class ImageClassification(Task):
         self.interpolation = str(cfg.get("interpolation", "bilinear"))
 
     def _torchvision(self, spec: str, classes: int) -> nn.Module:
-        import torchvision  # type: ignore[import-untyped]
+        import torchvision
 
         name, _, file = spec.partition(":")
         where = f"{TORCHVISION}{spec}"
