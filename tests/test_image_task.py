@@ -346,12 +346,25 @@ def test_example_config_reads() -> None:
     assert os.path.basename(values["train"]) == "mnist5k.npz"
 
 
-def test_targets_leave_out_depthwise_and_same_padding_convs() -> None:
-    """tf_efficientnet_lite0: its depthwise convolutions and its strided Conv2dSame stem (TF "same" padding, which
-    glora's ConvNd would run unpadded) are not targets; the 1x1 convolutions are."""
+def test_targets_leave_out_depthwise_convs() -> None:
+    """tf_efficientnet_lite0: its depthwise convolutions are not targets; the 1x1 convolutions and the strided
+    Conv2dSame stem (TF "same" padding, kept once wrapped) are. Wrapped with them, merged equals unmerged."""
+    import glora
+
     task = ImageClassification(settings())
     task.head = "classifier"
     model = ImageClassifier(
         timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=3), (0.5,) * 3, (0.5,) * 3
-    )
-    assert task.default_targets(model) == ["conv_head", "conv_pw", "conv_pwl"]
+    ).eval()
+    targets = task.default_targets(model)
+    assert targets == ["conv_head", "conv_pw", "conv_pwl", "conv_stem"]
+    assert type(model.model.conv_stem).__name__ == "Conv2dSame"
+    wrapped = glora.wrap(model, glora.GLoRAConfig(rank=2, ranks=[2], target_modules=targets))
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        for _, p in glora.adapter_parameters(wrapped):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.01)
+        subnet = glora.sample_subnet(wrapped, 0)
+        glora.set_subnet(wrapped, subnet)
+        x = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+        torch.testing.assert_close(glora.merge(wrapped, subnet)(x), wrapped(x), rtol=1e-4, atol=1e-4)

@@ -12,6 +12,10 @@ forward, folding for evaluation and the merged tensors. Every base layer is view
 - :class:`ConvNd` (``nn.Conv1d/2d/3d``): ``W0`` is the kernel flattened to ``out x (in/groups * prod(kernel))``;
   ``W'`` is formed with plain ops and the base convolution runs with it.
 
+A base whose class overrides the forward of its torch class (timm's ``Conv2dSame``, which pads "same" before
+convolving; a subclass of ``nn.Linear`` with its own forward) runs that forward with ``W'`` and ``b'`` substituted
+for its parameters (``torch.func.functional_call``), so the wrapped layer computes what the base computes.
+
 The forward does no work for absent terms. Build a layer with :func:`wrap_layer`, which picks the class.
 """
 
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Optional, Protocol, cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from glora.layers.choices import (
     GENES,
@@ -43,6 +48,16 @@ Sampler = Callable[["GLoRALayer"], Plan]
 """Returns one plan for the layer on each forward that has no fixed plan (``supernet_mode`` installs one)."""
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def has_own_forward(module: nn.Module) -> bool:
+    """Whether ``module`` is an ``nn.Linear`` or ``nn.Conv1d/2d/3d`` whose class overrides that torch class's
+    forward (timm's ``Conv2dSame``)."""
+    for base in (nn.Linear, *_CONV_TYPES):
+        if isinstance(module, base):
+            return type(module).forward is not base.forward
+    return False
+
 
 if TYPE_CHECKING:
     from typing import TypedDict
@@ -114,6 +129,9 @@ class GLoRALayer(nn.Module):
         self.out_features, self.in_features = self.weight_matrix().shape
         self.max_rank = max_rank
         self.has_bias = self.base_layer.bias is not None
+        self.own_forward = has_own_forward(base_layer)
+        """The base's class overrides its torch class's forward (timm's ``Conv2dSame``): the base runs that forward
+        with ``W'`` and ``b'`` substituted (no training node, batched weights or stacked plans for a linear one)."""
         enabled = {
             "A": True,
             "B": True,
@@ -253,6 +271,25 @@ class GLoRALayer(nn.Module):
         """An ``out x in`` matrix in the layout of the base layer's weight parameter."""
         return weight.reshape(self.base_layer.weight.shape)
 
+    def _own_forward_op(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], channel_dim: int) -> Tensor:
+        """The base's own forward (a class that overrides its torch class's) with ``weight`` (out x in) and
+        ``bias`` in place of its parameters; a bias the base lacks is added to the output along ``channel_dim``."""
+        base = self.base_layer
+        params = {"weight": self._to_base_layout(weight)}
+        if base.bias is not None:
+            params["bias"] = bias if bias is not None else torch.zeros_like(base.bias, dtype=x.dtype)
+        y = functional_call(base, params, (x,))
+        if base.bias is None and bias is not None:
+            shape = [1] * y.dim()
+            shape[channel_dim] = -1
+            y = y + bias.reshape(shape)
+        return y
+
+    @property
+    def stacks_plans(self) -> bool:
+        """Whether :meth:`fold` takes several plans at once (several subnets per evaluation pass)."""
+        return False
+
     def trains_through_node(self, w0: Tensor, b0: Optional[Tensor]) -> bool:
         """Whether training runs through a GLoRA autograd node (the per-layer node or the batched weights)."""
         return False
@@ -369,12 +406,18 @@ class Linear(GLoRALayer):
         return self.base_layer.weight
 
     def _base_op(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        if self.own_forward:
+            return self._own_forward_op(x, weight, bias, -1)
         return F.linear(x, weight, bias)
 
     def trains_through_node(self, w0: Tensor, b0: Optional[Tensor]) -> bool:
-        """True while the base is frozen: the nodes give ``W0`` and ``b0`` no gradient, so a base the user
-        unfroze trains under plain autograd."""
-        return not (w0.requires_grad or (b0 is not None and b0.requires_grad))
+        """True while the base is frozen (the nodes give ``W0`` and ``b0`` no gradient, so a base the user
+        unfroze trains under plain autograd) and runs ``nn.Linear``'s forward."""
+        return not (self.own_forward or w0.requires_grad or (b0 is not None and b0.requires_grad))
+
+    @property
+    def stacks_plans(self) -> bool:
+        return not self.own_forward
 
     def _forward_plan(self, x: Tensor, plan: Plan, w0: Tensor, b0: Optional[Tensor]) -> Tensor:
         if self.trains_through_node(w0, b0):
@@ -382,12 +425,14 @@ class Linear(GLoRALayer):
         return super()._forward_plan(x, plan, w0, b0)
 
     def _stacked(self, matrices: list[Tensor], biases: list[Optional[Tensor]]) -> tuple[Tensor, Optional[Tensor]]:
+        if self.own_forward:
+            return super()._stacked(matrices, biases)
         # fold() hands biases that are all None or all tensors
         return torch.stack(matrices), None if biases[0] is None else torch.stack(cast(list[Tensor], biases))
 
     def _forward_folded(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         if weight.dim() == 2:
-            return F.linear(x, weight, bias)
+            return self._base_op(x, weight, bias)
         k = weight.shape[0]
         xs = x.reshape(k, -1, self.in_features)
         if bias is None:
@@ -421,6 +466,8 @@ class ConvNd(GLoRALayer):
         return self.base_layer.weight.flatten(1)
 
     def _base_op(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        if self.own_forward:
+            return self._own_forward_op(x, weight, bias, 1)
         return self.base_layer._conv_forward(x, weight.reshape(self.base_layer.weight.shape), bias)
 
 

@@ -16,10 +16,9 @@ Models (``--model``):
 The head is new (K outputs) and trained in full (``modules_to_save``). GLoRA wraps the backbone's convolutions
 and linears, leaving out grouped and depthwise convolutions (glora's ``ConvNd`` would wrap them, but a LoRA
 budget ``lora:R`` has no count for them unless R is a multiple of the groups, as in PEFT, and they hold few
-weights: EfficientNet-Lite0's depthwise convolutions are 5 % of its parameters), and layers of a subclass with its
-own forward, such as timm's ``Conv2dSame`` (TensorFlow "same" padding of strided convolutions), which glora's
-layers would run without their padding; for
-transformers (ViT and the like) only the linears of the blocks (``qkv``, ``proj``, ``fc1``, ``fc2``, or the
+weights: EfficientNet-Lite0's depthwise convolutions are 5 % of its parameters); a layer of a subclass with its
+own forward, such as timm's ``Conv2dSame`` (TensorFlow "same" padding of strided convolutions), keeps that forward
+once wrapped. For transformers (ViT and the like) only the linears of the blocks (``qkv``, ``proj``, ``fc1``, ``fc2``, or the
 query/key/value/dense layers), not the patch embedding. Linears inside ``nn.MultiheadAttention`` are left out
 (it reads their weights directly).
 
@@ -310,7 +309,7 @@ class ImageClassification(Task):
         for name, module in model.named_modules():
             if not isinstance(module, kinds) or any(name == h or name.startswith(h + ".") for h in head):
                 continue
-            if getattr(module, "groups", 1) > 1 or not _plain_forward(module):
+            if getattr(module, "groups", 1) > 1:
                 continue
             parent = name.rsplit(".", 1)[0] if "." in name else ""
             if isinstance(model.get_submodule(parent), nn.MultiheadAttention):
@@ -481,16 +480,6 @@ def _last_linear(model: nn.Module) -> str:
     if not names:
         raise DataError(f"the {type(model).__name__} model has no linear layer to serve as its classification head")
     return names[-1]
-
-
-def _plain_forward(module: nn.Module) -> bool:
-    """Whether ``module`` runs the forward of its torch class: glora's layers call the base's own convolution
-    (``_conv_forward``) or ``F.linear``, so a subclass with its own forward (timm's ``Conv2dSame``, which pads
-    first) would compute something else once wrapped."""
-    for base in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d):
-        if isinstance(module, base):
-            return type(module).forward is base.forward
-    return False
 
 
 def _as_suffixes(model: nn.Module, chosen: list[str], head: list[str]) -> list[str]:

@@ -114,8 +114,10 @@ class SubnetEvaluator:
         self._metric_name = _name_of(metric)
         metric = _metric(metric)
         _check_options(batch_size, precision, subnets_per_pass, distributed)
-        if subnets_per_pass > 1 and any(layer.kind == "conv" for _, layer in self.layers):
-            raise ValueError("subnets_per_pass > 1 needs a model whose GLoRA layers are all linear")
+        if subnets_per_pass > 1 and not all(layer.stacks_plans for _, layer in self.layers):
+            raise ValueError(
+                "subnets_per_pass > 1 needs a model whose GLoRA layers are all linear (with nn.Linear's forward)"
+            )
         self.rank, self.world = process_group() if distributed in (None, True) else (0, 1)
         if distributed and self.world == 1:
             raise ValueError("distributed=True needs an initialised torch.distributed process group (torchrun)")
