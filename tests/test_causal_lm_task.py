@@ -4,6 +4,7 @@ offline on the test's own documents."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import warnings
@@ -389,3 +390,15 @@ def test_runner_end_to_end(model_folders: dict[str, str], corpus: str, tmp_path)
     with torch.no_grad():
         hf = plain(input_ids=data["input_ids"], attention_mask=data["attention_mask"], labels=labels).loss
     assert abs(float(hf) - result["test_merged"]["loss"]) < 1e-5
+
+
+def test_runner_with_sandwich_sampling(model_folders: dict[str, str], corpus: str, tmp_path) -> None:
+    """The sandwich trains the task's own loss (its distillation is the classification loss's): the run completes."""
+    runner = pytest.importorskip("glora.tasks.runner")
+    settings = RunSettings(
+        task="causal-lm", model=model_folders["llama"], train=corpus, steps=3, batch_size=4, max_len=32,
+        validation_size=8, test_size=8, population=4, generations=1, sampling="sandwich", out=str(tmp_path / "run"),
+    )  # fmt: skip
+    result = runner.run(settings)
+    assert result["settings"]["sampling"] == "sandwich" and result["supernet_steps"] == 3
+    assert math.isfinite(result["final_train_loss"]) and set(result["test"]) == {"perplexity", "loss"}

@@ -113,7 +113,8 @@ def run(settings: RunSettings) -> dict[str, Any]:
     sampling = {
         "sampling": settings.sampling,
         "budget": None if settings.sampling == "uniform" else window,
-        "distill": settings.sampling == "sandwich",
+        # the sandwich's distillation is the built-in classification loss's; a task with its own loss trains without it
+        "distill": settings.sampling == "sandwich" and task.loss_fn() is None,
     }
     trained = _train(task, model, data, device, SUPERNET_CHECKPOINT, settings.steps, **sampling)
     train_s = time.perf_counter() - started
