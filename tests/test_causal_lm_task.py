@@ -357,6 +357,15 @@ def test_read_data_cuts_splits(corpus: str, tmp_path) -> None:
         make_task("unused").read_data()
 
 
+def test_a_given_validation_file_is_used_whole(corpus: str, tmp_path) -> None:
+    """--validation FILE is used whole (validation_size sizes only a split cut from --train)."""
+    validation = tmp_path / "validation.txt"
+    validation.write_text("\n".join(documents(15, seed=5)) + "\n", encoding="utf-8")
+    raw = make_task("unused", train=corpus, validation=str(validation), validation_size=4, test_size=6).read_data()
+    assert len(raw.validation) == 15 and raw.record["cut_from_train"] == ["test"]
+    assert raw.record["sizes"] == {"train": 54, "validation": 15, "test": 6}
+
+
 def test_documents_without_tokens_to_predict(model_folders: dict[str, str]) -> None:
     task, _ = loaded(model_folders["llama"])
     data = task.encode_examples(Documents(["the cat sees the dog.", "the"], "d.txt", [1, 2]))

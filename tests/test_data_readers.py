@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from glora.data.labels import LabelSet
-from glora.data.splits import plan_splits, subsample
+from glora.data.splits import plan_splits
 from glora.data.tables import check_texts, is_saved_dataset, load_saved_dataset, read_columns
 from glora.errors import DataError
 
@@ -446,15 +446,3 @@ def test_error_names_the_setting():
     with pytest.raises(DataError) as info:
         plan_splits(10, None, ["validation"], {"validation": 20}, seed=0)
     assert info.value.details["setting"] == "validation_size"
-
-
-def test_subsample():
-    assert subsample(10, None, 0) == list(range(10))
-    picked = subsample(100, 0.25, 4, labels=[i % 4 for i in range(100)])
-    assert len(picked) == 25 and picked == sorted(set(picked))
-    assert (
-        Counter(i % 4 for i in picked) == {0: 7, 1: 6, 2: 6, 3: 6} or max(Counter(i % 4 for i in picked).values()) <= 7
-    )
-    assert subsample(100, 10, 4) == subsample(100, 10, 4) != subsample(100, 10, 5)
-    with pytest.raises(DataError, match=r"test_size 20 is more than the 10 examples"):
-        subsample(10, 20, 0, setting="test_size")

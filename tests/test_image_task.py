@@ -194,6 +194,14 @@ def test_not_a_model(tmp_path: Path) -> None:
             ImageClassification(settings(model=spec, train=train)).load_model(raw)
 
 
+def test_a_given_validation_file_is_used_whole(tmp_path: Path) -> None:
+    """--validation FILE is used whole (validation_size sizes only a split cut from --train)."""
+    train, validation = npz(tmp_path / "t.npz"), npz(tmp_path / "v.npz", n=30)
+    raw = ImageClassification(settings(train=train, validation=validation, validation_size=5)).read_data()
+    assert len(raw.validation) == 30 and raw.record["cut_from_train"] == ["test"]
+    assert raw.record["sizes"] == {"train": 48, "validation": 30, "test": 12}
+
+
 # -- the task -----------------------------------------------------------------------------------------------
 
 

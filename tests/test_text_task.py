@@ -66,6 +66,20 @@ def csv_files(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+def test_a_given_validation_file_is_used_whole(csv_files) -> None:
+    """--validation FILE is used whole (validation_size sizes only a split cut from --train)."""
+    from glora.tasks.settings import RunSettings
+    from glora.tasks.text_classification import TextClassification
+
+    values = {
+        "task": "text-classification", "train": str(csv_files["train"]), "validation": str(csv_files["validation"]),
+        "text_column": "sentence", "label_column": "sentiment", "validation_size": 5, "test_size": 6,
+    }  # fmt: skip
+    raw = TextClassification(RunSettings(**values)).read_data()
+    assert len(raw.validation[0]) == VAL_SIZE and raw.record["cut_from_train"] == ["test"]
+    assert raw.record["sizes"] == {"train": 54, "validation": VAL_SIZE, "test": 6}
+
+
 def _movie_args(model: Path, data: Path, out: Path) -> list[str]:
     return [
         "run", "--task", "text-classification", "--model", str(model), "--train", str(data), "--out", str(out),

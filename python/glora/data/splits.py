@@ -23,7 +23,7 @@ import numpy as np
 
 from glora.errors import DataError
 
-__all__ = ["plan_splits", "subsample"]
+__all__ = ["plan_splits"]
 
 Size = Union[int, float, None]
 CUT_ROLES = ("validation", "test")
@@ -105,28 +105,6 @@ def plan_splits(
         "stratified": labels is not None,
     }
     return splits, record
-
-
-def subsample(
-    n: int,
-    size: Union[int, float, None],
-    seed: int,
-    labels: Optional[Sequence[int]] = None,
-    *,
-    setting: str = "train_size",
-) -> list[int]:
-    """Sorted indices of ``size`` of ``n`` examples (a count, a share, or None for all of them), seeded and
-    stratified by ``labels`` when given; ``setting`` names the size in messages."""
-    if labels is not None and len(labels) != n:
-        raise ValueError(f"labels has {len(labels)} values for {n} examples")
-    if n < 1:
-        raise _error("the file holds no examples")
-    if size is None:
-        return list(range(n))
-    k = _count(size, n, setting, least=1)
-    if k > n:
-        raise _error(f"{setting} {size!r} is more than the {n} examples of the file", setting)
-    return _allocate(n, labels, [k, n - k], keep=0, rng=np.random.default_rng(seed))[0]
 
 
 def _listed(counts: Mapping[str, int]) -> str:

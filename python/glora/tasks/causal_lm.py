@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glora.data.documents import Documents, read_documents
-from glora.data.splits import plan_splits, subsample
+from glora.data.splits import plan_splits
 from glora.errors import ConfigError, DataError
 from glora.layers.layer import is_hf_conv1d
 from glora.tasks.base import EncodedSplits, RawSplits, Task, Tensors
@@ -195,8 +195,8 @@ class CausalLM(Task):
     # data
     def read_data(self) -> RawSplits:
         """The documents of ``--train``, and of ``--validation`` and ``--test`` or, for those not given, cut from
-        ``--train`` (seeded). ``train_size``, ``validation_size`` and ``test_size`` cap each split, a given file's
-        too (a seeded subsample), as for the other tasks."""
+        ``--train`` (seeded; ``validation_size`` and ``test_size`` size those cut, ``train_size`` caps the train
+        split). A given file is used whole, as for the other tasks."""
         s = self.settings
         if s.train is None:
             raise DataError(
@@ -210,8 +210,7 @@ class CausalLM(Task):
         index, record = plan_splits(len(train), None, cut, sizes, s.seed)
         splits = {role: train.subset(idx) for role, idx in index.items()}
         for role, path in given.items():
-            docs = self.read_examples(path, role)
-            splits[role] = docs.subset(subsample(len(docs), sizes[role], s.seed, setting=f"{role}_size"))
+            splits[role] = self.read_examples(path, role)
         record |= {"files": {"train": s.train, **given}, "sizes": {role: len(d) for role, d in splits.items()}}
         return RawSplits(splits["train"], splits["validation"], splits.get("test"), None, record)
 

@@ -47,7 +47,7 @@ from torch import nn
 
 from glora.data.images import ImageExamples, read_images, resize_images
 from glora.data.labels import LabelSet
-from glora.data.splits import plan_splits, subsample
+from glora.data.splits import plan_splits
 from glora.errors import DataError
 from glora.tasks.base import EncodedSplits, RawSplits, Task, Tensors
 from glora.tasks.classification import class_logits, classification_report, prediction_rows
@@ -132,7 +132,7 @@ class ImageClassification(Task):
             examples = self.read_examples(path, role)
             assert examples.labels is not None
             examples.ids = label_set.ids(examples.labels, path, s.label_column, role)
-            splits[role] = examples.subset(subsample(len(examples), sizes[role], s.seed, examples.ids))
+            splits[role] = examples
         for role, examples in splits.items():
             if len(examples) == 0:
                 raise DataError(f"the {role} split is empty", details={"path": examples.path})
