@@ -411,3 +411,50 @@ def test_runner_with_sandwich_sampling(model_folders: dict[str, str], corpus: st
     result = runner.run(settings)
     assert result["settings"]["sampling"] == "sandwich" and result["supernet_steps"] == 3
     assert math.isfinite(result["final_train_loss"]) and set(result["test"]) == {"perplexity", "loss"}
+
+
+def test_inspect_shows_the_space_the_run_searches(model_folders: dict[str, str], corpus: str, tmp_path, monkeypatch):
+    """``glora inspect --config`` wraps as the run does: the same layers, choices and adapter sizes as the run's
+    search log holds (its rank, choices and targets from the config, not inspect's own defaults)."""
+    from glora.cli.main import main
+    from glora.engine import read_log
+    from glora.tuner import inspection
+
+    out = tmp_path / "run"
+    config = tmp_path / "run.toml"
+    config.write_text(
+        "\n".join(
+            [
+                'task = "causal-lm"',
+                f'model = "{model_folders["llama"]}"',
+                f'train = "{corpus}"',
+                'targets = ["q_proj", "v_proj", "up_proj"]',
+                "rank = 2",
+                "steps = 2",
+                "batch_size = 4",
+                "max_len = 32",
+                "validation_size = 8",
+                "test_size = 8",
+                "population = 4",
+                "generations = 1",
+                'device = "cpu"',
+                f'out = "{out}"',
+                "[choices]",
+                'A = ["vector", "none"]',
+                'E = ["scalar", "none"]',
+            ]
+        ),
+        encoding="utf-8",
+    )
+    assert main(["run", "--config", str(config)]) == 0
+    shown: list[dict] = []
+    inspect_space = inspection.inspect_space
+    monkeypatch.setattr(inspection, "inspect_space", lambda model: shown.append(inspect_space(model)) or shown[-1])
+    assert main(["inspect", "--config", str(config)]) == 0
+    space = read_log(out / "search.jsonl").space
+    info = shown[0]
+    assert [(layer["name"], layer["choices"]) for layer in info["layers"]] == [
+        (layer.name, {gene: list(offered) for gene, offered in layer.choices.items()}) for layer in space.layers
+    ]
+    assert (info["min_params"], info["max_params"]) == (space.min_params, space.max_params)
+    assert all(layer["choices"]["A"] == ["vector", "none"] for layer in info["layers"])

@@ -73,27 +73,27 @@ def predict_command(args: argparse.Namespace) -> int:
 
 
 def inspect_command(args: argparse.Namespace) -> int:
+    """The search space of the run with these settings (``--config`` and the flags, as ``glora run`` takes them):
+    the model wrapped with the task's :meth:`~glora.tasks.base.Task.adapter_config`, as the run wraps it."""
+    from glora.cli.run_command import given_settings
     from glora.tasks.base import RawSplits
-    from glora.tasks.registry import task_class
+    from glora.tasks.registry import make_task
     from glora.tasks.settings import RunSettings
-    from glora.tuner.config import GLoRAConfig
     from glora.tuner.inspection import format_space, inspect_space
     from glora.tuner.wrapping import wrap
 
-    settings = RunSettings(task=args.task, model=args.model, rank=args.rank)
-    task = task_class(args.task)(settings)
+    task = make_task(RunSettings(**given_settings(args)))
     model = task.load_model(RawSplits(None, None, None, ["0", "1"]))
-    targets = args.targets or task.default_targets(model)
-    wrap(
-        model, GLoRAConfig(rank=args.rank, target_modules=targets, modules_to_save=task.modules_to_save(model) or None)
-    )
+    wrap(model, task.adapter_config(model))
     print(format_space(inspect_space(model)))
     return 0
 
 
 def add_model_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    from glora.tasks.settings import TASK_NAMES
+    from glora.cli.run_command import gene_kinds, shown_default
+    from glora.tasks.settings import HELP, TASK_NAMES, RunSettings
 
+    shown = shown_default("choices")
     for name, helped, func in (
         ("eval", "accuracy or loss of a run's merged model (or a base model plus its adapter) on a file", eval_command),
         ("predict", "labels with scores, or generated continuations, of a run's model for a file", predict_command),
@@ -115,11 +115,16 @@ def add_model_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         "inspect",
         parents=[common],
         help="a model's search space: layers, choices, smallest and largest adapters, LoRA ranks' costs",
-        description="Wrap a model as glora run would and show its search space: the wrapped layers and their "
-        "choices, the smallest and largest adapter sizes, and what common LoRA ranks would cost on the targets.",
+        description="Wrap a model as glora run would with the same settings (--config, --targets, --rank, "
+        "--choices) and show its search space: the wrapped layers and their choices, the smallest and largest "
+        "adapter sizes, and what common LoRA ranks would cost on the targets.",
     )
-    cmd.add_argument("--task", choices=TASK_NAMES, default="text-classification", help="how to load the model")
-    cmd.add_argument("--model", required=True, metavar="PATH_OR_NAME", help="the model, as glora run takes it")
+    cmd.add_argument("--config", metavar="FILE", help="a glora run config file (its task, model and adapter settings)")
+    cmd.add_argument("--task", choices=TASK_NAMES, help="how to load the model (default text-classification)")
+    cmd.add_argument("--model", metavar="PATH_OR_NAME", help="the model, as glora run takes it")
     cmd.add_argument("--targets", nargs="+", metavar="PATTERN", help="modules to wrap (default: the task's)")
-    cmd.add_argument("--rank", type=int, default=4, metavar="N", help="rank of the low-rank forms (default 4)")
+    cmd.add_argument("--rank", type=int, metavar="N", help=f"{HELP['rank']} (default {RunSettings().rank})")
+    cmd.add_argument(
+        "--choices", nargs="+", type=gene_kinds, metavar="GENE=KINDS", help=f"{HELP['choices']} (default {shown})"
+    )
     cmd.set_defaults(func=inspect_command)

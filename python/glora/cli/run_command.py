@@ -69,7 +69,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
     for name in FIELDS:
         flag = "--" + name.replace("_", "-")
-        default = _shown_default(name)
+        default = shown_default(name)
         if default:
             help_text = f"{HELP[name]} (default {default})"
         elif name in ("steps", "batch_size", "lr", "budget", "fitness", "max_len", "validation_size", "test_size"):
@@ -99,7 +99,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
             arg(flag, metavar=METAVARS.get(name, name.upper().split("_")[0]), help=help_text)
 
 
-def _shown_default(name: str) -> str:
+def shown_default(name: str) -> str:
     value = getattr(RunSettings(), name)
     if value is None or name in ("resume", "task"):
         return ""

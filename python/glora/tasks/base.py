@@ -3,8 +3,9 @@ and fitness, its report on the test split and the merged model in its family's o
 
 A task is made from the run's resolved settings (``glora.tasks.settings.RunSettings``). The runner calls, in
 order: :meth:`Task.read_data` (the files, checked: bad data fails here, before any model is loaded),
-:meth:`Task.load_model`, :meth:`Task.encode`, then trains, searches and merges, and finally
-:meth:`Task.evaluate` and :meth:`Task.save_merged`. ``glora eval`` and ``glora predict`` use
+:meth:`Task.load_model`, :meth:`Task.adapter_config` (what is wrapped, so the space searched; ``glora inspect``
+shows it), :meth:`Task.encode`, then trains, searches and merges, and finally :meth:`Task.evaluate` and
+:meth:`Task.save_merged`. ``glora eval`` and ``glora predict`` use
 :meth:`Task.load_merged`, :meth:`Task.read_examples`, :meth:`Task.encode_examples`, :meth:`Task.evaluate` and
 :meth:`Task.predict`.
 """
@@ -20,6 +21,7 @@ from torch import nn
 
 from glora.training.evaluator import Metric
 from glora.training.losses import LossFn
+from glora.tuner.config import GLoRAConfig
 
 if TYPE_CHECKING:
     from glora.tasks.settings import RunSettings
@@ -86,6 +88,18 @@ class Task(ABC):
     def modules_to_save(self, model: nn.Module) -> list[str]:
         """Modules trained in full beside the adapters (a new classification head); none by default."""
         return []
+
+    def adapter_config(self, model: nn.Module) -> GLoRAConfig:
+        """The configuration ``glora run`` wraps ``model`` with, and so the space it searches (``glora inspect``
+        shows it): the settings' ``rank`` and ``choices``, their ``targets`` or else :meth:`default_targets`, and
+        :meth:`modules_to_save`."""
+        s = self.settings
+        return GLoRAConfig(
+            rank=s.rank,
+            target_modules=s.targets or self.default_targets(model),
+            modules_to_save=self.modules_to_save(model) or None,
+            choices=s.choices,
+        )
 
     @abstractmethod
     def encode(self, raw: RawSplits) -> EncodedSplits:

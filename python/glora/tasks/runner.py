@@ -10,7 +10,6 @@ evaluations are spread over the processes, and process 0 alone writes the files.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -24,7 +23,7 @@ from torch import nn
 from glora.errors import ConfigError
 from glora.files.atomic import write_json
 from glora.tasks.base import EncodedSplits, RawSplits, Task
-from glora.tasks.registry import task_class
+from glora.tasks.registry import make_task
 from glora.tasks.settings import RunSettings
 from glora.training.config import TrainConfig, TrainResult
 from glora.training.distributed import barrier, process_group
@@ -32,7 +31,6 @@ from glora.training.evaluator import SubnetEvaluator
 from glora.training.trainer import SupernetTrainer
 from glora.tuner.adapter import save_adapter
 from glora.tuner.budgets import describe, parse_budget, resolve_budget
-from glora.tuner.config import GLoRAConfig
 from glora.tuner.merging import BiasAddedWarning, merge
 from glora.tuner.search import search
 from glora.tuner.space import search_space
@@ -70,11 +68,8 @@ def run(settings: RunSettings) -> dict[str, Any]:
     rank, world = _start_processes()
     device = _device(settings.device, world)
     _check_output_folder(settings)
-    task_type = task_class(settings.task)
-    settings = dataclasses.replace(
-        settings, **{k: v for k, v in task_type.defaults.items() if getattr(settings, k) is None}
-    )
-    task = task_type(settings)
+    task = make_task(settings)
+    settings = task.settings
     fitness = settings.fitness or task.fitness[0]
     if fitness not in task.fitness:
         raise ConfigError(
@@ -86,16 +81,12 @@ def run(settings: RunSettings) -> dict[str, Any]:
     torch.manual_seed(settings.seed)
     raw = task.read_data()
     model = task.load_model(raw)
-    targets = settings.targets or task.default_targets(model)
+    config = task.adapter_config(model)
+    targets = config.target_modules
+    assert targets is not None, "GLoRAConfig requires target_modules"
     budget_text = str(settings.budget) if settings.budget is not None else task.default_budget(model)
     spec = parse_budget(budget_text)
     budget = resolve_budget(spec, model, targets)
-    config = GLoRAConfig(
-        rank=settings.rank,
-        target_modules=targets,
-        modules_to_save=task.modules_to_save(model) or None,
-        choices=settings.choices,
-    )
     wrap(model.to(device), config)
     space = search_space(model)
     space.check_budget(budget)
