@@ -4,6 +4,7 @@ DataError naming the file, the column and the row; seeded, stratified splits."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import random
 from collections import Counter
@@ -142,7 +143,13 @@ def test_missing_column_lists_the_columns(tmp_path):
 
 @pytest.mark.parametrize(
     "name,content,columns",
-    [("x.jsonl", "", []), ("x.jsonl", "\n\n", ["text"]), ("x.json", "[]", []), ("x.csv", "text,label\n", ["text"])],
+    [
+        ("x.jsonl", "", []),
+        ("x.jsonl", "\n\n", ["text"]),
+        ("x.json", "[]", []),
+        ("x.csv", "text,label\n", ["text"]),
+        ("x.csv", "", ["text"]),
+    ],
 )
 def test_no_examples(tmp_path, name, content, columns):
     path = tmp_path / name
@@ -151,26 +158,82 @@ def test_no_examples(tmp_path, name, content, columns):
         read_columns(str(path), columns, "validation")
 
 
-def test_empty_csv(tmp_path):
-    path = tmp_path / "x.csv"
-    path.write_text("", encoding="utf-8")
-    with pytest.raises(DataError, match=r"train file .*x\.csv holds no examples"):
-        read_columns(str(path), ["text"], "train")
+BAD_FILES = [
+    pytest.param(
+        "x.jsonl",
+        "\n".join([json.dumps(r) for r in ROWS] + ["", "", "", "{broken"]) + "\n",
+        "train",
+        r"^train file .*x\.jsonl: line 7 is not valid JSON \(.+\)$",
+        id="json_line_broken",
+    ),
+    pytest.param(
+        "x.jsonl",
+        '{"text": "a"}\n[1, 2]\n',
+        "train",
+        r"train file .*x\.jsonl: line 2 is not a JSON object",
+        id="json_line_not_an_object",
+    ),
+    pytest.param("bad.json", "[{", "input", r"input file .*bad\.json is not valid JSON", id="json_broken"),
+    pytest.param(
+        "scalar.json",
+        "3",
+        "input",
+        r"must hold a list of records or an object of equal-length column lists",
+        id="json_scalar",
+    ),
+    pytest.param(
+        "ragged.json",
+        json.dumps({"text": ["a", "b"], "label": [1]}),
+        "input",
+        r"ragged\.json: its column lists differ in length",
+        id="json_ragged_columns",
+    ),
+    pytest.param(
+        "records.json",
+        json.dumps([{"text": "a"}, "b"]),
+        "input",
+        r"records\.json: record 2 is not a JSON object",
+        id="json_record_not_an_object",
+    ),
+    pytest.param(
+        "x.csv",
+        "text,label\na,pos\nb,neg,extra\n",
+        "train",
+        r"train file .*x\.csv: line 3 has 3 fields, the header has 2",
+        id="csv_ragged_row",
+    ),
+    pytest.param("x.csv", "text,text\na,b\n", "train", r"the header names column 'text' twice", id="csv_header_twice"),
+    pytest.param(
+        "x.csv", b"text,label\n\xff\xfe,pos\n", "train", r"train file .*x\.csv is not UTF-8 text", id="not_utf8"
+    ),
+    pytest.param(
+        "x.xlsx",
+        "x",
+        "train",
+        r"train file .*x\.xlsx has an unsupported format \(\.xlsx\); expected CSV .*Parquet",
+        id="unknown_extension",
+    ),
+    pytest.param(
+        "x.parquet",
+        b"not parquet at all",
+        "train",
+        r"train file .*x\.parquet is not a readable Parquet file",
+        id="corrupt_parquet",
+        marks=pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None, reason="needs pyarrow"),
+    ),
+]
+"""A bad file of each format: its name, its content, its role and what the DataError says (the file, the line)."""
 
 
-def test_bad_json_line_names_the_line(tmp_path):
-    path = tmp_path / "x.jsonl"
-    lines = [json.dumps(r) for r in ROWS] + ["", "", "", "{broken"]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"^train file .*x\.jsonl: line 7 is not valid JSON \(.+\)$"):
-        read_columns(str(path), ["text"], "train")
-
-
-def test_json_line_not_an_object(tmp_path):
-    path = tmp_path / "x.jsonl"
-    path.write_text('{"text": "a"}\n[1, 2]\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"train file .*x\.jsonl: line 2 is not a JSON object"):
-        read_columns(str(path), ["text"], "train")
+@pytest.mark.parametrize("name,content,role,pattern", BAD_FILES)
+def test_bad_file_names_the_file_and_the_place(tmp_path, name, content, role, pattern):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=pattern):
+        read_columns(str(path), ["text"], role)
 
 
 def test_json_line_missing_key(tmp_path):
@@ -178,55 +241,6 @@ def test_json_line_missing_key(tmp_path):
     with pytest.raises(DataError, match=r"train file .*x\.jsonl: line 2 has no key 'label'") as info:
         read_columns(path, ["text", "label"], "train")
     assert info.value.details["column"] == "label"
-
-
-def test_bad_json_files(tmp_path):
-    bad = tmp_path / "bad.json"
-    bad.write_text("[{", encoding="utf-8")
-    with pytest.raises(DataError, match=r"input file .*bad\.json is not valid JSON"):
-        read_columns(str(bad), ["text"], "input")
-    scalar = tmp_path / "scalar.json"
-    scalar.write_text("3", encoding="utf-8")
-    with pytest.raises(DataError, match=r"must hold a list of records or an object of equal-length column lists"):
-        read_columns(str(scalar), ["text"], "input")
-    ragged = tmp_path / "ragged.json"
-    ragged.write_text(json.dumps({"text": ["a", "b"], "label": [1]}), encoding="utf-8")
-    with pytest.raises(DataError, match=r"ragged\.json: its column lists differ in length"):
-        read_columns(str(ragged), ["text"], "input")
-    records = tmp_path / "records.json"
-    records.write_text(json.dumps([{"text": "a"}, "b"]), encoding="utf-8")
-    with pytest.raises(DataError, match=r"records\.json: record 2 is not a JSON object"):
-        read_columns(str(records), ["text"], "input")
-
-
-def test_csv_ragged_row(tmp_path):
-    path = tmp_path / "x.csv"
-    path.write_text("text,label\na,pos\nb,neg,extra\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"train file .*x\.csv: line 3 has 3 fields, the header has 2"):
-        read_columns(str(path), ["text"], "train")
-
-
-def test_csv_duplicate_header(tmp_path):
-    path = tmp_path / "x.csv"
-    path.write_text("text,text\na,b\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"the header names column 'text' twice"):
-        read_columns(str(path), ["text"], "train")
-
-
-def test_not_utf8(tmp_path):
-    path = tmp_path / "x.csv"
-    path.write_bytes(b"text,label\n\xff\xfe,pos\n")
-    with pytest.raises(DataError, match=r"train file .*x\.csv is not UTF-8 text"):
-        read_columns(str(path), ["text"], "train")
-
-
-def test_unknown_extension_names_the_formats(tmp_path):
-    path = tmp_path / "x.xlsx"
-    path.write_text("x", encoding="utf-8")
-    with pytest.raises(
-        DataError, match=r"train file .*x\.xlsx has an unsupported format \(\.xlsx\); expected CSV .*Parquet"
-    ):
-        read_columns(str(path), ["text"], "train")
 
 
 def test_plain_folder_refused(tmp_path):
@@ -238,14 +252,6 @@ def test_plain_folder_refused(tmp_path):
         read_columns(str(tmp_path / "folder"), ["text"], "train")
     with pytest.raises(DataError, match=r"not a folder written by datasets' save_to_disk"):
         load_saved_dataset(str(tmp_path / "folder"), "train")
-
-
-def test_corrupt_parquet(tmp_path):
-    pytest.importorskip("pyarrow")
-    path = tmp_path / "x.parquet"
-    path.write_bytes(b"not parquet at all")
-    with pytest.raises(DataError, match=r"train file .*x\.parquet is not a readable Parquet file"):
-        read_columns(str(path), ["text"], "train")
 
 
 def test_check_texts():
