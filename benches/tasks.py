@@ -1,0 +1,176 @@
+"""glora's whole pipeline against PEFT LoRA at the same parameter count, on a task's config file.
+
+glora: ``glora run`` in process (supernet, search under the budget on the validation split, merge) with the config's
+settings and each seed. PEFT LoRA: rank ``R`` of the config's ``lora:R`` budget on the same target modules (so its
+adapter has exactly the budget's parameter count), the same head trained alongside, the same data splits, steps,
+batch size, AdamW (weight decay 1e-4), 10 % warm-up and cosine decay and bf16 autocast; its learning rate is chosen
+on validation accuracy from a grid with the first seed, then kept for every seed. Both report test accuracy and
+wall time. Results: ``benches/results/tasks_gpu.json`` (docs/benchmarks.md).
+
+    python examples/image-mnist/prepare.py
+    python benches/tasks.py --config examples/image-mnist/config.toml
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from common import peak_gib, print_table, reset_peak, write_result
+from glora.tasks.base import EncodedSplits, Task
+from glora.tasks.registry import task_class
+from glora.tasks.runner import run
+from glora.tasks.settings import RunSettings, read_config_file, resolve
+from glora.training.losses import classification_loss
+from glora.training.trainer import warmup_cosine
+from glora.tuner.budgets import parse_budget
+
+
+def settings_for(config: str, seed: int, out: str) -> RunSettings:
+    given = read_config_file(config) | {"seed": seed, "out": out}
+    defaults = dict(task_class(given["task"]).defaults)
+    settings, _ = resolve(given, defaults, has_gpu=torch.cuda.is_available(), announce=False)
+    return settings
+
+
+def glora_row(config: str, seed: int, device: torch.device) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as out:
+        settings = settings_for(config, seed, out)
+        reset_peak(device)
+        start = time.perf_counter()
+        result = run(settings)
+        wall = time.perf_counter() - start
+    return {
+        "method": "glora",
+        "seed": seed,
+        "lr": settings.lr,
+        "adapter_params": result["adapter_params"],
+        "budget_params": result["budget"]["params"],
+        "validation_accuracy": result["validation"]["accuracy"],
+        "test_accuracy": result["test"]["accuracy"],
+        "test_accuracy_merged": result["test_merged"]["accuracy"],
+        "train_s": result["train_seconds"],
+        "search_s": result["search"]["fitness_seconds"] + result["search"]["engine_seconds"],
+        "wall_s": wall,
+        "peak_gib": peak_gib(device),
+    }
+
+
+def lora_row(config: str, seed: int, lr: float, device: torch.device) -> dict[str, Any]:
+    """PEFT LoRA at the budget's rank on the task's targets, trained as described in the module docstring."""
+    from peft import LoraConfig, get_peft_model
+
+    with tempfile.TemporaryDirectory() as out:
+        settings = settings_for(config, seed, out)
+    task: Task = task_class(settings.task)(settings)
+    spec = parse_budget(settings.budget)
+    if spec.kind != "lora":
+        raise SystemExit(f"the config's budget must be lora:R to compare with LoRA at its size, not {settings.budget}")
+    reset_peak(device)
+    start = time.perf_counter()
+    raw = task.read_data()
+    torch.manual_seed(seed)
+    model = task.load_model(raw)
+    targets = spec.modules or settings.targets or task.default_targets(model)
+    lora = LoraConfig(
+        r=spec.rank, lora_alpha=2 * spec.rank, target_modules=targets, modules_to_save=task.modules_to_save(model)
+    )
+    model = get_peft_model(model, lora).to(device)
+    data = task.encode(raw)
+    train_s = train(model, data, settings, lr, device)
+    adapter = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" in n)
+    validation = task.evaluate(model, data.validation, device)
+    assert data.test is not None, "the config makes a test split"
+    test = task.evaluate(model, data.test, device)
+    return {
+        "method": f"peft_lora_r{spec.rank}",
+        "seed": seed,
+        "lr": lr,
+        "adapter_params": adapter,
+        "validation_accuracy": validation["accuracy"],
+        "test_accuracy": test["accuracy"],
+        "train_s": train_s,
+        "wall_s": time.perf_counter() - start,
+        "peak_gib": peak_gib(device),
+    }
+
+
+def train(model: torch.nn.Module, data: EncodedSplits, settings: RunSettings, lr: float, device: torch.device) -> float:
+    """The supernet trainer's schedule for a fixed model: seeded shuffled epochs, AdamW, warm-up and cosine decay."""
+    assert settings.steps is not None and settings.batch_size is not None
+    steps, batch = settings.steps, settings.batch_size
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4, fused=device.type == "cuda")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps // 10, steps))
+    n = len(data.train["labels"])
+    g = torch.Generator().manual_seed(settings.seed)
+    order = torch.cat([torch.randperm(n, generator=g) for _ in range(steps * batch // n + 1)])
+    model.train()
+    start = time.perf_counter()
+    for step in range(steps):
+        idx = order[step * batch : (step + 1) * batch]
+        b = {k: v[idx].to(device, non_blocking=True) for k, v in data.train.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = classification_loss(model, b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    model.eval()
+    return time.perf_counter() - start
+
+
+def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        acc = [r["test_accuracy"] for r in rows if r["method"] == method]
+        wall = [r["wall_s"] for r in rows if r["method"] == method]
+        params = [r["adapter_params"] for r in rows if r["method"] == method]
+        out.append(
+            {
+                "method": method,
+                "seeds": len(acc),
+                "test_accuracy_mean": statistics.mean(acc),
+                "test_accuracy_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                "adapter_params_mean": statistics.mean(params),
+                "wall_s_mean": statistics.mean(wall),
+            }
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="examples/image-mnist/config.toml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--lora-lrs", type=float, nargs="+", default=[1e-3, 2e-3, 5e-3])
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    rows = [glora_row(args.config, seed, device) for seed in args.seeds]
+    grid = [lora_row(args.config, args.seeds[0], lr, device) for lr in args.lora_lrs]
+    best = max(grid, key=lambda r: r["validation_accuracy"])
+    lora_rows = [best] + [lora_row(args.config, seed, best["lr"], device) for seed in args.seeds[1:]]
+    rows += lora_rows
+    columns = ["method", "seed", "lr", "adapter_params", "validation_accuracy", "test_accuracy", "train_s", "wall_s"]
+    print_table(grid, columns)
+    print_table(rows, columns)
+    table = summary(rows)
+    print_table(table, list(table[0]))
+    config = {"config": args.config, "settings": read_config_file(args.config), "seeds": args.seeds}
+    config["lora_lr_grid"] = {str(r["lr"]): r["validation_accuracy"] for r in grid}
+    path = write_result("tasks", device, config, {"summary": table, "runs": rows})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
