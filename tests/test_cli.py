@@ -5,6 +5,8 @@ where the settings, the files or the budget are at fault; ``--debug`` shows the 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 import glora.tasks.runner
 from glora.cli.main import build_parser, main
 from glora.tasks import movie as movie_data
-from glora.tasks.runner import SUPERNET_CHECKPOINT
+from glora.tasks.outputs import SUPERNET_CHECKPOINT
 from glora.tasks.settings import CPU_SCHEDULE
 from texts import labelled_rows, save_tiny_bert, sentence_lines, write_csv, write_sdist
 
@@ -294,3 +296,15 @@ def test_every_flag_has_help_and_only_run_is_the_default(capsys) -> None:
     assert "a run without a GPU's shorter schedule" in run_help
     assert all(f"--{k.replace('_', '-')} {v}" in run_help for k, v in CPU_SCHEDULE.items())
     assert "supernet.safetensors" in run_help and "Exit status 0 done, 2 an error" in run_help
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["eval", "--help"], ["inspect", "--help"]])
+def test_help_imports_no_torch(argv: list[str]) -> None:
+    """The commands' help (and the names of a run's files, ``glora.tasks.outputs``) need no torch."""
+    code = (
+        "import sys; sys.modules['torch'] = None; from glora.cli.main import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    sys.exit(e.code)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage: glora" in done.stdout

@@ -17,7 +17,7 @@ import pytest
 
 from glora.cli.main import main
 from glora.tasks import movie as movie_data
-from glora.tasks.runner import FILES
+from glora.tasks.outputs import FILES
 from texts import labelled_rows, save_tiny_bert, sentence_lines, write_csv, write_sdist
 
 TRAIN_STEPS, FINETUNE_STEPS, BUDGET, TEST_SIZE, VAL_SIZE = 30, 10, 3000, 40, 20

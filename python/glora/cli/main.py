@@ -37,7 +37,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _add_run_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     from glora.cli.run_command import add_run_flags, run_command
-    from glora.tasks.runner import FILES, FINETUNE_CHECKPOINT
+    from glora.tasks.outputs import FILES, FINETUNE_CHECKPOINT
     from glora.tasks.settings import BUILTIN_CPU, CPU_SCHEDULE
 
     cpu = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in CPU_SCHEDULE.items())

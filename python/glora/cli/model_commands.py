@@ -16,8 +16,8 @@ def _task_and_model(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     import torch
 
     from glora.tasks.base import RawSplits
+    from glora.tasks.outputs import RUN_INFO
     from glora.tasks.registry import task_class
-    from glora.tasks.runner import RUN_INFO
     from glora.tasks.settings import FIELDS, RunSettings
 
     source = args.adapter or args.model

@@ -2,7 +2,7 @@
 
 read and check the data -> load the model -> resolve the budget -> wrap -> train the supernet -> search each
 layer's form under the budget on the validation split -> optionally fine-tune the found subnet alone -> merge it
-into plain layers -> report on the test split -> save everything (``FILES``).
+into plain layers -> report on the test split -> save everything (``glora.tasks.outputs.FILES``).
 
 Under ``torchrun`` every process runs the same pipeline: training is DistributedDataParallel, the search's
 evaluations are spread over the processes, and process 0 alone writes the files.
@@ -23,6 +23,7 @@ from torch import nn
 from glora.errors import ConfigError
 from glora.files.atomic import write_json
 from glora.tasks.base import EncodedSplits, RawSplits, Task
+from glora.tasks.outputs import FILES, FINETUNE_CHECKPOINT, RUN_INFO, SETTINGS_FILE, SUPERNET_CHECKPOINT
 from glora.tasks.registry import make_task
 from glora.tasks.settings import RunSettings
 from glora.training.config import TrainConfig, TrainResult
@@ -38,24 +39,8 @@ from glora.tuner.subnets import count_params, set_subnet
 from glora.tuner.summary import trainable_parameters_summary
 from glora.tuner.wrapping import wrap
 
-__all__ = ["FILES", "RUN_INFO", "SETTINGS_FILE", "run"]
+__all__ = ["run"]
 
-SUPERNET_CHECKPOINT = "supernet.safetensors"
-FINETUNE_CHECKPOINT = "finetune.safetensors"
-SETTINGS_FILE = "settings.json"
-RUN_INFO = "glora.json"
-"""In ``merged/`` and ``adapter/``: the task, its settings and label names, for ``glora eval`` and ``predict``."""
-FILES = (
-    SETTINGS_FILE,
-    SUPERNET_CHECKPOINT,
-    "search.jsonl",
-    "subnet.json",
-    "adapter/",
-    "merged/",
-    "result.json",
-)
-"""What every run writes in its output folder; with fine-tuning also ``FINETUNE_CHECKPOINT``, and with
-matplotlib the search plots."""
 TIMINGS = ("train_seconds", "finetune_seconds", "search.fitness_seconds", "search.engine_seconds")
 """The result's timings: totals over the sessions of a run (a resumed run adds its own)."""
 EVAL_BATCH = 256
