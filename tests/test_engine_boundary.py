@@ -94,6 +94,7 @@ def test_no_json_string_crosses_the_boundary() -> None:
                 "name",
                 "objective",
                 "nonfinite",
+                "operators",
                 "log",
                 "glora_version",
             ), node.name
@@ -127,6 +128,7 @@ def test_config_defaults_and_checks_live_in_the_engine() -> None:
         "generations": 20,
         "objective": "fitness",
         "nonfinite": "error",
+        "operators": "guided",
         "threads": None,
         "metric": None,
     }
@@ -144,6 +146,7 @@ def test_config_defaults_and_checks_live_in_the_engine() -> None:
         ({"generations": 2.5}, "generations must be a positive integer, got 2.5"),
         ({"mutation_prob": 1.5}, r"mutation_prob must be a number in \[0, 1\], got 1.5"),
         ({"objective": "speed"}, "objective must be 'fitness' or 'pareto', got 'speed'"),
+        ({"operators": "smart"}, "operators must be 'guided' or 'reference', got 'smart'"),
         ({"nonfinite": None, "threads": "4"}, "threads must be a positive integer or None, got '4'"),
         ({"population": 10**12}, "population must be at most 1000000, got 1000000000000"),
         ({"mutants": 2**63}, f"mutants must be at most 1000000, got {2**63}"),

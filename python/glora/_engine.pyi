@@ -61,6 +61,7 @@ class SearchConfig:
         generations: Optional[int] = None,
         objective: Optional[str] = None,
         nonfinite: Optional[str] = None,
+        operators: Optional[str] = None,
         threads: Optional[int] = None,
         metric: Optional[str] = None,
     ) -> None: ...
@@ -81,6 +82,8 @@ class SearchConfig:
     def objective(self) -> str: ...
     @property
     def nonfinite(self) -> str: ...
+    @property
+    def operators(self) -> str: ...
     @property
     def threads(self) -> Optional[int]: ...
     @property

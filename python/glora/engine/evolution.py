@@ -53,11 +53,14 @@ def search(
 
     ``fitness`` receives a batch (list) of subnets and returns one score per subnet, higher is better. The
     settings come from ``config`` (a :class:`SearchConfig`) and keywords of the same names (population, parents,
-    mutants, crossovers, mutation_prob, generations, objective, nonfinite, threads, metric), keywords winning;
+    mutants, crossovers, mutation_prob, generations, objective, nonfinite, operators, threads, metric), keywords winning;
     counts are at most 1,000,000, ``threads`` at most 1024 and capped at the machine's cores, and ``metric`` (say
     ``"neg_loss"``) names what the scores measure and is recorded in the log for ``glora-replay``. Each
     generation after the first holds ``mutants`` mutated and ``crossovers`` crossed parents, topped up with random
-    subnets to ``population``. ``objective="pareto"`` selects parents by NSGA-II rank and crowding over (score,
+    subnets to ``population``. With ``operators="guided"`` (the default) an additive estimate of each choice's worth,
+    fitted to the scores so far, repairs and fills children toward the best worth per parameter and proposes half
+    the mutants as the best-estimated one-gene changes of the best subnet; ``"reference"`` keeps the reference
+    algorithm's random redraws and repair. ``objective="pareto"`` selects parents by NSGA-II rank and crowding over (score,
     parameters), so the returned ``pareto_front`` serves every budget. A score is a Python int or float, a numpy
     number or a 0-d tensor (a :class:`~glora.errors.ScoreError` names anything else). ``nonfinite="worst"`` ranks
     NaN or infinite scores last (as minus infinity; the log writes null) instead of raising. With ``log``, every

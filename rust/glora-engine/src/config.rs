@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::error::{py_repr, EngineError, Result};
-use crate::search::{check_count, NonFinite, Objective, Params};
+use crate::search::{check_count, NonFinite, Objective, Operators, Params};
 
 /// The most threads a search may ask for; a run uses at most as many as the machine has.
 pub const MAX_THREADS: usize = 1024;
@@ -43,6 +43,7 @@ pub struct Settings {
     pub generations: Option<Value>,
     pub objective: Option<Value>,
     pub nonfinite: Option<Value>,
+    pub operators: Option<Value>,
     pub threads: Option<Value>,
     pub metric: Option<Value>,
 }
@@ -143,6 +144,10 @@ impl SearchConfig {
                 .as_ref()
                 .map_or(Ok(d.nonfinite), |v| word("nonfinite", v, &[("error", NonFinite::Error), ("worst", NonFinite::Worst)]))?,
             attempts_per_candidate: d.attempts_per_candidate,
+            operators: settings
+                .operators
+                .as_ref()
+                .map_or(Ok(d.operators), |v| word("operators", v, &[("guided", Operators::Guided), ("reference", Operators::Reference)]))?,
         };
         params.validate()?;
         Ok(SearchConfig {
@@ -164,6 +169,15 @@ impl Objective {
         match self {
             Objective::Fitness => "fitness",
             Objective::Pareto => "pareto",
+        }
+    }
+}
+
+impl Operators {
+    pub fn name(self) -> &'static str {
+        match self {
+            Operators::Reference => "reference",
+            Operators::Guided => "guided",
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod guided;
 pub mod log;
 pub mod operators;
 pub mod pareto;
@@ -19,7 +20,7 @@ pub mod space;
 pub use config::{SearchConfig, Settings, Value};
 pub use driver::{Finished, Run, RunError};
 pub use error::{EngineError, Result};
-pub use search::{Evaluated, GenerationSummary, NonFinite, Objective, Params, Search};
+pub use search::{Evaluated, GenerationSummary, NonFinite, Objective, Operators, Params, Search};
 pub use space::{Budget, BudgetSpec, FlatSpace, Gene, Genome, Layer, SearchSpace, Space, Subnet, SubnetMap, GENES};
 
 /// The engine's version (the workspace version).

@@ -76,21 +76,32 @@ pub fn repair<R: Rng>(space: &FlatSpace, budget: Budget, genome: &mut [u16], rng
     }
 }
 
-/// Redraw each gene with probability `prob` (uniformly over its choices), then repair.
-pub fn mutate<R: Rng>(space: &FlatSpace, budget: Budget, parent: &[u16], prob: f64, rng: &mut R) -> Genome {
+/// `parent` with each gene redrawn with probability `prob` (uniformly over its choices), not yet repaired.
+pub fn redraw<R: Rng>(space: &FlatSpace, parent: &[u16], prob: f64, rng: &mut R) -> Genome {
     let mut child = parent.to_vec();
     for (g, costs) in space.costs.iter().enumerate() {
         if rng.gen::<f64>() < prob {
             child[g] = below(rng, costs.len()) as u16;
         }
     }
+    child
+}
+
+/// Each gene from either parent with probability 1/2, not yet repaired.
+pub fn cross<R: Rng>(a: &[u16], b: &[u16], rng: &mut R) -> Genome {
+    a.iter().zip(b).map(|(&x, &y)| if rng.gen::<bool>() { x } else { y }).collect()
+}
+
+/// Redraw each gene with probability `prob` (uniformly over its choices), then repair.
+pub fn mutate<R: Rng>(space: &FlatSpace, budget: Budget, parent: &[u16], prob: f64, rng: &mut R) -> Genome {
+    let mut child = redraw(space, parent, prob, rng);
     repair(space, budget, &mut child, rng);
     child
 }
 
 /// Take each gene from either parent with probability 1/2, then repair.
 pub fn crossover<R: Rng>(space: &FlatSpace, budget: Budget, a: &[u16], b: &[u16], rng: &mut R) -> Genome {
-    let mut child: Genome = a.iter().zip(b).map(|(&x, &y)| if rng.gen::<bool>() { x } else { y }).collect();
+    let mut child = cross(a, b, rng);
     repair(space, budget, &mut child, rng);
     child
 }

@@ -10,6 +10,7 @@ pub enum Purpose {
     Random = 1,
     Mutation = 2,
     Crossover = 3,
+    Local = 4,
 }
 
 fn splitmix(mut z: u64) -> u64 {

@@ -9,7 +9,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::operators::{crossover, mutate, sample};
+use crate::guided::ValueModel;
+use crate::operators::{cross, crossover, mutate, redraw, sample};
 use crate::pareto::{self, Point};
 use crate::rng::{below, stream, Purpose};
 use crate::space::{Budget, FlatSpace, Genome, Space};
@@ -41,6 +42,22 @@ pub enum Objective {
     Pareto,
 }
 
+/// How children are made and repaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operators {
+    /// The reference algorithm's: random redraws and uniform crossover, repaired by re-drawing genes in a random
+    /// order (a log without the field is one of these).
+    Reference,
+    /// Guided by an additive estimate of each choice's worth (`crate::guided`): repair and filling toward worth per
+    /// parameter, and a local step on the elite.
+    Guided,
+}
+
+fn reference_operators() -> Operators {
+    Operators::Reference
+}
+
 /// What to do with a NaN or infinite score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,6 +79,8 @@ pub struct Params {
     pub nonfinite: NonFinite,
     /// Candidates tried per wanted one before a generation gives up filling (duplicates are skipped).
     pub attempts_per_candidate: usize,
+    #[serde(default = "reference_operators")]
+    pub operators: Operators,
 }
 
 impl Default for Params {
@@ -76,6 +95,7 @@ impl Default for Params {
             objective: Objective::Fitness,
             nonfinite: NonFinite::Error,
             attempts_per_candidate: 10,
+            operators: Operators::Guided,
         }
     }
 }
@@ -280,17 +300,55 @@ impl Search {
         }
         let (flat, budget, seed, generation, prob) = (&self.flat, self.budget, self.seed, self.generation, self.params.mutation_prob);
         let mut taken = HashSet::new();
-        let mut batch = self.collect(self.params.mutants, &mut taken, |i| {
-            let mut rng = stream(seed, generation, Purpose::Mutation, i);
-            let parent = &parents[below(&mut rng, parents.len())];
-            mutate(flat, budget, parent, prob, &mut rng)
-        });
-        let crossed = self.collect(self.params.crossovers, &mut taken, |i| {
-            let mut rng = stream(seed, generation, Purpose::Crossover, i);
-            let a = &parents[below(&mut rng, parents.len())];
-            let b = &parents[below(&mut rng, parents.len())];
-            crossover(flat, budget, a, b, &mut rng)
-        });
+        let mut batch = Vec::new();
+        let (mutants, crossed) = match self.params.operators {
+            Operators::Reference => {
+                let mutants = self.collect(self.params.mutants, &mut taken, |i| {
+                    let mut rng = stream(seed, generation, Purpose::Mutation, i);
+                    let parent = &parents[below(&mut rng, parents.len())];
+                    mutate(flat, budget, parent, prob, &mut rng)
+                });
+                let crossed = self.collect(self.params.crossovers, &mut taken, |i| {
+                    let mut rng = stream(seed, generation, Purpose::Crossover, i);
+                    let a = &parents[below(&mut rng, parents.len())];
+                    let b = &parents[below(&mut rng, parents.len())];
+                    crossover(flat, budget, a, b, &mut rng)
+                });
+                (mutants, crossed)
+            }
+            Operators::Guided => {
+                let model = ValueModel::fit(flat, &self.evaluated);
+                let fill = self.params.objective == Objective::Fitness;
+                let elite = &self.best().expect("parents exist, so something was evaluated").genome;
+                let mut rng = stream(seed, generation, Purpose::Local, 0);
+                let local_want = self.params.mutants / 2;
+                for child in model.local_moves(flat, budget, elite, 2 * local_want, &mut rng) {
+                    if batch.len() == local_want {
+                        break;
+                    }
+                    if !self.seen.contains(&child) && taken.insert(child.clone()) {
+                        batch.push(child);
+                    }
+                }
+                let mutants = self.collect(self.params.mutants - batch.len(), &mut taken, |i| {
+                    let mut rng = stream(seed, generation, Purpose::Mutation, i);
+                    let parent = &parents[below(&mut rng, parents.len())];
+                    let mut child = redraw(flat, parent, prob, &mut rng);
+                    model.repair(flat, budget, &mut child, fill, &mut rng);
+                    child
+                });
+                let crossed = self.collect(self.params.crossovers, &mut taken, |i| {
+                    let mut rng = stream(seed, generation, Purpose::Crossover, i);
+                    let a = &parents[below(&mut rng, parents.len())];
+                    let b = &parents[below(&mut rng, parents.len())];
+                    let mut child = cross(a, b, &mut rng);
+                    model.repair(flat, budget, &mut child, fill, &mut rng);
+                    child
+                });
+                (mutants, crossed)
+            }
+        };
+        batch.extend(mutants);
         batch.extend(crossed);
         self.random_fill(batch)
     }

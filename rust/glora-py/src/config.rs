@@ -9,12 +9,24 @@ use pyo3::types::PyDict;
 use crate::convert::value;
 use crate::errors::to_py;
 
-const NAMES: [&str; 10] =
-    ["population", "parents", "mutants", "crossovers", "mutation_prob", "generations", "objective", "nonfinite", "threads", "metric"];
+const NAMES: [&str; 11] = [
+    "population",
+    "parents",
+    "mutants",
+    "crossovers",
+    "mutation_prob",
+    "generations",
+    "objective",
+    "nonfinite",
+    "operators",
+    "threads",
+    "metric",
+];
 
 /// The settings of `glora.search`. Left out, each takes the reference's default: population 50, parents 10,
 /// mutants half the population, crossovers the other half, mutation_prob 0.2, generations 20,
-/// objective "fitness" (or "pareto"), nonfinite "error" (or "worst"), threads all cores (at most 1024, capped at the
+/// objective "fitness" (or "pareto"), nonfinite "error" (or "worst"), operators "guided" (or "reference", the
+/// reference algorithm's random redraws and repair), threads all cores (at most 1024, capped at the
 /// machine's cores), metric none (else the name of what the scores measure, recorded in the log).
 #[pyclass(module = "glora._engine", frozen, eq)]
 #[derive(Clone, PartialEq)]
@@ -33,6 +45,7 @@ fn slot<'a>(settings: &'a mut Settings, name: &str) -> Option<&'a mut Option<Val
         "generations" => &mut settings.generations,
         "objective" => &mut settings.objective,
         "nonfinite" => &mut settings.nonfinite,
+        "operators" => &mut settings.operators,
         "threads" => &mut settings.threads,
         "metric" => &mut settings.metric,
         _ => return None,
@@ -57,6 +70,7 @@ impl SearchConfig {
             generations: count(params.generations),
             objective: Some(Value::Text(params.objective.name().into())),
             nonfinite: Some(Value::Text(params.nonfinite.name().into())),
+            operators: Some(Value::Text(params.operators.name().into())),
             threads: None,
             metric: metric.map(|m| Value::Text(m.into())),
         })
@@ -82,7 +96,7 @@ impl SearchConfig {
 #[pymethods]
 impl SearchConfig {
     #[new]
-    #[pyo3(signature = (*, population=None, parents=None, mutants=None, crossovers=None, mutation_prob=None, generations=None, objective=None, nonfinite=None, threads=None, metric=None))]
+    #[pyo3(signature = (*, population=None, parents=None, mutants=None, crossovers=None, mutation_prob=None, generations=None, objective=None, nonfinite=None, operators=None, threads=None, metric=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         population: Option<&Bound<'_, PyAny>>,
@@ -93,6 +107,7 @@ impl SearchConfig {
         generations: Option<&Bound<'_, PyAny>>,
         objective: Option<&Bound<'_, PyAny>>,
         nonfinite: Option<&Bound<'_, PyAny>>,
+        operators: Option<&Bound<'_, PyAny>>,
         threads: Option<&Bound<'_, PyAny>>,
         metric: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
@@ -106,6 +121,7 @@ impl SearchConfig {
             generations: given(generations)?,
             objective: given(objective)?,
             nonfinite: given(nonfinite)?,
+            operators: given(operators)?,
             threads: given(threads)?,
             metric: given(metric)?,
         })
@@ -158,6 +174,11 @@ impl SearchConfig {
     }
 
     #[getter]
+    fn operators(&self) -> &'static str {
+        self.inner.params.operators.name()
+    }
+
+    #[getter]
     fn threads(&self) -> Option<usize> {
         self.inner.threads
     }
@@ -178,6 +199,7 @@ impl SearchConfig {
         d.set_item("generations", p.generations)?;
         d.set_item("objective", p.objective.name())?;
         d.set_item("nonfinite", p.nonfinite.name())?;
+        d.set_item("operators", p.operators.name())?;
         d.set_item("threads", self.inner.threads)?;
         d.set_item("metric", self.inner.metric.as_deref())?;
         Ok(d)
@@ -187,7 +209,7 @@ impl SearchConfig {
         let p = &self.inner.params;
         format!(
             "SearchConfig(population={}, parents={}, mutants={}, crossovers={}, mutation_prob={:?}, generations={}, objective={}, \
-             nonfinite={}, threads={}, metric={})",
+             nonfinite={}, operators={}, threads={}, metric={})",
             p.population,
             p.parents,
             p.mutants,
@@ -196,6 +218,7 @@ impl SearchConfig {
             p.generations,
             py_repr(p.objective.name()),
             py_repr(p.nonfinite.name()),
+            py_repr(p.operators.name()),
             self.inner.threads.map_or("None".into(), |t| t.to_string()),
             self.inner.metric.as_deref().map_or("None".into(), py_repr)
         )
