@@ -3,9 +3,9 @@
 glora: ``glora run`` in process (supernet, search under the budget on the validation split, merge) with the config's
 settings and each seed. PEFT LoRA: rank ``R`` of the config's ``lora:R`` budget on the same target modules (so its
 adapter has exactly the budget's parameter count), the same head trained alongside, the same data splits, steps,
-batch size, AdamW (weight decay 1e-4), 10 % warm-up and cosine decay and bf16 autocast; its learning rate is chosen
-on validation accuracy from a grid with the first seed, then kept for every seed. Both report test accuracy and
-wall time. Results: ``benches/results/tasks_gpu.json`` (docs/benchmarks.md).
+batch size, AdamW (weight decay 1e-4), 10 % warm-up and cosine decay and bf16 autocast. Each method's learning rate
+is chosen on validation accuracy from the same grid with the first seed, then kept for every seed. Both report test
+accuracy and wall time. Results: ``benches/results/tasks_gpu.json`` (docs/benchmarks.md).
 
     python examples/image-mnist/prepare.py
     python benches/tasks.py --config examples/image-mnist/config.toml
@@ -32,16 +32,16 @@ from glora.training.trainer import warmup_cosine
 from glora.tuner.budgets import parse_budget
 
 
-def settings_for(config: str, seed: int, out: str) -> RunSettings:
-    given = read_config_file(config) | {"seed": seed, "out": out}
+def settings_for(config: str, seed: int, out: str, lr: float) -> RunSettings:
+    given = read_config_file(config) | {"seed": seed, "out": out, "lr": lr}
     defaults = dict(task_class(given["task"]).defaults)
     settings, _ = resolve(given, defaults, has_gpu=torch.cuda.is_available(), announce=False)
     return settings
 
 
-def glora_row(config: str, seed: int, device: torch.device) -> dict[str, Any]:
+def glora_row(config: str, seed: int, lr: float, device: torch.device) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
-        settings = settings_for(config, seed, out)
+        settings = settings_for(config, seed, out, lr)
         reset_peak(device)
         start = time.perf_counter()
         result = run(settings)
@@ -67,7 +67,7 @@ def lora_row(config: str, seed: int, lr: float, device: torch.device) -> dict[st
     from peft import LoraConfig, get_peft_model
 
     with tempfile.TemporaryDirectory() as out:
-        settings = settings_for(config, seed, out)
+        settings = settings_for(config, seed, out, lr)
     task: Task = task_class(settings.task)(settings)
     spec = parse_budget(settings.budget)
     if spec.kind != "lora":
@@ -151,23 +151,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="examples/image-mnist/config.toml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--lora-lrs", type=float, nargs="+", default=[1e-3, 2e-3, 5e-3])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3, 5e-3], help="each method's grid")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    rows = [glora_row(args.config, seed, device) for seed in args.seeds]
-    grid = [lora_row(args.config, args.seeds[0], lr, device) for lr in args.lora_lrs]
-    best = max(grid, key=lambda r: r["validation_accuracy"])
-    lora_rows = [best] + [lora_row(args.config, seed, best["lr"], device) for seed in args.seeds[1:]]
-    rows += lora_rows
+    grids, rows = {}, []
+    for method, row in (("glora", glora_row), ("peft_lora", lora_row)):
+        grid = [row(args.config, args.seeds[0], lr, device) for lr in args.lrs]
+        best = max(grid, key=lambda r: r["validation_accuracy"])
+        rows += [best] + [row(args.config, seed, best["lr"], device) for seed in args.seeds[1:]]
+        grids[method] = {str(r["lr"]): r["validation_accuracy"] for r in grid}
     columns = ["method", "seed", "lr", "adapter_params", "validation_accuracy", "test_accuracy", "train_s", "wall_s"]
-    print_table(grid, columns)
     print_table(rows, columns)
     table = summary(rows)
     print_table(table, list(table[0]))
     config = {"config": args.config, "settings": read_config_file(args.config), "seeds": args.seeds}
-    config["lora_lr_grid"] = {str(r["lr"]): r["validation_accuracy"] for r in grid}
+    config["validation_accuracy_by_lr"] = grids
     path = write_result("tasks", device, config, {"summary": table, "runs": rows})
     print(f"wrote {path}")
 
