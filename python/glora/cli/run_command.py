@@ -77,7 +77,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         else:
             help_text = HELP[name]
         help_text = help_text.replace("%", "%%")
-        if name == "resume":
+        if name in ("resume", "compile"):
             arg(flag, action="store_true", default=None, help=HELP[name])
         elif name == "task":
             arg(flag, choices=TASK_NAMES, help=HELP[name] + " (default: the built-in example)")
@@ -101,7 +101,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 def shown_default(name: str) -> str:
     value = getattr(RunSettings(), name)
-    if value is None or name in ("resume", "task"):
+    if value is None or name in ("resume", "compile", "task"):
         return ""
     if name == "choices":
         return " ".join(f"{gene}={','.join(kinds)}" for gene, kinds in value.items())

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.compiler import is_compiling
 
 from glora.layers.choices import Plan, has_bias_terms, has_weight_terms
 from glora.layers.dtypes import compute_dtype, factor_precision, keeps_cast_copy, no_autocast
@@ -178,6 +179,8 @@ class BatchedWeights:
         self.per_layer = False  # see per_layer_nodes
 
     def __call__(self, model: nn.Module, args: Any) -> None:
+        if is_compiling():
+            return  # a compiled forward forms the weights in its graph (GLoRALayer._forward_compiled)
         layers = self.layers
         for layer in layers:
             layer.prepare(None)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Optional, Protocol, cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.compiler import is_compiling
 from torch.func import functional_call
 
 from glora.layers.choices import (
@@ -42,6 +43,7 @@ from glora.layers.choices import (
 from glora.layers.dtypes import compute_dtype
 from glora.layers.functional import effective_bias, effective_weight
 from glora.layers.linear_function import glora_linear
+from glora.layers.plan_tensors import PlanTensors, coded_weights
 
 Tensor = torch.Tensor
 Sampler = Callable[["GLoRALayer"], Plan]
@@ -162,14 +164,17 @@ class GLoRALayer(nn.Module):
 
         self._offered = tuple(tuple(parse_choice(g, name, max_rank) for name in self.choices[g]) for g in GENES)
         self._fixed: Optional[Plan] = None
+        self._coded: Optional[tuple[PlanTensors, int]] = None
         self._folded: Optional[tuple[Tensor, Optional[Tensor]]] = None
         self._sampler: Optional[Sampler] = None
         self._prepared: Optional[PreparedWeights] = None
 
     def __getstate__(self) -> dict:
-        """Pickling and deep copies leave out the weights prepared for the last forward (tensors in a graph)."""
+        """Pickling and deep copies leave out the weights prepared for the last forward (tensors in a graph) and the
+        codes a trainer shares between the layers."""
         state = dict(super().__getstate__())
         state["_prepared"] = None
+        state["_coded"] = None
         return state
 
     def _init_up_factors(self, init: str) -> None:
@@ -221,14 +226,18 @@ class GLoRALayer(nn.Module):
         """Fix the configuration (``None`` returns to sampling by the installed sampler)."""
         self.set_plan(None if config is None else self.validate(config))
 
-    def set_plan(self, plan: Optional[Plan]) -> None:
-        """Fix an already validated plan (``None`` returns to sampling)."""
+    def set_plan(self, plan: Optional[Plan], coded: Optional[tuple[PlanTensors, int]] = None) -> None:
+        """Fix an already validated plan (``None`` returns to sampling). With ``coded`` (codes and this layer's
+        row, holding ``plan``) a compiled forward reads the plan from that tensor instead of specialising on it
+        (``plan_tensors``); eager forwards run ``plan`` either way."""
         self._fixed = plan
+        self.__dict__["_coded"] = coded  # set directly: the trainer sets it on every layer at every path
 
     def set_sampler(self, sampler: Optional[Sampler]) -> None:
         """Install a sampler returning one plan for every forward (and return to sampling)."""
         self._sampler = sampler
         self._fixed = None
+        self._coded = None
 
     @property
     def fixed_plan(self) -> Optional[Plan]:
@@ -313,6 +322,8 @@ class GLoRALayer(nn.Module):
         if folded is not None:
             return self._forward_folded(x, *folded)
         w0, b0 = self.weight_matrix(), self.base_layer.bias
+        if is_compiling():
+            return self._forward_compiled(x, w0, b0)
         prepared = self._prepared
         if prepared is not None and prepared.serves(self, x):
             return prepared.linear(x, w0, b0)
@@ -320,6 +331,25 @@ class GLoRALayer(nn.Module):
         if not (has_weight_terms(plan) or has_bias_terms(plan)):
             return self._forward_base(x, w0, b0)
         return self._forward_plan(x, plan, w0, b0)
+
+    def _forward_compiled(self, x: Tensor, w0: Tensor, b0: Optional[Tensor]) -> Tensor:
+        """The forward traced by ``torch.compile``: plain autograd operations, which the compiler fuses, and no
+        host-side state (the prepared weights, the autograd nodes and their caches are for eager execution). The
+        plan comes from its codes when the trainer set them (one graph for every path), else the graph is
+        specialised on the fixed plan (one graph per subnet)."""
+        coded = self._coded
+        if coded is None:
+            plan = self.current_plan()
+            if not (has_weight_terms(plan) or has_bias_terms(plan)):
+                return self._forward_base(x, w0, b0)
+            return GLoRALayer._forward_plan(self, x, plan, w0, b0)
+        tensors, row = coded
+        factors = self.factors()
+        code = tensors.codes[row]
+        if code.device != w0.device:
+            code = code.to(w0.device)
+        weight, bias = coded_weights([self.choices[g] for g in GENES], code, w0, b0, factors)
+        return self._forward_base(x, weight, bias)
 
     def _forward_plan(self, x: Tensor, plan: Plan, w0: Tensor, b0: Optional[Tensor]) -> Tensor:
         """``plan``'s output with ``W'`` and ``b'`` formed under plain autograd."""

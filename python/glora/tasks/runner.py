@@ -208,7 +208,8 @@ def _check_output_folder(settings: RunSettings) -> None:
     except (OSError, ValueError) as err:
         raise ConfigError(f"{saved_path} is unreadable ({err}); the run cannot be resumed") from None
     now = settings.as_dict()
-    changed = sorted(k for k in now if k not in ("resume", "device", "out") and saved.get(k) != now[k])
+    defaults = RunSettings().as_dict()  # for settings newer than the saved run
+    changed = sorted(k for k in now if k not in ("resume", "device", "out") and saved.get(k, defaults[k]) != now[k])
     if changed:
         shown = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
         raise ConfigError(f"--resume continues the run in {settings.out} with its own settings; changed: {shown}")
@@ -257,6 +258,7 @@ def _train(
         warmup_steps=steps // 10,
         seed=s.seed,
         precision="bf16" if device.type == "cuda" else "fp32",
+        compile=s.compile,
         **sampling,
     )
     trainer = SupernetTrainer(model, data.train, config, loss_fn=task.loss_fn(), device=device)

@@ -76,6 +76,7 @@ class RunSettings:
     device: Optional[str] = None
     out: str = "glora-run"
     resume: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -116,6 +117,7 @@ HELP: dict[str, str] = {
     "device": "torch device, e.g. cpu, cuda, cuda:1 (default cuda when torch sees a GPU)",
     "out": "output folder",
     "resume": "continue the run in --out from its checkpoints and search log, with the same settings",
+    "compile": "train through torch.compile (one compiled forward and loss for every drawn subnet)",
 }
 
 
@@ -165,8 +167,9 @@ def check_settings(s: RunSettings) -> None:
         if isinstance(value, float) and 0 < value < 1:
             continue
         _fail(name, "a positive count or a share in (0, 1)", value)
-    if not isinstance(s.resume, bool):
-        _fail("resume", "true or false", s.resume)
+    for name in ("resume", "compile"):
+        if not isinstance(getattr(s, name), bool):
+            _fail(name, "true or false", getattr(s, name))
     if s.choices is not None and (
         not isinstance(s.choices, dict)
         or not all(isinstance(k, str) and isinstance(v, list) and v for k, v in s.choices.items())

@@ -23,6 +23,8 @@ class TrainConfig:
     ``"sandwich"``, which draw within ``budget`` (a maximum or a ``(min, max)`` pair of adapter parameters, kept as
     the pair); ``"fixed"``, which trains the given ``subnet`` alone. ``distill`` (sandwich only) teaches the other
     paths from the largest subnet's predictions at ``distill_temperature``. ``precision`` is the autocast type.
+    ``compile`` runs each path's forward and loss through ``torch.compile`` (one compiled callable; the paths
+    enter it as tensors, so it compiles at most twice, four times with ``distill``, whatever paths are drawn).
     """
 
     steps: int
@@ -41,6 +43,7 @@ class TrainConfig:
     subnet: Optional[dict[str, dict[str, str]]] = None
     seed: int = 0
     progress: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum"):
@@ -52,7 +55,7 @@ class TrainConfig:
         _check_real("distill_temperature", self.distill_temperature, positive=True)
         if self.max_grad_norm is not None:
             _check_real("max_grad_norm", self.max_grad_norm, positive=True, extra="or None for no clipping")
-        for name in ("gradient_checkpointing", "distill", "progress"):
+        for name in ("gradient_checkpointing", "distill", "progress", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         _check_option("precision", self.precision, list(AUTOCAST_DTYPES))

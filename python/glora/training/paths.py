@@ -8,6 +8,11 @@ subnet every step (fine-tuning the searched subnet with its weights taken from t
 A step's paths are set on the layers as plans that each layer holds through the forward, so a forward recomputed
 under gradient checkpointing runs the same configuration. Budget-aware draw ``i`` is a fixed function of
 ``(seed, i)``; the uniform draws come from one seeded generator whose state a checkpoint keeps.
+
+Under ``TrainConfig(compile=True)`` the paths that change from step to step are also written as tensors
+(``glora.layers.plan_tensors``), which the compiled forward reads, so it runs one graph for every path. Such a
+forward gives the factors a path leaves out a zero gradient where eager execution gives none;
+:meth:`PathSampler.drop_unused_gradients` drops those before the optimizer step, so AdamW skips them as eagerly.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from torch import nn
 
 from glora.engine.space import budget_bounds
 from glora.layers.choices import Choice
+from glora.layers.plan_tensors import PlanTensors, unused_factors
 from glora.training.config import TrainConfig
 from glora.training.sampling import BudgetSampler
 from glora.tuner.space import search_space
@@ -43,6 +49,12 @@ class PathSampler:
                     validate_subnet(model, self.budget_sampler.largest()),
                     validate_subnet(model, self.budget_sampler.smallest()),
                 ]
+        self.tensors = None
+        if config.compile and config.sampling != "fixed":
+            first = self.layers[0][1]
+            self.tensors = PlanTensors(len(self.layers), first.max_rank, first.Ad.device)
+            self._rows = [(self.tensors, i) for i in range(len(self.layers))]
+        self._applied: list[Plans] = []
 
     def paths(self, step: int) -> list[Plans]:
         """The plans trained at optimizer step ``step`` (each micro-batch of a step draws again for uniform paths)."""
@@ -54,6 +66,26 @@ class PathSampler:
         return [{name: plan for (name, _), plan in zip(self.layers, plans)}]
 
     def apply(self, plans: Plans) -> None:
-        """Fix every layer to its plan for the next forward and backward."""
+        """Fix every layer to its plan for the next forward and backward (and write the plans as tensors for a
+        compiled forward)."""
+        tensors = self.tensors
+        if tensors is None:
+            for name, layer in self.layers:
+                layer.set_plan(plans[name])
+            return
+        tensors.write([plans[name] for name, _ in self.layers])
+        for (name, layer), row in zip(self.layers, self._rows):
+            layer.set_plan(plans[name], row)
+        self._applied.append(plans)
+
+    def drop_unused_gradients(self) -> None:
+        """Under plans as tensors: set to None the gradient of every factor that no path applied since the last
+        call used (the compiled forward gave it zeros), as eager execution leaves it; then forget those paths."""
+        applied, self._applied = self._applied, []
+        if not applied:
+            return
         for name, layer in self.layers:
-            layer.set_plan(plans[name])
+            unused = [all(flags) for flags in zip(*(unused_factors(plans[name]) for plans in applied))]
+            for factor, drop in zip(layer.factors(), unused):
+                if drop and factor is not None:
+                    factor.grad = None

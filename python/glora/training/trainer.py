@@ -36,6 +36,9 @@ from glora.training.losses import LossFn, classification_loss, sandwich_loss
 from glora.training.paths import PathSampler
 from glora.tuner.wrapping import layers_or_raise
 
+COMPILE_BACKEND: Union[str, Callable[..., Any]] = "inductor"
+"""The ``torch.compile`` backend of ``TrainConfig(compile=True)``."""
+
 
 class SupernetTrainer:
     """Trains the adapters (and any ``modules_to_save``) of a wrapped model as a weight-shared supernet."""
@@ -85,6 +88,12 @@ class SupernetTrainer:
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.sampler = PathSampler(model, config)
+        # one compiled callable for every path: the paths enter it as tensors (PathSampler), so it compiles once,
+        # again for the first batch of another shape (which makes the shapes dynamic), and with distill twice as
+        # often (the teacher's logits absent, then present): at most 2 compilations, 4 with distill
+        self.forward_loss = self._forward_loss
+        if config.compile:
+            self.forward_loss = torch.compile(self._forward_loss, backend=COMPILE_BACKEND)
         self.step = 0
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model)
@@ -98,10 +107,7 @@ class SupernetTrainer:
         for plans in paths:
             self.sampler.apply(plans)
             with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                if self.config.distill:
-                    loss, teacher = sandwich_loss(self.runner, batch, teacher, self.config.distill_temperature)
-                else:
-                    loss = self.loss_fn(self.runner, batch)
+                loss, teacher = self.forward_loss(batch, teacher)
             if not torch.isfinite(loss.detach()).all():
                 raise FloatingPointError(
                     f"the loss became {loss.item()} at step {self.step}; lower the learning rate or use bf16 instead of fp16"
@@ -109,6 +115,14 @@ class SupernetTrainer:
             self.scaler.scale(loss * (scale / len(paths))).backward()
             total += loss.item() / len(paths)
         return total
+
+    def _forward_loss(
+        self, batch: Batch, teacher: Optional[torch.Tensor]
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """One path's loss on a micro-batch, and the teacher's logits for the paths after it (distill only)."""
+        if self.config.distill:
+            return sandwich_loss(self.runner, batch, teacher, self.config.distill_temperature)
+        return self.loss_fn(self.runner, batch), None
 
     def train(
         self,
@@ -139,6 +153,7 @@ class SupernetTrainer:
             loss = 0.0
             for micro in range(accum):
                 loss += self._micro_step(self.batches[self.step * accum + micro], 1.0 / accum)
+            self.sampler.drop_unused_gradients()
             if self.config.max_grad_norm is not None:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)

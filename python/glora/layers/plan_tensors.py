@@ -1,0 +1,144 @@
+"""Plans entering a compiled forward as tensors, so that supernet training under ``torch.compile`` runs one graph
+whatever paths a step draws (``docs/method.md``, "Supernet training").
+
+Eagerly a layer branches on its plan in Python, which suits eager execution (no work for absent terms) but would
+make ``torch.compile`` specialise the graph on every layer's plan: a recompilation for each new path. Here a
+plan is a *code*, a ``5 x (R + 2)`` tensor, one row per gene: the first R columns are a ``lora_r`` choice's rank
+mask (ones on the first r), column R flags ``vector`` and column R + 1 flags ``scalar``; ``none`` is a row of
+zeros. The compiled forward forms every term a layer offers, each scaled by its part of the code:
+
+    A = (Ad * m_A) @ Au + v_A * Ad[:, :1] + s_A * Ad[:1, :1]        (B alike; C = (Cd * m_C) @ Cu + v_C * Cd[:, :1])
+    D = v_D * D + s_D * D[:1]                                        (E alike)
+
+which is the plan's ``W'`` and ``b'`` exactly (the other terms are zero), and whose gradients are the plan's: zero
+outside the slices the plan uses. A factor the plan does not use at all gets a zero gradient here where eager
+execution gives it none; :func:`unused_factors` names them, so a trainer can drop those gradients (AdamW then
+skips the factor, as eagerly).
+
+:class:`PlanTensors` holds the codes of all of a model's layers in one tensor, written with one copy per path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+import torch
+
+from glora.layers.choices import LORA, NONE, SCALAR, VECTOR, Plan
+
+Tensor = torch.Tensor
+
+FACTORS = ("Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E")
+
+
+def code_rows(plan: Plan, max_rank: int) -> list[list[float]]:
+    """``plan``'s code: per gene, the rank mask (``max_rank`` values), the vector flag, the scalar flag."""
+    rows = []
+    for choice in plan:
+        row = [0.0] * (max_rank + 2)
+        if choice.kind == LORA:
+            row[: choice.rank] = [1.0] * choice.rank
+        elif choice.kind == VECTOR:
+            row[max_rank] = 1.0
+        elif choice.kind == SCALAR:
+            row[max_rank + 1] = 1.0
+        rows.append(row)
+    return rows
+
+
+def unused_factors(plan: Plan) -> tuple[bool, ...]:
+    """Per factor (``FACTORS`` order), whether ``plan`` leaves it out entirely (eagerly its gradient stays None)."""
+    a, b, c, d, e = plan
+    return (
+        a.kind == NONE,
+        a.kind != LORA,
+        b.kind == NONE,
+        b.kind != LORA,
+        c.kind == NONE,
+        c.kind != LORA,
+        d.kind == NONE,
+        e.kind == NONE,
+    )
+
+
+class PlanTensors:
+    """The codes of ``count`` layers at maximum rank ``max_rank`` in one ``count x 5 x (max_rank + 2)`` tensor on
+    ``device`` (float32); layer ``i`` reads row ``i``. :meth:`write` replaces them all with one copy."""
+
+    def __init__(self, count: int, max_rank: int, device: torch.device) -> None:
+        self.max_rank = max_rank
+        self.codes = torch.zeros(count, 5, max_rank + 2, device=device)
+        self._rows: dict[Plan, list[list[float]]] = {}
+
+    def write(self, plans: Sequence[Plan]) -> None:
+        """Set the codes to ``plans`` (one per layer, in order)."""
+        rows = self._rows
+        table = []
+        for plan in plans:
+            code = rows.get(plan)
+            if code is None:
+                code = rows[plan] = code_rows(plan, self.max_rank)
+            table.append(code)
+        self.codes.copy_(torch.tensor(table, dtype=self.codes.dtype))
+
+
+def coded_weights(
+    choices: Sequence[Sequence[str]],
+    code: Tensor,
+    w0: Tensor,
+    b0: Optional[Tensor],
+    factors: Sequence[Optional[Tensor]],
+) -> tuple[Tensor, Optional[Tensor]]:
+    """``W' = W0 + W0 * A + B`` (out x in, the factors' precision) and ``b' = b0 + W0 @ C + b0 * D + E`` (None for
+    a bias-free layer offering no C, E) for the plan ``code`` holds; ``choices`` are the layer's offered choices per
+    gene (terms no choice offers are left out), ``factors`` its ``Ad, Au, Bd, Bu, Cd, Cu, D, E``."""
+    ad, au, bd, bu, cd, cu, d, e = factors
+    assert ad is not None and au is not None and bd is not None and bu is not None  # every layer has them
+    a = _term(choices[0], code[0], ad, au)
+    b = _term(choices[1], code[1], bd, bu)
+    weight = w0 if a is None else torch.addcmul(w0, w0, a)
+    if b is not None:
+        weight = weight + b
+    bias = b0
+    if cd is not None and cu is not None:
+        c = _term(choices[2], code[2], cd, cu)
+        if c is not None:
+            wc = (w0 if w0.dtype == c.dtype else w0.to(c.dtype)) @ c[:, 0]
+            bias = wc if bias is None else bias + wc
+    if d is not None and b0 is not None:
+        dv = _vector_term(choices[3], code[3], d)
+        if dv is not None:
+            assert bias is not None  # b0 is not None
+            bias = torch.addcmul(bias, b0, dv)
+    if e is not None:
+        ev = _vector_term(choices[4], code[4], e)
+        if ev is not None:
+            bias = ev if bias is None else bias + ev
+    return weight, bias
+
+
+def _term(offered: Sequence[str], row: Tensor, down: Tensor, up: Tensor) -> Optional[Tensor]:
+    """A, B or C under one code row (broadcastable to out x in, or in x 1 for C); None when only ``none`` is offered."""
+    rank = down.shape[1]
+    term = None
+    if any(name.startswith("lora_") for name in offered):
+        term = (down * row[:rank]) @ up
+    if VECTOR in offered:
+        vector = down[:, :1] * row[rank]
+        term = vector if term is None else term + vector
+    if SCALAR in offered:
+        scalar = down[:1, :1] * row[rank + 1]
+        term = scalar if term is None else term + scalar
+    return term
+
+
+def _vector_term(offered: Sequence[str], row: Tensor, v: Tensor) -> Optional[Tensor]:
+    """D or E under one code row (the code's last two columns flag vector and scalar)."""
+    term = None
+    if VECTOR in offered:
+        term = v * row[-2]
+    if SCALAR in offered:
+        scalar = v[:1] * row[-1]
+        term = scalar if term is None else term + scalar
+    return term

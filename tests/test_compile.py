@@ -1,0 +1,218 @@
+"""torch.compile: a wrapped model compiles without graph breaks with a fixed subnet and with the trainer's paths
+(which enter as tensors, so the graph is not compiled again as they change), and computes what eager execution
+computes. The backend is aot_eager (forward and backward traced, no code generation) to keep the tests fast on a
+CPU; one slow test runs the default backend (inductor)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch._dynamo.backends.debugging import aot_eager
+from torch._dynamo.utils import counters
+
+import glora
+from glora.training import trainer as trainer_module
+from glora.training.paths import PathSampler
+
+MAX_COMPILES = 2
+"""The bound SupernetTrainer(compile=True) states: one compilation, one more for the first batch of another shape
+(2 each with distill, whose teacher's logits are absent for the first path and present after)."""
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+    counters.clear()
+
+
+class Counting:
+    """A backend that counts the graphs it compiles (aot_eager underneath)."""
+
+    def __init__(self) -> None:
+        self.graphs = 0
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        return aot_eager(gm, example_inputs)
+
+
+def _mlp(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 4))
+    # the head is trained, not wrapped: on the logits' layer a scalar E's gradient (the sum of the softmax's
+    # gradient) is zero up to rounding, which AdamW would scale up to a step, making eager and compiled differ
+    config = glora.GLoRAConfig(target_modules=["0", "2"], rank=2, ranks=[1, 2], modules_to_save=["4"])
+    return glora.wrap(model, config)
+
+
+def _bert(seed: int) -> nn.Module:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=50,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    return glora.wrap(BertModel(config), glora.GLoRAConfig(target_modules="all-linear", rank=2, add_bias=True))
+
+
+def _randomised(model: nn.Module, seed: int) -> nn.Module:
+    """The adapters away from their zero start, so every term counts."""
+    torch.manual_seed(seed + 100)
+    for _, p in glora.adapter_parameters(model):
+        nn.init.normal_(p, std=0.2)
+    return model
+
+
+def _input(kind: str, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(6, 8, generator=g) if kind == "mlp" else torch.randint(0, 50, (2, 7), generator=g)
+
+
+def _loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    out = out if isinstance(out, torch.Tensor) else out.last_hidden_state
+    return (out * torch.linspace(-1, 1, out.shape[-1])).square().mean()
+
+
+def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _run(model: nn.Module, fn, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    loss = fn(model, x)
+    loss.backward()
+    return loss.detach(), _grads(model)
+
+
+def _assert_close(eager: tuple, compiled: tuple) -> None:
+    (loss_e, grads_e), (loss_c, grads_c) = eager, compiled
+    torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=1e-6)
+    assert sorted(grads_c) == sorted(grads_e)
+    for name in grads_e:
+        torch.testing.assert_close(grads_c[name], grads_e[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+KINDS = ["mlp", pytest.param("bert", marks=pytest.mark.slow)]  # a tiny BERT compiles for 20 s on two cores
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_fixed_subnet_compiles_without_graph_breaks_and_matches_eager(kind) -> None:
+    make = _mlp if kind == "mlp" else _bert
+    for seed in range(3 if kind == "mlp" else 2):
+        torch._dynamo.reset()
+        model = _randomised(make(seed), seed)
+        glora.set_subnet(model, glora.sample_subnet(model, seed))
+        x = _input(kind, seed)
+        eager = _run(model, _loss, x)
+        compiled = _run(model, torch.compile(_loss, backend="aot_eager", fullgraph=True), x)
+        _assert_close(eager, compiled)
+        assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_trainers_paths_enter_as_tensors_one_graph_for_every_path(kind) -> None:
+    """Paths applied by the trainer's PathSampler under compile=True: one graph (forward and backward), no break,
+    the outputs and gradients of eager execution on each path, unused factors' gradients dropped as eagerly."""
+    make = _mlp if kind == "mlp" else _bert
+    model = _randomised(make(0), 0)
+    reference = copy.deepcopy(model)
+    sampler = PathSampler(model, glora.TrainConfig(steps=1, compile=True, progress=False))
+    eager_sampler = PathSampler(reference, glora.TrainConfig(steps=1, progress=False))
+    backend = Counting()
+    compiled = torch.compile(_loss, backend=backend, fullgraph=True)
+    for step in range(6):
+        (plans,) = sampler.paths(step)
+        sampler.apply(plans)
+        eager_sampler.apply(plans)
+        x = _input(kind, step)
+        expected = _run(reference, _loss, x)
+        model.zero_grad(set_to_none=True)
+        loss = compiled(model, x)
+        loss.backward()
+        sampler.drop_unused_gradients()
+        _assert_close(expected, (loss.detach(), _grads(model)))
+    assert backend.graphs == 1
+    assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+def _training(compile: bool, steps: int, **settings) -> tuple[nn.Module, glora.TrainResult]:
+    model = _mlp(0)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 8, generator=g), torch.randint(0, 4, (64,), generator=g)
+    config = glora.TrainConfig(steps=steps, batch_size=8, lr=1e-3, progress=False, compile=compile, **settings)
+    trainer = glora.SupernetTrainer(model, (x, y), config)
+    if compile:
+        assert trainer.forward_loss is not trainer._forward_loss
+    return model, trainer.train()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"sampling": "uniform"},
+        {"sampling": "uniform", "grad_accum": 2},
+        {"sampling": "sandwich", "budget": (60, 200), "distill": True},
+        {"sampling": "fixed", "subnet": "drawn"},
+    ],
+    ids=["uniform", "accumulated", "distill", "fixed"],
+)
+def test_compiled_training_compiles_a_bounded_number_of_times_and_matches_eager(monkeypatch, settings) -> None:
+    if settings.get("subnet") == "drawn":
+        settings = {**settings, "subnet": glora.sample_subnet(_mlp(0), 3)}
+    backend = Counting()
+    monkeypatch.setattr(trainer_module, "COMPILE_BACKEND", backend)
+    steps = 50 if settings == {"sampling": "uniform"} else 12
+    compiled_model, compiled = _training(True, steps, **settings)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    bound = MAX_COMPILES * (2 if settings.get("distill") else 1)
+    assert 1 <= backend.graphs <= bound
+    eager_model, eager = _training(False, steps, **settings)
+    torch.testing.assert_close(torch.tensor(compiled.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(compiled_model.named_parameters(), eager_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_compile_is_a_checked_bool() -> None:
+    with pytest.raises(ValueError, match="compile must be True or False"):
+        glora.TrainConfig(steps=1, compile=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_inductor_compiles_a_training_run() -> None:
+    """The default backend (inductor: generated C++ on the CPU) trains as eager execution does."""
+    pytest.importorskip("torch._inductor")
+    compiled_model, compiled = _training(True, 6)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] <= MAX_COMPILES
+    eager_model, eager = _training(False, 6)
+    torch.testing.assert_close(torch.tensor(compiled.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_glora_run_compile_completes(monkeypatch, tmp_path) -> None:
+    from glora.cli.main import main
+    from texts import labelled_rows, save_tiny_bert, write_csv
+
+    backend = Counting()
+    monkeypatch.setattr(trainer_module, "COMPILE_BACKEND", backend)
+    (tmp_path / "bert").mkdir()
+    model = save_tiny_bert(tmp_path / "bert")
+    train = write_csv(tmp_path / "train.csv", labelled_rows(0, 60))
+    out = tmp_path / "run"
+    args = [
+        "run", "--task", "text-classification", "--model", str(model), "--train", str(train), "--out", str(out),
+        "--text-column", "sentence", "--label-column", "sentiment", "--steps", "6", "--batch-size", "8",
+        "--population", "4", "--generations", "1", "--device", "cpu", "--compile",
+    ]  # fmt: skip
+    assert main(args) == 0
+    assert (out / "result.json").exists() and (out / "merged").is_dir()
+    assert 1 <= backend.graphs <= MAX_COMPILES
+    assert not counters["graph_break"], dict(counters["graph_break"])
