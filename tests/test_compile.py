@@ -62,6 +62,29 @@ def _bert(seed: int) -> nn.Module:
     return glora.wrap(BertModel(config), glora.GLoRAConfig(target_modules="all-linear", rank=2, add_bias=True))
 
 
+class _Mixed(nn.Module):
+    """A convolution, a bias-free linear layer and Hugging Face's Conv1D (GPT-2), every kind of GLoRA layer."""
+
+    def __init__(self) -> None:
+        from transformers.pytorch_utils import Conv1D
+
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(64, 6, bias=False)
+        self.proj = Conv1D(5, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.tanh(self.fc(torch.relu(self.conv(x)).flatten(1))))
+
+
+def _mixed(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return glora.wrap(_Mixed(), glora.GLoRAConfig(target_modules=["conv", "fc", "proj"], rank=2, add_bias=True))
+
+
+MAKERS = {"mlp": _mlp, "bert": _bert, "mixed": _mixed}
+
+
 def _randomised(model: nn.Module, seed: int) -> nn.Module:
     """The adapters away from their zero start, so every term counts."""
     torch.manual_seed(seed + 100)
@@ -70,9 +93,11 @@ def _randomised(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
-def _input(kind: str, seed: int) -> torch.Tensor:
+def _input(kind: str, seed: int, batch: int = 2) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(6, 8, generator=g) if kind == "mlp" else torch.randint(0, 50, (2, 7), generator=g)
+    if kind == "mixed":
+        return torch.randn(batch, 3, 4, 4, generator=g)
+    return torch.randn(batch, 8, generator=g) if kind == "mlp" else torch.randint(0, 50, (batch, 7), generator=g)
 
 
 def _loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -100,12 +125,12 @@ def _assert_close(eager: tuple, compiled: tuple) -> None:
         torch.testing.assert_close(grads_c[name], grads_e[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-KINDS = ["mlp", pytest.param("bert", marks=pytest.mark.slow)]  # a tiny BERT compiles for 20 s on two cores
+KINDS = ["mlp", "mixed", pytest.param("bert", marks=pytest.mark.slow)]  # a tiny BERT compiles for 20 s on two cores
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_fixed_subnet_compiles_without_graph_breaks_and_matches_eager(kind) -> None:
-    make = _mlp if kind == "mlp" else _bert
+    make = MAKERS[kind]
     for seed in range(3 if kind == "mlp" else 2):
         torch._dynamo.reset()
         model = _randomised(make(seed), seed)
@@ -121,8 +146,7 @@ def test_a_fixed_subnet_compiles_without_graph_breaks_and_matches_eager(kind) ->
 def test_the_trainers_paths_enter_as_tensors_one_graph_for_every_path(kind) -> None:
     """Paths applied by the trainer's PathSampler under compile=True: one graph (forward and backward), no break,
     the outputs and gradients of eager execution on each path, unused factors' gradients dropped as eagerly."""
-    make = _mlp if kind == "mlp" else _bert
-    model = _randomised(make(0), 0)
+    model = _randomised(MAKERS[kind](0), 0)
     reference = copy.deepcopy(model)
     sampler = PathSampler(model, glora.TrainConfig(steps=1, compile=True, progress=False))
     eager_sampler = PathSampler(reference, glora.TrainConfig(steps=1, progress=False))
@@ -140,6 +164,9 @@ def test_the_trainers_paths_enter_as_tensors_one_graph_for_every_path(kind) -> N
         sampler.drop_unused_gradients()
         _assert_close(expected, (loss.detach(), _grads(model)))
     assert backend.graphs == 1
+    for batch in (3, 4, 5):  # another batch size compiles once more, with the size dynamic
+        compiled(model, _input(kind, batch, batch)).backward()
+    assert backend.graphs == 2
     assert not counters["graph_break"], dict(counters["graph_break"])
 
 
@@ -180,9 +207,31 @@ def test_compiled_training_compiles_a_bounded_number_of_times_and_matches_eager(
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_compile_is_a_checked_bool() -> None:
+def test_compiled_training_under_bf16_autocast_matches_eager(monkeypatch) -> None:
+    backend = Counting()
+    monkeypatch.setattr(trainer_module, "COMPILE_BACKEND", backend)
+    _, compiled = _training(True, 8, precision="bf16")
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert 1 <= backend.graphs <= MAX_COMPILES
+    _, eager = _training(False, 8, precision="bf16")
+    torch.testing.assert_close(torch.tensor(compiled.losses), torch.tensor(eager.losses), rtol=2e-2, atol=1e-2)
+
+
+def test_compile_is_a_checked_bool_and_a_run_flag() -> None:
+    import argparse
+
+    from glora.cli.run_command import add_run_flags, given_settings
+    from glora.errors import ConfigError
+    from glora.tasks.settings import RunSettings
+
     with pytest.raises(ValueError, match="compile must be True or False"):
         glora.TrainConfig(steps=1, compile=1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="compile must be true or false"):
+        RunSettings(compile="yes")  # type: ignore[arg-type]
+    parser = argparse.ArgumentParser()
+    add_run_flags(parser)
+    assert given_settings(parser.parse_args(["--compile"]))["compile"] is True
+    assert "compile" not in given_settings(parser.parse_args([]))
 
 
 @pytest.mark.slow

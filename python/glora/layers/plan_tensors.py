@@ -69,18 +69,22 @@ class PlanTensors:
     def __init__(self, count: int, max_rank: int, device: torch.device) -> None:
         self.max_rank = max_rank
         self.codes = torch.zeros(count, 5, max_rank + 2, device=device)
-        self._rows: dict[Plan, list[list[float]]] = {}
+        self._staged = torch.empty(self.codes.shape)
+        self._rows: dict[Plan, Tensor] = {}
 
     def write(self, plans: Sequence[Plan]) -> None:
-        """Set the codes to ``plans`` (one per layer, in order)."""
+        """Set the codes to ``plans`` (one per layer, in order): each plan's code is made once, the codes are
+        stacked on the host and copied in one transfer, a blocking one so that the host buffer may be reused at
+        once (the device reads the codes in stream order, after the last path's work)."""
         rows = self._rows
         table = []
         for plan in plans:
             code = rows.get(plan)
             if code is None:
-                code = rows[plan] = code_rows(plan, self.max_rank)
+                code = rows[plan] = torch.tensor(code_rows(plan, self.max_rank))
             table.append(code)
-        self.codes.copy_(torch.tensor(table, dtype=self.codes.dtype))
+        torch.stack(table, out=self._staged)
+        self.codes.copy_(self._staged)
 
 
 def coded_weights(
