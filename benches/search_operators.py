@@ -1,13 +1,11 @@
-"""Benchmark: the search's guided operators against the reference's, and racing, on one trained supernet per seed.
+"""Benchmark: the search's guided operators against the reference's, on one trained supernet per seed.
 
 all-MiniLM-L6-v2 on the movie sentences as in ``supernet_quality.py`` (1000 training, 500 validation, 2000 test
 sentences): the supernet is trained as ``glora run`` trains it (uniform paths, 640 steps, B without its vector and
 scalar forms), then the search runs twice from the same weights at LoRA r=8 (query, value)'s budget of 73,728
-parameters, with ``operators="reference"``, with ``"guided"``, and with ``"guided"`` and a racing evaluator
-(``SubnetEvaluator(racing=True)``: candidates stop on a quarter or half of the validation data once clearly below
-the parents) (population 50, 20 generations, validation loss as fitness). Per seed and variant: the best validation
-fitness, the found subnet's test accuracy, its parameter count, the engine's and the fitness's seconds and the share
-of validation examples forwarded; the random feasible subnets' test mean as the floor.
+parameters, once with ``operators="guided"`` and once with ``"reference"`` (population 50, 20 generations,
+validation loss as fitness). Per seed and operators: the best validation fitness, the found subnet's test accuracy,
+its parameter count and the engine's and the fitness's seconds; the random feasible subnets' test mean as the floor.
 Results: ``benches/results/search_operators_<device>.json`` (docs/benchmarks.md).
 
     python benches/search_operators.py [--seeds 0 1 2 3 4]
@@ -28,7 +26,7 @@ from glora.tasks.text_classification import BERT_LINEARS
 from glora.training.sampling import BudgetSampler
 from supernet_quality import ASSETS, BUDGET, load, splits, train_supernet
 
-VARIANTS = {"reference": ("reference", False), "guided": ("guided", False), "guided+racing": ("guided", True)}
+OPERATORS = ("reference", "guided")
 
 
 def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -> list[dict[str, Any]]:
@@ -40,23 +38,22 @@ def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -
     config = glora.GLoRAConfig(target_modules=BERT_LINEARS, modules_to_save=["head"], choices={"B": ["lora", "none"]})
     glora.wrap(model, config)
     train_supernet(model, train, device, seed, steps=640, lr=1e-3, sampling="uniform")
+    fitness = glora.SubnetEvaluator(model, val, metric="neg_loss", device=device)
     test_eval = glora.SubnetEvaluator(model, test, device=device)
     randoms = BudgetSampler(glora.search_space(model), (0, BUDGET), seed + 1000).draw(0, 20)
     random_mean = statistics.mean(test_eval(randoms))
     rows = []
-    for variant, (operators, racing) in VARIANTS.items():
-        fitness = glora.SubnetEvaluator(model, val, metric="neg_loss", device=device, racing=racing)
+    for operators in OPERATORS:
         found = glora.search(model, fitness, BUDGET, seed=seed, operators=operators, progress=False)
         rows.append(
             {
-                "variant": variant,
+                "operators": operators,
                 "seed": seed,
                 "validation_neg_loss": found.best_score,
                 "test_accuracy": test_eval([found.best_subnet])[0],
                 "adapter_params": found.best_params,
                 "engine_s": found.engine_seconds,
                 "fitness_s": found.fitness_seconds,
-                "examples_share": fitness.examples_evaluated / (found.evaluations * len(val["labels"])),
                 "random_feasible_test_mean": random_mean,
             }
         )
@@ -65,12 +62,12 @@ def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -
 
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
-    reference = {r["seed"]: r for r in rows if r["variant"] == "reference"}
-    for variant in VARIANTS:
-        group = [r for r in rows if r["variant"] == variant]
+    reference = {r["seed"]: r for r in rows if r["operators"] == "reference"}
+    for operators in OPERATORS:
+        group = [r for r in rows if r["operators"] == operators]
         out.append(
             {
-                "variant": variant,
+                "operators": operators,
                 "seeds": len(group),
                 "validation_neg_loss_mean": statistics.mean(r["validation_neg_loss"] for r in group),
                 "test_accuracy_mean": statistics.mean(r["test_accuracy"] for r in group),
@@ -82,7 +79,6 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 ),
                 "engine_s_mean": statistics.mean(r["engine_s"] for r in group),
                 "fitness_s_mean": statistics.mean(r["fitness_s"] for r in group),
-                "examples_share_mean": statistics.mean(r["examples_share"] for r in group),
             }
         )
     return out

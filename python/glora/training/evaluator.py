@@ -7,13 +7,6 @@ and runs them together with batched GEMMs, which keeps a large GPU busy on small
 autocast throughout. Under ``torchrun`` every process runs the same search (same seed) and the evaluator
 spreads each batch of subnets over the processes (round robin) and gathers the scores, so every process sees
 the same scores; give the search a log on rank 0 only.
-
-With ``racing=True`` the search passes its bar (the score a candidate must beat to become a parent) and each
-candidate is scored on a growing share of the data (a quarter, a half, all): it stops where the mean of its
-per-example scores so far plus ``RACE_Z`` standard errors is still below the bar, and its score is that mean (an
-unbiased estimate on fewer examples); a candidate that may still reach the bar is scored on all the data, exactly
-as without racing. The bar is a function of the logged scores, so resume and replay stay exact; the log records the
-metric as ``"<metric>, raced"``.
 """
 
 from __future__ import annotations
@@ -43,15 +36,6 @@ def negative_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 METRICS: dict[str, Metric] = {"accuracy": accuracy, "neg_loss": negative_loss}
-PER_EXAMPLE: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "accuracy": lambda logits, labels: (logits.argmax(-1) == labels).float(),
-    "neg_loss": lambda logits, labels: -F.cross_entropy(logits.float(), labels, reduction="none"),
-}
-"""The built-in metrics example by example, whose mean is the metric: what racing needs."""
-RACE_STAGES = (0.25, 0.5)
-"""The shares of the data after which a raced candidate may stop."""
-RACE_Z = 2.0
-"""Standard errors a raced candidate's running mean must stay below the bar by to stop."""
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -88,16 +72,6 @@ def _check_options(
         raise ValueError(f"distributed must be True, False or None, got {distributed!r}")
 
 
-def _check_racing(racing: object, metric: object, subnets_per_pass: int) -> None:
-    """Raise ValueError naming what racing cannot work with."""
-    if not isinstance(racing, bool):
-        raise ValueError(f"racing must be True or False, got {racing!r}")
-    if racing and not (isinstance(metric, str) and metric in PER_EXAMPLE):
-        raise ValueError(f"racing needs a built-in metric ({', '.join(PER_EXAMPLE)}), got {metric!r}")
-    if racing and subnets_per_pass != 1:
-        raise ValueError("racing scores one subnet per pass; drop subnets_per_pass or racing")
-
-
 def _device(device: object) -> torch.device:
     """``device`` as a torch.device; raise ValueError naming the argument for what torch does not parse."""
     if not isinstance(device, (str, torch.device)):
@@ -132,15 +106,12 @@ class SubnetEvaluator:
         precision: Optional[str] = None,
         subnets_per_pass: int = 1,
         distributed: Optional[bool] = None,
-        racing: bool = False,
     ) -> None:
         self.layers = layers_or_raise(model)
         n = data_length(data)
         if n == 0:
             raise ValueError("the evaluation data is empty")
         self._metric_name = _name_of(metric)
-        _check_racing(racing, metric, subnets_per_pass)
-        self.races = racing
         metric = _metric(metric)
         _check_options(batch_size, precision, subnets_per_pass, distributed)
         if subnets_per_pass > 1 and not all(layer.stacks_plans for _, layer in self.layers):
@@ -161,48 +132,26 @@ class SubnetEvaluator:
         self.labels = labels_of(whole)
         self.batches = [take(whole, torch.arange(i, min(i + size, n), device=self.device)) for i in range(0, n, size)]
         self.subnets_evaluated = 0
-        self.examples_evaluated = 0
-        """Examples forwarded so far, over all subnets (with racing, fewer than subnets x examples)."""
-        if racing:
-            ends = sorted({max(1, math.ceil(share * n)) for share in RACE_STAGES} | {n})
-            self.stages = [
-                [take(whole, torch.arange(i, min(i + size, end), device=self.device)) for i in range(start, end, size)]
-                for start, end in zip([0, *ends[:-1]], ends)
-            ]
-            self.stage_labels = [torch.cat([labels_of(b) for b in stage]) for stage in self.stages]
 
     @property
     def metric_name(self) -> Optional[str]:
         """What the scores are: the metric's name (``"accuracy"``, ``"neg_loss"``), a callable metric's
-        ``__name__``, or None for an anonymous one, followed by ``", raced"`` with racing; ``glora.search``
-        records it in the run log."""
-        return f"{self._metric_name}, raced" if self.races else self._metric_name
+        ``__name__``, or None for an anonymous one; ``glora.search`` records it in the run log."""
+        return self._metric_name
 
     @torch.inference_mode()
-    def _logits(self, k: int, batches: Optional[list[Batch]] = None) -> list[torch.Tensor]:
-        """Logits of the k folded subnets over ``batches`` (the whole data by default)."""
+    def _logits(self, k: int) -> list[torch.Tensor]:
+        """Logits of the k folded subnets over the whole data."""
         outs: list[list[torch.Tensor]] = [[] for _ in range(k)]
         autocast = self.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.dtype if autocast else torch.float32, enabled=autocast):
-            for batch in self.batches if batches is None else batches:
+            for batch in self.batches:
                 logits = logits_of(self.model, _repeat(batch, k))
                 for i, part in enumerate(logits.chunk(k)):
                     outs[i].append(part.float())
         return [torch.cat(o) for o in outs]
 
     def __call__(self, subnets: Sequence[Subnet]) -> list[float]:
-        return self.race(subnets, -math.inf) if self.races else self._evaluate(subnets, None)
-
-    def race(self, subnets: Sequence[Subnet], bar: float) -> list[float]:
-        """Scores of ``subnets``, each stopped early where it is clearly below ``bar`` (module docstring); the
-        search calls this with its bar when ``racing=True``."""
-        if not self.races:
-            raise ValueError("race() needs SubnetEvaluator(..., racing=True)")
-        if not isinstance(bar, (int, float)) or math.isnan(bar):
-            raise ValueError(f"bar must be a number (minus infinity: no stopping), got {bar!r}")
-        return self._evaluate(subnets, float(bar))
-
-    def _evaluate(self, subnets: Sequence[Subnet], bar: Optional[float]) -> list[float]:
         plans = []
         for i, subnet in enumerate(subnets):
             try:
@@ -213,53 +162,33 @@ class SubnetEvaluator:
             import torch.distributed as dist
 
             gathered: list[list[float]] = [[] for _ in range(self.world)]
-            dist.all_gather_object(gathered, self._scores(plans[self.rank :: self.world], bar))
+            dist.all_gather_object(gathered, self._scores(plans[self.rank :: self.world]))
             scores = [gathered[i % self.world][i // self.world] for i in range(len(subnets))]
         else:
-            scores = self._scores(plans, bar)
+            scores = self._scores(plans)
         for j, score in enumerate(scores):
             if not math.isfinite(score):
                 raise ValueError(f"the metric returned {score} for subnet {j} of the batch")
         self.subnets_evaluated += len(subnets)
         return scores
 
-    def _scores(self, plans: list[dict[str, tuple]], bar: Optional[float]) -> list[float]:
+    def _scores(self, plans: list[dict[str, tuple]]) -> list[float]:
         """This process's scores, in order; folding the next subnet overlaps the device work of the last."""
         was_training = self.model.training
         self.model.eval()
         pending: list[Union[float, torch.Tensor]] = []
         try:
-            if bar is not None:
-                return [self._raced(plan, bar) for plan in plans]
             for start in range(0, len(plans), self.k):
                 group = plans[start : start + self.k]
                 for name, layer in self.layers:
                     layer.fold([p[name] for p in group], self.dtype)
                 for logits in self._logits(len(group)):
                     pending.append(self.metric(logits, self.labels))
-                self.examples_evaluated += len(group) * len(self.labels)
             return [float(s) for s in pending]
         finally:
             for _, layer in self.layers:
                 layer.unfold()
             self.model.train(was_training)
-
-    def _raced(self, plan: dict[str, tuple], bar: float) -> float:
-        """One subnet's score, stage by stage, stopped once clearly below ``bar``."""
-        assert self._metric_name is not None, "racing needs a built-in metric"
-        per_example = PER_EXAMPLE[self._metric_name]
-        for name, layer in self.layers:
-            layer.fold([plan[name]], self.dtype)
-        values: list[torch.Tensor] = []
-        for stage, labels in zip(self.stages, self.stage_labels):
-            values.append(per_example(self._logits(1, stage)[0], labels))
-            self.examples_evaluated += len(labels)
-            seen = torch.cat(values)
-            if len(seen) < len(self.labels) and bar > -math.inf and len(seen) > 1:
-                mean, error = seen.mean(), seen.std() / math.sqrt(len(seen))
-                if float(mean + RACE_Z * error) < bar:
-                    return float(mean)
-        return float(torch.cat(values).mean())
 
     def evaluate(self, subnet: Subnet) -> float:
         return self([subnet])[0]

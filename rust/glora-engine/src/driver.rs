@@ -128,11 +128,10 @@ impl Run {
     }
 
     /// Run to the end. `evaluate` gets the genomes of each batch still to evaluate (recovered ones are left
-    /// out) and the search's bar (`Search::bar`, a function of the scores logged so far, so the same after a
-    /// resume) and returns one score per genome; `on_generation` sees each finished generation.
+    /// out) and returns one score per genome; `on_generation` sees each finished generation.
     pub fn drive<E>(
         mut self,
-        mut evaluate: impl FnMut(&[Genome], f64) -> std::result::Result<Vec<f64>, E>,
+        mut evaluate: impl FnMut(&[Genome]) -> std::result::Result<Vec<f64>, E>,
         mut on_generation: impl FnMut(&GenerationSummary) -> std::result::Result<(), E>,
     ) -> std::result::Result<Finished, RunError<E>> {
         let (mut engine_seconds, mut fitness_seconds) = (0.0f64, 0.0f64);
@@ -148,7 +147,7 @@ impl Run {
             let skip = self.known.len();
             let todo = &batch[skip..];
             let started = Instant::now();
-            let fresh = evaluate(todo, self.search.bar()).map_err(RunError::Caller)?;
+            let fresh = evaluate(todo).map_err(RunError::Caller)?;
             fitness_seconds += started.elapsed().as_secs_f64();
             if fresh.len() != todo.len() {
                 return Err(EngineError::WrongScoreCount { expected: todo.len(), got: fresh.len() }.into());

@@ -357,22 +357,6 @@ impl Search {
         self.evaluated.iter().map(|e| Point { score: e.score, params: e.params }).collect()
     }
 
-    /// The score a new candidate must exceed to be sure of becoming a parent: with `objective` "fitness", the
-    /// `parents`-th best score so far (minus infinity until that many are finite); with "pareto", minus infinity.
-    /// A fitness may stop scoring a candidate once it is clearly below this bar (racing).
-    pub fn bar(&self) -> f64 {
-        if self.params.objective != Objective::Fitness {
-            return f64::NEG_INFINITY;
-        }
-        let mut scores: Vec<f64> = self.evaluated.iter().map(|e| e.score).filter(|s| s.is_finite()).collect();
-        if scores.len() < self.params.parents {
-            return f64::NEG_INFINITY;
-        }
-        let k = self.params.parents - 1;
-        scores.select_nth_unstable_by(k, |a, b| b.total_cmp(a));
-        scores[k]
-    }
-
     /// The best evaluated genome (earliest among equal scores).
     pub fn best(&self) -> Option<&Evaluated> {
         self.evaluated.iter().enumerate().max_by(|(i, a), (j, b)| a.score.total_cmp(&b.score).then(j.cmp(i))).map(|(_, e)| e)

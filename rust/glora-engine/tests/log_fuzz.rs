@@ -35,9 +35,8 @@ fn source() -> &'static str {
         let path = dir().join("source.jsonl");
         let _ = std::fs::remove_file(&path);
         let run = Run::open(&space(), budget(150), &config(), 3, "test", Some(&path), false).unwrap();
-        let evaluate = |batch: &[Vec<u16>], _bar: f64| {
-            Ok::<_, ()>(batch.iter().enumerate().map(|(i, g)| if i == 0 { f64::NAN } else { fitness(g) }).collect())
-        };
+        let evaluate =
+            |batch: &[Vec<u16>]| Ok::<_, ()>(batch.iter().enumerate().map(|(i, g)| if i == 0 { f64::NAN } else { fitness(g) }).collect());
         run.drive(evaluate, |_| Ok(())).unwrap();
         std::fs::read_to_string(&path).unwrap()
     })
@@ -182,7 +181,7 @@ fn resume_compares_metrics_only_when_both_name_one() {
     let unnamed = dir().join("unnamed.jsonl");
     let _ = std::fs::remove_file(&unnamed);
     let run = Run::open(&space(), budget(150), &named(None), 3, "test", Some(&unnamed), false).unwrap();
-    run.drive(|batch: &[Vec<u16>], _bar: f64| Ok::<_, ()>(batch.iter().map(|g| fitness(g)).collect()), |_| Ok(())).unwrap();
+    run.drive(|batch: &[Vec<u16>]| Ok::<_, ()>(batch.iter().map(|g| fitness(g)).collect()), |_| Ok(())).unwrap();
     assert!(!std::fs::read_to_string(&unnamed).unwrap().lines().next().unwrap().contains("metric"));
     assert_eq!(replay::report(&unnamed).unwrap().header.metric, None);
     assert!(Run::open(&space(), budget(150), &named(Some("accuracy")), 3, "test", Some(&unnamed), true).is_ok());

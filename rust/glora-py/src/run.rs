@@ -177,8 +177,7 @@ impl SearchResult {
 }
 
 /// Run a whole search: `fitness(subnets) -> scores` is called once per batch on this thread, with the GIL;
-/// candidate construction runs without it. A fitness whose `races` attribute is true is called as
-/// `fitness.race(subnets, bar)` instead, with the search's bar (`Search::bar`). With `log`, every evaluation is appended; `resume` continues it.
+/// candidate construction runs without it. With `log`, every evaluation is appended; `resume` continues it.
 #[pyfunction]
 #[pyo3(signature = (space, fitness, budget, *, seed=None, config=None, log=None, resume=false, glora_version="", on_generation=None))]
 #[allow(clippy::too_many_arguments)]
@@ -200,19 +199,14 @@ pub fn run_search(
         let type_name = fitness.bind(py).get_type().name()?;
         return Err(PyTypeError::new_err(format!("fitness must be callable, got {type_name}")));
     }
-    let races = match fitness.bind(py).getattr("races") {
-        Ok(flag) => flag.is_truthy()?,
-        Err(_) => false,
-    };
     let config = config.map(|c| c.inner.clone()).unwrap_or_default();
     let inner = Arc::clone(&space.inner);
     let run = Run::open(inner.space(), b, &config, seed, glora_version, log.as_deref(), resume).map_err(to_py)?;
-    let evaluate = |genomes: &[Vec<u16>], bar: f64| {
+    let evaluate = |genomes: &[Vec<u16>]| {
         Python::with_gil(|py| {
             py.check_signals()?;
             let batch = PyList::new(py, genomes.iter().map(|g| subnet_dict(py, inner.space(), g)).collect::<PyResult<Vec<_>>>()?)?;
-            let returned = if races { fitness.call_method1(py, "race", (batch, bar))? } else { fitness.call1(py, (batch,))? };
-            scores(returned.bind(py), genomes.len())
+            scores(fitness.call1(py, (batch,))?.bind(py), genomes.len())
         })
     };
     let report = |summary: &GenerationSummary| match &on_generation {
