@@ -265,3 +265,40 @@ def test_glora_run_compile_completes(monkeypatch, tmp_path) -> None:
     assert (out / "result.json").exists() and (out / "merged").is_dir()
     assert 1 <= backend.graphs <= MAX_COMPILES
     assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+def _ddp_worker(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from test_distributed import _config, _model, _task
+
+    trainer_module.COMPILE_BACKEND = "aot_eager"
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        model = _model()
+        config = _config(16)
+        config.compile = True
+        glora.SupernetTrainer(model, _task(), config).train()
+        params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+        torch.save({"params": params, "breaks": dict(counters["graph_break"])}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_compiled_match_one_eager_process(tmp_path) -> None:
+    """DistributedDataParallel (2 CPU processes, gloo) over the compiled forward: the eager single process's
+    adapters on the combined batches, no graph break."""
+    import torch.multiprocessing as mp
+
+    from test_distributed import _config, _model, _task
+
+    mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert not ranks[0]["breaks"] and not ranks[1]["breaks"], ranks[0]["breaks"]
+    single = _model()
+    glora.SupernetTrainer(single, _task(), _config(32)).train()
+    for name, p in single.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name])
+            torch.testing.assert_close(ranks[0]["params"][name], p.detach(), rtol=1e-4, atol=1e-6, msg=name)

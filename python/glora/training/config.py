@@ -23,8 +23,9 @@ class TrainConfig:
     ``"sandwich"``, which draw within ``budget`` (a maximum or a ``(min, max)`` pair of adapter parameters, kept as
     the pair); ``"fixed"``, which trains the given ``subnet`` alone. ``distill`` (sandwich only) teaches the other
     paths from the largest subnet's predictions at ``distill_temperature``. ``precision`` is the autocast type.
-    ``compile`` runs each path's forward and loss through ``torch.compile`` (one compiled callable; the paths
-    enter it as tensors, so it compiles at most twice, four times with ``distill``, whatever paths are drawn).
+    ``compile`` runs each path's forward and loss through ``torch.compile`` (one compiled callable, the model alone
+    under ``torchrun``; the paths enter it as tensors, so it compiles at most twice, four times with ``distill``,
+    whatever paths are drawn).
     """
 
     steps: int

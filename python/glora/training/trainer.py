@@ -67,9 +67,11 @@ class SupernetTrainer:
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            # paths change every step, so some adapter tensors get no gradient in a given step
+            # paths change every step, so some adapter tensors get no gradient in a given step; under compile the
+            # model inside is compiled (the compiler does not trace DistributedDataParallel's own forward; it splits
+            # the model's graph at the gradient buckets)
             self.runner = DistributedDataParallel(
-                model,
+                torch.compile(model, backend=COMPILE_BACKEND) if config.compile else model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,
             )
@@ -90,9 +92,10 @@ class SupernetTrainer:
         self.sampler = PathSampler(model, config)
         # one compiled callable for every path: the paths enter it as tensors (PathSampler), so it compiles once,
         # again for the first batch of another shape (which makes the shapes dynamic), and with distill twice as
-        # often (the teacher's logits absent, then present): at most 2 compilations, 4 with distill
+        # often (the teacher's logits absent, then present): at most 2 compilations, 4 with distill (under torchrun
+        # the compiled callable is the model inside DistributedDataParallel, above)
         self.forward_loss = self._forward_loss
-        if config.compile:
+        if config.compile and self.world == 1:
             self.forward_loss = torch.compile(self._forward_loss, backend=COMPILE_BACKEND)
         self.step = 0
         if config.gradient_checkpointing:
