@@ -302,3 +302,32 @@ def test_two_processes_compiled_match_one_eager_process(tmp_path) -> None:
         if p.requires_grad:
             assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name])
             torch.testing.assert_close(ranks[0]["params"][name], p.detach(), rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _classifier_training(compile: bool) -> list[float]:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=50,
+        num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    wrapping = glora.GLoRAConfig(target_modules="all-linear", rank=2, modules_to_save=["classifier"])
+    model = glora.wrap(BertForSequenceClassification(config), wrapping)
+    g = torch.Generator().manual_seed(0)
+    data = {"input_ids": torch.randint(0, 50, (32, 12), generator=g), "labels": torch.randint(0, 2, (32,), generator=g)}
+    settings = glora.TrainConfig(
+        steps=6, batch_size=8, lr=1e-3, progress=False, gradient_checkpointing=True, compile=compile
+    )
+    return glora.SupernetTrainer(model, data, settings).train().losses
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_compiles_without_graph_breaks(monkeypatch) -> None:
+    """transformers' checkpointing, with its input-gradient hook and cache switch taken away under compile."""
+    backend = Counting()
+    monkeypatch.setattr(trainer_module, "COMPILE_BACKEND", backend)
+    compiled = _classifier_training(True)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert 1 <= backend.graphs <= MAX_COMPILES
+    torch.testing.assert_close(torch.tensor(compiled), torch.tensor(_classifier_training(False)), rtol=1e-5, atol=1e-6)

@@ -6,8 +6,13 @@ from __future__ import annotations
 from torch import nn
 
 
-def enable_gradient_checkpointing(model: nn.Module) -> None:
-    """Call the model's gradient checkpointing switch; raise a ValueError naming the model's class if it has none."""
+def enable_gradient_checkpointing(model: nn.Module, compiled: bool = False) -> None:
+    """Call the model's gradient checkpointing switch; raise a ValueError naming the model's class if it has none.
+
+    ``compiled`` (the forward runs under ``torch.compile``): what transformers adds for checkpointing that the
+    compiler cannot trace is taken away, as non-reentrant checkpointing needs neither: the hook making the input
+    embeddings require gradients (for reentrant checkpointing) and the key-value cache, which transformers turns
+    off on every training forward, logging that it does (``config.use_cache`` is set to False instead)."""
     if (switch := getattr(model, "activation_checkpointing_enable", None)) is not None:  # transformers >= 5
         switch(activation_checkpointing_kwargs={"use_reentrant": False})
     elif (switch := getattr(model, "gradient_checkpointing_enable", None)) is not None:
@@ -19,3 +24,10 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
             f"{type(model).__name__} offers no gradient checkpointing switch (transformers' or timm's); "
             "wrap the model in one that forwards it, or checkpoint inside its forward"
         )
+    if compiled:
+        for module in model.modules():  # the model, or a transformers model inside a wrapper
+            if (undo := getattr(module, "disable_input_require_grads", None)) is not None:
+                undo()
+            config = getattr(module, "config", None)
+            if getattr(config, "use_cache", None) is True:
+                config.use_cache = False  # type: ignore[union-attr]

@@ -99,7 +99,7 @@ class SupernetTrainer:
             self.forward_loss = torch.compile(self._forward_loss, backend=COMPILE_BACKEND)
         self.step = 0
         if config.gradient_checkpointing:
-            enable_gradient_checkpointing(model)
+            enable_gradient_checkpointing(model, compiled=config.compile)
 
     def _micro_step(self, batch: Batch, scale: float) -> float:
         """Forward and backward of every path of this step on one micro-batch; returns the mean loss."""
