@@ -58,8 +58,8 @@ def search(
     ``"neg_loss"``) names what the scores measure and is recorded in the log for ``glora-replay``. Each
     generation after the first holds ``mutants`` mutated and ``crossovers`` crossed parents, topped up with random
     subnets to ``population``. With ``operators="guided"`` (the default) an additive estimate of each choice's worth,
-    fitted to the scores so far, repairs and fills children toward the best worth per parameter and proposes half
-    the mutants as the best-estimated one-gene changes of the best subnet; ``"reference"`` keeps the reference
+    fitted to the scores so far, repairs and fills children toward the best worth per parameter, and up to half of
+    the mutants come from the best-estimated one-gene changes of the best subnet; ``"reference"`` keeps the reference
     algorithm's random redraws and repair. ``objective="pareto"`` selects parents by NSGA-II rank and crowding over (score,
     parameters), so the returned ``pareto_front`` serves every budget. A score is a Python int or float, a numpy
     number or a 0-d tensor (a :class:`~glora.errors.ScoreError` names anything else). ``nonfinite="worst"`` ranks

@@ -1,8 +1,8 @@
 //! Operators that spend the budget where it pays (docs/method.md, section 4).
 //!
 //! An additive estimate of each choice's worth is fitted to every score seen so far: `score ~ mean + sum over
-//! genes of value[gene][choice]`, by ridge least squares (conjugate gradients), deterministic and cheap next to
-//! one fitness call. With it, a child that breaks the budget is
+//! genes of worth[gene][choice]`, by ridge least squares (a few conjugate-gradient steps, warm-started from the
+//! last generation's fit), deterministic and cheap next to one fitness call. With it, a child that breaks the budget is
 //! repaired by the moves that lose the least estimated worth per parameter saved, a child that leaves budget
 //! unused takes the moves that gain the most per parameter added, and the elite is improved by its best-estimated
 //! single-gene changes (a local step). The estimate only proposes: every candidate is still scored by the fitness.
@@ -14,15 +14,18 @@ use crate::search::Evaluated;
 use crate::space::{Budget, FlatSpace, Genome};
 
 /// Conjugate-gradient iterations per fit, at most.
-const ITERATIONS: usize = 60;
+const ITERATIONS: usize = 30;
+/// The squared residual, relative to the right-hand side's, at which the fit stops early.
+const TOLERANCE: f64 = 1e-8;
 /// Greedy passes per repair, at most.
 const PASSES: usize = 8;
 /// Ridge weight: keeps the least-squares problem well posed (each gene's one-hot columns sum to the intercept's).
 const RIDGE: f64 = 1e-3;
 
-/// The fitted worth of every choice of every gene, in score units.
+/// The fitted worth of every choice of every gene, in score units: gene `g`'s choice `c` at `w[offsets[g] + c]`.
 pub struct ValueModel {
-    values: Vec<Vec<f64>>,
+    offsets: Vec<usize>,
+    w: Vec<f64>,
 }
 
 /// One change of one gene, with its estimated gain and the parameters it adds (negative: saves).
@@ -36,59 +39,70 @@ struct Move {
 
 impl ValueModel {
     /// The ridge least-squares fit of the centred scores on the one-hot choices of the evaluated genomes with
-    /// finite scores, by conjugate gradients on the normal equations (sequential, so the same on any thread count).
-    /// With fewer than two such genomes every worth is zero.
-    pub fn fit(flat: &FlatSpace, evaluated: &[Evaluated]) -> ValueModel {
+    /// finite scores, approximated by at most `ITERATIONS` conjugate-gradient steps on the normal equations,
+    /// started from `previous` (the last generation's fit), sequential, so the same on any thread count. With fewer
+    /// than two such genomes, or scores so large that the fit overflows, every worth is zero.
+    pub fn fit(flat: &FlatSpace, evaluated: &[Evaluated], previous: Option<&ValueModel>) -> ValueModel {
         let offsets: Vec<usize> = flat.costs.iter().scan(0, |at, c| Some(std::mem::replace(at, *at + c.len()))).collect();
         let width = flat.costs.iter().map(Vec::len).sum();
+        let mut w = previous.map_or_else(|| vec![0.0; width], |p| p.w.clone());
         let rows: Vec<&Evaluated> = evaluated.iter().filter(|e| e.score.is_finite()).collect();
-        let mut w = vec![0.0; width];
-        if rows.len() >= 2 {
-            let mean = rows.iter().map(|e| e.score).sum::<f64>() / rows.len() as f64;
-            let columns = |e: &Evaluated| e.genome.iter().zip(&offsets).map(|(&c, &at)| at + c as usize).collect::<Vec<_>>();
-            let design: Vec<Vec<usize>> = rows.iter().map(|e| columns(e)).collect();
-            let normal = |v: &[f64]| {
-                let mut out: Vec<f64> = v.iter().map(|x| RIDGE * x).collect();
-                for cols in &design {
-                    let dot: f64 = cols.iter().map(|&j| v[j]).sum();
-                    cols.iter().for_each(|&j| out[j] += dot);
-                }
-                out
-            };
-            let mut r = vec![0.0; width];
-            for (cols, e) in design.iter().zip(&rows) {
-                cols.iter().for_each(|&j| r[j] += e.score - mean);
-            }
-            let mut p = r.clone();
-            let mut rr: f64 = r.iter().map(|x| x * x).sum();
-            let tolerance = rr * 1e-16;
-            for _ in 0..ITERATIONS {
-                if rr <= tolerance || rr == 0.0 {
-                    break;
-                }
-                let q = normal(&p);
-                let alpha = rr / p.iter().zip(&q).map(|(a, b)| a * b).sum::<f64>();
-                w.iter_mut().zip(&p).for_each(|(x, d)| *x += alpha * d);
-                r.iter_mut().zip(&q).for_each(|(x, d)| *x -= alpha * d);
-                let next: f64 = r.iter().map(|x| x * x).sum();
-                let beta = next / rr;
-                p.iter_mut().zip(&r).for_each(|(d, x)| *d = x + beta * *d);
-                rr = next;
-            }
+        if rows.len() < 2 {
+            return ValueModel { offsets, w: vec![0.0; width] };
         }
-        let values = offsets.iter().zip(&flat.costs).map(|(&at, c)| w[at..at + c.len()].to_vec()).collect();
-        ValueModel { values }
+        let genes = flat.n_genes();
+        let design: Vec<usize> = rows.iter().flat_map(|e| e.genome.iter().zip(&offsets).map(|(&c, &at)| at + c as usize)).collect();
+        let normal = |v: &[f64]| {
+            let mut out: Vec<f64> = v.iter().map(|x| RIDGE * x).collect();
+            for cols in design.chunks_exact(genes) {
+                let dot: f64 = cols.iter().map(|&j| v[j]).sum();
+                cols.iter().for_each(|&j| out[j] += dot);
+            }
+            out
+        };
+        let mean = rows.iter().map(|e| e.score).sum::<f64>() / rows.len() as f64;
+        let mut r = vec![0.0; width];
+        for (cols, e) in design.chunks_exact(genes).zip(&rows) {
+            cols.iter().for_each(|&j| r[j] += e.score - mean);
+        }
+        let tolerance = TOLERANCE * r.iter().map(|x| x * x).sum::<f64>();
+        r.iter_mut().zip(normal(&w)).for_each(|(x, a)| *x -= a);
+        let mut p = r.clone();
+        let mut rr: f64 = r.iter().map(|x| x * x).sum();
+        for _ in 0..ITERATIONS {
+            if rr <= tolerance {
+                break;
+            }
+            let q = normal(&p);
+            let alpha = rr / p.iter().zip(&q).map(|(a, b)| a * b).sum::<f64>();
+            w.iter_mut().zip(&p).for_each(|(x, d)| *x += alpha * d);
+            r.iter_mut().zip(&q).for_each(|(x, d)| *x -= alpha * d);
+            let next: f64 = r.iter().map(|x| x * x).sum();
+            let beta = next / rr;
+            p.iter_mut().zip(&r).for_each(|(d, x)| *d = x + beta * *d);
+            rr = next;
+        }
+        if !w.iter().all(|x| x.is_finite()) {
+            w.iter_mut().for_each(|x| *x = 0.0);
+        }
+        ValueModel { offsets, w }
+    }
+
+    fn worth(&self, gene: usize) -> &[f64] {
+        let at = self.offsets[gene];
+        let end = self.offsets.get(gene + 1).copied().unwrap_or(self.w.len());
+        &self.w[at..end]
     }
 
     /// The estimated score of `genome`, up to the fitted mean.
     pub fn estimate(&self, genome: &[u16]) -> f64 {
-        genome.iter().zip(&self.values).map(|(&c, worth)| worth[c as usize]).sum()
+        genome.iter().enumerate().map(|(g, &c)| self.worth(g)[c as usize]).sum()
     }
 
     /// The changes of gene `g` of `genome` to each of its other choices.
     fn moves_of<'a>(&'a self, flat: &'a FlatSpace, genome: &[u16], g: usize) -> impl Iterator<Item = Move> + 'a {
         let cur = genome[g] as usize;
-        let (costs, worth) = (&flat.costs[g], &self.values[g]);
+        let (costs, worth) = (&flat.costs[g], self.worth(g));
         (0..costs.len()).filter(move |&c| c != cur).map(move |c| Move {
             gene: g,
             choice: c as u16,
@@ -102,9 +116,9 @@ impl ValueModel {
     fn pass(&self, flat: &FlatSpace, genome: &mut [u16], mut cost: i128, phase: Phase, (min, max): (i128, i128)) -> (i128, bool) {
         let key = |m: &Move| -> Option<(bool, f64)> {
             match phase {
-                Phase::Shrink if m.added < 0 => Some((m.gain >= 0.0, m.gain / -m.added as f64)),
-                Phase::Grow if m.added > 0 => Some((m.gain >= 0.0, m.gain / m.added as f64)),
-                Phase::Fill if m.gain > 0.0 && cost + m.added <= max => {
+                Phase::Shrink if m.added < 0 && cost + m.added >= min => Some((m.gain >= 0.0, m.gain / -m.added as f64)),
+                Phase::Grow if m.added > 0 && cost + m.added <= max => Some((m.gain >= 0.0, m.gain / m.added as f64)),
+                Phase::Fill if m.gain > 0.0 && (min..=max).contains(&(cost + m.added)) => {
                     Some((m.added <= 0, if m.added <= 0 { m.gain } else { m.gain / m.added as f64 }))
                 }
                 _ => None,
@@ -169,10 +183,19 @@ impl ValueModel {
         operators::repair(flat, budget, genome, rng);
     }
 
-    /// Children of `elite`, best estimated first, each from one change of one gene then repaired and filled toward
-    /// worth per parameter (so a downgrade can pay for upgrades elsewhere), kept when estimated better than `elite`.
-    /// The changes tried are the `seeds` with the largest gains and the `seeds` cheapest downgrades per parameter.
-    pub fn local_moves<R: rand::Rng>(&self, flat: &FlatSpace, budget: Budget, elite: &[u16], seeds: usize, rng: &mut R) -> Vec<Genome> {
+    /// Children of `elite`, best estimated first, each from one change of one gene then repaired (and with `fill`
+    /// filled) toward worth per parameter, so a downgrade can pay for upgrades elsewhere; kept when estimated better
+    /// than `elite`. The changes tried are the `seeds` with the largest gains and the `seeds` cheapest downgrades per
+    /// parameter.
+    pub fn local_moves<R: rand::Rng>(
+        &self,
+        flat: &FlatSpace,
+        budget: Budget,
+        elite: &[u16],
+        seeds: usize,
+        fill: bool,
+        rng: &mut R,
+    ) -> Vec<Genome> {
         let base = self.estimate(elite);
         let all: Vec<Move> = (0..elite.len()).flat_map(|g| self.moves_of(flat, elite, g)).collect();
         let mut gains: Vec<&Move> = all.iter().filter(|m| m.gain > 0.0).collect();
@@ -186,7 +209,7 @@ impl ValueModel {
             .map(|m| {
                 let mut child = elite.to_vec();
                 child[m.gene] = m.choice;
-                self.repair(flat, budget, &mut child, true, rng);
+                self.repair(flat, budget, &mut child, fill, rng);
                 (self.estimate(&child), child)
             })
             .filter(|(estimate, child)| *estimate > base && child.as_slice() != elite)

@@ -159,6 +159,8 @@ pub struct Search {
     pending: Option<Vec<Genome>>,
     history: Vec<GenerationSummary>,
     exhausted: bool,
+    /// The guided operators' worth estimate, refitted (warm-started) before each generation's offspring.
+    model: Option<ValueModel>,
 }
 
 impl Search {
@@ -177,6 +179,7 @@ impl Search {
             pending: None,
             history: Vec::new(),
             exhausted: false,
+            model: None,
         })
     }
 
@@ -203,6 +206,9 @@ impl Search {
     /// The next batch to evaluate, or None when the search is over. Asking again before `tell` returns the same.
     pub fn ask(&mut self) -> Option<&[Genome]> {
         if self.pending.is_none() && !self.is_done() {
+            if self.generation > 0 && self.params.operators == Operators::Guided {
+                self.model = Some(ValueModel::fit(&self.flat, &self.evaluated, self.model.as_ref()));
+            }
             let batch = if self.generation == 0 { self.random_fill(Vec::new()) } else { self.offspring() };
             if batch.is_empty() {
                 self.exhausted = true;
@@ -317,17 +323,19 @@ impl Search {
                 (mutants, crossed)
             }
             Operators::Guided => {
-                let model = ValueModel::fit(flat, &self.evaluated);
+                let model = self.model.as_ref().expect("ask fits the model before the offspring");
                 let fill = self.params.objective == Objective::Fitness;
                 let elite = &self.best().expect("parents exist, so something was evaluated").genome;
                 let mut rng = stream(seed, generation, Purpose::Local, 0);
                 let local_want = self.params.mutants / 2;
-                for child in model.local_moves(flat, budget, elite, 2 * local_want, &mut rng) {
-                    if batch.len() == local_want {
-                        break;
-                    }
-                    if !self.seen.contains(&child) && taken.insert(child.clone()) {
-                        batch.push(child);
+                if local_want > 0 {
+                    for child in model.local_moves(flat, budget, elite, 2 * local_want, fill, &mut rng) {
+                        if batch.len() == local_want {
+                            break;
+                        }
+                        if !self.seen.contains(&child) && taken.insert(child.clone()) {
+                            batch.push(child);
+                        }
                     }
                 }
                 let mutants = self.collect(self.params.mutants - batch.len(), &mut taken, |i| {

@@ -23,7 +23,7 @@ const NAMES: [&str; 11] = [
     "metric",
 ];
 
-/// The settings of `glora.search`. Left out, each takes the reference's default: population 50, parents 10,
+/// The settings of `glora.search`. Left out, each takes its default: population 50, parents 10,
 /// mutants half the population, crossovers the other half, mutation_prob 0.2, generations 20,
 /// objective "fitness" (or "pareto"), nonfinite "error" (or "worst"), operators "guided" (or "reference", the
 /// reference algorithm's random redraws and repair), threads all cores (at most 1024, capped at the
