@@ -65,11 +65,11 @@ def _bert(seed: int) -> nn.Module:
 class _Mixed(nn.Module):
     """A convolution, a bias-free linear layer and Hugging Face's Conv1D (GPT-2), every kind of GLoRA layer."""
 
-    def __init__(self) -> None:
+    def __init__(self, conv_bias: bool = True) -> None:
         from transformers.pytorch_utils import Conv1D
 
         super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=conv_bias)
         self.fc = nn.Linear(64, 6, bias=False)
         self.proj = Conv1D(5, 6)
 
@@ -82,7 +82,16 @@ def _mixed(seed: int) -> nn.Module:
     return glora.wrap(_Mixed(), glora.GLoRAConfig(target_modules=["conv", "fc", "proj"], rank=2, add_bias=True))
 
 
-MAKERS = {"mlp": _mlp, "bert": _bert, "mixed": _mixed}
+def _bias_free_scalar_e(seed: int) -> nn.Module:
+    """A bias-free convolution given a bias by E alone, E offering only a scalar: the bias must still be a vector."""
+    torch.manual_seed(seed)
+    config = glora.GLoRAConfig(
+        target_modules=["conv", "fc", "proj"], rank=2, add_bias=True, choices={"C": ["none"], "E": ["scalar"]}
+    )
+    return glora.wrap(_Mixed(conv_bias=False), config)
+
+
+MAKERS = {"mlp": _mlp, "bert": _bert, "mixed": _mixed, "scalar_e": _bias_free_scalar_e}
 
 
 def _randomised(model: nn.Module, seed: int) -> nn.Module:
@@ -95,7 +104,7 @@ def _randomised(model: nn.Module, seed: int) -> nn.Module:
 
 def _input(kind: str, seed: int, batch: int = 2) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    if kind == "mixed":
+    if kind in ("mixed", "scalar_e"):
         return torch.randn(batch, 3, 4, 4, generator=g)
     return torch.randn(batch, 8, generator=g) if kind == "mlp" else torch.randint(0, 50, (batch, 7), generator=g)
 
@@ -125,7 +134,12 @@ def _assert_close(eager: tuple, compiled: tuple) -> None:
         torch.testing.assert_close(grads_c[name], grads_e[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-KINDS = ["mlp", "mixed", pytest.param("bert", marks=pytest.mark.slow)]  # a tiny BERT compiles for 20 s on two cores
+KINDS = [
+    "mlp",
+    "mixed",
+    "scalar_e",
+    pytest.param("bert", marks=pytest.mark.slow),
+]  # a tiny BERT compiles for 20 s on two cores
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -286,7 +286,8 @@ class GLoRALayer(nn.Module):
         base = self.base_layer
         params = {"weight": self._to_base_layout(weight)}
         if base.bias is not None:
-            params["bias"] = bias if bias is not None else torch.zeros_like(base.bias, dtype=x.dtype)
+            assert bias is not None, "b' starts from the base's bias"
+            params["bias"] = bias
         y = functional_call(base, params, (x,))
         if base.bias is None and bias is not None:
             shape = [1] * y.dim()

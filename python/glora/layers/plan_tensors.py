@@ -118,21 +118,22 @@ def coded_weights(
     if e is not None:
         ev = _vector_term(choices[4], code[4], e)
         if ev is not None:
-            bias = ev if bias is None else bias + ev
+            bias = ev.expand(w0.shape[0]) if bias is None else bias + ev
     return weight, bias
 
 
 def _term(offered: Sequence[str], row: Tensor, down: Tensor, up: Tensor) -> Optional[Tensor]:
-    """A, B or C under one code row (broadcastable to out x in, or in x 1 for C); None when only ``none`` is offered."""
+    """A, B or C under one code row (broadcastable to out x in, or in x 1 for C; the row's last two columns flag
+    vector and scalar); None when only ``none`` is offered."""
     rank = down.shape[1]
     term = None
     if any(name.startswith("lora_") for name in offered):
         term = (down * row[:rank]) @ up
     if VECTOR in offered:
-        vector = down[:, :1] * row[rank]
+        vector = down[:, :1] * row[-2]
         term = vector if term is None else term + vector
     if SCALAR in offered:
-        scalar = down[:1, :1] * row[rank + 1]
+        scalar = down[:1, :1] * row[-1]
         term = scalar if term is None else term + scalar
     return term
 

@@ -26,8 +26,9 @@ def enable_gradient_checkpointing(model: nn.Module, compiled: bool = False) -> N
         )
     if compiled:
         for module in model.modules():  # the model, or a transformers model inside a wrapper
-            if (undo := getattr(module, "disable_input_require_grads", None)) is not None:
-                undo()
+            hooked = getattr(module, "_require_grads_hook", None) or getattr(module, "_require_grads_hooks", None)
+            if hooked and (undo := getattr(module, "disable_input_require_grads", None)) is not None:
+                undo()  # only where the hook was registered: older transformers raise when there is none
             config = getattr(module, "config", None)
             if getattr(config, "use_cache", None) is True:
                 config.use_cache = False  # type: ignore[union-attr]
