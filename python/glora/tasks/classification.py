@@ -18,11 +18,11 @@ BATCH = 256
 class ClassificationTask(Task):
     """A task whose model labels each example with one of the training file's classes (``label_names``, in id
     order): searched on ``neg_loss`` or ``accuracy``, reported by accuracy and mean cross-entropy, predicting a
-    label and every class's probability per example. Subclasses add their own ``defaults`` to :attr:`DEFAULTS`."""
+    label and every class's probability per example. Subclasses extend these ``defaults`` with their own."""
 
     fitness = ("neg_loss", "accuracy")
     report = ("accuracy", "loss")
-    DEFAULTS: ClassVar[dict[str, Any]] = {"batch_size": 32, "lr": 1e-3, "validation_size": 0.1, "test_size": 0.2}
+    defaults: ClassVar[dict[str, Any]] = {"batch_size": 32, "lr": 1e-3, "validation_size": 0.1, "test_size": 0.2}
     """The defaults every classification task shares."""
     label_names: list[str]
 

@@ -51,7 +51,7 @@ from glora.data.splits import plan_splits
 from glora.errors import DataError
 from glora.tasks.base import EncodedSplits, RawSplits, Tensors
 from glora.tasks.classification import ClassificationTask
-from glora.tasks.hf_models import first_line, quiet_transformers
+from glora.tasks.hf_models import first_line, loaded, quiet_transformers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -93,7 +93,7 @@ class ImageClassifier(nn.Module):
 
 class ImageClassification(ClassificationTask):
     name = "image-classification"
-    defaults = {**ClassificationTask.DEFAULTS, "steps": 300, "budget": "lora:4"}
+    defaults = {**ClassificationTask.defaults, "steps": 300, "budget": "lora:4"}
 
     family: str = ""
     side: int = 224
@@ -260,20 +260,18 @@ class ImageClassification(ClassificationTask):
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
         quiet_transformers()
-        try:
-            self.processor = AutoImageProcessor.from_pretrained(path)
-            model = AutoModelForImageClassification.from_pretrained(
-                path,
+        self.processor = loaded(path, "image processor", AutoImageProcessor.from_pretrained)
+        model = loaded(
+            path,
+            "image-classification model",
+            lambda folder: AutoModelForImageClassification.from_pretrained(
+                folder,
                 num_labels=len(names),
                 id2label=dict(enumerate(names)),
                 label2id={n: i for i, n in enumerate(names)},
                 ignore_mismatched_sizes=True,
-            )
-        except (OSError, ValueError, TypeError, KeyError) as err:
-            raise DataError(
-                f"model folder {path}: not a Hugging Face image-classification model ({first_line(err)})",
-                details={"path": path},
-            ) from None
+            ),
+        )
         self._hf_preprocessing()
         self.family = "hf"
         self.head = "classifier" if hasattr(model, "classifier") else _last_linear(model)
@@ -393,13 +391,8 @@ class ImageClassification(ClassificationTask):
         else:
             from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-            try:
-                self.processor = AutoImageProcessor.from_pretrained(folder)
-                model = AutoModelForImageClassification.from_pretrained(folder)
-            except (OSError, ValueError, TypeError, KeyError) as err:
-                raise DataError(
-                    f"model folder {folder} does not load ({first_line(err)})", details={"path": folder}
-                ) from None
+            self.processor = loaded(folder, "image processor", AutoImageProcessor.from_pretrained)
+            model = loaded(folder, "image-classification model", AutoModelForImageClassification.from_pretrained)
             self._hf_preprocessing()
             self.family, self.head = "hf", "classifier"
             self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]

@@ -50,7 +50,7 @@ class MeanPoolClassifier(nn.Module):
 
 class TextClassification(ClassificationTask):
     name = "text-classification"
-    defaults = {**ClassificationTask.DEFAULTS, "steps": 640, "max_len": 128}
+    defaults = {**ClassificationTask.defaults, "steps": 640, "max_len": 128}
 
     def read_data(self) -> RawSplits:
         s = self.settings
