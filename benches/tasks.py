@@ -1,14 +1,21 @@
-"""glora's whole pipeline against PEFT LoRA at the same parameter count, on a task's config file.
+"""glora's whole pipeline against PEFT methods at the same parameter count, on a task's config file.
 
 glora: ``glora run`` in process (supernet, search under the budget on the validation split, merge) with the config's
-settings and each seed. PEFT LoRA: rank ``R`` of the config's ``lora:R`` budget on the same target modules (so its
-adapter has exactly the budget's parameter count), the same head trained alongside, the same data splits, steps,
-batch size, AdamW (weight decay 1e-4), 10 % warm-up and cosine decay and bf16 autocast. Each method's learning rate
-is chosen on validation accuracy from the same grid with the first seed, then kept for every seed. Both report test
-accuracy and wall time. Results: ``benches/results/tasks_gpu.json`` (docs/benchmarks.md).
+settings and each seed. Baselines on the same target modules, with the same head trained alongside, the same data
+splits, steps, batch size, AdamW (weight decay 1e-4), 10 % warm-up and cosine decay and bf16 autocast:
+``peft_lora`` (rank ``R`` of the config's ``lora:R`` budget, so exactly the budget's parameter count, alpha 2R),
+``peft_dora`` (the same with ``use_dora=True``: a magnitude vector more per layer), ``peft_adalora`` (AdaLoRA from
+rank 1.5R down to an average of R over the last 80 % of the steps) and ``full`` (every weight trained). Each method's
+learning rate is chosen on validation accuracy from its grid (``--lrs``; ``--full-lrs`` for full fine-tuning) with
+the first seed, then kept for every seed. Every row reports test accuracy and wall time. Results:
+``benches/results/<name>_gpu.json`` (docs/benchmarks.md).
 
     python examples/image-mnist/prepare.py
     python benches/tasks.py --config examples/image-mnist/config.toml
+    python benches/tasks.py --config examples/movie/config.toml --methods glora peft_lora peft_dora --name accuracy_movie
+    python benches/prepare_assets.py    # writes .assets/nyt_editorials.csv
+    python benches/tasks.py --config examples/movie/config.toml --train .assets/nyt_editorials.csv \
+        --sizes 1000 500 1000 --methods glora peft_lora peft_dora --name accuracy_nyt
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 import torch
 
 from common import peak_gib, print_table, reset_peak, write_result
+from glora.layers.layer import has_own_forward
 from glora.tasks.base import EncodedSplits, Task
 from glora.tasks.registry import task_class
 from glora.tasks.runner import run
@@ -33,13 +41,18 @@ from glora.tuner.budgets import parse_budget
 
 
 def settings_for(config: str, seed: int, out: str, lr: float) -> RunSettings:
-    given = read_config_file(config) | {"seed": seed, "out": out, "lr": lr}
+    given = read_config_file(config) | {"seed": seed, "out": out, "lr": lr} | OVERRIDES
     defaults = dict(task_class(given["task"]).defaults)
     settings, _ = resolve(given, defaults, has_gpu=torch.cuda.is_available(), announce=False)
     return settings
 
 
-def glora_row(config: str, seed: int, lr: float, device: torch.device) -> dict[str, Any]:
+METHODS = ["glora", "peft_lora", "peft_dora", "peft_adalora", "full"]
+OVERRIDES: dict[str, Any] = {}
+"""Settings given on this script's command line over the config file's (``--train``)."""
+
+
+def glora_row(config: str, seed: int, lr: float, device: torch.device, method: str = "glora") -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
         settings = settings_for(config, seed, out, lr)
         reset_peak(device)
@@ -62,34 +75,34 @@ def glora_row(config: str, seed: int, lr: float, device: torch.device) -> dict[s
     }
 
 
-def lora_row(config: str, seed: int, lr: float, device: torch.device) -> dict[str, Any]:
-    """PEFT LoRA at the budget's rank on the task's targets, trained as described in the module docstring."""
-    from peft import LoraConfig, get_peft_model
-
+def baseline_row(config: str, seed: int, lr: float, device: torch.device, method: str) -> dict[str, Any]:
+    """A baseline (module docstring) on the task's targets, trained by :func:`train`."""
     with tempfile.TemporaryDirectory() as out:
         settings = settings_for(config, seed, out, lr)
     task: Task = task_class(settings.task)(settings)
     spec = parse_budget(settings.budget)
-    if spec.kind != "lora":
-        raise SystemExit(f"the config's budget must be lora:R to compare with LoRA at its size, not {settings.budget}")
+    if spec.kind != "lora" or spec.rank is None:
+        raise SystemExit(f"the config's budget must be lora:R to compare at LoRA's size, not {settings.budget}")
     reset_peak(device)
     start = time.perf_counter()
     raw = task.read_data()
     torch.manual_seed(seed)
     model = task.load_model(raw)
     targets = spec.modules or settings.targets or task.default_targets(model)
-    lora = LoraConfig(
-        r=spec.rank, lora_alpha=2 * spec.rank, target_modules=targets, modules_to_save=task.modules_to_save(model)
-    )
-    model = get_peft_model(model, lora).to(device)
+    assert settings.steps is not None
+    head = task.modules_to_save(model)
+    model = baseline_model(method, model, spec.rank, targets, head, settings.steps)
+    model.to(device)
     data = task.encode(raw)
-    train_s = train(model, data, settings, lr, device)
-    adapter = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" in n)
+    train_s = train(model, data, settings, lr, device, adalora=method == "peft_adalora")
+    adapter = sum(
+        p.numel() for n, p in model.named_parameters() if p.requires_grad and not any(f".{h}." in f".{n}" for h in head)
+    )
     validation = task.evaluate(model, data.validation, device)
     assert data.test is not None, "the config makes a test split"
     test = task.evaluate(model, data.test, device)
     return {
-        "method": f"peft_lora_r{spec.rank}",
+        "method": method,
         "seed": seed,
         "lr": lr,
         "adapter_params": adapter,
@@ -101,8 +114,44 @@ def lora_row(config: str, seed: int, lr: float, device: torch.device) -> dict[st
     }
 
 
-def train(model: torch.nn.Module, data: EncodedSplits, settings: RunSettings, lr: float, device: torch.device) -> float:
-    """The supernet trainer's schedule for a fixed model: seeded shuffled epochs, AdamW, warm-up and cosine decay."""
+def baseline_model(
+    method: str, model: torch.nn.Module, rank: int, targets: list[str], head: list[str], steps: int
+) -> torch.nn.Module:
+    """``model`` prepared for ``method``: PEFT-wrapped, or every parameter trainable for ``full``."""
+    if method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import AdaLoraConfig, LoraConfig, get_peft_model
+
+    if method == "peft_adalora":
+        # AdaLoRA's convolution ignores a subclass's own forward (timm's Conv2dSame pads first): leave those out
+        targets = [n for n, m in model.named_modules() if _matches(n, targets) and not has_own_forward(m)]
+        config: Any = AdaLoraConfig(
+            init_r=(3 * rank + 1) // 2, target_r=rank, lora_alpha=2 * rank, tinit=steps // 10,
+            tfinal=steps // 5, total_step=steps, target_modules=targets, modules_to_save=head,
+        )  # fmt: skip
+    else:
+        config = LoraConfig(
+            r=rank, lora_alpha=2 * rank, target_modules=targets, modules_to_save=head, use_dora=method == "peft_dora"
+        )
+    return get_peft_model(model, config)
+
+
+def _matches(name: str, targets: list[str]) -> bool:
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def train(
+    model: torch.nn.Module,
+    data: EncodedSplits,
+    settings: RunSettings,
+    lr: float,
+    device: torch.device,
+    adalora: bool = False,
+) -> float:
+    """The supernet trainer's schedule for a fixed model: seeded shuffled epochs, AdamW, warm-up and cosine decay
+    (with ``adalora``, AdaLoRA's rank allocation after every step)."""
     assert settings.steps is not None and settings.batch_size is not None
     steps, batch = settings.steps, settings.batch_size
     params = [p for p in model.parameters() if p.requires_grad]
@@ -122,6 +171,8 @@ def train(model: torch.nn.Module, data: EncodedSplits, settings: RunSettings, lr
         loss.backward()
         opt.step()
         sched.step()
+        if adalora:
+            model.base_model.update_and_allocate(step)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     model.eval()
@@ -151,24 +202,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="examples/image-mnist/config.toml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=["glora", "peft_lora"], choices=METHODS)
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3, 5e-3], help="each method's grid")
+    parser.add_argument("--full-lrs", type=float, nargs="+", default=[2e-5, 5e-5, 1e-4], help="full fine-tuning's")
+    parser.add_argument("--train", help="the training data, over the config's (for another task of the same kind)")
+    parser.add_argument("--sizes", type=int, nargs=3, metavar=("TRAIN", "VALIDATION", "TEST"), help="split sizes")
+    parser.add_argument("--name", default="tasks", help="results/<name>_<device>.json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    OVERRIDES.update({"train": args.train} if args.train else {})
+    if args.sizes:
+        OVERRIDES.update(zip(("train_size", "validation_size", "test_size"), args.sizes))
     grids, rows = {}, []
-    for method, row in (("glora", glora_row), ("peft_lora", lora_row)):
-        grid = [row(args.config, args.seeds[0], lr, device) for lr in args.lrs]
+    for method in args.methods:
+        row = glora_row if method == "glora" else baseline_row
+        lrs = args.full_lrs if method == "full" else args.lrs
+        grid = [row(args.config, args.seeds[0], lr, device, method) for lr in lrs]
         best = max(grid, key=lambda r: r["validation_accuracy"])
-        rows += [best] + [row(args.config, seed, best["lr"], device) for seed in args.seeds[1:]]
+        rows += [best] + [row(args.config, seed, best["lr"], device, method) for seed in args.seeds[1:]]
         grids[method] = {str(r["lr"]): r["validation_accuracy"] for r in grid}
     columns = ["method", "seed", "lr", "adapter_params", "validation_accuracy", "test_accuracy", "train_s", "wall_s"]
     print_table(rows, columns)
     table = summary(rows)
     print_table(table, list(table[0]))
-    config = {"config": args.config, "settings": read_config_file(args.config), "seeds": args.seeds}
+    config = {"config": args.config, "settings": read_config_file(args.config) | OVERRIDES, "seeds": args.seeds}
     config["validation_accuracy_by_lr"] = grids
-    path = write_result("tasks", device, config, {"summary": table, "runs": rows})
+    path = write_result(args.name, device, config, {"summary": table, "runs": rows})
     print(f"wrote {path}")
 
 
