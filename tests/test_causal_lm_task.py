@@ -385,6 +385,9 @@ def test_runner_end_to_end(model_folders: dict[str, str], corpus: str, tmp_path)
     )  # fmt: skip
     result = runner.run(settings)
     assert set(result["test"]) == {"perplexity", "loss"}
+    randoms = result["random_subnets"]
+    assert randoms["count"] == runner.RANDOM_SUBNETS and randoms["split"] == "test"
+    assert set(randoms["mean"]) == {"perplexity", "loss"} and math.isfinite(randoms["mean"]["loss"])
     assert abs(result["test_merged"]["loss"] - result["test"]["loss"]) < 1e-4
     merged = os.path.join(out, "merged")
     plain = AutoModelForCausalLM.from_pretrained(merged).float().eval()

@@ -174,6 +174,7 @@ def test_the_searched_subnet_is_in_the_default_space_and_within_the_budget(movie
 def test_the_merged_model_keeps_the_accuracy_and_the_base_size(movie_run, tiny_bert) -> None:
     transformers = pytest.importorskip("transformers")
     result = _result(movie_run)
+    assert 0 <= result["random_subnets"]["mean"]["accuracy"] <= 1 and result["random_subnets"]["count"] == 10
     for split in ("test", "test_merged", "test_supernet"):
         accuracy = result[split]["accuracy"]
         assert 0 <= accuracy <= 1 and accuracy * TEST_SIZE == pytest.approx(round(accuracy * TEST_SIZE))

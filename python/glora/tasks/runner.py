@@ -44,6 +44,9 @@ __all__ = ["run"]
 TIMINGS = ("train_seconds", "finetune_seconds", "search.fitness_seconds", "search.engine_seconds")
 """The result's timings: totals over the sessions of a run (a resumed run adds its own)."""
 EVAL_BATCH = 256
+RANDOM_SUBNETS = 10
+"""Random feasible subnets under the budget scored beside the searched one (through the supernet's weights, on the
+test split or else the validation split): the margin the search earns, in ``result.json``."""
 
 
 def run(settings: RunSettings) -> dict[str, Any]:
@@ -113,6 +116,7 @@ def run(settings: RunSettings) -> dict[str, Any]:
     set_subnet(model, best)
     validation = task.evaluate(model, data.validation, device)
     test_supernet = task.evaluate(model, data.test, device) if data.test is not None else None
+    random_subnets = _random_subnets(task, model, data, device, budget, settings.seed)
     started = time.perf_counter()
     if settings.finetune_steps:
         _train(task, model, data, device, FINETUNE_CHECKPOINT, settings.finetune_steps, sampling="fixed", subnet=best)
@@ -147,6 +151,7 @@ def run(settings: RunSettings) -> dict[str, Any]:
         "adapter_params": count_params(model, best),
         "validation": validation,
         "test_supernet": test_supernet,
+        "random_subnets": random_subnets,
         "test": test,
         "test_merged": test_merged,
         "sessions": int(recorded.get("sessions", 0)) + 1,
@@ -293,6 +298,21 @@ def _write_outputs(
     return [os.path.relpath(p, out) for p in plots]
 
 
+def _random_subnets(
+    task: Task, model: nn.Module, data: EncodedSplits, device: torch.device, budget: int, seed: int
+) -> dict[str, Any]:
+    """The mean report of ``RANDOM_SUBNETS`` random feasible subnets under ``budget`` (seeded), each scored through
+    the supernet's weights on the test split (the validation split without one)."""
+    split, name = (data.test, "test") if data.test is not None else (data.validation, "validation")
+    subnets = search_space(model).sample((0, budget), RANDOM_SUBNETS, seed + 1, 0)
+    reports = []
+    for subnet in subnets:
+        set_subnet(model, subnet)
+        reports.append(task.evaluate(model, split, device))
+    mean = {key: sum(r[key] for r in reports) / len(reports) for key in reports[0]}
+    return {"count": len(reports), "split": name, "mean": mean}
+
+
 def _report(result: dict[str, Any], settings: RunSettings) -> None:
     test = result["test"] or result["validation"]
     split = "test" if result["test"] else "validation"
@@ -303,6 +323,10 @@ def _report(result: dict[str, Any], settings: RunSettings) -> None:
         f"searched subnet: {result['adapter_params']:,} adapter parameters (budget {result['budget']['params']:,}); "
         f"{split} {figures}{merged_note}"
     )
+    randoms = result["random_subnets"]
+    searched = result["test_supernet"] or result["validation"]
+    shown = ", ".join(f"{k} {v:.4f} (searched {searched[k]:.4f})" for k, v in randoms["mean"].items())
+    print(f"{randoms['count']} random feasible subnets, mean through the supernet on {randoms['split']}: {shown}")
     print(f"wrote {settings.out}/: {', '.join(result['files'])}")
 
 
