@@ -15,16 +15,20 @@ the first seed, then kept for every seed. Every row reports test accuracy and wa
     python benches/tasks.py --config examples/movie/config.toml --methods glora peft_lora peft_dora --name accuracy_movie
     python benches/prepare_assets.py    # writes .assets/nyt_editorials.csv
     python benches/tasks.py --config examples/movie/config.toml --train .assets/nyt_editorials.csv \
-        --sizes 1000 500 1000 --methods glora peft_lora peft_dora --name accuracy_nyt
+        --sizes 1000 500 1000 --methods glora peft_lora peft_dora --name accuracy_nyt --jobs 8
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -179,6 +183,35 @@ def train(
     return time.perf_counter() - start
 
 
+def run_one(config: str, method: str, lr: float, seed: int, device: torch.device) -> dict[str, Any]:
+    row = glora_row if method == "glora" else baseline_row
+    return row(config, seed, lr, device, method)
+
+
+class Runner:
+    """Runs (method, lr, seed) jobs in this process, or ``--jobs`` at once in processes of this script."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.args, self.device = args, device
+
+    def all(self, jobs: list[tuple[str, float, int]]) -> list[dict[str, Any]]:
+        if self.args.jobs <= 1:
+            return [run_one(self.args.config, m, lr, seed, self.device) for m, lr, seed in jobs]
+        with ThreadPoolExecutor(self.args.jobs) as pool:
+            return list(pool.map(self._in_process, jobs))
+
+    def _in_process(self, job: tuple[str, float, int]) -> dict[str, Any]:
+        method, lr, seed = job
+        forwarded = ["--config", self.args.config, "--name", self.args.name]
+        forwarded += ["--train", self.args.train] if self.args.train else []
+        forwarded += ["--sizes", *map(str, self.args.sizes)] if self.args.sizes else []
+        command = [sys.executable, __file__, *forwarded, "--only", method, repr(lr), str(seed)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{method} lr {lr} seed {seed} failed:\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for method in dict.fromkeys(r["method"] for r in rows):
@@ -208,6 +241,10 @@ def main() -> None:
     parser.add_argument("--train", help="the training data, over the config's (for another task of the same kind)")
     parser.add_argument("--sizes", type=int, nargs=3, metavar=("TRAIN", "VALIDATION", "TEST"), help="split sizes")
     parser.add_argument("--name", default="tasks", help="results/<name>_<device>.json")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs at once, each in a process of its own (times then include contention)"
+    )
+    parser.add_argument("--only", nargs=3, metavar=("METHOD", "LR", "SEED"), help=argparse.SUPPRESS)  # one job
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -215,14 +252,17 @@ def main() -> None:
     OVERRIDES.update({"train": args.train} if args.train else {})
     if args.sizes:
         OVERRIDES.update(zip(("train_size", "validation_size", "test_size"), args.sizes))
-    grids, rows = {}, []
-    for method in args.methods:
-        row = glora_row if method == "glora" else baseline_row
-        lrs = args.full_lrs if method == "full" else args.lrs
-        grid = [row(args.config, args.seeds[0], lr, device, method) for lr in lrs]
-        best = max(grid, key=lambda r: r["validation_accuracy"])
-        rows += [best] + [row(args.config, seed, best["lr"], device, method) for seed in args.seeds[1:]]
-        grids[method] = {str(r["lr"]): r["validation_accuracy"] for r in grid}
+    if args.only:
+        method, lr, seed = args.only
+        print(json.dumps(run_one(args.config, method, float(lr), int(seed), device)))
+        return
+    run = Runner(args, device)
+    grid_jobs = [(m, lr, args.seeds[0]) for m in args.methods for lr in (args.full_lrs if m == "full" else args.lrs)]
+    grid = run.all(grid_jobs)
+    best = {m: max((r for r in grid if r["method"] == m), key=lambda r: r["validation_accuracy"]) for m in args.methods}
+    later = run.all([(m, best[m]["lr"], seed) for m in args.methods for seed in args.seeds[1:]])
+    rows = [r for m in args.methods for r in [best[m]] + [x for x in later if x["method"] == m]]
+    grids = {m: {str(r["lr"]): r["validation_accuracy"] for r in grid if r["method"] == m} for m in args.methods}
     columns = ["method", "seed", "lr", "adapter_params", "validation_accuracy", "test_accuracy", "train_s", "wall_s"]
     print_table(rows, columns)
     table = summary(rows)
