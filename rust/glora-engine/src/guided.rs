@@ -9,6 +9,8 @@
 
 use std::cmp::Ordering;
 
+use rayon::prelude::*;
+
 use crate::operators;
 use crate::search::Evaluated;
 use crate::space::{Budget, FlatSpace, Genome};
@@ -40,7 +42,8 @@ struct Move {
 impl ValueModel {
     /// The ridge least-squares fit of the centred scores on the one-hot choices of the evaluated genomes with
     /// finite scores, approximated by at most `ITERATIONS` conjugate-gradient steps on the normal equations,
-    /// started from `previous` (the last generation's fit), sequential, so the same on any thread count. With fewer
+    /// started from `previous` (the last generation's fit); its sums run in a fixed order, so the fit is the same on
+    /// any thread count. With fewer
     /// than two such genomes, or scores so large that the fit overflows, every worth is zero.
     pub fn fit(flat: &FlatSpace, evaluated: &[Evaluated], previous: Option<&ValueModel>) -> ValueModel {
         let offsets: Vec<usize> = flat.costs.iter().scan(0, |at, c| Some(std::mem::replace(at, *at + c.len()))).collect();
@@ -52,13 +55,14 @@ impl ValueModel {
         }
         let genes = flat.n_genes();
         let design: Vec<usize> = rows.iter().flat_map(|e| e.genome.iter().zip(&offsets).map(|(&c, &at)| at + c as usize)).collect();
-        let normal = |v: &[f64]| {
-            let mut out: Vec<f64> = v.iter().map(|x| RIDGE * x).collect();
-            for cols in design.chunks_exact(genes) {
-                let dot: f64 = cols.iter().map(|&j| v[j]).sum();
-                cols.iter().for_each(|&j| out[j] += dot);
-            }
-            out
+        // each column's rows, ascending: the normal-equation product sums them in a fixed order, in parallel
+        let mut by_column: Vec<Vec<usize>> = vec![Vec::new(); width];
+        for (row, cols) in design.chunks_exact(genes).enumerate() {
+            cols.iter().for_each(|&j| by_column[j].push(row));
+        }
+        let normal = |v: &[f64]| -> Vec<f64> {
+            let dots: Vec<f64> = design.par_chunks_exact(genes).map(|cols| cols.iter().map(|&j| v[j]).sum()).collect();
+            by_column.par_iter().zip(v).map(|(rows, x)| rows.iter().fold(RIDGE * x, |acc, &row| acc + dots[row])).collect()
         };
         let mean = rows.iter().map(|e| e.score).sum::<f64>() / rows.len() as f64;
         let mut r = vec![0.0; width];
