@@ -20,6 +20,8 @@ FLAG_TYPES: dict[str, Any] = {
     "image_size": int,
     "seed": int,
 }
+SWITCHES = tuple(name for name in FIELDS if isinstance(getattr(RunSettings(), name), bool))
+"""The settings given as bare flags (``--resume``, ``--compile``): those whose default is a bool."""
 METAVARS = {"model": "PATH_OR_NAME", "train": "FILE", "validation": "FILE", "test": "FILE", "out": "DIR"}
 
 
@@ -77,7 +79,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         else:
             help_text = HELP[name]
         help_text = help_text.replace("%", "%%")
-        if name in ("resume", "compile"):
+        if name in SWITCHES:
             arg(flag, action="store_true", default=None, help=HELP[name])
         elif name == "task":
             arg(flag, choices=TASK_NAMES, help=HELP[name] + " (default: the built-in example)")
@@ -101,7 +103,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 def shown_default(name: str) -> str:
     value = getattr(RunSettings(), name)
-    if value is None or name in ("resume", "compile", "task"):
+    if value is None or name in SWITCHES or name == "task":
         return ""
     if name == "choices":
         return " ".join(f"{gene}={','.join(kinds)}" for gene, kinds in value.items())

@@ -20,6 +20,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from glora.engine.space import SearchSpace
 from glora.errors import ConfigError
 from glora.files.atomic import write_json
 from glora.tasks.base import EncodedSplits, RawSplits, Task
@@ -116,7 +117,7 @@ def run(settings: RunSettings) -> dict[str, Any]:
     set_subnet(model, best)
     validation = task.evaluate(model, data.validation, device)
     test_supernet = task.evaluate(model, data.test, device) if data.test is not None else None
-    random_subnets = _random_subnets(task, model, data, device, budget, settings.seed)
+    random_subnets = _random_subnets(task, model, space, data, device, budget, settings.seed)
     started = time.perf_counter()
     if settings.finetune_steps:
         _train(task, model, data, device, FINETUNE_CHECKPOINT, settings.finetune_steps, sampling="fixed", subnet=best)
@@ -299,12 +300,18 @@ def _write_outputs(
 
 
 def _random_subnets(
-    task: Task, model: nn.Module, data: EncodedSplits, device: torch.device, budget: int, seed: int
+    task: Task,
+    model: nn.Module,
+    space: SearchSpace,
+    data: EncodedSplits,
+    device: torch.device,
+    budget: int,
+    seed: int,
 ) -> dict[str, Any]:
     """The mean report of ``RANDOM_SUBNETS`` random feasible subnets under ``budget`` (seeded), each scored through
     the supernet's weights on the test split (the validation split without one)."""
     split, name = (data.test, "test") if data.test is not None else (data.validation, "validation")
-    subnets = search_space(model).sample((0, budget), RANDOM_SUBNETS, seed + 1, 0)
+    subnets = space.sample((0, budget), RANDOM_SUBNETS, seed + 1, 0)
     reports = []
     for subnet in subnets:
         set_subnet(model, subnet)

@@ -52,7 +52,8 @@ class PathSampler:
         self.tensors = None
         if config.compile and config.sampling != "fixed":
             first = self.layers[0][1]
-            self.tensors = PlanTensors(len(self.layers), first.max_rank, first.Ad.device)
+            max_rank = max(layer.max_rank for _, layer in self.layers)
+            self.tensors = PlanTensors(len(self.layers), max_rank, first.Ad.device)
             self._rows = [(self.tensors, i) for i in range(len(self.layers))]
         self._applied: list[Plans] = []
 
