@@ -56,7 +56,7 @@ OVERRIDES: dict[str, Any] = {}
 """Settings given on this script's command line over the config file's (``--train``)."""
 
 
-def glora_row(config: str, seed: int, lr: float, device: torch.device, method: str = "glora") -> dict[str, Any]:
+def glora_row(config: str, seed: int, lr: float, device: torch.device) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
         settings = settings_for(config, seed, out, lr)
         reset_peak(device)
@@ -184,8 +184,9 @@ def train(
 
 
 def run_one(config: str, method: str, lr: float, seed: int, device: torch.device) -> dict[str, Any]:
-    row = glora_row if method == "glora" else baseline_row
-    return row(config, seed, lr, device, method)
+    if method == "glora":
+        return glora_row(config, seed, lr, device)
+    return baseline_row(config, seed, lr, device, method)
 
 
 class Runner:
