@@ -31,6 +31,7 @@ from torch import nn
 from torch.compiler import is_compiling
 from torch.func import functional_call
 
+from glora.layers import linear_op
 from glora.layers.choices import (
     GENES,
     ChoiceError,
@@ -336,8 +337,9 @@ class GLoRALayer(nn.Module):
     def _forward_compiled(self, x: Tensor, w0: Tensor, b0: Optional[Tensor]) -> Tensor:
         """The forward traced by ``torch.compile``: plain autograd operations, which the compiler fuses, and no
         host-side state (the prepared weights, the autograd nodes and their caches are for eager execution). The
-        plan comes from its codes when the trainer set them (one graph for every path), else the graph is
-        specialised on the fixed plan (one graph per subnet)."""
+        plan comes from its codes when the trainer set them (one graph for every path: a frozen linear layer runs
+        the ``glora::linear`` custom op, the others form every offered term masked by the codes), else the graph
+        is specialised on the fixed plan (one graph per subnet)."""
         coded = self._coded
         if coded is None:
             plan = self.current_plan()
@@ -346,6 +348,8 @@ class GLoRALayer(nn.Module):
             return GLoRALayer._forward_plan(self, x, plan, w0, b0)
         tensors, row = coded
         factors = self.factors()
+        if self.trains_through_node(w0, b0):
+            return linear_op.linear(x.to(compute_dtype(x)), w0, b0, tensors.host, row, *factors)[0]
         code = tensors.codes[row]
         if code.device != w0.device:
             code = code.to(w0.device)
