@@ -98,6 +98,8 @@ def glora_row(config: str, method: str, seed: int, lr: float, device: torch.devi
         "test_accuracy_merged": result["test_merged"]["accuracy"],
         "test_accuracy_supernet": result["test_supernet"]["accuracy"],
         "random_subnets_test_accuracy": result["random_subnets"]["mean"]["accuracy"],
+        "finetune_kept": result["finetune"]["kept"] if result["finetune"] else None,
+        "test_accuracy_finetuned": result["finetune"]["test"]["accuracy"] if result["finetune"] else None,
         "train_s": result["train_seconds"] + result["finetune_seconds"],
         "search_s": result["search"]["fitness_seconds"] + result["search"]["engine_seconds"],
         "wall_s": wall,
@@ -209,7 +211,7 @@ def train(
         if adalora:
             model.base_model.update_and_allocate(step)
         if (step + 1) % max(1, steps // 10) == 0:
-            trace.append(float(loss))
+            trace.append(float(loss.detach()))
             if not math.isfinite(trace[-1]):
                 raise RuntimeError(f"the training loss is {trace[-1]} at step {step + 1} (losses so far: {trace})")
     if device.type == "cuda":

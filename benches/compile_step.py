@@ -1,97 +1,134 @@
-"""Benchmark: one training step compiled with ``torch.compile`` beside eager, glora's supernet against PEFT LoRA.
+"""Benchmark: one training step compiled with ``torch.compile`` beside eager: glora's supernet against PEFT LoRA
+and full fine-tuning.
 
-timm ViT-B/16 (random init, batch 64, 224 px, bf16 autocast; targets blocks.*.attn.qkv/proj, mlp.fc1/fc2, head
-trainable). PEFT LoRA r=8 and full fine-tuning: ``torch.compile(model)`` under the AdamW step of
-``benches/methods.py``. glora: the supernet trained by ``SupernetTrainer`` (uniform paths, a new path every step),
-eager and with ``TrainConfig(compile=True)``, where the paths enter the compiled graph as tensors. Steps are timed
-interleaved after warm-up (which includes compilation); the compile time of each method is reported apart.
-Results: ``benches/results/compile_step_<device>.json`` (docs/benchmarks.md).
+The models of ``benches/train_step.py`` (random init): timm ViT-B/16 (batch 64, 224 px; head trainable) and the
+LLaMA-style 0.95 B decoder (bf16 weights, batch 4 x 1,024 tokens), bf16 autocast. Full fine-tuning and PEFT LoRA r=8:
+the model (``torch.compile(model)`` for ``*_compiled``) under the AdamW step of ``benches/methods.py``. glora: the
+supernet with a new uniform path every step, applied as ``SupernetTrainer`` applies it (``PathSampler``; with
+``compile=True`` the paths enter the compiled graph as tensors and the factors a path left out lose their zero
+gradients before the optimizer step). Steps are timed interleaved after warm-up (which includes compilation); the
+first step's time is reported apart; each method's peak memory is measured in the timing process after its own
+two steps (over what was allocated before its model was built). Results:
+``benches/results/compile_step_<device>.json`` (docs/benchmarks.md).
 
-    python benches/compile_step.py [--methods ...]
+    python benches/compile_step.py [--models vit llama] [--methods ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import time
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 import glora
-from common import print_table, sync, time_interleaved, write_result
+from common import allocated, peak_gib, print_table, reset_peak, sync, time_interleaved, write_result
+from glora.training.paths import PathSampler
 from methods import prepare, training_step
-from train_step import VIT_TARGETS
+from train_step import workload
 
-METHODS = ["peft_lora_r8", "peft_lora_r8_compiled", "glora_supernet", "glora_supernet_compiled"]
-
-
-def vit_data(device: torch.device, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(batch, 3, 224, 224, generator=g).to(device), torch.randint(0, 1000, (batch,), generator=g).to(
-        device
-    )
-
-
-def make_vit(device: torch.device):
-    import timm
-
-    def make():
-        torch.manual_seed(0)
-        return timm.create_model("vit_base_patch16_224", pretrained=False).to(device)
-
-    return make
+METHODS = [
+    "full_finetune",
+    "full_finetune_compiled",
+    "peft_lora_r8",
+    "peft_lora_r8_compiled",
+    "glora_supernet",
+    "glora_supernet_compiled",
+]
 
 
-def step_of(method: str, device: torch.device, batch: int):
+def glora_step(make, targets, head, loss_of, device: torch.device, compiled: bool) -> Callable[[], None]:
+    """A supernet step as ``SupernetTrainer`` takes it: draw a path, apply it, forward and backward, drop the
+    zero gradients of the factors the path left out (compiled), AdamW."""
+    model = make()
+    glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=targets, modules_to_save=[head] if head else None))
+    model.train()
+    sampler = PathSampler(model, glora.TrainConfig(steps=10**6, batch_size=1, compile=compiled, progress=False))
+    runner = torch.compile(model) if compiled else model
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4, fused=device.type == "cuda")
+    count = [0]
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        for plans in sampler.paths(count[0]):
+            sampler.apply(plans)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss = loss_of(runner)
+            loss.backward()
+        sampler.drop_unused_gradients()
+        opt.step()
+        count[0] += 1
+
+    return step
+
+
+def step_of(method: str, model_name: str, device: torch.device) -> Callable[[], None]:
     """The method's training step (one optimizer step per call)."""
-    x, y = vit_data(device, batch)
+    make, targets, head, loss_of = workload(model_name, device)
     compiled = method.endswith("_compiled")
     base = method.removesuffix("_compiled")
     if base == "glora_supernet":
-        model = make_vit(device)()
-        glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=VIT_TARGETS, modules_to_save=["head"]))
-        config = glora.TrainConfig(
-            steps=100_000, batch_size=batch, lr=1e-4, precision="bf16", compile=compiled, progress=False
-        )
-        trainer = glora.SupernetTrainer(model, (x, y), config, device=device)
-        return lambda: trainer.train(steps=trainer.step + 1)
-    model, params, _ = prepare(base, make_vit(device), VIT_TARGETS, "head")
-    runner = torch.compile(model) if compiled else model
-    return training_step(runner, params, lambda m: F.cross_entropy(m(x), y), device.type)
+        return glora_step(make, targets, head, loss_of, device, compiled)
+    model, params, _ = prepare(base, make, targets, head)
+    return training_step(torch.compile(model) if compiled else model, params, loss_of, device.type)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--models", nargs="+", default=["vit", "llama"], choices=["vit", "llama"])
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--name", default="compile_step", help="results/<name>_<device>.json")
     args = parser.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
-    batch = 64 if gpu else 2
-    steps, first = {}, {}
-    for method in args.methods:
-        step = step_of(method, device, batch)
-        started = time.perf_counter()
-        step()
-        sync(device)
-        first[method] = time.perf_counter() - started
-        steps[method] = step
-    timings = time_interleaved(steps, device, 5 if gpu else 1, 30 if gpu else 2)
-    lora = timings.get("peft_lora_r8_compiled") or timings.get("peft_lora_r8")
-    rows = [
-        {
-            "method": m,
-            "ms_per_step": t["median_ms"],
-            "host_ms": t["host_ms"],
-            "first_step_s": first[m],
-            "time_vs_compiled_peft_lora": t["median_ms"] / lora["median_ms"] if lora else None,
-        }
-        for m, t in timings.items()
-    ]
-    print_table(rows, list(rows[0]))
-    config = {"model": "vit_base_patch16_224", "batch": batch, "precision": "bf16", "methods": args.methods}
-    print("wrote", write_result("compile_step", device, config, rows))
+    results = {}
+    for model_name in args.models:
+        steps, first, peaks = {}, {}, {}
+        for method in args.methods:
+            gc.collect()
+            before = allocated(device)
+            step = step_of(method, model_name, device)
+            started = time.perf_counter()
+            step()
+            sync(device)
+            first[method] = time.perf_counter() - started
+            reset_peak(device)
+            step()
+            peak = peak_gib(device)
+            peaks[method] = None if peak is None else peak - before / 2**30
+            steps[method] = step
+        timings = time_interleaved(steps, device, 5 if gpu else 1, 30 if gpu else 2)
+        rows = []
+        for m, t in timings.items():
+            ref = {k: timings.get(k) for k in ("peft_lora_r8_compiled", "full_finetune_compiled")}
+            rows.append(
+                {
+                    "method": m,
+                    "ms_per_step": t["median_ms"],
+                    "host_ms": t["host_ms"],
+                    "first_step_s": first[m],
+                    "peak_gib": peaks[m],
+                    "time_vs_compiled_peft_lora": t["median_ms"] / ref["peft_lora_r8_compiled"]["median_ms"]
+                    if ref["peft_lora_r8_compiled"]
+                    else None,
+                    "time_vs_compiled_full": t["median_ms"] / ref["full_finetune_compiled"]["median_ms"]
+                    if ref["full_finetune_compiled"]
+                    else None,
+                }
+            )
+        print(model_name)
+        print_table(rows, list(rows[0]))
+        results[model_name] = rows
+        steps.clear()
+        gc.collect()
+        if gpu:
+            torch.cuda.empty_cache()
+    config = {"models": args.models, "precision": "bf16", "methods": args.methods}
+    print("wrote", write_result(args.name, device, config, results))
 
 
 if __name__ == "__main__":

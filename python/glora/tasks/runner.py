@@ -119,8 +119,7 @@ def run(settings: RunSettings) -> dict[str, Any]:
     test_supernet = task.evaluate(model, data.test, device) if data.test is not None else None
     random_subnets = _random_subnets(task, model, space, data, device, budget, settings.seed)
     started = time.perf_counter()
-    if settings.finetune_steps:
-        _train(task, model, data, device, FINETUNE_CHECKPOINT, settings.finetune_steps, sampling="fixed", subnet=best)
+    finetune = _finetune(task, model, data, device, evaluator, best) if settings.finetune_steps else None
     finetune_s = time.perf_counter() - started
     set_subnet(model, best)
     test = task.evaluate(model, data.test, device) if data.test is not None else None
@@ -153,6 +152,7 @@ def run(settings: RunSettings) -> dict[str, Any]:
         "validation": validation,
         "test_supernet": test_supernet,
         "random_subnets": random_subnets,
+        "finetune": finetune,
         "test": test,
         "test_merged": test_merged,
         "sessions": int(recorded.get("sessions", 0)) + 1,
@@ -274,6 +274,32 @@ def _train(
     return trainer.train(checkpoint=path, checkpoint_every=max(1, steps // 10))
 
 
+def _finetune(
+    task: Task,
+    model: nn.Module,
+    data: EncodedSplits,
+    device: torch.device,
+    evaluator: SubnetEvaluator,
+    best: dict[str, Any],
+) -> dict[str, Any]:
+    """Train the found subnet ``best`` alone (``finetune_steps``), then keep its new weights only if they score
+    higher than before on the validation split (the search's fitness); otherwise restore the supernet's. Returns
+    both scores, whether the fine-tuned weights were kept, and their test report (when there is a test split)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    before_weights = [p.detach().clone() for p in trainable]
+    before = evaluator.evaluate(best)
+    _train(task, model, data, device, FINETUNE_CHECKPOINT, task.settings.finetune_steps, sampling="fixed", subnet=best)
+    after = evaluator.evaluate(best)
+    set_subnet(model, best)
+    test = task.evaluate(model, data.test, device) if data.test is not None else None
+    kept = after > before
+    if not kept:
+        with torch.no_grad():
+            for p, saved in zip(trainable, before_weights):
+                p.copy_(saved)
+    return {"validation_fitness_before": before, "validation_fitness_after": after, "kept": kept, "test": test}
+
+
 def _write_outputs(
     task: Task,
     model: nn.Module,
@@ -334,6 +360,13 @@ def _report(result: dict[str, Any], settings: RunSettings) -> None:
     searched = result["test_supernet"] or result["validation"]
     shown = ", ".join(f"{k} {v:.4f} (searched {searched[k]:.4f})" for k, v in randoms["mean"].items())
     print(f"{randoms['count']} random feasible subnets, mean through the supernet on {randoms['split']}: {shown}")
+    finetune = result["finetune"]
+    if finetune is not None:
+        verdict = "kept" if finetune["kept"] else "not kept: the supernet's weights are restored"
+        print(
+            f"fine-tuned subnet: validation fitness {finetune['validation_fitness_after']:.4f} against "
+            f"{finetune['validation_fitness_before']:.4f} before, {verdict}"
+        )
     print(f"wrote {settings.out}/: {', '.join(result['files'])}")
 
 

@@ -104,7 +104,7 @@ HELP: dict[str, str] = {
     "lr": "peak learning rate",
     "sampling": "the subnets each training step draws: uniform, budget or sandwich",
     "budget_floor": "budget and sandwich sampling draw within [floor x budget, budget]",
-    "finetune_steps": "train the found subnet alone for this many steps afterwards",
+    "finetune_steps": "train the found subnet alone for this many steps afterwards (kept if it scores higher on validation)",
     "population": "subnets per search generation",
     "generations": "search generations",
     "fitness": "the search's score on the validation split (neg_loss, or accuracy for classification)",
