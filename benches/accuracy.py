@@ -6,7 +6,8 @@ takes plain glora's learning rate). Baselines on the same data splits, steps, ba
 10 % warm-up and cosine decay and bf16 autocast, with the same head trained alongside: ``peft_lora`` (rank ``R`` of the
 config's ``lora:R[:MODULES]`` budget on its modules, so exactly the budget's parameter count, alpha 2R),
 ``peft_dora`` (the same with ``use_dora=True``: a magnitude vector more per layer), ``peft_adalora`` (AdaLoRA from
-rank 1.5R down to an average of R over the last 80 % of the steps), ``peft_lora_all`` / ``peft_dora_all`` (rank R on
+rank 1.5R pruned to an average of R between 10 % and 80 % of the steps, then held; without the orthogonality
+regulariser, which PEFT adds only to a loss the model computes), ``peft_lora_all`` / ``peft_dora_all`` (rank R on
 every module glora may adapt, at their own, larger sizes) and ``full`` (every weight trained). Each method's
 learning rate is chosen on validation accuracy from its grid (``--lrs``; ``--full-lrs`` for full fine-tuning) with
 the first seed, then kept for every seed. Every row reports validation and test accuracy and wall time; the summary

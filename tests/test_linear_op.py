@@ -9,25 +9,32 @@ import torch
 from torch import nn
 
 from glora.layers import linear_op
-from glora.layers.layer import Linear
+from glora.layers.layer import HFConv1D, Linear
 from glora.layers.linear_function import glora_linear
 from glora.layers.plan_tensors import PlanTensors, unused_factors
 
 CASES = [
-    # (add_bias, base bias, base dtype, compute dtype)
-    (False, True, torch.float32, torch.float32),
-    (True, True, torch.float32, torch.float32),
-    (True, False, torch.float32, torch.float32),
-    (True, True, torch.float32, torch.bfloat16),
-    (True, True, torch.bfloat16, torch.bfloat16),
-    (False, False, torch.float64, torch.float64),
+    # (layer class, add_bias, base bias, base dtype, compute dtype)
+    (Linear, False, True, torch.float32, torch.float32),
+    (Linear, True, True, torch.float32, torch.float32),
+    (Linear, True, False, torch.float32, torch.float32),
+    (Linear, True, True, torch.float32, torch.bfloat16),
+    (Linear, True, True, torch.bfloat16, torch.bfloat16),
+    (Linear, False, False, torch.float64, torch.float64),
+    (HFConv1D, True, True, torch.float32, torch.float32),
+    (HFConv1D, True, True, torch.float32, torch.bfloat16),  # W0 a transposed view, cast: kept contiguous
+    (HFConv1D, False, True, torch.bfloat16, torch.bfloat16),
 ]
+IDS = [f"{c[0].__name__}-add_bias={c[1]}-bias={c[2]}-{c[3]}-{c[4]}" for c in CASES]
 
 
-def _layer(add_bias: bool, bias: bool, dtype: torch.dtype, seed: int) -> Linear:
+def _layer(kind: type, add_bias: bool, bias: bool, dtype: torch.dtype, seed: int) -> Linear:
+    from transformers.pytorch_utils import Conv1D
+
     torch.manual_seed(seed)
-    base = nn.Linear(12, 10, bias=bias).to(dtype).requires_grad_(False)
-    layer = Linear(base, 4, (1, 2, 4), add_bias=add_bias)
+    base = nn.Linear(12, 10, bias=bias) if kind is Linear else Conv1D(10, 12)
+    base = base.to(dtype).requires_grad_(False)
+    layer = kind(base, 4, (1, 2, 4), add_bias=add_bias)
     with torch.no_grad():
         for factor in layer.factors():
             if factor is not None:
@@ -44,11 +51,11 @@ def _inputs(layer: Linear, plan_seed: int, compute: torch.dtype) -> tuple:
     return plan, tensors, x
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"add_bias={c[0]}-bias={c[1]}-{c[2]}-{c[3]}")
+@pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_the_op_equals_the_eager_node_on_random_plans(case) -> None:
-    add_bias, bias, base_dtype, compute = case
+    kind, add_bias, bias, base_dtype, compute = case
     for seed in range(12):
-        layer = _layer(add_bias, bias, base_dtype, seed)
+        layer = _layer(kind, add_bias, bias, base_dtype, seed)
         plan, tensors, x = _inputs(layer, seed, compute)
         w0, b0, factors = layer.weight_matrix(), layer.base_layer.bias, layer.factors()
         gy = torch.randn(3, 5, 10, dtype=compute)
@@ -69,18 +76,18 @@ def test_the_op_equals_the_eager_node_on_random_plans(case) -> None:
                 assert want is not None and torch.equal(got, want), (plan, seed)
 
 
-@pytest.mark.parametrize("case", CASES[:5], ids=lambda c: f"add_bias={c[0]}-bias={c[1]}-{c[2]}-{c[3]}")
+@pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_the_op_passes_torch_library_opcheck(case) -> None:
-    add_bias, bias, base_dtype, compute = case
-    layer = _layer(add_bias, bias, base_dtype, 0)
-    for seed in range(3):
+    kind, add_bias, bias, base_dtype, compute = case
+    layer = _layer(kind, add_bias, bias, base_dtype, 0)
+    for seed in range(6):
         _, tensors, x = _inputs(layer, seed, compute)
         args = (x, layer.weight_matrix(), layer.base_layer.bias, tensors.host, 0, *layer.factors())
         torch.library.opcheck(linear_op.linear, args)
 
 
 def test_the_host_table_is_decoded_again_after_every_write() -> None:
-    layer = _layer(True, True, torch.float32, 0)
+    layer = _layer(Linear, True, True, torch.float32, 0)
     tensors = PlanTensors(1, layer.max_rank, torch.device("cpu"))
     x = torch.randn(2, 12)
     w0, b0, factors = layer.weight_matrix(), layer.base_layer.bias, layer.factors()

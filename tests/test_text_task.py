@@ -314,25 +314,31 @@ def test_a_finished_run_is_not_overwritten_without_resume(run_copy, capsys) -> N
     assert (out / "result.json").read_text() == before
 
 
-@pytest.mark.parametrize("kept", [pytest.param(True, marks=pytest.mark.slow), False])
+@pytest.mark.parametrize("outcome", ["kept", "not kept", "diverged"])
 def test_fine_tuned_weights_are_kept_only_if_they_score_higher_on_validation(
-    tiny_bert, movie_sdist, tmp_path, monkeypatch, kept
+    tiny_bert, movie_sdist, tmp_path, monkeypatch, outcome
 ) -> None:
-    """The validation scores the gate sees are forced (before, after); kept, the report is the fine-tuned
-    weights'; not kept, the supernet's weights come back exactly, so the report is the searched subnet's."""
+    """The validation scores the gate sees are forced (before, after; or a non-finite score after); kept, the
+    report is the fine-tuned weights'; otherwise the supernet's weights come back exactly, so the report is the
+    searched subnet's."""
     from glora.training.evaluator import SubnetEvaluator
 
-    scores = iter([0.0, 1.0] if kept else [1.0, 0.0])
-    monkeypatch.setattr(SubnetEvaluator, "evaluate", lambda self, subnet: next(scores))
+    def after() -> float:
+        if outcome == "diverged":
+            raise ValueError("the fitness is nan for subnet 0")
+        return 1.0 if outcome == "kept" else 0.0
+
+    scores = iter([lambda: 0.0 if outcome == "kept" else 1.0 - (outcome == "diverged"), after])
+    monkeypatch.setattr(SubnetEvaluator, "evaluate", lambda self, subnet: next(scores)())
     args = _movie_args(tiny_bert, movie_sdist, tmp_path / "run")
     args[args.index("--sampling") + 1] = "uniform"
     assert main(args) == 0
     result = _result(tmp_path / "run")
     finetune = result["finetune"]
-    assert finetune["kept"] is kept
-    assert (finetune["validation_fitness_before"], finetune["validation_fitness_after"]) == (
-        (0.0, 1.0) if kept else (1.0, 0.0)
-    )
-    assert finetune["test"]["loss"] != result["test_supernet"]["loss"]  # fine-tuning changed the weights
-    assert result["test"] == (finetune["test"] if kept else result["test_supernet"])
+    assert finetune["kept"] is (outcome == "kept")
+    if outcome == "diverged":
+        assert finetune["diverged"] == "the fitness is nan for subnet 0" and finetune["test"] is None
+    else:
+        assert finetune["test"]["loss"] != result["test_supernet"]["loss"]  # fine-tuning changed the weights
+    assert result["test"] == (finetune["test"] if outcome == "kept" else result["test_supernet"])
     assert abs(result["test_merged"]["loss"] - result["test"]["loss"]) < 1e-4

@@ -12,12 +12,13 @@ op before). A factor the plan leaves out gets a zero gradient, as under ``coded_
 (``PathSampler.drop_unused_gradients``). The forward also returns ``W'`` when a plain linear layer would keep a
 cast copy of ``W0`` in its place (``dtypes.keeps_cast_copy``), else an empty tensor, and the backward rebuilds
 ``W'``. The plans table must hold the path until the path's backward has run, which the trainer's order (apply,
-forward, backward for each path) ensures.
+forward, backward for each path) ensures; a table written in between fails the backward with autograd's error
+for a saved tensor modified in place.
 """
 
-from __future__ import annotations
-
-from typing import Optional
+# no ``from __future__ import annotations``: torch.library reads the ops' schemas from these annotations, and
+# releases before 2.5 cannot read them as strings
+from typing import List, Optional, Tuple  # noqa: UP035 (see above)
 
 import torch
 import torch.nn.functional as F
@@ -51,14 +52,15 @@ def linear(
     cu: Optional[Tensor],
     d: Optional[Tensor],
     e: Optional[Tensor],
-) -> tuple[Tensor, Tensor]:
+) -> Tuple[Tensor, Tensor]:  # noqa: UP006 (typing forms, see the imports)
     """``(F.linear(x, W', b'), W' or an empty tensor)`` for the plan in row ``row`` of ``plans``; ``x`` in the
     compute dtype, ``W0`` the base's out x in weight."""
     plan, dtype = _plan(plans, row), x.dtype
     with no_autocast(x.device.type):
         weight = effective_weight(plan, w0, ad, au, bd, bu, dtype) if has_weight_terms(plan) else w0.to(dtype)
         y = F.linear(x, weight, effective_bias(plan, w0, b0, cd, cu, d, e, dtype))
-    return y, weight if keeps_cast_copy(w0, dtype) else x.new_empty(0)
+    # kept contiguous, as the fake op states (the transposed view of a Conv1D's weight would keep its strides)
+    return y, weight.contiguous() if keeps_cast_copy(w0, dtype) else x.new_empty(0)
 
 
 @linear.register_fake
@@ -85,9 +87,13 @@ def linear_backward(
     d: Optional[Tensor],
     e: Optional[Tensor],
     needs_x: bool,
-) -> list[Tensor]:
+    needs_weight_factors: bool,
+    needs_bias_factors: bool,
+) -> List[Tensor]:  # noqa: UP006
     """The gradients of ``x`` (empty unless ``needs_x``) and of the eight factors (a zero gradient for a factor
-    the plan leaves out, an empty tensor for one the layer lacks), as the eager node's backward forms them."""
+    the plan leaves out or that needs none, an empty tensor for one the layer lacks), as the eager node's backward
+    forms them; ``needs_weight_factors`` / ``needs_bias_factors``: whether any of A, B's / C, D, E's factors
+    needs a gradient (else those products are skipped)."""
     plan, dtype = _plan(plans, row), x.dtype
     factors = (ad, au, bd, bu, cd, cu, d, e)
     grads: list[Optional[Tensor]] = [None] * 8
@@ -101,23 +107,23 @@ def linear_backward(
             gx = gy.matmul(weight)
             del weight
         g2 = gy.reshape(-1, gy.shape[-1])
-        if dense:
+        if dense and needs_weight_factors:
             gw = g2.t() @ x.reshape(-1, x.shape[-1])
             factor_grads(grads, plan, factor_precision(w0.dtype, ad.dtype), gw, w0, ad, au, bd, bu)
             del gw
-        if has_bias_terms(plan):
+        if has_bias_terms(plan) and needs_bias_factors:
             bias_grads(grads, plan, g2.sum(0, dtype=factor_precision(w0.dtype, ad.dtype)), w0, b0, cd, cu, d, e)
     out = [gx]
     for grad, factor in zip(grads, factors):
         if factor is None:
             out.append(ad.new_empty(0))
         else:
-            out.append(torch.zeros_like(factor) if grad is None else grad)
+            out.append(torch.zeros_like(factor) if grad is None else grad.to(factor.dtype))
     return out
 
 
 @linear_backward.register_fake
-def _linear_backward_fake(gy, x, kept, w0, b0, plans, row, ad, au, bd, bu, cd, cu, d, e, needs_x):  # noqa: ANN001, ANN202
+def _linear_backward_fake(gy, x, kept, w0, b0, plans, row, ad, au, bd, bu, cd, cu, d, e, needs_x, needs_w, needs_b):  # noqa: ANN001, ANN202, E501
     factors = (ad, au, bd, bu, cd, cu, d, e)
     return [x.new_empty(x.shape) if needs_x else x.new_empty(0)] + [
         ad.new_empty(0) if f is None else torch.empty_like(f) for f in factors
@@ -133,7 +139,7 @@ def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 (torch.library'
 def _backward(ctx, gy: Tensor, _gkept: Tensor) -> tuple[Optional[Tensor], ...]:  # noqa: ANN001
     x, kept, w0, b0, plans, *factors = ctx.saved_tensors
     needs = ctx.needs_input_grad
-    grads = linear_backward(gy, x, kept, w0, b0, plans, ctx.row, *factors, needs[0])
+    grads = linear_backward(gy, x, kept, w0, b0, plans, ctx.row, *factors, needs[0], any(needs[5:9]), any(needs[9:13]))
     factor_grads_ = [g if need and f is not None else None for g, f, need in zip(grads[1:], factors, needs[5:])]
     return (grads[0] if needs[0] else None, None, None, None, None, *factor_grads_)
 

@@ -24,6 +24,7 @@ from glora.engine.space import SearchSpace
 from glora.errors import ConfigError
 from glora.files.atomic import write_json
 from glora.tasks.base import EncodedSplits, RawSplits, Task
+from glora.tasks.hf_models import first_line
 from glora.tasks.outputs import FILES, FINETUNE_CHECKPOINT, RUN_INFO, SETTINGS_FILE, SUPERNET_CHECKPOINT
 from glora.tasks.registry import make_task
 from glora.tasks.settings import RunSettings
@@ -251,7 +252,8 @@ def _train(
     device: torch.device,
     checkpoint: str,
     steps: Any,
-    **sampling: Any,
+    sampling: str = "uniform",
+    **options: Any,
 ) -> TrainResult:
     """One training phase (the supernet, or the found subnet alone) with its checkpoint in the output folder,
     rewritten every tenth of the phase; with ``resume`` it continues from that checkpoint."""
@@ -265,7 +267,8 @@ def _train(
         seed=s.seed,
         precision="bf16" if device.type == "cuda" else "fp32",
         compile=s.compile,
-        **sampling,
+        sampling=sampling,
+        **options,
     )
     trainer = SupernetTrainer(model, data.train, config, loss_fn=task.loss_fn(), device=device)
     path = os.path.join(s.out, checkpoint)
@@ -283,21 +286,27 @@ def _finetune(
     best: dict[str, Any],
 ) -> dict[str, Any]:
     """Train the found subnet ``best`` alone (``finetune_steps``), then keep its new weights only if they score
-    higher than before on the validation split (the search's fitness); otherwise restore the supernet's. Returns
-    both scores, whether the fine-tuned weights were kept, and their test report (when there is a test split)."""
+    higher than before on the validation split (the search's fitness); otherwise, or when the fine-tuning
+    diverges (a non-finite loss or score), restore the supernet's. Returns both scores, whether the fine-tuned
+    weights were kept (and why not, when they diverged), and their test report (when there is a test split)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    before_weights = [p.detach().clone() for p in trainable]
+    before_weights = [p.detach().to("cpu", copy=True) for p in trainable]  # off the device during fine-tuning
     before = evaluator.evaluate(best)
-    _train(task, model, data, device, FINETUNE_CHECKPOINT, task.settings.finetune_steps, sampling="fixed", subnet=best)
-    after = evaluator.evaluate(best)
-    set_subnet(model, best)
-    test = task.evaluate(model, data.test, device) if data.test is not None else None
-    kept = after > before
-    if not kept:
+    record: dict[str, Any] = {"validation_fitness_before": before}
+    try:
+        _train(task, model, data, device, FINETUNE_CHECKPOINT, task.settings.finetune_steps, "fixed", subnet=best)
+        after = evaluator.evaluate(best)
+    except (FloatingPointError, ValueError) as err:  # the trainer's non-finite loss, the evaluator's score
+        record |= {"validation_fitness_after": None, "kept": False, "diverged": first_line(err), "test": None}
+    else:
+        set_subnet(model, best)
+        test = task.evaluate(model, data.test, device) if data.test is not None else None
+        record |= {"validation_fitness_after": after, "kept": after > before, "test": test}
+    if not record["kept"]:
         with torch.no_grad():
             for p, saved in zip(trainable, before_weights):
                 p.copy_(saved)
-    return {"validation_fitness_before": before, "validation_fitness_after": after, "kept": kept, "test": test}
+    return record
 
 
 def _write_outputs(
@@ -362,11 +371,14 @@ def _report(result: dict[str, Any], settings: RunSettings) -> None:
     print(f"{randoms['count']} random feasible subnets, mean through the supernet on {randoms['split']}: {shown}")
     finetune = result["finetune"]
     if finetune is not None:
-        verdict = "kept" if finetune["kept"] else "not kept: the supernet's weights are restored"
-        print(
-            f"fine-tuned subnet: validation fitness {finetune['validation_fitness_after']:.4f} against "
-            f"{finetune['validation_fitness_before']:.4f} before, {verdict}"
-        )
+        if finetune.get("diverged"):
+            print(f"fine-tuning diverged ({finetune['diverged']}): the supernet's weights are restored")
+        else:
+            verdict = "kept" if finetune["kept"] else "not kept: the supernet's weights are restored"
+            print(
+                f"fine-tuned subnet: validation fitness {finetune['validation_fitness_after']:.4f} against "
+                f"{finetune['validation_fitness_before']:.4f} before, {verdict}"
+            )
     print(f"wrote {settings.out}/: {', '.join(result['files'])}")
 
 
