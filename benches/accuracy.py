@@ -242,11 +242,15 @@ class Runner:
         self.args, self.device = args, device
         self.lock = threading.Lock()
         self.done: dict[Job, dict[str, Any]] = {}
+        self.task = {"config": args.config, "model": args.model, "train": args.train, "sizes": args.sizes}
+        self.task["fp32"] = args.fp32
         if args.rows and os.path.exists(args.rows):
             with open(args.rows, encoding="utf-8") as fh:
                 for line in fh:
                     row = json.loads(line)
-                    self.done[(row["method"], row["lr"], row["seed"])] = row
+                    if row.get("task", self.task) != self.task:
+                        raise SystemExit(f"{args.rows} holds runs of another task ({row['task']}): name another file")
+                    self.done[(row["method"], row.get("job_lr", row["lr"]), row["seed"])] = row
 
     def all(self, jobs: list[Job]) -> list[dict[str, Any]]:
         """The rows of ``jobs`` that finished; a failed job is reported and left out."""
@@ -265,6 +269,7 @@ class Runner:
         except Exception as err:  # one method failing leaves the others' rows standing
             print(f"FAILED {job}: {err}", file=sys.stderr, flush=True)
             return None
+        row = {**row, "job_lr": job[1], "task": self.task}  # keyed by the job's lr, whatever lr a recipe set
         with self.lock:
             self.done[job] = row
             if self.args.rows:
