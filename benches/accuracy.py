@@ -7,7 +7,7 @@ takes plain glora's learning rate). Baselines on the same data splits, steps, ba
 config's ``lora:R[:MODULES]`` budget on its modules, so exactly the budget's parameter count, alpha 2R),
 ``peft_dora`` (the same with ``use_dora=True``: a magnitude vector more per layer), ``peft_adalora`` (AdaLoRA from
 rank 1.5R pruned to an average of R between 10 % and 80 % of the steps, then held; without the orthogonality
-regulariser, which PEFT adds only to a loss the model computes), ``peft_lora_all`` / ``peft_dora_all`` (rank R on
+regulariser added to the loss, as PEFT adds it to a loss the model computes), ``peft_lora_all`` / ``peft_dora_all`` (rank R on
 every module glora may adapt, at their own, larger sizes) and ``full`` (every weight trained). Each method's
 learning rate is chosen on validation accuracy from its grid (``--lrs``; ``--full-lrs`` for full fine-tuning) with
 the first seed, then kept for every seed. Every row reports validation and test accuracy and wall time; the summary
@@ -205,6 +205,8 @@ def train(
         b = {k: v[idx].to(device, non_blocking=True) for k, v in data.train.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and not FP32):
             loss = classification_loss(model, b)
+            if adalora:
+                loss = loss + orthogonality_penalty(model)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -219,6 +221,18 @@ def train(
         torch.cuda.synchronize(device)
     model.eval()
     return time.perf_counter() - start, trace
+
+
+def orthogonality_penalty(model: torch.nn.Module) -> torch.Tensor:
+    """AdaLoRA's orthogonality regulariser (``orth_reg_weight`` x the mean Frobenius distance of ``P P^T`` and
+    ``Q^T Q`` from the identity over its factors), which PEFT's AdaLoRA adds only to a loss its model returns."""
+    weight = model.peft_config["default"].orth_reg_weight
+    terms = []
+    for name, p in model.named_parameters():
+        if p.requires_grad and p.numel() and ("lora_A" in name or "lora_B" in name):
+            cov = p @ p.T if "lora_A" in name else p.T @ p
+            terms.append(torch.linalg.matrix_norm(cov - torch.eye(cov.shape[0], device=cov.device, dtype=cov.dtype)))
+    return weight * torch.stack(terms).mean()
 
 
 FP32 = False
