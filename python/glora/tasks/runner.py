@@ -91,13 +91,18 @@ def run(settings: RunSettings) -> dict[str, Any]:
         write_json(os.path.join(settings.out, SETTINGS_FILE), settings.as_dict(), indent=1)
 
     started = time.perf_counter()
-    sampling = {
-        "sampling": settings.sampling,
-        "budget": None if settings.sampling == "uniform" else window,
+    trained = _train(
+        task,
+        model,
+        data,
+        device,
+        SUPERNET_CHECKPOINT,
+        settings.steps,
+        settings.sampling,
+        budget=None if settings.sampling == "uniform" else window,
         # the sandwich's distillation is the built-in classification loss's; a task with its own loss trains without it
-        "distill": settings.sampling == "sandwich" and task.loss_fn() is None,
-    }
-    trained = _train(task, model, data, device, SUPERNET_CHECKPOINT, settings.steps, **sampling)
+        distill=settings.sampling == "sandwich" and task.loss_fn() is None,
+    )
     train_s = time.perf_counter() - started
 
     evaluator = SubnetEvaluator(
