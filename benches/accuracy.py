@@ -6,8 +6,8 @@ takes plain glora's learning rate). Baselines on the same data splits, steps, ba
 10 % warm-up and cosine decay and bf16 autocast, with the same head trained alongside: ``peft_lora`` (rank ``R`` of the
 config's ``lora:R[:MODULES]`` budget on its modules, so exactly the budget's parameter count, alpha 2R),
 ``peft_dora`` (the same with ``use_dora=True``: a magnitude vector more per layer), ``peft_adalora`` (AdaLoRA from
-rank 1.5R pruned to an average of R between 10 % and 80 % of the steps, then held; without the orthogonality
-regulariser added to the loss, as PEFT adds it to a loss the model computes), ``peft_lora_all`` / ``peft_dora_all`` (rank R on
+rank 1.5R pruned to an average of R between 10 % and 80 % of the steps, then held; with the orthogonality
+regulariser added to the loss: PEFT adds it only to a loss the model computes), ``peft_lora_all`` / ``peft_dora_all`` (rank R on
 every module glora may adapt, at their own, larger sizes) and ``full`` (every weight trained). Each method's
 learning rate is chosen on validation accuracy from its grid (``--lrs``; ``--full-lrs`` for full fine-tuning) with
 the first seed, then kept for every seed. Every row reports validation and test accuracy and wall time; the summary
@@ -17,10 +17,10 @@ run as a JSON line, and a rerun with the same file reuses them. Results: ``bench
 
     python examples/image-mnist/prepare.py
     python benches/accuracy.py --config examples/image-mnist/config.toml --name accuracy_image
-    python benches/accuracy.py --config examples/movie/config.toml --name accuracy_movie --jobs 8
+    python benches/accuracy.py --config examples/movie/config.toml --name accuracy_movie --jobs 5
     python benches/prepare_assets.py    # writes .assets/nyt_editorials.csv
     python benches/accuracy.py --config examples/movie/config.toml --train .assets/nyt_editorials.csv \
-        --sizes 1000 500 1000 --name accuracy_nyt --jobs 8
+        --sizes 1000 500 1000 --name accuracy_nyt --jobs 5
 """
 
 from __future__ import annotations
