@@ -338,7 +338,9 @@ def test_fine_tuned_weights_are_kept_only_if_they_score_higher_on_validation(
     assert finetune["kept"] is (outcome == "kept")
     if outcome == "diverged":
         assert finetune["diverged"] == "the fitness is nan for subnet 0" and finetune["test"] is None
+        assert finetune["validation"] is None
     else:
         assert finetune["test"]["loss"] != result["test_supernet"]["loss"]  # fine-tuning changed the weights
+        assert finetune["validation"]["loss"] != result["validation"]["loss"]
     assert result["test"] == (finetune["test"] if outcome == "kept" else result["test_supernet"])
     assert abs(result["test_merged"]["loss"] - result["test"]["loss"]) < 1e-4

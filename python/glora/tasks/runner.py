@@ -155,7 +155,7 @@ def run(settings: RunSettings) -> dict[str, Any]:
             "engine_seconds": found.engine_seconds + recorded.get("search.engine_seconds", 0.0),
         },
         "adapter_params": count_params(model, best),
-        "validation": validation,
+        "validation": validation,  # the searched subnet through the supernet's weights (also with fine-tuning)
         "test_supernet": test_supernet,
         "random_subnets": random_subnets,
         "finetune": finetune,
@@ -293,7 +293,7 @@ def _finetune(
     """Train the found subnet ``best`` alone (``finetune_steps``), then keep its new weights only if they score
     higher than before on the validation split (the search's fitness); otherwise, or when the fine-tuning
     diverges (a non-finite loss or score), restore the supernet's. Returns both scores, whether the fine-tuned
-    weights were kept (and why not, when they diverged), and their test report (when there is a test split)."""
+    weights were kept (and why not, when they diverged), and their validation and test reports."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     before_weights = [p.detach().to("cpu", copy=True) for p in trainable]  # off the device during fine-tuning
     before = evaluator.evaluate(best)
@@ -302,11 +302,13 @@ def _finetune(
         _train(task, model, data, device, FINETUNE_CHECKPOINT, task.settings.finetune_steps, "fixed", subnet=best)
         after = evaluator.evaluate(best)
     except (FloatingPointError, ValueError) as err:  # the trainer's non-finite loss, the evaluator's score
-        record |= {"validation_fitness_after": None, "kept": False, "diverged": first_line(err), "test": None}
+        record |= {"validation_fitness_after": None, "kept": False, "diverged": first_line(err)}
+        record |= {"validation": None, "test": None}
     else:
         set_subnet(model, best)
+        validation = task.evaluate(model, data.validation, device)
         test = task.evaluate(model, data.test, device) if data.test is not None else None
-        record |= {"validation_fitness_after": after, "kept": after > before, "test": test}
+        record |= {"validation_fitness_after": after, "kept": after > before, "validation": validation, "test": test}
     if not record["kept"]:
         with torch.no_grad():
             for p, saved in zip(trainable, before_weights):
