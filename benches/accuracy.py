@@ -88,6 +88,7 @@ def glora_row(config: str, method: str, seed: int, lr: float, device: torch.devi
         start = time.perf_counter()
         result = run(settings)
         wall = time.perf_counter() - start
+    finetune = result["finetune"] or {}
     return {
         "method": method,
         "seed": seed,
@@ -99,8 +100,8 @@ def glora_row(config: str, method: str, seed: int, lr: float, device: torch.devi
         "test_accuracy_merged": result["test_merged"]["accuracy"],
         "test_accuracy_supernet": result["test_supernet"]["accuracy"],
         "random_subnets_test_accuracy": result["random_subnets"]["mean"]["accuracy"],
-        "finetune_kept": result["finetune"]["kept"] if result["finetune"] else None,
-        "test_accuracy_finetuned": result["finetune"]["test"]["accuracy"] if result["finetune"] else None,
+        "finetune_kept": finetune.get("kept"),
+        "test_accuracy_finetuned": (finetune.get("test") or {}).get("accuracy"),
         "train_s": result["train_seconds"] + result["finetune_seconds"],
         "search_s": result["search"]["fitness_seconds"] + result["search"]["engine_seconds"],
         "wall_s": wall,

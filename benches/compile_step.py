@@ -4,9 +4,8 @@ and full fine-tuning.
 The models of ``benches/train_step.py`` (random init): timm ViT-B/16 (batch 64, 224 px; head trainable) and the
 LLaMA-style 0.95 B decoder (bf16 weights, batch 4 x 1,024 tokens), bf16 autocast. Full fine-tuning and PEFT LoRA r=8:
 the model (``torch.compile(model)`` for ``*_compiled``) under the AdamW step of ``benches/methods.py``. glora: the
-supernet with a new uniform path every step, applied as ``SupernetTrainer`` applies it (``PathSampler``; with
-``compile=True`` the paths enter the compiled graph as tensors and the factors a path left out lose their zero
-gradients before the optimizer step). Steps are timed interleaved after warm-up (which includes compilation); the
+supernet trained by ``SupernetTrainer`` with a new uniform path every step (``TrainConfig(compile=True)`` for
+``*_compiled``: the paths enter the one compiled graph as tensors). Steps are timed interleaved after warm-up (which includes compilation); the
 first step's time is reported apart; each method's peak memory is measured in the timing process after its own
 two steps (over what was allocated before its model was built). Results:
 ``benches/results/compile_step_<device>.json`` (docs/benchmarks.md).
@@ -25,7 +24,6 @@ import torch
 
 import glora
 from common import allocated, peak_gib, print_table, reset_peak, sync, time_interleaved, write_result
-from glora.training.paths import PathSampler
 from methods import prepare, training_step
 from train_step import workload
 
@@ -40,29 +38,14 @@ METHODS = [
 
 
 def glora_step(make, targets, head, loss_of, device: torch.device, compiled: bool) -> Callable[[], None]:
-    """A supernet step as ``SupernetTrainer`` takes it: draw a path, apply it, forward and backward, drop the
-    zero gradients of the factors the path left out (compiled), AdamW."""
+    """A supernet step of ``SupernetTrainer`` (a new uniform path every step; compiled with ``compile=True``). The
+    workload's loss holds its own fixed batch, so the trainer's data is a placeholder the loss ignores."""
     model = make()
     glora.wrap(model, glora.GLoRAConfig(rank=4, target_modules=targets, modules_to_save=[head] if head else None))
-    model.train()
-    sampler = PathSampler(model, glora.TrainConfig(steps=10**6, batch_size=1, compile=compiled, progress=False))
-    runner = torch.compile(model) if compiled else model
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4, fused=device.type == "cuda")
-    count = [0]
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        for plans in sampler.paths(count[0]):
-            sampler.apply(plans)
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                loss = loss_of(runner)
-            loss.backward()
-        sampler.drop_unused_gradients()
-        opt.step()
-        count[0] += 1
-
-    return step
+    config = glora.TrainConfig(steps=10**6, batch_size=1, lr=1e-4, precision="bf16", compile=compiled, progress=False)
+    placeholder = torch.zeros(1, device=device)
+    trainer = glora.SupernetTrainer(model, placeholder, config, loss_fn=lambda m, _: loss_of(m), device=device)
+    return lambda: trainer.train(steps=trainer.step + 1)
 
 
 def step_of(method: str, model_name: str, device: torch.device) -> Callable[[], None]:

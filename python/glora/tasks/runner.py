@@ -20,6 +20,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from glora.engine import SearchResult
 from glora.engine.space import SearchSpace
 from glora.errors import ConfigError
 from glora.files.atomic import write_json
@@ -125,10 +126,11 @@ def run(settings: RunSettings) -> dict[str, Any]:
     test_supernet = task.evaluate(model, data.test, device) if data.test is not None else None
     random_subnets = _random_subnets(task, model, space, data, device, budget, settings.seed)
     started = time.perf_counter()
-    finetune = _finetune(task, model, data, device, evaluator, best) if settings.finetune_steps else None
+    finetune = _finetune(task, model, data, device, evaluator, found) if settings.finetune_steps else None
     finetune_s = time.perf_counter() - started
     set_subnet(model, best)
-    test = task.evaluate(model, data.test, device) if data.test is not None else None
+    # the weights are the fine-tuned ones if kept, else the supernet's (restored exactly): their test report is known
+    test = finetune["test"] if finetune is not None and finetune["kept"] else test_supernet
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BiasAddedWarning)
         merged = merge(model, best)
@@ -288,27 +290,27 @@ def _finetune(
     data: EncodedSplits,
     device: torch.device,
     evaluator: SubnetEvaluator,
-    best: dict[str, Any],
+    found: SearchResult,
 ) -> dict[str, Any]:
-    """Train the found subnet ``best`` alone (``finetune_steps``), then keep its new weights only if they score
-    higher than before on the validation split (the search's fitness); otherwise, or when the fine-tuning
-    diverges (a non-finite loss or score), restore the supernet's. Returns both scores, whether the fine-tuned
-    weights were kept (and why not, when they diverged), and their validation and test reports."""
+    """Train the found subnet alone (``finetune_steps``), then keep its new weights only if they score higher
+    than the search's best score on the validation split (the search's fitness); otherwise, or when the
+    fine-tuning diverges (a non-finite loss or score), restore the supernet's. Returns both scores, whether the
+    fine-tuned weights were kept (and why not, when they diverged), and their validation and test reports."""
+    best, before = found.best_subnet, found.best_score
     trainable = [p for p in model.parameters() if p.requires_grad]
     before_weights = [p.detach().to("cpu", copy=True) for p in trainable]  # off the device during fine-tuning
-    before = evaluator.evaluate(best)
-    record: dict[str, Any] = {"validation_fitness_before": before}
+    record: dict[str, Any] = {"validation_fitness_before": before, "validation_fitness_after": None, "kept": False}
+    record |= {"validation": None, "test": None}
     try:
         _train(task, model, data, device, FINETUNE_CHECKPOINT, task.settings.finetune_steps, "fixed", subnet=best)
         after = evaluator.evaluate(best)
     except (FloatingPointError, ValueError) as err:  # the trainer's non-finite loss, the evaluator's score
-        record |= {"validation_fitness_after": None, "kept": False, "diverged": first_line(err)}
-        record |= {"validation": None, "test": None}
+        record["diverged"] = first_line(err)
     else:
         set_subnet(model, best)
-        validation = task.evaluate(model, data.validation, device)
-        test = task.evaluate(model, data.test, device) if data.test is not None else None
-        record |= {"validation_fitness_after": after, "kept": after > before, "validation": validation, "test": test}
+        record |= {"validation_fitness_after": after, "kept": after > before}
+        record["validation"] = task.evaluate(model, data.validation, device)
+        record["test"] = task.evaluate(model, data.test, device) if data.test is not None else None
     if not record["kept"]:
         with torch.no_grad():
             for p, saved in zip(trainable, before_weights):
