@@ -40,7 +40,7 @@ def recipe_name(method: str, steps: int) -> str:
         return method
     parts = []
     for key, value in recipe_of(method).items():
-        relative = key.endswith("steps") and isinstance(value, int)
+        relative = key.endswith("steps") and isinstance(value, int) and value > 0
         parts.append(f"{key}=steps*{value / steps:g}" if relative else f"{key}={value}")
     return "glora:" + ",".join(parts)
 

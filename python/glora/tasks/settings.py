@@ -63,7 +63,7 @@ class RunSettings:
     lr: Optional[float] = None
     sampling: str = "uniform"
     budget_floor: float = 0.75
-    finetune_steps: int = 0
+    finetune_steps: Optional[int] = None
     population: int = 50
     generations: int = 20
     fitness: Optional[str] = None
@@ -104,7 +104,10 @@ HELP: dict[str, str] = {
     "lr": "peak learning rate",
     "sampling": "the subnets each training step draws: uniform, budget or sandwich",
     "budget_floor": "budget and sandwich sampling draw within [floor x budget, budget]",
-    "finetune_steps": "train the found subnet alone for this many steps afterwards (kept if it scores higher on validation)",
+    "finetune_steps": (
+        "train the found subnet alone for this many steps afterwards, kept only if it then scores higher on"
+        " validation (default: half of steps; 0 turns it off)"
+    ),
     "population": "subnets per search generation",
     "generations": "search generations",
     "fitness": "the search's score on the validation split (neg_loss, or accuracy for classification)",
@@ -148,7 +151,7 @@ def check_settings(s: RunSettings) -> None:
         value = getattr(s, name)
         if value is not None and (not _is_int(value) or value < 1):
             _fail(name, "a positive integer", value)
-    if not _is_int(s.finetune_steps) or s.finetune_steps < 0:
+    if s.finetune_steps is not None and (not _is_int(s.finetune_steps) or s.finetune_steps < 0):
         _fail("finetune_steps", "a non-negative integer", s.finetune_steps)
     if not _is_int(s.seed) or s.seed < 0:
         _fail("seed", "a non-negative integer", s.seed)
@@ -246,6 +249,8 @@ def resolve(
     not given when there is no GPU, and the task's defaults; also the CPU schedule applied (to be reported)."""
     schedule = {} if has_gpu else {k: v for k, v in CPU_SCHEDULE.items() if k not in given}
     values = {**task_defaults, **schedule, **given}
+    if values.get("finetune_steps") is None and _is_int(values.get("steps")):
+        values["finetune_steps"] = values["steps"] // 2
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
