@@ -1,6 +1,6 @@
 """glora's whole pipeline against PEFT methods and full fine-tuning at the same parameter count, on a task's config.
 
-glora: ``glora run`` in process (supernet, search under the budget on the validation split, merge) with the config's
+glora: ``glora run`` in process (supernet, search under the budget on the validation split, fine-tuning, merge) with the config's
 settings and each seed; ``glora:KEY=VALUE,...`` is a recipe variant, the same run with those settings changed (it
 takes plain glora's learning rate). Baselines on the same data splits, steps, batch size, AdamW (weight decay 1e-4),
 10 % warm-up and cosine decay and bf16 autocast, with the same head trained alongside: ``peft_lora`` (rank ``R`` of the

@@ -4,9 +4,11 @@ On a GPU, eager training steps of ViT-B/16 and the LLaMA-style decoder are bound
 and kernel launches), not by the GPU. This proxy keeps each model's graph (ViT-B/16's 12 blocks, an 8-layer
 LLaMA with a bf16 base) at width 32 and batch 1-2, so the arithmetic is negligible and the step time is the host's
 work; one thread, methods timed in interleaved rounds, best round kept. Figures are ratios to PEFT LoRA r=8 in
-the same process; they guide, the GPU figures (train_step.py) decide.
+the same process; they guide, the GPU figures (train_step.py) decide. The ``*_compiled`` methods are those of
+compile_step.py: the model under ``torch.compile`` (inductor), glora's supernet trained by ``SupernetTrainer`` with
+``compile=True`` (``glora_supernet_trainer``: the same trainer eager).
 
-    python benches/host_overhead.py [--models vit llama] [--batched-weights auto|always]
+    python benches/host_overhead.py [--models vit llama] [--batched-weights auto|always] [--methods ...]
 """
 
 from __future__ import annotations
@@ -18,10 +20,17 @@ import torch
 import torch.nn.functional as F
 
 from common import print_table, write_result
+from compile_step import glora_step
 from glora.tuner.config import BATCHED_WEIGHTS_MODES
 from methods import prepare, training_step
 
 METHODS = ["full_finetune", "peft_lora_r8", "glora_supernet", "glora_fixed_random", "glora_fixed_all_lora"]
+COMPILED = [
+    "full_finetune_compiled",
+    "peft_lora_r8_compiled",
+    "glora_supernet_trainer",
+    "glora_supernet_compiled",
+]
 
 
 def vit():
@@ -71,9 +80,14 @@ def llama():
 
 def steps_of(make, targets, head, loss_of, methods, mode: str):
     steps = {}
+    cpu = torch.device("cpu")
     for method in methods:
-        model, params, _ = prepare(method, make, targets, head, 0, mode)
-        step = training_step(model, params, loss_of, "cpu", fused=True)  # fused, as train_step.py on the GPU
+        if method.startswith("glora_supernet_"):
+            step = glora_step(make, targets, head, loss_of, cpu, compiled=method.endswith("_compiled"))
+        else:
+            model, params, _ = prepare(method.removesuffix("_compiled"), make, targets, head, 0, mode)
+            model = torch.compile(model) if method.endswith("_compiled") else model
+            step = training_step(model, params, loss_of, "cpu", fused=True)  # fused, as train_step.py on the GPU
         for _ in range(5):
             step()
         steps[method] = step
@@ -83,7 +97,7 @@ def steps_of(make, targets, head, loss_of, methods, mode: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=["vit", "llama"])
-    parser.add_argument("--methods", nargs="*", default=METHODS)
+    parser.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS + COMPILED)
     parser.add_argument("--batched-weights", default="auto", choices=BATCHED_WEIGHTS_MODES)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--name", default="host_overhead")

@@ -16,6 +16,7 @@ from torch._dynamo.utils import counters
 import glora
 from glora.training import trainer as trainer_module
 from glora.training.paths import PathSampler
+from glora.tuner.wrapping import glora_layers
 
 MAX_COMPILES = 2
 """The bound SupernetTrainer(compile=True) states: one compilation, one more for the first batch of another shape
@@ -219,6 +220,21 @@ def test_compiled_training_compiles_a_bounded_number_of_times_and_matches_eager(
     torch.testing.assert_close(torch.tensor(compiled.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-5)
     for (name, p), q in zip(compiled_model.named_parameters(), eager_model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_compiled_training_takes_frozen_linear_weights_built_outside_the_graph(monkeypatch) -> None:
+    """The trainer hands each frozen linear layer its path's W' and b' (graph inputs), so no layer forms a coded
+    W' in the graph, and the layers forget them after each step."""
+    from glora.layers import layer as layer_module
+
+    def coded(*args, **kwargs):
+        raise AssertionError("a frozen linear layer formed its coded weights in the graph")
+
+    monkeypatch.setattr(layer_module, "coded_weights", coded)
+    monkeypatch.setattr(trainer_module, "COMPILE_BACKEND", Counting())
+    model, result = _training(True, 5)
+    assert len(result.losses) == 5
+    assert all(layer._given is None for _, layer in glora_layers(model))
 
 
 def test_compiled_training_under_bf16_autocast_matches_eager(monkeypatch) -> None:

@@ -45,14 +45,15 @@ def _add_run_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     run = sub.add_parser(
         "run",
         parents=[common],
-        help="the whole pipeline: train the supernet, search, merge, report, save (glora alone: the built-in example)",
+        help="the whole pipeline: supernet, search, fine-tuning, merge, report (glora alone: the built-in example)",
         description="Wrap a model, train the GLoRA supernet, search each layer's form under a parameter budget on "
-        "the validation split, optionally fine-tune the found subnet, merge it, report on the test split and save "
+        "the validation split, fine-tune the found subnet (kept only if validation prefers it), merge it, report on the "
+        "test split and save "
         "everything. Without --task, --model, --train or --config it runs the built-in example: all-MiniLM-L6-v2 "
         "on the offline movie sentences.",
         epilog=f"Settings: the task's defaults < a run without a GPU's shorter schedule ({cpu}; the built-in "
         f"example also {builtin_cpu}) < --config FILE < the flags. Files written in --out: {', '.join(FILES)}; "
-        f"{FINETUNE_CHECKPOINT} with --finetune-steps; search_progress.png and search_pareto.png with matplotlib. "
+        f"{FINETUNE_CHECKPOINT} unless --finetune-steps 0; search_progress.png and search_pareto.png with matplotlib. "
         "torchrun --nproc-per-node N -m glora run ... spreads training and search over N processes. Exit status 0 "
         "done, 2 an error (one line on stderr, before training where the settings, data, model or budget are at "
         "fault), 130 interrupted (--resume continues).",

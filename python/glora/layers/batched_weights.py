@@ -57,9 +57,9 @@ class Options(Protocol):
 
 
 class _Job(NamedTuple):
-    """A layer taking part in this forward: its plan, the compute dtype, whether A or B is present (``W'`` is
-    built) and whether C, D or E is (``b'`` is built), its ``W0`` (out x in) and ``b0``, and whether ``W'`` is
-    kept for the backward (else rebuilt there)."""
+    """A layer taking part in this forward: its plan, the compute dtype, whether ``W'`` is built (A or B present;
+    always for a compiled forward) and whether ``b'`` is (C, D or E present; for a compiled forward, offered),
+    its ``W0`` (out x in) and ``b0``, and whether ``W'`` is kept for the backward (else rebuilt there)."""
 
     layer: GLoRALayer
     plan: Plan
@@ -206,11 +206,52 @@ class BatchedWeights:
             recipe = None if job.keep or weight is None else _Recipe(job, own, built_versions)
             job.layer.prepare(Built(job.plan, weight, bias, job.dtype, built_versions, recipe))
 
+    def give(self) -> None:
+        """See :func:`give_weights`."""
+        parts = [_taking_part(layer, always=True, checkpointing=False) for layer in self.layers]
+        taking_part = [t for t in parts if t is not None]
+        for layer, part in zip(self.layers, parts):
+            if part is None:
+                layer.give_weights(None)
+        jobs, factors = [], []
+        for (layer, w0, b0, dtype, _), plan in zip(taking_part, _plans([t[0] for t in taking_part])):
+            jobs.append(_Job(layer, plan, dtype, True, layer.offers_bias_terms(), w0, b0, True))
+            factors.extend(layer.factors())
+        if not jobs:
+            return
+        outputs = iter(_BuildWeights.apply(jobs, *factors))
+        for job in jobs:
+            weight = next(outputs)
+            job.layer.give_weights((weight, next(outputs) if job.bias_terms else None))
+
+    def take_back(self) -> None:
+        """See :func:`take_weights_back`."""
+        for layer in self.layers:
+            layer.give_weights(None)
+
 
 def install(model: nn.Module, layers: list[GLoRALayer], options: Options) -> None:
     """Build the weights of ``layers`` (the model's GLoRA layers) at the start of every forward of ``model``, in
     the mode ``options.batched_weights`` holds then; called by ``glora.wrap``."""
     model.register_forward_pre_hook(BatchedWeights(layers, _checkpointing_switches(model), options))
+
+
+def give_weights(model: nn.Module) -> None:
+    """Before a compiled forward of ``model`` (``TrainConfig(compile=True)``): build ``W'`` (and ``b'`` where the
+    layer offers bias terms) of every frozen linear layer for the plans set now, in the current autocast dtype, in
+    one autograd node as the eager hook does, and hand them to the layers, whose compiled forward takes them as
+    graph inputs. The graph then holds one plain linear per layer whatever the path (no recompilation, no per-layer
+    Python in it), and the factor gradients of all layers come from this node's one backward call. Every ``W'`` and
+    ``b'`` is built, even for a path without their terms, so that the graph's inputs keep their kinds."""
+    for _, hook in _hooks(model):
+        hook.give()
+
+
+def take_weights_back(model: nn.Module) -> None:
+    """After the backward of a compiled forward: the layers forget the weights :func:`give_weights` handed them
+    (their memory is freed before the optimizer step, and no later forward can use them)."""
+    for _, hook in _hooks(model):
+        hook.take_back()
 
 
 def uninstall(model: nn.Module) -> None:
@@ -290,8 +331,8 @@ def _plans(layers: list[GLoRALayer]) -> list[Plan]:
 
 
 class _BuildWeights(torch.autograd.Function):
-    """Inputs: the jobs, then the eight factors of each job's layer. Outputs: per job, ``W'`` if dense and ``b'``
-    if the plan has bias terms, in the compute dtype."""
+    """Inputs: the jobs, then the eight factors of each job's layer. Outputs: per job, ``W'`` if ``dense`` and
+    ``b'`` if ``bias_terms``, in the compute dtype (new tensors, also for a path without their terms)."""
 
     @staticmethod
     def forward(ctx, jobs, *factors):  # noqa: D102 (see the class)
@@ -300,9 +341,13 @@ class _BuildWeights(torch.autograd.Function):
             for k, job in enumerate(jobs):
                 ad, au, bd, bu, cd, cu, d, e = factors[8 * k : 8 * k + 8]
                 if job.dense:
-                    outputs.append(effective_weight(job.plan, job.w0, ad, au, bd, bu, job.dtype))
+                    weight = effective_weight(job.plan, job.w0, ad, au, bd, bu, job.dtype)
+                    outputs.append(weight.clone() if weight is job.w0 else weight)  # a path without A, B (compiled)
                 if job.bias_terms:
-                    outputs.append(effective_bias(job.plan, job.w0, job.b0, cd, cu, d, e, job.dtype))
+                    bias = effective_bias(job.plan, job.w0, job.b0, cd, cu, d, e, job.dtype)
+                    if bias is None or bias is job.b0:  # a path without C, D, E (compiled)
+                        bias = job.w0.new_zeros(job.w0.shape[0], dtype=job.dtype) if bias is None else bias.clone()
+                    outputs.append(bias)
         ctx.jobs = jobs
         ctx.set_materialize_grads(False)  # a layer that did not run gets None, not a weight-sized zero
         # the factors are kept as plain references, not saved tensors: under reentrant checkpointing each

@@ -31,9 +31,9 @@ from torch import nn
 from torch.compiler import is_compiling
 from torch.func import functional_call
 
-from glora.layers import linear_op
 from glora.layers.choices import (
     GENES,
+    NONE,
     ChoiceError,
     Plan,
     has_bias_terms,
@@ -103,7 +103,7 @@ class GLoRALayer(nn.Module):
 
     A model-level builder of weights (``batched_weights``) uses only this public protocol: :meth:`weight_matrix`,
     :meth:`factors`, :attr:`fixed_plan`, :attr:`sampler`, :meth:`current_plan`, :attr:`is_folded`,
-    :meth:`trains_through_node` and :meth:`prepare`.
+    :meth:`trains_through_node`, :meth:`offers_bias_terms`, :meth:`prepare` and :meth:`give_weights`.
     """
 
     kind: ClassVar[str]
@@ -169,6 +169,7 @@ class GLoRALayer(nn.Module):
         self._folded: Optional[tuple[Tensor, Optional[Tensor]]] = None
         self._sampler: Optional[Sampler] = None
         self._prepared: Optional[PreparedWeights] = None
+        self._given: Optional[tuple[Tensor, Optional[Tensor]]] = None
 
     def __getstate__(self) -> dict:
         """Pickling and deep copies leave out the weights prepared for the last forward (tensors in a graph) and the
@@ -176,6 +177,7 @@ class GLoRALayer(nn.Module):
         state = dict(super().__getstate__())
         state["_prepared"] = None
         state["_coded"] = None
+        state["_given"] = None
         return state
 
     def _init_up_factors(self, init: str) -> None:
@@ -319,6 +321,15 @@ class GLoRALayer(nn.Module):
     def prepared_weights(self) -> Optional[PreparedWeights]:
         return self._prepared
 
+    def give_weights(self, weights: Optional[tuple[Tensor, Optional[Tensor]]]) -> None:
+        """Hand the layer ``(W', b')`` (out x in, and ``b'`` or None for ``b0``) built outside a compiled graph for
+        its next compiled forward, which takes them as graph inputs; None forgets them."""
+        self.__dict__["_given"] = weights  # set directly, as prepare()
+
+    def offers_bias_terms(self) -> bool:
+        """Whether any plan of the layer can have a bias term (C, D or E offered as other than ``none``)."""
+        return any(choice.kind != NONE for offered in self._offered[2:] for choice in offered)
+
     def forward(self, x: Tensor) -> Tensor:
         folded = self._folded
         if folded is not None:
@@ -336,10 +347,15 @@ class GLoRALayer(nn.Module):
 
     def _forward_compiled(self, x: Tensor, w0: Tensor, b0: Optional[Tensor]) -> Tensor:
         """The forward traced by ``torch.compile``: plain autograd operations, which the compiler fuses, and no
-        host-side state (the prepared weights, the autograd nodes and their caches are for eager execution). The
-        plan comes from its codes when the trainer set them (one graph for every path: a frozen linear layer runs
-        the ``glora::linear`` custom op, the others form every offered term masked by the codes), else the graph
-        is specialised on the fixed plan (one graph per subnet)."""
+        host-side state (the prepared weights, the autograd nodes and their caches are for eager execution). In
+        compiled supernet training a frozen linear layer runs a plain linear on the weights the trainer built for
+        the path outside the graph (``batched_weights.give_weights``: graph inputs, so one graph serves every
+        path); other layers form every offered term masked by the path's codes; without either the graph is
+        specialised on the fixed plan (one graph per subnet)."""
+        given = self._given
+        if given is not None:
+            weight, bias = given
+            return F.linear(x, weight, b0 if bias is None else bias)
         coded = self._coded
         if coded is None:
             plan = self.current_plan()
@@ -348,8 +364,6 @@ class GLoRALayer(nn.Module):
             return GLoRALayer._forward_plan(self, x, plan, w0, b0)
         tensors, row = coded
         factors = self.factors()
-        if self.trains_through_node(w0, b0):
-            return linear_op.linear(x.to(compute_dtype(x)), w0, b0, tensors.host, row, *factors)[0]
         code = tensors.codes[row]
         if code.device != w0.device:
             code = code.to(w0.device)

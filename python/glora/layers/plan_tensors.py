@@ -15,9 +15,9 @@ outside the slices the plan uses. A factor the plan does not use at all gets a z
 execution gives it none; :func:`unused_factors` names them, so a trainer can drop those gradients (AdamW then
 skips the factor, as eagerly).
 
-:class:`PlanTensors` holds the codes of all of a model's layers in one tensor, written with one copy per path, and
-the same plans in a host table (a row per gene: the kind's index in ``KINDS`` and the rank), which the linear
-layers' custom op (``linear_op``) reads: it runs only the terms a path uses.
+:class:`PlanTensors` holds the codes of all of a model's layers in one tensor, written with one copy per path. (A
+frozen linear layer in compiled supernet training reads no code: its weights are built for the path outside the
+graph, ``batched_weights.give_weights``.)
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from glora.layers.choices import LORA, NONE, SCALAR, VECTOR, Plan
 Tensor = torch.Tensor
 
 FACTORS = ("Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E")
-KINDS = (NONE, LORA, VECTOR, SCALAR)
-"""A choice's kind as its index in the host table."""
 
 
 def code_rows(plan: Plan, max_rank: int) -> list[list[float]]:
@@ -49,11 +47,6 @@ def code_rows(plan: Plan, max_rank: int) -> list[list[float]]:
             row[max_rank + 1] = 1.0
         rows.append(row)
     return rows
-
-
-def host_rows(plan: Plan) -> list[list[int]]:
-    """``plan``'s rows of the host table: per gene, the kind's index in ``KINDS`` and the rank."""
-    return [[KINDS.index(choice.kind), choice.rank] for choice in plan]
 
 
 def unused_factors(plan: Plan) -> tuple[bool, ...]:
@@ -73,31 +66,27 @@ def unused_factors(plan: Plan) -> tuple[bool, ...]:
 
 class PlanTensors:
     """The codes of ``count`` layers at maximum rank ``max_rank`` in one ``count x 5 x (max_rank + 2)`` tensor on
-    ``device`` (float32), and their plans in ``host``, a ``count x 5 x 2`` int64 table on the host; layer ``i``
-    reads row ``i``. :meth:`write` replaces them all with one copy."""
+    ``device`` (float32); layer ``i`` reads row ``i``. :meth:`write` replaces them all with one copy."""
 
     def __init__(self, count: int, max_rank: int, device: torch.device) -> None:
         self.max_rank = max_rank
         self.codes = torch.zeros(count, 5, max_rank + 2, device=device)
-        self.host = torch.zeros(count, 5, 2, dtype=torch.int64)
         self._staged = torch.empty(self.codes.shape)
-        self._rows: dict[Plan, tuple[Tensor, Tensor]] = {}
+        self._rows: dict[Plan, Tensor] = {}
 
     def write(self, plans: Sequence[Plan]) -> None:
         """Set the codes to ``plans`` (one per layer, in order): each plan's code is made once, the codes are
         stacked on the host and copied in one transfer, a blocking one so that the host buffer may be reused at
         once (the device reads the codes in stream order, after the last path's work)."""
         rows = self._rows
-        codes, hosts = [], []
+        codes = []
         for plan in plans:
             made = rows.get(plan)
             if made is None:
-                made = rows[plan] = (torch.tensor(code_rows(plan, self.max_rank)), torch.tensor(host_rows(plan)))
-            codes.append(made[0])
-            hosts.append(made[1])
+                made = rows[plan] = torch.tensor(code_rows(plan, self.max_rank))
+            codes.append(made)
         torch.stack(codes, out=self._staged)
         self.codes.copy_(self._staged)
-        torch.stack(hosts, out=self.host)
 
 
 def coded_weights(

@@ -7,7 +7,7 @@ import importlib
 
 from glora.errors import ConfigError
 from glora.tasks.base import Task
-from glora.tasks.settings import TASK_NAMES, RunSettings
+from glora.tasks.settings import TASK_NAMES, RunSettings, with_finetune_default
 
 _CLASSES = {
     "text-classification": "glora.tasks.text_classification:TextClassification",
@@ -30,4 +30,4 @@ def make_task(settings: RunSettings) -> Task:
     and ``glora inspect`` alike)."""
     task_type = task_class(settings.task)
     filled = {k: v for k, v in task_type.defaults.items() if getattr(settings, k) is None}
-    return task_type(dataclasses.replace(settings, **filled))
+    return task_type(with_finetune_default(dataclasses.replace(settings, **filled)))

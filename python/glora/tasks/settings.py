@@ -249,17 +249,22 @@ def resolve(
     not given when there is no GPU, and the task's defaults; also the CPU schedule applied (to be reported)."""
     schedule = {} if has_gpu else {k: v for k, v in CPU_SCHEDULE.items() if k not in given}
     values = {**task_defaults, **schedule, **given}
-    if values.get("finetune_steps") is None and _is_int(values.get("steps")):
-        values["finetune_steps"] = values["steps"] // 2
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-    return RunSettings(**values), schedule
+    return with_finetune_default(RunSettings(**values)), schedule
+
+
+def with_finetune_default(settings: RunSettings) -> RunSettings:
+    """``settings`` with ``finetune_steps`` at its default, half of ``steps``, where it is None and ``steps`` known."""
+    if settings.finetune_steps is None and settings.steps is not None:
+        return dataclasses.replace(settings, finetune_steps=settings.steps // 2)
+    return settings
 
 
 def template(task: str, task_defaults: dict[str, Any]) -> str:
     """A commented TOML template of every setting for ``task``, its defaults filled in."""
-    defaults = RunSettings(task=task).as_dict() | task_defaults | {"task": task}
+    defaults = with_finetune_default(RunSettings(**{**task_defaults, "task": task})).as_dict()
     lines = [f"# glora run --config FILE: the settings of a {task} run (flags on the command line override them)."]
     for name in FIELDS:
         value = defaults.get(name)

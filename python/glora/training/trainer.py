@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import nn
 
+from glora.layers.batched_weights import give_weights, take_weights_back
 from glora.training.batches import Batch, Data, ShuffledBatches
 from glora.training.checkpoint import (
     check_same_run,
@@ -109,13 +110,19 @@ class SupernetTrainer:
         teacher = None
         for plans in paths:
             self.sampler.apply(plans)
-            with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss, teacher = self.forward_loss(batch, teacher)
-            if not torch.isfinite(loss.detach()).all():
-                raise FloatingPointError(
-                    f"the loss became {loss.item()} at step {self.step}; lower the learning rate or use bf16 instead of fp16"
-                )
-            self.scaler.scale(loss * (scale / len(paths))).backward()
+            try:
+                with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    if self.config.compile:
+                        give_weights(self.model)  # the frozen linear layers' weights enter the graph as inputs
+                    loss, teacher = self.forward_loss(batch, teacher)
+                if not torch.isfinite(loss.detach()).all():
+                    raise FloatingPointError(
+                        f"the loss became {loss.item()} at step {self.step}; lower the learning rate or use bf16 instead of fp16"
+                    )
+                self.scaler.scale(loss * (scale / len(paths))).backward()
+            finally:
+                if self.config.compile:
+                    take_weights_back(self.model)
             total += loss.item() / len(paths)
         return total
 
