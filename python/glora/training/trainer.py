@@ -154,7 +154,7 @@ class SupernetTrainer:
             raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
         self.model.train()
         losses = []
-        bar = _progress_bar(self.config.progress and self.rank == 0, self.step, self.config.steps)
+        bar = _progress_bar(self.config.progress and self.rank == 0, self.step, self.config.steps, self.config.sampling)
         started = time.perf_counter()
         done = 0
         accum = self.config.grad_accum
@@ -232,12 +232,12 @@ def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def _progress_bar(enabled: bool, initial: int, total: int) -> Any:
+def _progress_bar(enabled: bool, initial: int, total: int, sampling: str) -> Any:
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="supernet", unit="step")
+    return tqdm(total=total, initial=initial, desc="subnet" if sampling == "fixed" else "supernet", unit="step")
 
 
 def train_supernet(
