@@ -1,7 +1,9 @@
 """A direct re-implementation of the reference GLoRA layer (Arnav0400/ViT-Slim, GLoRA/), used as a baseline.
 
 It materialises every support tensor per forward, with full-size zero tensors for ``none``, and forms
-``W' = W0 + W0*A + B`` and ``b' = b0 + b0*D + E + W0 @ C`` exactly as the authors' code does.
+``W' = W0 + W0*A + B`` and ``b' = b0 + b0*D + E + W0 @ C`` exactly as the authors' code does. In supernet mode
+every layer draws its own configuration from one generator shared by the model's layers (seeded once), so the
+layers' paths are independent, as with the authors' ``random.choice``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import random
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+_RNG = random.Random(0)
+"""Shared by every layer: a generator per layer with one seed would give all layers the same path at every step."""
 
 
 class ReferenceGLoRALinear(nn.Module):
@@ -28,7 +33,7 @@ class ReferenceGLoRALinear(nn.Module):
         for p in (self.Au, self.Bu, self.Cu):
             nn.init.kaiming_uniform_(p, a=5**0.5)
         self.config: dict[str, str] | None = None
-        self.rng = random.Random(0)
+        self.rng = _RNG
 
     def _path(self, choice: str, down: torch.Tensor, up: torch.Tensor | None, n: int, m: int) -> torch.Tensor:
         if choice.startswith("lora"):
