@@ -243,14 +243,14 @@ def give_weights(model: nn.Module) -> None:
     graph inputs. The graph then holds one plain linear per layer whatever the path (no recompilation, no per-layer
     Python in it), and the factor gradients of all layers come from this node's one backward call. Every ``W'`` and
     ``b'`` is built, even for a path without their terms, so that the graph's inputs keep their kinds."""
-    for _, hook in _hooks(model):
+    for hook in _nested_hooks(model):
         hook.give()
 
 
 def take_weights_back(model: nn.Module) -> None:
     """After the backward of a compiled forward: the layers forget the weights :func:`give_weights` handed them
     (their memory is freed before the optimizer step, and no later forward can use them)."""
-    for _, hook in _hooks(model):
+    for hook in _nested_hooks(model):
         hook.take_back()
 
 
@@ -279,6 +279,15 @@ def _hooks(model: nn.Module) -> Iterator[tuple[int, BatchedWeights]]:
     for key, hook in model._forward_pre_hooks.items():
         if isinstance(hook, BatchedWeights):
             yield key, hook
+
+
+def _nested_hooks(model: nn.Module) -> Iterator[BatchedWeights]:
+    """The :class:`BatchedWeights` hooks of ``model`` and of every module in it (a trainer may be given a model that
+    holds the wrapped one)."""
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, BatchedWeights):
+                yield hook
 
 
 def versions(factors: tuple[Optional[Tensor], ...]) -> tuple[int, ...]:
@@ -340,13 +349,20 @@ class _BuildWeights(torch.autograd.Function):
         with no_autocast(factors[0].device.type):
             for k, job in enumerate(jobs):
                 ad, au, bd, bu, cd, cu, d, e = factors[8 * k : 8 * k + 8]
+                # fresh and contiguous whatever the path (a path without the terms gives W0 or b0 itself, Conv1D's
+                # W0 is a transposed view, a scalar E an expanded one), so that a compiled graph taking them as
+                # inputs sees the same layout at every path
                 if job.dense:
                     weight = effective_weight(job.plan, job.w0, ad, au, bd, bu, job.dtype)
-                    outputs.append(weight.clone() if weight is job.w0 else weight)  # a path without A, B (compiled)
+                    if weight is job.w0 or not weight.is_contiguous():
+                        weight = weight.clone(memory_format=torch.contiguous_format)
+                    outputs.append(weight)
                 if job.bias_terms:
                     bias = effective_bias(job.plan, job.w0, job.b0, cd, cu, d, e, job.dtype)
-                    if bias is None or bias is job.b0:  # a path without C, D, E (compiled)
-                        bias = job.w0.new_zeros(job.w0.shape[0], dtype=job.dtype) if bias is None else bias.clone()
+                    if bias is None:
+                        bias = job.w0.new_zeros(job.w0.shape[0], dtype=job.dtype)
+                    elif bias is job.b0 or not bias.is_contiguous():
+                        bias = bias.clone(memory_format=torch.contiguous_format)
                     outputs.append(bias)
         ctx.jobs = jobs
         ctx.set_materialize_grads(False)  # a layer that did not run gets None, not a weight-sized zero

@@ -355,7 +355,12 @@ class GLoRALayer(nn.Module):
         given = self._given
         if given is not None:
             weight, bias = given
-            return F.linear(x, weight, b0 if bias is None else bias)
+            bias = b0 if bias is None else bias
+            dtype = compute_dtype(x)
+            if weight.dtype != dtype:  # an input in another dtype, without autocast (as the eager fallback does)
+                weight = weight.to(dtype)
+                bias = None if bias is None else bias.to(dtype)
+            return F.linear(x, weight, bias)
         coded = self._coded
         if coded is None:
             plan = self.current_plan()

@@ -264,7 +264,7 @@ def with_finetune_default(settings: RunSettings) -> RunSettings:
 
 def template(task: str, task_defaults: dict[str, Any]) -> str:
     """A commented TOML template of every setting for ``task``, its defaults filled in."""
-    defaults = with_finetune_default(RunSettings(**{**task_defaults, "task": task})).as_dict()
+    defaults = RunSettings(task=task).as_dict() | task_defaults | {"task": task}
     lines = [f"# glora run --config FILE: the settings of a {task} run (flags on the command line override them)."]
     for name in FIELDS:
         value = defaults.get(name)

@@ -96,6 +96,10 @@ class SupernetTrainer:
         # often (the teacher's logits absent, then present): at most 2 compilations, 4 with distill (under torchrun
         # the compiled callable is the model inside DistributedDataParallel, above)
         self.forward_loss = self._forward_loss
+        # the frozen linear layers' weights enter the compiled graph as inputs, read from the layers: that needs
+        # the compiler to inline modules (torch >= 2.5), which lifts their tensors as inputs instead of guarding
+        # on their identity; otherwise the layers form their weights in the graph from the paths' codes
+        self.gives_weights = config.compile and torch.torch_version.TorchVersion(torch.__version__) >= "2.5"
         if config.compile and self.world == 1:
             self.forward_loss = torch.compile(self._forward_loss, backend=COMPILE_BACKEND)
         self.step = 0
@@ -112,8 +116,8 @@ class SupernetTrainer:
             self.sampler.apply(plans)
             try:
                 with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    if self.config.compile:
-                        give_weights(self.model)  # the frozen linear layers' weights enter the graph as inputs
+                    if self.gives_weights:
+                        give_weights(self.model)
                     loss, teacher = self.forward_loss(batch, teacher)
                 if not torch.isfinite(loss.detach()).all():
                     raise FloatingPointError(
@@ -121,7 +125,7 @@ class SupernetTrainer:
                     )
                 self.scaler.scale(loss * (scale / len(paths))).backward()
             finally:
-                if self.config.compile:
+                if self.gives_weights:
                     take_weights_back(self.model)
             total += loss.item() / len(paths)
         return total
