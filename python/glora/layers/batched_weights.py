@@ -207,7 +207,13 @@ class BatchedWeights:
             job.layer.prepare(Built(job.plan, weight, bias, job.dtype, built_versions, recipe))
 
     def give(self) -> None:
-        """See :func:`give_weights`."""
+        """Before a compiled forward (``TrainConfig(compile=True)``): build ``W'`` (and ``b'`` where the layer offers
+        bias terms) of every frozen linear layer for the plans set now, in the current autocast dtype, in one
+        autograd node as the eager hook does, and hand them to the layers, whose compiled forward takes them as
+        graph inputs. The graph then holds one plain linear per layer whatever the path (no recompilation, no
+        per-layer Python in it), and the factor gradients of all layers come from this node's one backward call.
+        Every ``W'`` and ``b'`` is built, even for a path without their terms, so that the graph's inputs keep
+        their kinds."""
         parts = [_taking_part(layer, always=True, checkpointing=False) for layer in self.layers]
         taking_part = [t for t in parts if t is not None]
         for layer, part in zip(self.layers, parts):
@@ -225,7 +231,8 @@ class BatchedWeights:
             job.layer.give_weights((weight, next(outputs) if job.bias_terms else None))
 
     def take_back(self) -> None:
-        """See :func:`take_weights_back`."""
+        """After the backward of a compiled forward: the layers forget the weights :meth:`give` handed them (their
+        memory is freed before the optimizer step, and no later forward can use them)."""
         for layer in self.layers:
             layer.give_weights(None)
 
@@ -236,22 +243,17 @@ def install(model: nn.Module, layers: list[GLoRALayer], options: Options) -> Non
     model.register_forward_pre_hook(BatchedWeights(layers, _checkpointing_switches(model), options))
 
 
-def give_weights(model: nn.Module) -> None:
-    """Before a compiled forward of ``model`` (``TrainConfig(compile=True)``): build ``W'`` (and ``b'`` where the
-    layer offers bias terms) of every frozen linear layer for the plans set now, in the current autocast dtype, in
-    one autograd node as the eager hook does, and hand them to the layers, whose compiled forward takes them as
-    graph inputs. The graph then holds one plain linear per layer whatever the path (no recompilation, no per-layer
-    Python in it), and the factor gradients of all layers come from this node's one backward call. Every ``W'`` and
-    ``b'`` is built, even for a path without their terms, so that the graph's inputs keep their kinds."""
-    for hook in _nested_hooks(model):
-        hook.give()
-
-
-def take_weights_back(model: nn.Module) -> None:
-    """After the backward of a compiled forward: the layers forget the weights :func:`give_weights` handed them
-    (their memory is freed before the optimizer step, and no later forward can use them)."""
-    for hook in _nested_hooks(model):
-        hook.take_back()
+def weight_builders(model: nn.Module) -> list[BatchedWeights]:
+    """The hooks of ``model`` and of every module in it (a trainer may be given a model that holds the wrapped
+    one), found once by a trainer whose compiled forward takes the frozen linear layers' weights as inputs: before
+    each compiled forward it calls their :meth:`BatchedWeights.give`, after its backward
+    :meth:`BatchedWeights.take_back`."""
+    return [
+        hook
+        for module in model.modules()
+        for hook in module._forward_pre_hooks.values()
+        if isinstance(hook, BatchedWeights)
+    ]
 
 
 def uninstall(model: nn.Module) -> None:
@@ -279,15 +281,6 @@ def _hooks(model: nn.Module) -> Iterator[tuple[int, BatchedWeights]]:
     for key, hook in model._forward_pre_hooks.items():
         if isinstance(hook, BatchedWeights):
             yield key, hook
-
-
-def _nested_hooks(model: nn.Module) -> Iterator[BatchedWeights]:
-    """The :class:`BatchedWeights` hooks of ``model`` and of every module in it (a trainer may be given a model that
-    holds the wrapped one)."""
-    for module in model.modules():
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, BatchedWeights):
-                yield hook
 
 
 def versions(factors: tuple[Optional[Tensor], ...]) -> tuple[int, ...]:

@@ -349,7 +349,7 @@ class GLoRALayer(nn.Module):
         """The forward traced by ``torch.compile``: plain autograd operations, which the compiler fuses, and no
         host-side state (the prepared weights, the autograd nodes and their caches are for eager execution). In
         compiled supernet training a frozen linear layer runs a plain linear on the weights the trainer built for
-        the path outside the graph (``batched_weights.give_weights``: graph inputs, so one graph serves every
+        the path outside the graph (``BatchedWeights.give``: graph inputs, so one graph serves every
         path); other layers form every offered term masked by the path's codes; without either the graph is
         specialised on the fixed plan (one graph per subnet)."""
         given = self._given

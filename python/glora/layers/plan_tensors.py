@@ -17,7 +17,7 @@ skips the factor, as eagerly).
 
 :class:`PlanTensors` holds the codes of all of a model's layers in one tensor, written with one copy per path. (A
 frozen linear layer in compiled supernet training reads no code: its weights are built for the path outside the
-graph, ``batched_weights.give_weights``.)
+graph, ``BatchedWeights.give``.)
 """
 
 from __future__ import annotations

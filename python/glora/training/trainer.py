@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import nn
 
-from glora.layers.batched_weights import give_weights, take_weights_back
+from glora.layers.batched_weights import weight_builders
 from glora.training.batches import Batch, Data, ShuffledBatches
 from glora.training.checkpoint import (
     check_same_run,
@@ -99,7 +99,8 @@ class SupernetTrainer:
         # the frozen linear layers' weights enter the compiled graph as inputs, read from the layers: that needs
         # the compiler to inline modules (torch >= 2.5), which lifts their tensors as inputs instead of guarding
         # on their identity; otherwise the layers form their weights in the graph from the paths' codes
-        self.gives_weights = config.compile and torch.torch_version.TorchVersion(torch.__version__) >= "2.5"
+        gives = config.compile and torch.torch_version.TorchVersion(torch.__version__) >= "2.5"
+        self.weight_builders = weight_builders(model) if gives else []
         if config.compile and self.world == 1:
             self.forward_loss = torch.compile(self._forward_loss, backend=COMPILE_BACKEND)
         self.step = 0
@@ -116,8 +117,8 @@ class SupernetTrainer:
             self.sampler.apply(plans)
             try:
                 with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    if self.gives_weights:
-                        give_weights(self.model)
+                    for builder in self.weight_builders:
+                        builder.give()
                     loss, teacher = self.forward_loss(batch, teacher)
                 if not torch.isfinite(loss.detach()).all():
                     raise FloatingPointError(
@@ -125,8 +126,8 @@ class SupernetTrainer:
                     )
                 self.scaler.scale(loss * (scale / len(paths))).backward()
             finally:
-                if self.gives_weights:
-                    take_weights_back(self.model)
+                for builder in self.weight_builders:
+                    builder.take_back()
             total += loss.item() / len(paths)
         return total
 
