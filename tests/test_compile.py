@@ -224,13 +224,19 @@ def test_compiled_training_compiles_a_bounded_number_of_times_and_matches_eager(
 
 def test_compiled_training_takes_frozen_linear_weights_built_outside_the_graph(monkeypatch) -> None:
     """The trainer hands each frozen linear layer its path's W' and b' (graph inputs), so no layer forms a coded
-    W' in the graph, and the layers forget them after each step."""
+    W' in the graph and no code is written when every layer is given its weights, and the layers forget them after
+    each step."""
     from glora.layers import layer as layer_module
+    from glora.layers.plan_tensors import PlanTensors
 
     def coded(*args, **kwargs):
         raise AssertionError("a frozen linear layer formed its coded weights in the graph")
 
+    def write(*args, **kwargs):
+        raise AssertionError("codes written that no layer reads")
+
     monkeypatch.setattr(layer_module, "coded_weights", coded)
+    monkeypatch.setattr(PlanTensors, "write", write)
     monkeypatch.setattr(trainer_module, "COMPILE_BACKEND", Counting())
     model, result = _training(True, 5)
     assert len(result.losses) == 5

@@ -206,14 +206,14 @@ class BatchedWeights:
             recipe = None if job.keep or weight is None else _Recipe(job, own, built_versions)
             job.layer.prepare(Built(job.plan, weight, bias, job.dtype, built_versions, recipe))
 
-    def give(self) -> None:
+    def give(self) -> int:
         """Before a compiled forward (``TrainConfig(compile=True)``): build ``W'`` (and ``b'`` where the layer offers
         bias terms) of every frozen linear layer for the plans set now, in the current autocast dtype, in one
         autograd node as the eager hook does, and hand them to the layers, whose compiled forward takes them as
         graph inputs. The graph then holds one plain linear per layer whatever the path (no recompilation, no
         per-layer Python in it), and the factor gradients of all layers come from this node's one backward call.
         Every ``W'`` and ``b'`` is built, even for a path without their terms, so that the graph's inputs keep
-        their kinds."""
+        their kinds. Returns how many layers were given weights (the others read the path's codes)."""
         parts = [_taking_part(layer, always=True, checkpointing=False) for layer in self.layers]
         taking_part = [t for t in parts if t is not None]
         for layer, part in zip(self.layers, parts):
@@ -224,11 +224,12 @@ class BatchedWeights:
             jobs.append(_Job(layer, plan, dtype, True, layer.offers_bias_terms(), w0, b0, True))
             factors.extend(layer.factors())
         if not jobs:
-            return
+            return 0
         outputs = iter(_BuildWeights.apply(jobs, *factors))
         for job in jobs:
             weight = next(outputs)
             job.layer.give_weights((weight, next(outputs) if job.bias_terms else None))
+        return len(jobs)
 
     def take_back(self) -> None:
         """After the backward of a compiled forward: the layers forget the weights :meth:`give` handed them (their

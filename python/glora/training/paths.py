@@ -66,18 +66,24 @@ class PathSampler:
         plans = draw_plans([layer for _, layer in self.layers], self.generator)
         return [{name: plan for (name, _), plan in zip(self.layers, plans)}]
 
-    def apply(self, plans: Plans) -> None:
-        """Fix every layer to its plan for the next forward and backward (and write the plans as tensors for a
-        compiled forward)."""
+    def apply(self, plans: Plans, codes: bool = True) -> None:
+        """Fix every layer to its plan for the next forward and backward (and, with ``codes``, write the plans as
+        tensors for a compiled forward; else :meth:`write_codes` does it before that forward)."""
         tensors = self.tensors
         if tensors is None:
             for name, layer in self.layers:
                 layer.set_plan(plans[name])
             return
-        tensors.write([plans[name] for name, _ in self.layers])
+        if codes:
+            self.write_codes(plans)
         for (name, layer), row in zip(self.layers, self._rows):
             layer.set_plan(plans[name], row)
         self._applied.append(plans)
+
+    def write_codes(self, plans: Plans) -> None:
+        """Write ``plans`` as the tensors a compiled forward reads (one copy for all layers)."""
+        if self.tensors is not None:
+            self.tensors.write([plans[name] for name, _ in self.layers])
 
     def drop_unused_gradients(self) -> None:
         """Under plans as tensors: set to None the gradient of every factor that no path applied since the last

@@ -113,12 +113,14 @@ class SupernetTrainer:
         paths = self.sampler.paths(self.step)
         total = 0.0
         teacher = None
+        builders = self.weight_builders
         for plans in paths:
-            self.sampler.apply(plans)
+            self.sampler.apply(plans, codes=not builders)
             try:
                 with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    for builder in self.weight_builders:
-                        builder.give()
+                    # the layers given their weights read no codes: write them only for others (convolutions...)
+                    if builders and sum(builder.give() for builder in builders) < len(self.sampler.layers):
+                        self.sampler.write_codes(plans)
                     loss, teacher = self.forward_loss(batch, teacher)
                 if not torch.isfinite(loss.detach()).all():
                     raise FloatingPointError(
