@@ -410,3 +410,13 @@ def test_retired_settings_are_refused_by_name(tmp_path) -> None:
     write_checkpoint(tmp_path / "used.safetensors", {**state, "config": {**state["config"], "lr_ratios": None}})
     with pytest.raises(ValueError, match=r"records settings glora .* does not have: \['lr_ratios'\]"):
         glora.SupernetTrainer(_model(), _task(64), config).load_checkpoint(tmp_path / "used.safetensors")
+
+
+@pytest.mark.parametrize(("sampling", "label"), [("uniform", "supernet"), ("fixed", "subnet")])
+def test_the_progress_bar_names_what_is_trained(capsys, sampling, label) -> None:
+    model = _model()
+    subnet = glora.sample_subnet(model, 0) if sampling == "fixed" else None
+    config = glora.TrainConfig(steps=2, batch_size=32, sampling=sampling, subnet=subnet, progress=True)
+    glora.SupernetTrainer(model, _task(64), config).train()
+    err = capsys.readouterr().err
+    assert f"{label}: 100%" in err and ("supernet:" in err) == (label == "supernet")

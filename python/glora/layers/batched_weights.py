@@ -180,7 +180,7 @@ class BatchedWeights:
 
     def __call__(self, model: nn.Module, args: Any) -> None:
         if is_compiling():
-            return  # a compiled forward forms the weights in its graph (GLoRALayer._forward_compiled)
+            return  # a compiled forward is given its weights by the trainer (give), or forms them in its graph
         layers = self.layers
         for layer in layers:
             layer.prepare(None)
@@ -188,13 +188,7 @@ class BatchedWeights:
             return
         always = self.options.batched_weights == "always"
         checkpointing = any(getattr(module, name, False) is True for module, name in self.switches)
-        taking_part = [t for t in (_taking_part(layer, always, checkpointing) for layer in layers) if t is not None]
-        jobs, factors = [], []
-        for (layer, w0, b0, dtype, keep), plan in zip(taking_part, _plans([t[0] for t in taking_part])):
-            dense, bias_terms = has_weight_terms(plan), has_bias_terms(plan)
-            if dense or bias_terms:
-                jobs.append(_Job(layer, plan, dtype, dense, bias_terms, w0, b0, keep))
-                factors.extend(layer.factors())
+        jobs, factors = _jobs([_taking_part(layer, always, checkpointing) for layer in layers], compiled=False)
         if not jobs:
             return
         outputs = iter(_BuildWeights.apply(jobs, *factors))
@@ -214,15 +208,8 @@ class BatchedWeights:
         per-layer Python in it), and the factor gradients of all layers come from this node's one backward call.
         Every ``W'`` and ``b'`` is built, even for a path without their terms, so that the graph's inputs keep
         their kinds. Returns how many layers were given weights (the others read the path's codes)."""
-        parts = [_taking_part(layer, always=True, checkpointing=False) for layer in self.layers]
-        taking_part = [t for t in parts if t is not None]
-        for layer, part in zip(self.layers, parts):
-            if part is None:
-                layer.give_weights(None)
-        jobs, factors = [], []
-        for (layer, w0, b0, dtype, _), plan in zip(taking_part, _plans([t[0] for t in taking_part])):
-            jobs.append(_Job(layer, plan, dtype, True, layer.offers_bias_terms(), w0, b0, True))
-            factors.extend(layer.factors())
+        self.take_back()  # a layer not taking part now keeps no earlier weights
+        jobs, factors = _jobs([_taking_part(layer, True, False) for layer in self.layers], compiled=True)
         if not jobs:
             return 0
         outputs = iter(_BuildWeights.apply(jobs, *factors))
@@ -320,6 +307,22 @@ def _taking_part(layer: GLoRALayer, always: bool, checkpointing: bool) -> Option
     if layer.fixed_plan is None and layer.sampler is None:
         return None  # the layer's own forward raises the error that says what to do
     return layer, w0, b0, dtype, keep
+
+
+def _jobs(parts: list[Optional[tuple]], compiled: bool) -> tuple[list[_Job], list[Optional[Tensor]]]:
+    """The jobs of the layers taking part (``parts`` from :func:`_taking_part`, None for the others) and their
+    factors in order. Eagerly a job builds only the terms its plan has; for a compiled forward every ``W'``, and
+    ``b'`` wherever the layer offers bias terms (see :meth:`BatchedWeights.give`)."""
+    taking_part = [t for t in parts if t is not None]
+    jobs: list[_Job] = []
+    factors: list[Optional[Tensor]] = []
+    for (layer, w0, b0, dtype, keep), plan in zip(taking_part, _plans([t[0] for t in taking_part])):
+        dense = compiled or has_weight_terms(plan)
+        bias_terms = layer.offers_bias_terms() if compiled else has_bias_terms(plan)
+        if dense or bias_terms:
+            jobs.append(_Job(layer, plan, dtype, dense, bias_terms, w0, b0, keep))
+            factors.extend(layer.factors())
+    return jobs, factors
 
 
 def _plans(layers: list[GLoRALayer]) -> list[Plan]:

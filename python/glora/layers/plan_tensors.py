@@ -79,13 +79,13 @@ class PlanTensors:
         stacked on the host and copied in one transfer, a blocking one so that the host buffer may be reused at
         once (the device reads the codes in stream order, after the last path's work)."""
         rows = self._rows
-        codes = []
+        table = []
         for plan in plans:
-            made = rows.get(plan)
-            if made is None:
-                made = rows[plan] = torch.tensor(code_rows(plan, self.max_rank))
-            codes.append(made)
-        torch.stack(codes, out=self._staged)
+            code = rows.get(plan)
+            if code is None:
+                code = rows[plan] = torch.tensor(code_rows(plan, self.max_rank))
+            table.append(code)
+        torch.stack(table, out=self._staged)
         self.codes.copy_(self._staged)
 
 

@@ -128,7 +128,7 @@ class SupernetTrainer:
                     )
                 self.scaler.scale(loss * (scale / len(paths))).backward()
             finally:
-                for builder in self.weight_builders:
+                for builder in builders:
                     builder.take_back()
             total += loss.item() / len(paths)
         return total
