@@ -34,10 +34,13 @@ METHODS = [
     "peft_lora_r8_compiled",
     "glora_supernet",
     "glora_supernet_compiled",
+    "glora_supernet_compiled_codes",
 ]
 
 
-def glora_step(make, targets, head, loss_of, device: torch.device, compiled: bool) -> Callable[[], None]:
+def glora_step(
+    make, targets, head, loss_of, device: torch.device, compiled: bool, codes: bool = False
+) -> Callable[[], None]:
     """A supernet step of ``SupernetTrainer`` (a new uniform path every step; compiled with ``compile=True``). The
     workload's loss holds its own fixed batch, so the trainer's data is a placeholder the loss ignores."""
     model = make()
@@ -45,16 +48,19 @@ def glora_step(make, targets, head, loss_of, device: torch.device, compiled: boo
     config = glora.TrainConfig(steps=10**6, batch_size=1, lr=1e-4, precision="bf16", compile=compiled, progress=False)
     placeholder = torch.zeros(1, device=device)
     trainer = glora.SupernetTrainer(model, placeholder, config, loss_fn=lambda m, _: loss_of(m), device=device)
+    if codes:  # every layer forms its weights in the graph from the paths' codes
+        trainer.weight_builders = []
     return lambda: trainer.train(steps=trainer.step + 1)
 
 
 def step_of(method: str, model_name: str, device: torch.device) -> Callable[[], None]:
     """The method's training step (one optimizer step per call)."""
     make, targets, head, loss_of = workload(model_name, device)
-    compiled = method.endswith("_compiled")
-    base = method.removesuffix("_compiled")
+    codes = method.endswith("_codes")
+    compiled = method.removesuffix("_codes").endswith("_compiled")
+    base = method.removesuffix("_codes").removesuffix("_compiled")
     if base == "glora_supernet":
-        return glora_step(make, targets, head, loss_of, device, compiled)
+        return glora_step(make, targets, head, loss_of, device, compiled, codes)
     model, params, _ = prepare(base, make, targets, head)
     return training_step(torch.compile(model) if compiled else model, params, loss_of, device.type)
 

@@ -420,3 +420,41 @@ def test_the_progress_bar_names_what_is_trained(capsys, sampling, label) -> None
     glora.SupernetTrainer(model, _task(64), config).train()
     err = capsys.readouterr().err
     assert f"{label}: 100%" in err and ("supernet:" in err) == (label == "supernet")
+
+
+@pytest.mark.parametrize("accum", [1, 3])
+def test_a_non_finite_loss_stops_training_before_the_optimizer_step(accum: int) -> None:
+    model = _model()
+    calls = []
+
+    def loss_fn(m: torch.nn.Module, batch) -> torch.Tensor:
+        calls.append(1)
+        loss = classification_loss(m, batch)
+        return loss * float("nan") if len(calls) == 2 * accum else loss  # the second step's last micro-batch
+
+    config = glora.TrainConfig(steps=5, batch_size=16, grad_accum=accum, progress=False)
+    trainer = glora.SupernetTrainer(model, _task(96), config, loss_fn=loss_fn)
+    trainer.train(steps=1)
+    after_one = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    with pytest.raises(FloatingPointError, match=r"the loss became nan at step 1; lower the learning rate"):
+        trainer.train()
+    assert trainer.step == 1
+    assert all(torch.equal(p, after_one[n]) for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_the_reported_loss_is_the_mean_over_micro_batches() -> None:
+    losses = {}
+    for accum in (1, 4):
+        torch.manual_seed(0)
+        model = glora.wrap(MLP(), glora.GLoRAConfig(target_modules=["fc1", "fc2"], modules_to_save=["head"]))
+        config = glora.TrainConfig(
+            steps=1,
+            batch_size=64 // accum,
+            grad_accum=accum,
+            sampling="fixed",
+            subnet=glora.sample_subnet(model, 0),
+            lr=1e-9,
+            progress=False,
+        )
+        losses[accum] = glora.SupernetTrainer(model, _task(64), config).train().losses[0]
+    assert losses[4] == pytest.approx(losses[1], rel=1e-5)

@@ -107,11 +107,12 @@ class SupernetTrainer:
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model, compiled=config.compile)
 
-    def _micro_step(self, batch: Batch, scale: float) -> float:
-        """Forward and backward of every path of this step on one micro-batch; returns the mean loss."""
+    def _micro_step(self, batch: Batch, scale: float) -> torch.Tensor:
+        """Forward and backward of every path of this step on one micro-batch; returns the mean loss, on the device
+        (read once per optimizer step: each read waits for the device, which idles while the host catches up)."""
         dtype = AUTOCAST_DTYPES[self.config.precision]
         paths = self.sampler.paths(self.step)
-        total = 0.0
+        total = torch.zeros((), device=self.device)
         teacher = None
         builders = self.weight_builders
         for plans in paths:
@@ -122,15 +123,11 @@ class SupernetTrainer:
                     if builders and sum(builder.give() for builder in builders) < len(self.sampler.layers):
                         self.sampler.write_codes(plans)
                     loss, teacher = self.forward_loss(batch, teacher)
-                if not torch.isfinite(loss.detach()).all():
-                    raise FloatingPointError(
-                        f"the loss became {loss.item()} at step {self.step}; lower the learning rate or use bf16 instead of fp16"
-                    )
                 self.scaler.scale(loss * (scale / len(paths))).backward()
             finally:
                 for builder in builders:
                     builder.take_back()
-            total += loss.item() / len(paths)
+            total += loss.detach().float() / len(paths)
         return total
 
     def _forward_loss(
@@ -167,9 +164,14 @@ class SupernetTrainer:
         accum = self.config.grad_accum
         samples_per_step = accum * self.config.batch_size * self.world
         while self.step < target:
-            loss = 0.0
+            summed = torch.zeros((), device=self.device)
             for micro in range(accum):
-                loss += self._micro_step(self.batches[self.step * accum + micro], 1.0 / accum)
+                summed += self._micro_step(self.batches[self.step * accum + micro], 1.0 / accum)
+            loss = summed.item() / accum  # the mean over the micro-batches
+            if not math.isfinite(loss):  # checked before the optimizer step, which would spread it to the weights
+                raise FloatingPointError(
+                    f"the loss became {loss} at step {self.step}; lower the learning rate or use bf16 instead of fp16"
+                )
             self.sampler.drop_unused_gradients()
             if self.config.max_grad_norm is not None:
                 self.scaler.unscale_(self.optimizer)
