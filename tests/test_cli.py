@@ -219,7 +219,12 @@ def test_print_config_writes_a_template_that_reads_back(task, tmp_path, capsys) 
     template = tmp_path / "run.toml"
     template.write_text(capsys.readouterr().out)
     settings = read_config_file(str(template))
-    assert settings["task"] == task and "steps" in settings and "# model" in template.read_text()
+    text = template.read_text()
+    assert settings["task"] == task and "lr" in settings and "# model" in text
+    # the schedule that depends on the device stays commented, so that the CPU schedule still applies
+    assert (
+        not {"steps", "population", "generations"} & settings.keys() and "# steps = " in text and "(with a GPU;" in text
+    )
 
 
 @pytest.mark.parametrize(
@@ -326,3 +331,22 @@ def test_help_imports_no_torch(argv: list[str]) -> None:
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "usage: glora" in done.stdout
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly() -> None:
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone (as `head` after its lines): every write meets a broken pipe
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "glora", "run", "--task", "causal-lm", "--print-config"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and done.stderr == b"", done.stderr

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, Optional
 
 from glora.cli.model_commands import add_model_commands
+from glora.cli.pipes import end_on_broken_pipe
 from glora.errors import GLoRAError
 
 INPUT_ERRORS = (OSError, ValueError, GLoRAError)
@@ -119,6 +120,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 file=sys.stderr,
             )
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return end_on_broken_pipe()
     except Exception as err:
         if args.debug:
             raise

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, NoReturn, Optional
 
 from glora._engine import LogReport, ParetoPoint
+from glora.cli.pipes import end_on_broken_pipe
 from glora.engine.replay import read_log
 from glora.errors import GLoRAError, SearchError
 from glora.files.atomic import replacing
@@ -195,6 +196,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
+    except BrokenPipeError:
+        return end_on_broken_pipe()
     except GLoRAError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2

@@ -269,7 +269,12 @@ def template(task: str, task_defaults: dict[str, Any]) -> str:
     for name in FIELDS:
         value = defaults.get(name)
         lines.append(f"# {HELP[name]}")
-        lines.append(f"# {name} = " if value is None else f"{name} = {_toml_value(value)}")
+        if value is None:
+            lines.append(f"# {name} = ")
+        elif name in CPU_SCHEDULE:  # left to the device unless set: a set value counts as given on a CPU too
+            lines.append(f"# {name} = {_toml_value(value)}  (with a GPU; without one {CPU_SCHEDULE[name]})")
+        else:
+            lines.append(f"{name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 
