@@ -334,19 +334,9 @@ def test_help_imports_no_torch(argv: list[str]) -> None:
 
 
 def test_a_reader_that_stops_early_ends_the_command_quietly() -> None:
-    import os
-    import subprocess
     import sys
 
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # the reader has gone (as `head` after its lines): every write meets a broken pipe
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "glora", "run", "--task", "causal-lm", "--print-config"],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            timeout=120,
-        )
-    finally:
-        os.close(write_end)
+    from processes import run_into_closed_pipe
+
+    done = run_into_closed_pipe([sys.executable, "-m", "glora", "run", "--task", "causal-lm", "--print-config"])
     assert done.returncode == 141 and done.stderr == b"", done.stderr

@@ -207,20 +207,12 @@ def test_plot_without_matplotlib_is_one_line(pareto_log, capsys, monkeypatch) ->
 
 
 def test_a_reader_that_stops_early_ends_replay_quietly(pareto_log) -> None:
-    import os
-    import subprocess
     import sys
 
+    from processes import run_into_closed_pipe
+
     log, _ = pareto_log
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # the reader has gone (as `head` after its lines): every write meets a broken pipe
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", "import sys; from glora.cli.replay import main; sys.exit(main())", str(log)],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            timeout=60,
-        )
-    finally:
-        os.close(write_end)
+    done = run_into_closed_pipe(
+        [sys.executable, "-c", "import sys; from glora.cli.replay import main; sys.exit(main())", str(log)]
+    )
     assert done.returncode == 141 and done.stderr == b"", done.stderr
