@@ -43,7 +43,6 @@ from glora.layers.choices import Plan, has_bias_terms, has_weight_terms
 from glora.layers.dtypes import compute_dtype, factor_precision, keeps_cast_copy, no_autocast
 from glora.layers.factor_grads import bias_grads, factor_grads
 from glora.layers.functional import effective_bias, effective_weight
-from glora.layers.grouped_weights import GroupedWeights, Member
 from glora.layers.layer import GLoRALayer
 
 Tensor = torch.Tensor
@@ -178,7 +177,6 @@ class BatchedWeights:
     def __init__(self, layers: list[GLoRALayer], switches: list[tuple[nn.Module, str]], options: Options) -> None:
         self.layers, self.switches, self.options = layers, switches, options
         self.per_layer = False  # see per_layer_nodes
-        self._grouped = GroupedWeights()  # give's builder
 
     def __call__(self, model: nn.Module, args: Any) -> None:
         if is_compiling():
@@ -204,23 +202,20 @@ class BatchedWeights:
 
     def give(self) -> int:
         """Before a compiled forward (``TrainConfig(compile=True)``): build ``W'`` (and ``b'`` where the layer offers
-        bias terms) of every frozen linear layer for the plans set now, in the current autocast dtype, and hand them
-        to the layers, whose compiled forward takes them as graph inputs. The graph then holds one plain linear per
-        layer whatever the path (no recompilation, no per-layer Python in it). Layers of equal shapes are built
-        together, in a few batched operations per group (``grouped_weights``), whose backward forms all their
-        factors' gradients. Every ``W'`` and ``b'`` is built, even for a path without their terms, so that the
-        graph's inputs keep their kinds. Returns how many layers were given weights (the others read the path's
-        codes)."""
+        bias terms) of every frozen linear layer for the plans set now, in the current autocast dtype, in one
+        autograd node as the eager hook does, and hand them to the layers, whose compiled forward takes them as
+        graph inputs. The graph then holds one plain linear per layer whatever the path (no recompilation, no
+        per-layer Python in it), and the factor gradients of all layers come from this node's one backward call.
+        Every ``W'`` and ``b'`` is built, even for a path without their terms, so that the graph's inputs keep
+        their kinds. Returns how many layers were given weights (the others read the path's codes)."""
         self.take_back()  # a layer not taking part now keeps no earlier weights
-        jobs, _ = _jobs([_taking_part(layer, True, False) for layer in self.layers], compiled=True)
+        jobs, factors = _jobs([_taking_part(layer, True, False) for layer in self.layers], compiled=True)
         if not jobs:
             return 0
-        members = [Member(job.plan, job.w0, job.b0, job.layer.factors()) for job in jobs]
-        built = self._grouped.build(
-            [job.layer for job in jobs], members, [job.bias_terms for job in jobs], jobs[0].dtype
-        )
-        for job, weights in zip(jobs, built):
-            job.layer.give_weights(weights)
+        outputs = iter(_BuildWeights.apply(jobs, *factors))
+        for job in jobs:
+            weight = next(outputs)
+            job.layer.give_weights((weight, next(outputs) if job.bias_terms else None))
         return len(jobs)
 
     def take_back(self) -> None:

@@ -326,10 +326,6 @@ class GLoRALayer(nn.Module):
         its next compiled forward, which takes them as graph inputs; None forgets them."""
         self.__dict__["_given"] = weights  # set directly, as prepare()
 
-    def offered_kinds(self) -> tuple[frozenset[str], ...]:
-        """Per gene (``GENES`` order), the kinds of the choices the layer offers (``lora``, ``vector``...)."""
-        return tuple(frozenset(choice.kind for choice in offered) for offered in self._offered)
-
     def offers_bias_terms(self) -> bool:
         """Whether any plan of the layer can have a bias term (C, D or E offered as other than ``none``)."""
         return any(choice.kind != NONE for offered in self._offered[2:] for choice in offered)
