@@ -392,3 +392,58 @@ def test_gradient_checkpointing_compiles_without_graph_breaks(monkeypatch) -> No
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert 1 <= backend.graphs <= MAX_COMPILES
     torch.testing.assert_close(torch.tensor(compiled), torch.tensor(_classifier_training(False)), rtol=1e-5, atol=1e-6)
+
+
+def _spread(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A score every output and every term moves (the logits' weighted spread, shifted by the labels)."""
+    weights = torch.linspace(-1, 1, logits.shape[-1])
+    return -((logits * weights).square().mean(-1) + labels.float() * 0.01).mean()
+
+
+@pytest.mark.parametrize("kind", ["mlp", "mixed", "scalar_e"])
+def test_the_compiled_evaluator_scores_every_subnet_as_eager_one_graph_for_all(monkeypatch, kind) -> None:
+    """SubnetEvaluator(compile=True): the subnets enter the compiled forward as codes, so one graph (two with a
+    last, smaller batch) serves every subnet, and the scores are the eager evaluator's; the layers keep their
+    plans."""
+    from glora.training import coded_forward
+
+    backend = Counting()
+    monkeypatch.setattr(coded_forward, "COMPILE_BACKEND", backend)
+    model = _randomised(MAKERS[kind](0), 0)
+    g = torch.Generator().manual_seed(2)
+    x = _input(kind, 3, 50)
+    y = torch.randint(0, 4, (50,), generator=g)
+    subnets = [glora.sample_subnet(model, seed) for seed in range(25)]
+    glora.set_subnet(model, subnets[0])
+    eager = glora.SubnetEvaluator(model, (x, y), metric=_spread, batch_size=16)(subnets)
+    compiled = glora.SubnetEvaluator(model, (x, y), metric=_spread, batch_size=16, compile=True)
+    scores = compiled(subnets[:10]) + compiled(subnets[10:])
+    torch.testing.assert_close(torch.tensor(scores), torch.tensor(eager), rtol=1e-5, atol=1e-6)
+    assert backend.graphs == 2 and not counters["graph_break"], dict(counters["graph_break"])
+    assert glora.get_subnet(model) == subnets[0]
+    assert all(layer._coded is None for _, layer in glora_layers(model))
+
+
+def test_the_compiled_evaluator_drives_a_search_and_refuses_bad_options(monkeypatch) -> None:
+    from glora.training import coded_forward
+
+    monkeypatch.setattr(coded_forward, "COMPILE_BACKEND", Counting())
+    model = _randomised(_mlp(0), 0)
+    g = torch.Generator().manual_seed(3)
+    data = (torch.randn(40, 8, generator=g), torch.randint(0, 4, (40,), generator=g))
+    results = [
+        glora.search(
+            model,
+            glora.SubnetEvaluator(model, data, metric="neg_loss", compile=compile),
+            budget=200,
+            seed=1,
+            generations=3,
+            progress=False,
+        )
+        for compile in (False, True)
+    ]
+    assert results[1].best_score == pytest.approx(results[0].best_score, rel=1e-5)
+    with pytest.raises(ValueError, match="compile must be True or False, got 'yes'"):
+        glora.SubnetEvaluator(model, data, compile="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="compile=True evaluates one subnet per pass"):
+        glora.SubnetEvaluator(model, data, compile=True, subnets_per_pass=2)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glora.training.batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
+from glora.training.coded_forward import CodedForward
 from glora.training.distributed import process_group
 from glora.tuner.subnets import Subnet, validate_subnet
 from glora.tuner.wrapping import layers_or_raise
@@ -59,11 +60,19 @@ def _name_of(metric: object) -> Optional[str]:
 
 
 def _check_options(
-    batch_size: Optional[int], precision: Optional[str], subnets_per_pass: int, distributed: Optional[bool]
+    batch_size: Optional[int],
+    precision: Optional[str],
+    subnets_per_pass: int,
+    distributed: Optional[bool],
+    compile: bool,
 ) -> None:
     """Raise ValueError naming the argument, its value and what is allowed for a wrong one."""
     if isinstance(subnets_per_pass, bool) or not isinstance(subnets_per_pass, int) or subnets_per_pass < 1:
         raise ValueError(f"subnets_per_pass must be a positive integer, got {subnets_per_pass!r}")
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile must be True or False, got {compile!r}")
+    if compile and subnets_per_pass > 1:
+        raise ValueError("compile=True evaluates one subnet per pass; leave subnets_per_pass at 1")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None (the whole data), got {batch_size!r}")
     if precision is not None and (not isinstance(precision, str) or precision not in PRECISIONS):
@@ -106,6 +115,7 @@ class SubnetEvaluator:
         precision: Optional[str] = None,
         subnets_per_pass: int = 1,
         distributed: Optional[bool] = None,
+        compile: bool = False,
     ) -> None:
         self.layers = layers_or_raise(model)
         n = data_length(data)
@@ -113,7 +123,7 @@ class SubnetEvaluator:
             raise ValueError("the evaluation data is empty")
         self._metric_name = _name_of(metric)
         metric = _metric(metric)
-        _check_options(batch_size, precision, subnets_per_pass, distributed)
+        _check_options(batch_size, precision, subnets_per_pass, distributed, compile)
         if subnets_per_pass > 1 and not all(layer.stacks_plans for _, layer in self.layers):
             raise ValueError(
                 "subnets_per_pass > 1 needs a model whose GLoRA layers are all linear (with nn.Linear's forward)"
@@ -132,6 +142,7 @@ class SubnetEvaluator:
         self.labels = labels_of(whole)
         self.batches = [take(whole, torch.arange(i, min(i + size, n), device=self.device)) for i in range(0, n, size)]
         self.subnets_evaluated = 0
+        self._coded: Optional[CodedForward] = CodedForward(model, self.layers, self.device) if compile else None
 
     @property
     def metric_name(self) -> Optional[str]:
@@ -178,6 +189,10 @@ class SubnetEvaluator:
         self.model.eval()
         pending: list[Union[float, torch.Tensor]] = []
         try:
+            if self._coded is not None:
+                for logits in self._coded.logits(plans, self._compiled_logits):
+                    pending.append(self.metric(logits, self.labels))
+                return [float(s) for s in pending]
             for start in range(0, len(plans), self.k):
                 group = plans[start : start + self.k]
                 for name, layer in self.layers:
@@ -189,6 +204,17 @@ class SubnetEvaluator:
             for _, layer in self.layers:
                 layer.unfold()
             self.model.train(was_training)
+
+    @torch.inference_mode()
+    def _compiled_logits(self) -> torch.Tensor:
+        """Logits of the subnet whose codes are set, over the whole data, through the compiled forward (copied out
+        of the forward's outputs, which its next call reuses)."""
+        assert self._coded is not None
+        autocast = self.dtype != torch.float32
+        with torch.autocast(self.device.type, dtype=self.dtype if autocast else torch.float32, enabled=autocast):
+            return torch.cat(
+                [self._coded.forward(self.model, batch).to(torch.float32, copy=True) for batch in self.batches]
+            )
 
     def evaluate(self, subnet: Subnet) -> float:
         return self([subnet])[0]
