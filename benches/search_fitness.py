@@ -24,21 +24,14 @@ import torch
 
 import glora
 from common import print_table, write_result
-from glora.tasks.text_classification import BERT_LINEARS
-from supernet_quality import ASSETS, BUDGET, load, splits, train_supernet
+from supernet_quality import ASSETS, BUDGET, movie_supernet
 
 EVALUATORS = {"folded": False, "compiled": True}
 
 
 def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -> list[dict[str, Any]]:
-    from transformers import AutoTokenizer
-
-    train, val, test = splits(AutoTokenizer.from_pretrained(model_dir), data_path, (1000, 500, 2000), seed)
-    torch.manual_seed(seed)
-    model = load(model_dir, device)
-    config = glora.GLoRAConfig(target_modules=BERT_LINEARS, modules_to_save=["head"], choices={"B": ["lora", "none"]})
-    glora.wrap(model, config)
-    train_supernet(model, train, device, seed, steps=640, lr=1e-3, sampling="uniform")
+    """One row per evaluator: the default search from the seed's supernet, timed and scored."""
+    model, val, test = movie_supernet(model_dir, data_path, seed, device)
     test_eval = glora.SubnetEvaluator(model, test, device=device)
     rows = []
     for name, compiled in EVALUATORS.items():
@@ -63,6 +56,7 @@ def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -
 
 
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per evaluator, the means over the seeds."""
     return [
         {
             "evaluator": name,

@@ -22,22 +22,14 @@ import torch
 
 import glora
 from common import print_table, write_result
-from glora.tasks.text_classification import BERT_LINEARS
 from glora.training.sampling import BudgetSampler
-from supernet_quality import ASSETS, BUDGET, load, splits, train_supernet
+from supernet_quality import ASSETS, BUDGET, movie_supernet
 
 OPERATORS = ("reference", "guided")
 
 
 def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -> list[dict[str, Any]]:
-    from transformers import AutoTokenizer
-
-    train, val, test = splits(AutoTokenizer.from_pretrained(model_dir), data_path, (1000, 500, 2000), seed)
-    torch.manual_seed(seed)
-    model = load(model_dir, device)
-    config = glora.GLoRAConfig(target_modules=BERT_LINEARS, modules_to_save=["head"], choices={"B": ["lora", "none"]})
-    glora.wrap(model, config)
-    train_supernet(model, train, device, seed, steps=640, lr=1e-3, sampling="uniform")
+    model, val, test = movie_supernet(model_dir, data_path, seed, device)
     fitness = glora.SubnetEvaluator(model, val, metric="neg_loss", device=device)
     test_eval = glora.SubnetEvaluator(model, test, device=device)
     randoms = BudgetSampler(glora.search_space(model), (0, BUDGET), seed + 1000).draw(0, 20)

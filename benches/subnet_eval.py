@@ -2,12 +2,13 @@
 
 ViT-B/16 (timm, random init) with a fixed supernet (rank 4, perturbed adapters) and 200 validation images.
 1. Subnet evaluations per second: glora's SubnetEvaluator (weights folded once per subnet, bf16, all 200 images
-   in one pass; also several subnets per pass) versus the reference way (fix the configuration on the unmerged
-   reference layers and run them batch by batch, 64 images, fp32).
+   in one pass; also several subnets per pass; with ``--compiled``, the default on a GPU, also
+   ``SubnetEvaluator(compile=True)``: the subnet as codes in one compiled forward, a CUDA graph) versus the reference
+   way (fix the configuration on the unmerged reference layers and run them batch by batch, 64 images, fp32).
    The floor beside them: the plain merged model's forward over the same images in bf16 (what an evaluation
    cannot beat), eager and, on a GPU, compiled with ``torch.compile``.
-2. A whole search with the reference defaults (population 50, 20 generations) driven by the evaluator: wall time
-   and the share of it spent outside fitness evaluation.
+2. A whole search with the reference defaults (population 50, 20 generations) driven by the fastest of those
+   evaluator settings: wall time and the share of it spent outside fitness evaluation.
 
     python benches/subnet_eval.py
 """

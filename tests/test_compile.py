@@ -447,3 +447,29 @@ def test_the_compiled_evaluator_drives_a_search_and_refuses_bad_options(monkeypa
         glora.SubnetEvaluator(model, data, compile="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="compile=True evaluates one subnet per pass"):
         glora.SubnetEvaluator(model, data, compile=True, subnets_per_pass=2)
+
+
+def test_the_compiled_evaluator_under_bf16_in_supernet_mode_and_after_a_failing_metric(monkeypatch) -> None:
+    """bf16 autocast scores as the folded bf16 evaluation does (within bf16 rounding); a model in supernet mode
+    samples again afterwards; a metric that raises leaves the layers' plans as they were."""
+    from glora.training import coded_forward
+
+    monkeypatch.setattr(coded_forward, "COMPILE_BACKEND", Counting())
+    model = _randomised(_mlp(0), 0)
+    g = torch.Generator().manual_seed(4)
+    data = (torch.randn(64, 8, generator=g), torch.randint(0, 4, (64,), generator=g))
+    subnets = [glora.sample_subnet(model, seed) for seed in range(12)]
+    folded = glora.SubnetEvaluator(model, data, metric=_spread, precision="bf16")(subnets)
+    glora.supernet_mode(model, 0)
+    compiled = glora.SubnetEvaluator(model, data, metric=_spread, precision="bf16", compile=True)(subnets)
+    torch.testing.assert_close(torch.tensor(compiled), torch.tensor(folded), rtol=2e-2, atol=1e-3)
+    layers = [layer for _, layer in glora_layers(model)]
+    assert all(layer.fixed_plan is None and layer.sampler is not None and layer._coded is None for layer in layers)
+    glora.set_subnet(model, subnets[3])
+
+    def failing(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("metric failed")
+
+    with pytest.raises(RuntimeError, match="metric failed"):
+        glora.SubnetEvaluator(model, data, metric=failing, compile=True)(subnets[:4])
+    assert glora.get_subnet(model) == subnets[3] and all(layer._coded is None for layer in layers)

@@ -48,11 +48,10 @@ def _worker(rank: int, world: int, init: str, out: str, precision: str) -> None:
     try:
         model = _model()
         trainer = glora.SupernetTrainer(model, _task(), _config(16, precision))
-        trainer.train()
+        losses = trainer.train().losses
         trainer.save_checkpoint(os.path.join(out, "ckpt.pt"))
-        torch.save(
-            {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}, os.path.join(out, f"rank{rank}.pt")
-        )
+        state = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+        torch.save({**state, "losses": torch.tensor(losses)}, os.path.join(out, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -63,11 +62,13 @@ def test_two_processes_match_one_process_on_the_combined_batch(tmp_path, precisi
     mp.spawn(_worker, args=(2, init, str(tmp_path), precision), nprocs=2, join=True)
     rank0 = torch.load(tmp_path / "rank0.pt")
     rank1 = torch.load(tmp_path / "rank1.pt")
-    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # the adapters and the reported losses
     single = _model()
-    glora.SupernetTrainer(single, _task(), _config(32, precision)).train()
+    single_losses = glora.SupernetTrainer(single, _task(), _config(32, precision)).train().losses
     # bf16: the combined batch rounds differently (up to ~5e-3 after 6 steps, the per-layer node alike)
     rtol, atol = (1e-4, 1e-6) if precision == "fp32" else (2e-2, 1e-2)
+    # every rank reports the loss over the whole global batch, that of one process on the combined batch
+    torch.testing.assert_close(rank0.pop("losses"), torch.tensor(single_losses), rtol=rtol, atol=atol)
     for name, p in single.named_parameters():
         if p.requires_grad:
             torch.testing.assert_close(rank0[name], p.detach(), rtol=rtol, atol=atol, msg=name)

@@ -206,13 +206,15 @@ def test_plot_without_matplotlib_is_one_line(pareto_log, capsys, monkeypatch) ->
     assert code == 2 and err.count("\n") == 1 and "needs matplotlib" in err
 
 
-def test_a_reader_that_stops_early_ends_replay_quietly(pareto_log) -> None:
+@pytest.mark.parametrize("unbuffered", [True, False])
+def test_a_reader_that_stops_early_ends_replay_quietly(unbuffered: bool, pareto_log) -> None:
     import sys
 
     from processes import run_into_closed_pipe
 
     log, _ = pareto_log
     done = run_into_closed_pipe(
-        [sys.executable, "-c", "import sys; from glora.cli.replay import main; sys.exit(main())", str(log)]
+        [sys.executable, "-c", "import sys; from glora.cli.replay import main; sys.exit(main())", str(log)],
+        unbuffered,
     )
     assert done.returncode == 141 and done.stderr == b"", done.stderr

@@ -3,7 +3,8 @@
 (``glora.cli.model_commands``); ``glora demo`` runs ``glora.tasks.demo``.
 
 Every error is one line on stderr and exit status 2; the settings, the files and the budget are checked before
-training. ``--debug`` shows the traceback instead. An interrupted run exits with 130 and says how to resume.
+training. ``--debug`` shows the traceback instead. An interrupted run exits with 130 and says how to resume; a
+command whose reader stops early (``| head``) exits quietly with 141.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, Optional
 
 from glora.cli.model_commands import add_model_commands
-from glora.cli.pipes import end_on_broken_pipe
+from glora.cli.pipes import end_on_broken_pipe, flush_output, reader_gone
 from glora.errors import GLoRAError
 
 INPUT_ERRORS = (OSError, ValueError, GLoRAError)
@@ -57,7 +58,7 @@ def _add_run_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         f"{FINETUNE_CHECKPOINT} unless --finetune-steps 0; search_progress.png and search_pareto.png with matplotlib. "
         "torchrun --nproc-per-node N -m glora run ... spreads training and search over N processes. Exit status 0 "
         "done, 2 an error (one line on stderr, before training where the settings, data, model or budget are at "
-        "fault), 130 interrupted (--resume continues).",
+        "fault), 130 interrupted (--resume continues), 141 the output's reader stopped early.",
     )
     add_run_flags(run)
     run.set_defaults(func=run_command)
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="glora",
         description="Generalized LoRA: supernet, search, merge. glora with no command, or with only options, "
         "runs glora run (with no task, model or data: the built-in example).",
-        epilog="Exit status 0 done, 1 the demo's check failed, 2 an error (one line on stderr), 130 interrupted.",
+        epilog="Exit status 0 done, 1 the demo's check failed, 2 an error (one line on stderr), 130 interrupted, "
+        "141 the output's reader stopped early.",
     )
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     _add_run_parser(sub, common)
@@ -111,7 +113,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return stop.code if isinstance(stop.code, int) else EXIT_ERROR
     command = f"{parser.prog} {args.command}"
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        flush_output()
+        return status
     except KeyboardInterrupt:
         if args.command == "run":
             print(
@@ -120,9 +124,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 file=sys.stderr,
             )
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return end_on_broken_pipe()
     except Exception as err:
+        if isinstance(err, BrokenPipeError) and reader_gone():
+            return end_on_broken_pipe()
         if args.debug:
             raise
         print(f"{command}: error: {_message(err)}", file=sys.stderr)

@@ -5,7 +5,8 @@ The evolution is replayed with the recorded scores; every subnet the engine prod
 (when the search named it), the per-generation best and mean, the best subnet and the Pareto front;
 ``--budget`` reports the best Pareto point with at most that many parameters and ``--export`` writes the chosen
 subnet as JSON that ``glora.set_subnet`` and ``glora.merge`` accept. Any other failure (an unreadable or damaged
-log, a file that cannot be written, a bad argument) is one line on stderr and exit status 2.
+log, a file that cannot be written, a bad argument) is one line on stderr and exit status 2; a reader that stops
+early (``| head``) ends it quietly with status 141.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, NoReturn, Optional
 
 from glora._engine import LogReport, ParetoPoint
-from glora.cli.pipes import end_on_broken_pipe
+from glora.cli.pipes import end_on_broken_pipe, flush_output, reader_gone
 from glora.engine.replay import read_log
 from glora.errors import GLoRAError, SearchError
 from glora.files.atomic import replacing
@@ -195,9 +196,13 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _run(args)
+        status = _run(args)
+        flush_output()
+        return status
     except BrokenPipeError:
-        return end_on_broken_pipe()
+        if reader_gone():
+            return end_on_broken_pipe()
+        raise
     except GLoRAError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2

@@ -272,7 +272,7 @@ def template(task: str, task_defaults: dict[str, Any]) -> str:
         if value is None:
             lines.append(f"# {name} = ")
         elif name in CPU_SCHEDULE:  # left to the device unless set: a set value counts as given on a CPU too
-            lines.append(f"# {name} = {_toml_value(value)}  (with a GPU; without one {CPU_SCHEDULE[name]})")
+            lines.append(f"# {name} = {_toml_value(value)}  # with a GPU; {CPU_SCHEDULE[name]} without one")
         else:
             lines.append(f"{name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"

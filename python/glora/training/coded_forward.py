@@ -11,16 +11,17 @@ before its forward, so the host queues subnet after subnet without waiting.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, Callable, Union
+from collections.abc import Sequence
+from typing import Any, Callable, TypeVar, Union
 
 import torch
-from torch import nn
 
 from glora.layers.choices import Plan
 from glora.layers.layer import GLoRALayer
 from glora.layers.plan_tensors import PlanTensors, code_rows
 from glora.training.batches import logits_of
+
+Score = TypeVar("Score")
 
 COMPILE_BACKEND: Union[str, Callable[..., Any]] = "inductor"
 """The ``torch.compile`` backend of ``SubnetEvaluator(compile=True)``."""
@@ -29,7 +30,7 @@ COMPILE_BACKEND: Union[str, Callable[..., Any]] = "inductor"
 class CodedForward:
     """The compiled forward of a wrapped model whose layers read their plans from codes."""
 
-    def __init__(self, model: nn.Module, layers: Sequence[tuple[str, GLoRALayer]], device: torch.device) -> None:
+    def __init__(self, layers: Sequence[tuple[str, GLoRALayer]], device: torch.device) -> None:
         self.layers = list(layers)
         self.tensors = PlanTensors(len(self.layers), max(layer.max_rank for _, layer in self.layers), device)
         self.device = device
@@ -37,20 +38,22 @@ class CodedForward:
         options: dict[str, Any] = {"mode": "reduce-overhead"} if graphs else {}
         self.forward = torch.compile(logits_of, backend=COMPILE_BACKEND, **options)
 
-    def logits(self, plans: Sequence[dict[str, Plan]], run: Callable[[], torch.Tensor]) -> Iterator[torch.Tensor]:
-        """For each of ``plans`` (a plan per layer name), what ``run`` returns with that subnet set; the layers'
-        fixed plans are restored afterwards."""
+    def scores(self, plans: Sequence[dict[str, Plan]], score: Callable[[], Score]) -> list[Score]:
+        """For each of ``plans`` (a plan per layer name), what ``score`` returns with that subnet set; the layers'
+        fixed plans are restored afterwards, also when ``score`` raises."""
         names = [name for name, _ in self.layers]
         rank = self.tensors.max_rank
         codes = torch.tensor([[code_rows(plan[name], rank) for name in names] for plan in plans]).to(self.device)
         previous = [layer.fixed_plan for _, layer in self.layers]
+        out: list[Score] = []
         try:
             for j, plan in enumerate(plans):
                 self.tensors.codes.copy_(codes[j])
                 # the plans too: an eager forward (outside the compiled graph) runs the fixed plan
                 for i, (name, layer) in enumerate(self.layers):
                     layer.set_plan(plan[name], (self.tensors, i))
-                yield run()
+                out.append(score())
         finally:
             for (_, layer), fixed in zip(self.layers, previous):
                 layer.set_plan(fixed)
+        return out

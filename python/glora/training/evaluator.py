@@ -3,7 +3,8 @@
 The validation data moves to the device once. Each subnet's ``W'``, ``b'`` are folded into the layers once (not
 per batch), so the forward is the plain base model's; scores are read back only after the whole batch of subnets
 is queued, so the host folds the next subnet while the device still runs the last one; ``subnets_per_pass`` > 1 stacks several subnets' weights
-and runs them together with batched GEMMs, which keeps a large GPU busy on small models. Inference mode and
+and runs them together with batched GEMMs, which keeps a large GPU busy on small models. With ``compile=True``
+nothing is folded: each subnet enters one compiled forward as codes (``coded_forward``). Inference mode and
 autocast throughout. Under ``torchrun`` every process runs the same search (same seed) and the evaluator
 spreads each batch of subnets over the processes (round robin) and gathers the scores, so every process sees
 the same scores; give the search a log on rank 0 only.
@@ -142,7 +143,7 @@ class SubnetEvaluator:
         self.labels = labels_of(whole)
         self.batches = [take(whole, torch.arange(i, min(i + size, n), device=self.device)) for i in range(0, n, size)]
         self.subnets_evaluated = 0
-        self._coded: Optional[CodedForward] = CodedForward(model, self.layers, self.device) if compile else None
+        self._coded: Optional[CodedForward] = CodedForward(self.layers, self.device) if compile else None
 
     @property
     def metric_name(self) -> Optional[str]:
@@ -190,8 +191,7 @@ class SubnetEvaluator:
         pending: list[Union[float, torch.Tensor]] = []
         try:
             if self._coded is not None:
-                for logits in self._coded.logits(plans, self._compiled_logits):
-                    pending.append(self.metric(logits, self.labels))
+                pending.extend(self._coded.scores(plans, lambda: self.metric(self._compiled_logits(), self.labels)))
                 return [float(s) for s in pending]
             for start in range(0, len(plans), self.k):
                 group = plans[start : start + self.k]

@@ -31,7 +31,7 @@ from glora.training.checkpoint import (
     write_checkpoint,
 )
 from glora.training.config import AUTOCAST_DTYPES, TrainConfig, TrainResult
-from glora.training.distributed import barrier, process_group
+from glora.training.distributed import barrier, mean_over_processes, process_group
 from glora.training.gradient_checkpointing import enable_gradient_checkpointing
 from glora.training.losses import LossFn, classification_loss, sandwich_loss
 from glora.training.paths import PathSampler
@@ -167,7 +167,8 @@ class SupernetTrainer:
             summed = torch.zeros((), device=self.device)
             for micro in range(accum):
                 summed += self._micro_step(self.batches[self.step * accum + micro], 1.0 / accum)
-            loss = summed.item() / accum  # the mean over the micro-batches
+            # the mean over the micro-batches and the processes: under torchrun every process stops at the same step
+            loss = mean_over_processes(summed, self.world).item() / accum
             if not math.isfinite(loss):  # checked before the optimizer step, which would spread it to the weights
                 raise FloatingPointError(
                     f"the loss became {loss} at step {self.step}; lower the learning rate or use bf16 instead of fp16"
