@@ -35,11 +35,17 @@ METHODS = [
     "glora_supernet",
     "glora_supernet_compiled",
     "glora_supernet_compiled_codes",
+    "full_finetune_compiled_graphs",
+    "peft_lora_r8_compiled_graphs",
+    "glora_supernet_compiled_graphs",
 ]
+"""``*_compiled_codes``: glora's frozen linear layers form their weights in the graph from the paths' codes instead of
+taking them built outside it. ``*_compiled_graphs``: ``torch.compile(..., mode="reduce-overhead")`` (the graph replayed
+as a CUDA graph; for glora the trainer's compiled forward and loss). Both are measurement devices of this benchmark."""
 
 
 def glora_step(
-    make, targets, head, loss_of, device: torch.device, compiled: bool, codes: bool = False
+    make, targets, head, loss_of, device: torch.device, compiled: bool, variant: str = ""
 ) -> Callable[[], None]:
     """A supernet step of ``SupernetTrainer`` (a new uniform path every step; compiled with ``compile=True``). The
     workload's loss holds its own fixed batch, so the trainer's data is a placeholder the loss ignores."""
@@ -48,21 +54,24 @@ def glora_step(
     config = glora.TrainConfig(steps=10**6, batch_size=1, lr=1e-4, precision="bf16", compile=compiled, progress=False)
     placeholder = torch.zeros(1, device=device)
     trainer = glora.SupernetTrainer(model, placeholder, config, loss_fn=lambda m, _: loss_of(m), device=device)
-    if codes:  # every layer forms its weights in the graph from the paths' codes
+    if variant == "codes":  # every layer forms its weights in the graph from the paths' codes
         trainer.weight_builders = []
+    if variant == "graphs":
+        trainer.forward_loss = torch.compile(trainer._forward_loss, mode="reduce-overhead")
     return lambda: trainer.train(steps=trainer.step + 1)
 
 
 def step_of(method: str, model_name: str, device: torch.device) -> Callable[[], None]:
     """The method's training step (one optimizer step per call)."""
     make, targets, head, loss_of = workload(model_name, device)
-    codes = method.endswith("_codes")
-    compiled = method.removesuffix("_codes").endswith("_compiled")
-    base = method.removesuffix("_codes").removesuffix("_compiled")
+    base, compiled, variant = method.partition("_compiled")
+    variant = variant.removeprefix("_")
     if base == "glora_supernet":
-        return glora_step(make, targets, head, loss_of, device, compiled, codes)
+        return glora_step(make, targets, head, loss_of, device, bool(compiled), variant)
     model, params, _ = prepare(base, make, targets, head)
-    return training_step(torch.compile(model) if compiled else model, params, loss_of, device.type)
+    if compiled:
+        model = torch.compile(model, mode="reduce-overhead") if variant == "graphs" else torch.compile(model)
+    return training_step(model, params, loss_of, device.type)
 
 
 def main() -> None:
