@@ -473,3 +473,17 @@ def test_the_compiled_evaluator_under_bf16_in_supernet_mode_and_after_a_failing_
     with pytest.raises(RuntimeError, match="metric failed"):
         glora.SubnetEvaluator(model, data, metric=failing, compile=True)(subnets[:4])
     assert glora.get_subnet(model) == subnets[3] and all(layer._coded is None for layer in layers)
+
+
+@pytest.mark.slow
+def test_inductor_compiles_the_coded_evaluator() -> None:
+    """The compiled evaluator with the default backend (inductor: generated C++ on the CPU) scores as folding does."""
+    pytest.importorskip("torch._inductor")
+    model = _randomised(_mlp(0), 0)
+    g = torch.Generator().manual_seed(6)
+    data = (torch.randn(48, 8, generator=g), torch.randint(0, 4, (48,), generator=g))
+    subnets = [glora.sample_subnet(model, seed) for seed in range(8)]
+    folded = glora.SubnetEvaluator(model, data, metric="neg_loss")(subnets)
+    compiled = glora.SubnetEvaluator(model, data, metric="neg_loss", compile=True)(subnets)
+    torch.testing.assert_close(torch.tensor(compiled), torch.tensor(folded), rtol=1e-5, atol=1e-6)
+    assert not counters["graph_break"], dict(counters["graph_break"])
