@@ -2,7 +2,7 @@
 
 It materialises every support tensor per forward, with full-size zero tensors for ``none``, and forms
 ``W' = W0 + W0*A + B`` and ``b' = b0 + b0*D + E + W0 @ C`` exactly as the authors' code does. In supernet mode
-every layer draws its own configuration from one generator shared by the model's layers (seeded once), so the
+every layer draws its own configuration from one generator shared by the model's layers (``replace_linears``), so the
 layers' paths are independent, as with the authors' ``random.choice``.
 """
 
@@ -14,12 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_RNG = random.Random(0)
-"""Shared by every layer: a generator per layer with one seed would give all layers the same path at every step."""
-
 
 class ReferenceGLoRALinear(nn.Module):
-    def __init__(self, base: nn.Linear, rank: int = 4) -> None:
+    def __init__(self, base: nn.Linear, rank: int = 4, rng: random.Random | None = None) -> None:
         super().__init__()
         out, inn = base.weight.shape
         self.weight = nn.Parameter(base.weight.detach().clone(), requires_grad=False)
@@ -33,7 +30,7 @@ class ReferenceGLoRALinear(nn.Module):
         for p in (self.Au, self.Bu, self.Cu):
             nn.init.kaiming_uniform_(p, a=5**0.5)
         self.config: dict[str, str] | None = None
-        self.rng = _RNG
+        self.rng = rng or random.Random(0)
 
     def _path(self, choice: str, down: torch.Tensor, up: torch.Tensor | None, n: int, m: int) -> torch.Tensor:
         if choice.startswith("lora"):
@@ -74,12 +71,15 @@ def set_config(model: nn.Module, config: dict[str, str] | None) -> None:
 
 
 def replace_linears(model: nn.Module, pattern, rank: int = 4) -> nn.Module:
+    """``model`` with its linear layers matching ``pattern`` replaced by reference layers drawing from one generator
+    (seeded 0): a generator per layer with one seed would give all layers the same path at every step."""
     import re
 
+    rng = random.Random(0)
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and re.fullmatch(pattern, name):
             parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-            setattr(parent, name.rsplit(".", 1)[-1], ReferenceGLoRALinear(module, rank))
+            setattr(parent, name.rsplit(".", 1)[-1], ReferenceGLoRALinear(module, rank, rng))
     for n, p in model.named_parameters():
         p.requires_grad_(any(n.endswith(s) for s in (".Ad", ".Au", ".Bd", ".Bu", ".Cd", ".Cu", ".D", ".E")))
     return model

@@ -13,17 +13,14 @@ Results: ``benches/results/search_operators_<device>.json`` (docs/benchmarks.md)
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 from typing import Any
 
 import torch
 
 import glora
-from common import print_table, write_result
 from glora.training.sampling import BudgetSampler
-from supernet_quality import ASSETS, BUDGET, movie_supernet
+from supernet_quality import BUDGET, main_over_seeds, movie_supernet
 
 OPERATORS = ("reference", "guided")
 
@@ -77,19 +74,7 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=os.path.join(ASSETS, "minilm-fp16"))
-    parser.add_argument("--data", default=os.path.join(ASSETS, "vaderSentiment-3.3.2.tar.gz"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    rows = [row for seed in args.seeds for row in seed_rows(args.model, args.data, seed, device)]
-    print_table(rows, list(rows[0]))
-    table = summary(rows)
-    print_table(table, list(table[0]))
-    config = {"model": "all-MiniLM-L6-v2", "budget": BUDGET, "seeds": args.seeds, "supernet_steps": 640}
-    print("wrote", write_result("search_operators", device, config, {"summary": table, "runs": rows}))
+    main_over_seeds("search_operators", __doc__.split("\n\n")[0], seed_rows, summary, [0, 1, 2, 3, 4])
 
 
 if __name__ == "__main__":

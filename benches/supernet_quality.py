@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -191,8 +191,6 @@ def movie_supernet(
     640 steps, B without its vector and scalar forms), with the seed's validation (500) and test (2000) splits."""
     from transformers import AutoTokenizer
 
-    from glora.tasks.text_classification import BERT_LINEARS
-
     train, val, test = splits(AutoTokenizer.from_pretrained(model_dir), data_path, (1000, 500, 2000), seed)
     torch.manual_seed(seed)
     model = load(model_dir, device)
@@ -200,6 +198,30 @@ def movie_supernet(
     glora.wrap(model, config)
     train_supernet(model, train, device, seed, steps=640, lr=1e-3, sampling="uniform")
     return model, val, test
+
+
+def main_over_seeds(
+    name: str,
+    description: str,
+    seed_rows: Callable[[str, str, int, torch.device], list[dict[str, Any]]],
+    summary: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    seeds: list[int],
+) -> None:
+    """The command of a benchmark run on one movie supernet per seed (``movie_supernet``): ``seed_rows(model, data,
+    seed, device)`` per seed, ``summary`` over their rows, both printed and written to ``results/<name>_<device>``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", default=os.path.join(ASSETS, "minilm-fp16"))
+    parser.add_argument("--data", default=os.path.join(ASSETS, "vaderSentiment-3.3.2.tar.gz"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    rows = [row for seed in args.seeds for row in seed_rows(args.model, args.data, seed, device)]
+    print_table(rows, list(rows[0]))
+    table = summary(rows)
+    print_table(table, list(table[0]))
+    config = {"model": "all-MiniLM-L6-v2", "budget": BUDGET, "seeds": args.seeds, "supernet_steps": 640}
+    print("wrote", write_result(name, device, config, {"summary": table, "runs": rows}))
 
 
 def glora_run(

@@ -487,3 +487,19 @@ def test_inductor_compiles_the_coded_evaluator() -> None:
     compiled = glora.SubnetEvaluator(model, data, metric="neg_loss", compile=True)(subnets)
     torch.testing.assert_close(torch.tensor(compiled), torch.tensor(folded), rtol=1e-5, atol=1e-6)
     assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+def test_a_table_of_subnets_holds_the_codes_each_write_sets() -> None:
+    from glora.layers.plan_tensors import PlanTensors
+
+    model = _mlp(0)
+    layers = [layer for _, layer in glora_layers(model)]
+    tensors = PlanTensors(len(layers), max(layer.max_rank for layer in layers), torch.device("cpu"))
+    subnets = [[layer.validate(config) for layer, config in zip(layers, glora.sample_subnet(model, s).values())]
+               for s in range(6)]  # fmt: skip
+    table = tensors.table(subnets)
+    assert table.shape == (6, len(layers), 5, tensors.max_rank + 2)
+    for j, plans in enumerate(subnets):
+        tensors.write(plans)
+        assert torch.equal(table[j], tensors.codes)
+    assert len({tuple(t.flatten().tolist()) for t in table}) > 1  # the subnets differ

@@ -75,9 +75,20 @@ class PlanTensors:
         self._rows: dict[Plan, Tensor] = {}
 
     def write(self, plans: Sequence[Plan]) -> None:
-        """Set the codes to ``plans`` (one per layer, in order): each plan's code is made once, the codes are
-        stacked on the host and copied in one transfer, a blocking one so that the host buffer may be reused at
-        once (the device reads the codes in stream order, after the last path's work)."""
+        """Set the codes to ``plans`` (one per layer, in order), stacked on the host and copied in one transfer, a
+        blocking one so that the host buffer may be reused at once (the device reads the codes in stream order,
+        after the last path's work)."""
+        torch.stack(self._codes_of(plans), out=self._staged)
+        self.codes.copy_(self._staged)
+
+    def table(self, subnets: Sequence[Sequence[Plan]]) -> Tensor:
+        """The codes of several subnets (each a plan per layer, in order) on the host, ``len(subnets) x count x 5 x
+        (max_rank + 2)``: each copied into :attr:`codes` in turn (``codes.copy_(table[j])``, once the table is on
+        the device) sets that subnet without a transfer from the host."""
+        return torch.stack([torch.stack(self._codes_of(plans)) for plans in subnets])
+
+    def _codes_of(self, plans: Sequence[Plan]) -> list[Tensor]:
+        """Each plan's code, made once per plan."""
         rows = self._rows
         table = []
         for plan in plans:
@@ -85,8 +96,7 @@ class PlanTensors:
             if code is None:
                 code = rows[plan] = torch.tensor(code_rows(plan, self.max_rank))
             table.append(code)
-        torch.stack(table, out=self._staged)
-        self.codes.copy_(self._staged)
+        return table
 
 
 def coded_weights(

@@ -18,7 +18,7 @@ import torch
 
 from glora.layers.choices import Plan
 from glora.layers.layer import GLoRALayer
-from glora.layers.plan_tensors import PlanTensors, code_rows
+from glora.layers.plan_tensors import PlanTensors
 from glora.training.batches import logits_of
 
 Score = TypeVar("Score")
@@ -42,8 +42,7 @@ class CodedForward:
         """For each of ``plans`` (a plan per layer name), what ``score`` returns with that subnet set; the layers'
         fixed plans are restored afterwards, also when ``score`` raises."""
         names = [name for name, _ in self.layers]
-        rank = self.tensors.max_rank
-        codes = torch.tensor([[code_rows(plan[name], rank) for name in names] for plan in plans]).to(self.device)
+        codes = self.tensors.table([[plan[name] for name in names] for plan in plans]).to(self.device)
         previous = [layer.fixed_plan for _, layer in self.layers]
         out: list[Score] = []
         try:

@@ -112,7 +112,7 @@ class SupernetTrainer:
         (read once per optimizer step: each read waits for the device, which idles while the host catches up)."""
         dtype = AUTOCAST_DTYPES[self.config.precision]
         paths = self.sampler.paths(self.step)
-        total = torch.zeros((), device=self.device)
+        losses = []
         teacher = None
         builders = self.weight_builders
         for plans in paths:
@@ -127,8 +127,8 @@ class SupernetTrainer:
             finally:
                 for builder in builders:
                     builder.take_back()
-            total += loss.detach().float() / len(paths)
-        return total
+            losses.append(loss.detach().float())
+        return torch.stack(losses).mean()
 
     def _forward_loss(
         self, batch: Batch, teacher: Optional[torch.Tensor]
@@ -164,11 +164,11 @@ class SupernetTrainer:
         accum = self.config.grad_accum
         samples_per_step = accum * self.config.batch_size * self.world
         while self.step < target:
-            summed = torch.zeros((), device=self.device)
-            for micro in range(accum):
-                summed += self._micro_step(self.batches[self.step * accum + micro], 1.0 / accum)
+            micro_losses = [
+                self._micro_step(self.batches[self.step * accum + micro], 1.0 / accum) for micro in range(accum)
+            ]
             # the mean over the micro-batches and the processes: under torchrun every process stops at the same step
-            loss = mean_over_processes(summed, self.world).item() / accum
+            loss = mean_over_processes(torch.stack(micro_losses).mean(), self.world).item()
             if not math.isfinite(loss):  # checked before the optimizer step, which would spread it to the weights
                 raise FloatingPointError(
                     f"the loss became {loss} at step {self.step}; lower the learning rate or use bf16 instead of fp16"
