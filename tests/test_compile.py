@@ -14,6 +14,7 @@ from torch._dynamo.backends.debugging import aot_eager
 from torch._dynamo.utils import counters
 
 import glora
+from glora.training import coded_forward
 from glora.training import trainer as trainer_module
 from glora.training.paths import PathSampler
 from glora.tuner.wrapping import glora_layers
@@ -311,8 +312,9 @@ def test_glora_run_compile_completes(monkeypatch, tmp_path) -> None:
     from glora.cli.main import main
     from texts import labelled_rows, save_tiny_bert, write_csv
 
-    backend = Counting()
+    backend, search_backend = Counting(), Counting()
     monkeypatch.setattr(trainer_module, "COMPILE_BACKEND", backend)
+    monkeypatch.setattr(coded_forward, "COMPILE_BACKEND", search_backend)
     (tmp_path / "bert").mkdir()
     model = save_tiny_bert(tmp_path / "bert")
     train = write_csv(tmp_path / "train.csv", labelled_rows(0, 60))
@@ -325,6 +327,7 @@ def test_glora_run_compile_completes(monkeypatch, tmp_path) -> None:
     assert main(args) == 0
     assert (out / "result.json").exists() and (out / "merged").is_dir()
     assert 1 <= backend.graphs <= MAX_COMPILES
+    assert 1 <= search_backend.graphs <= 2  # the search's evaluator: a graph for the batch and the last batch
     assert not counters["graph_break"], dict(counters["graph_break"])
 
 
@@ -405,8 +408,6 @@ def test_the_compiled_evaluator_scores_every_subnet_as_eager_one_graph_for_all(m
     """SubnetEvaluator(compile=True): the subnets enter the compiled forward as codes, so one graph (two with a
     last, smaller batch) serves every subnet, and the scores are the eager evaluator's; the layers keep their
     plans."""
-    from glora.training import coded_forward
-
     backend = Counting()
     monkeypatch.setattr(coded_forward, "COMPILE_BACKEND", backend)
     model = _randomised(MAKERS[kind](0), 0)
@@ -425,8 +426,6 @@ def test_the_compiled_evaluator_scores_every_subnet_as_eager_one_graph_for_all(m
 
 
 def test_the_compiled_evaluator_drives_a_search_and_refuses_bad_options(monkeypatch) -> None:
-    from glora.training import coded_forward
-
     monkeypatch.setattr(coded_forward, "COMPILE_BACKEND", Counting())
     model = _randomised(_mlp(0), 0)
     g = torch.Generator().manual_seed(3)
@@ -452,8 +451,6 @@ def test_the_compiled_evaluator_drives_a_search_and_refuses_bad_options(monkeypa
 def test_the_compiled_evaluator_under_bf16_in_supernet_mode_and_after_a_failing_metric(monkeypatch) -> None:
     """bf16 autocast scores as the folded bf16 evaluation does (within bf16 rounding); a model in supernet mode
     samples again afterwards; a metric that raises leaves the layers' plans as they were."""
-    from glora.training import coded_forward
-
     monkeypatch.setattr(coded_forward, "COMPILE_BACKEND", Counting())
     model = _randomised(_mlp(0), 0)
     g = torch.Generator().manual_seed(4)

@@ -108,7 +108,12 @@ def run(settings: RunSettings) -> dict[str, Any]:
     train_s = time.perf_counter() - started
 
     evaluator = SubnetEvaluator(
-        model, data.validation, metric=task.fitness_metric(fitness), device=device, batch_size=EVAL_BATCH
+        model,
+        data.validation,
+        metric=task.fitness_metric(fitness),
+        device=device,
+        batch_size=EVAL_BATCH,
+        compile=settings.compile,
     )
     found = search(
         model,

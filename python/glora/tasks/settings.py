@@ -120,7 +120,7 @@ HELP: dict[str, str] = {
     "device": "torch device, e.g. cpu, cuda, cuda:1 (default cuda when torch sees a GPU)",
     "out": "output folder",
     "resume": "continue the run in --out from its checkpoints and search log, with the same settings",
-    "compile": "train through torch.compile (one compiled forward and loss for every drawn subnet)",
+    "compile": "train and search through torch.compile (one compiled forward for every subnet)",
 }
 
 
