@@ -10,9 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glora.tasks.base import Task, Tensors
-from glora.training.batches import labels_of, logits_of, take, to_device
-
-BATCH = 256
+from glora.training.batches import evaluation_batch_size, labels_of, logits_of, sorted_batches, to_device
 
 
 class ClassificationTask(Task):
@@ -39,18 +37,17 @@ def class_logits(model: nn.Module, data: dict[str, torch.Tensor], device: torch.
     """The model's float32 logits over ``data`` (its ``"labels"`` entry, if any, is not an input), on the CPU."""
     was_training = model.training
     model.eval().to(device)
-    inputs = {k: v for k, v in data.items() if k != "labels"}
-    n = len(next(iter(inputs.values())))
+    batches, restore = sorted_batches({k: v for k, v in data.items() if k != "labels"}, evaluation_batch_size(device))
     autocast = device.type == "cuda"
     parts = []
     try:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            for i in range(0, n, BATCH):
-                batch = to_device(take(inputs, torch.arange(i, min(i + BATCH, n))), device)
-                parts.append(logits_of(model, batch).float().cpu())
+            for batch in batches:
+                parts.append(logits_of(model, to_device(batch, device)).float().cpu())
     finally:
         model.train(was_training)
-    return torch.cat(parts)
+    logits = torch.cat(parts)
+    return logits if restore is None else logits[restore.cpu()]
 
 
 def classification_report(model: nn.Module, data: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:

@@ -30,6 +30,7 @@ from glora.tasks.hf_models import first_line
 from glora.tasks.outputs import FILES, FINETUNE_CHECKPOINT, RUN_INFO, SETTINGS_FILE, SUPERNET_CHECKPOINT
 from glora.tasks.registry import make_task
 from glora.tasks.settings import RunSettings
+from glora.training.batches import evaluation_batch_size
 from glora.training.config import TrainConfig, TrainResult
 from glora.training.distributed import barrier, process_group
 from glora.training.evaluator import SubnetEvaluator
@@ -47,7 +48,6 @@ __all__ = ["run"]
 
 TIMINGS = ("train_seconds", "finetune_seconds", "search.fitness_seconds", "search.engine_seconds")
 """The result's timings: totals over the sessions of a run (a resumed run adds its own)."""
-EVAL_BATCH = 256
 RANDOM_SUBNETS = 10
 """Random feasible subnets under the budget scored beside the searched one (through the supernet's weights, on the
 test split or else the validation split): the margin the search earns, in ``result.json``."""
@@ -112,7 +112,7 @@ def run(settings: RunSettings) -> dict[str, Any]:
         data.validation,
         metric=task.fitness_metric(fitness),
         device=device,
-        batch_size=EVAL_BATCH,
+        batch_size=evaluation_batch_size(device),
         compile=settings.compile,
     )
     found = search(

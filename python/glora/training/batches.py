@@ -7,7 +7,7 @@ style), or any map-style ``torch.utils.data.Dataset`` whose items are such tuple
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch.utils.data import Dataset, default_collate
@@ -39,6 +39,54 @@ def take(data: Data, index: torch.Tensor) -> Batch:
     if isinstance(data, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in data):
         return tuple(t[index] for t in data)
     return default_collate([data[i] for i in index.tolist()])
+
+
+def trim_padding(batch: Batch) -> Batch:
+    """``batch`` without the trailing token columns that are padding in every example: for a dict batch with a 2-D
+    ``attention_mask``, every integer or boolean entry of the mask's shape (token ids, the mask, token types, token
+    labels) is cut after the last column any example attends to. A model that masks its padding gives the same
+    outputs at the real tokens either way (up to float rounding), at the cost of the tokens it still reads."""
+    if not isinstance(batch, Mapping):
+        return batch
+    mask = batch.get("attention_mask")
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.shape[1] == 0:
+        return batch
+    attended = mask.ne(0).any(0).nonzero()
+    width = int(attended[-1]) + 1 if len(attended) else 1
+    if width == mask.shape[1]:
+        return batch
+    shape = mask.shape
+
+    def cut(v: Any) -> Any:
+        tokens = isinstance(v, torch.Tensor) and v.shape == shape and not v.is_floating_point() and not v.is_complex()
+        return v[:, :width] if tokens else v
+
+    return {k: cut(v) for k, v in batch.items()}
+
+
+def evaluation_batch_size(device: torch.device) -> int:
+    """Examples per evaluation batch of the tasks and the search's fitness: 256 on a GPU (few launches); 64 on a CPU,
+    where batches sorted by length and trimmed of padding take about 0.6x the time of the padded batches of 256 on
+    MiniLM and the movie sentences (docs/benchmarks.md, "Token padding")."""
+    return 256 if device.type == "cuda" else 64
+
+
+def sorted_batches(data: Data, size: int) -> tuple[list[Batch], Optional[torch.Tensor]]:
+    """``data`` cut into batches of at most ``size`` examples for evaluation, each with its padding trimmed
+    (:func:`trim_padding`). Data with a 2-D ``attention_mask`` goes in order of length, so each batch is trimmed to
+    its own longest example; the second value is then the index that puts the batches' concatenated outputs back
+    in the data's order (None when the order is kept)."""
+    n = data_length(data)
+    mask = data.get("attention_mask") if isinstance(data, Mapping) else None
+    order = restore = None
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        order = torch.argsort(mask.ne(0).sum(1), stable=True).to(mask.device)
+        restore = torch.argsort(order)
+    batches = []
+    for i in range(0, n, size):
+        index = torch.arange(i, min(i + size, n), device=order.device if order is not None else None)
+        batches.append(trim_padding(take(data, order[index] if order is not None else index)))
+    return batches, restore
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -74,12 +122,20 @@ def logits_of(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 
 class ShuffledBatches:
     """The training batches in a fixed, seeded order: epoch ``e`` is a permutation of the examples seeded by
-    ``(seed, e)``, cut into whole batches (the remainder of an epoch is left out). With several processes, process
+    ``(seed, e)``, cut into whole batches (the remainder of an epoch is left out), each with its padding trimmed
+    (:func:`trim_padding`) unless ``trim`` is False. With several processes, process
     ``rank`` takes the ``rank``-th of each group of ``world`` consecutive batches, so together they see the same
     examples as one process with ``world`` times the batch."""
 
     def __init__(
-        self, data: Data, batch_size: int, seed: int, device: torch.device, rank: int = 0, world: int = 1
+        self,
+        data: Data,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        rank: int = 0,
+        world: int = 1,
+        trim: bool = True,
     ) -> None:
         self.data = data
         self.n_examples = data_length(data)
@@ -94,6 +150,7 @@ class ShuffledBatches:
         self.device = device
         self.rank = rank
         self.world = world
+        self.trim = trim
 
     def __getitem__(self, position: int) -> Batch:
         """This process's batch number ``position``, on the device."""
@@ -101,4 +158,5 @@ class ShuffledBatches:
         epoch, k = divmod(position, self.n_examples // self.batch_size)
         order = torch.randperm(self.n_examples, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
         index = order[k * self.batch_size : (k + 1) * self.batch_size]
-        return to_device(take(self.data, index), self.device)
+        batch = take(self.data, index)
+        return to_device(trim_padding(batch) if self.trim else batch, self.device)

@@ -1,6 +1,8 @@
 """Batched subnet evaluation, the fitness of the search (``glora.search(model, SubnetEvaluator(...), ...)``).
 
-The validation data moves to the device once. Each subnet's ``W'``, ``b'`` are folded into the layers once (not
+The validation data moves to the device once, cut into batches of ``batch_size`` examples; token data (a dict
+with an ``attention_mask``) goes in order of length and each batch drops the padding columns no example in it
+attends to, while the metric sees the logits in the data's order. Each subnet's ``W'``, ``b'`` are folded into the layers once (not
 per batch), so the forward is the plain base model's; scores are read back only after the whole batch of subnets
 is queued, so the host folds the next subnet while the device still runs the last one; ``subnets_per_pass`` > 1 stacks several subnets' weights
 and runs them together with batched GEMMs, which keeps a large GPU busy on small models. With ``compile=True``
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glora.training.batches import Batch, Data, data_length, labels_of, logits_of, take, to_device
+from glora.training.batches import Batch, Data, data_length, labels_of, logits_of, sorted_batches, take, to_device
 from glora.training.coded_forward import CodedForward
 from glora.training.distributed import process_group
 from glora.tuner.subnets import Subnet, validate_subnet
@@ -141,7 +143,8 @@ class SubnetEvaluator:
         size = batch_size or n
         whole = to_device(take(data, torch.arange(n)), self.device)
         self.labels = labels_of(whole)
-        self.batches = [take(whole, torch.arange(i, min(i + size, n), device=self.device)) for i in range(0, n, size)]
+        # token data goes in order of length, each batch trimmed to its longest example; logits are put back in order
+        self.batches, self._restore = sorted_batches(whole, size)
         self.subnets_evaluated = 0
         self._coded: Optional[CodedForward] = CodedForward(self.layers, self.device) if compile else None
 
@@ -161,7 +164,10 @@ class SubnetEvaluator:
                 logits = logits_of(self.model, _repeat(batch, k))
                 for i, part in enumerate(logits.chunk(k)):
                     outs[i].append(part.float())
-        return [torch.cat(o) for o in outs]
+        return [self._in_order(torch.cat(o)) for o in outs]
+
+    def _in_order(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits if self._restore is None else logits[self._restore]
 
     def __call__(self, subnets: Sequence[Subnet]) -> list[float]:
         plans = []
@@ -212,8 +218,10 @@ class SubnetEvaluator:
         assert self._coded is not None
         autocast = self.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.dtype if autocast else torch.float32, enabled=autocast):
-            return torch.cat(
-                [self._coded.forward(self.model, batch).to(torch.float32, copy=True) for batch in self.batches]
+            return self._in_order(
+                torch.cat(
+                    [self._coded.forward(self.model, batch).to(torch.float32, copy=True) for batch in self.batches]
+                )
             )
 
     def evaluate(self, subnet: Subnet) -> float:

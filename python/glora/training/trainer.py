@@ -62,7 +62,10 @@ class SupernetTrainer:
         self.loss_fn = loss_fn or classification_loss
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.rank, self.world = process_group()
-        self.batches = ShuffledBatches(data, config.batch_size, config.seed, self.device, self.rank, self.world)
+        # compiled, every batch keeps the data's width: one shape, one graph (trimmed widths would recompile)
+        self.batches = ShuffledBatches(
+            data, config.batch_size, config.seed, self.device, self.rank, self.world, trim=not config.compile
+        )
         model.to(self.device)
         self.runner = model
         if self.world > 1:

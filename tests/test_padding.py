@@ -1,0 +1,138 @@
+"""Token batches drop the padding no example attends to (``glora.training.batches``): training batches, the
+search's evaluator and the tasks' evaluation give the same results as on the fully padded data, and evaluation
+returns its outputs in the data's order although it runs the examples in order of length."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import glora
+from glora.tasks.classification import class_logits
+from glora.training import coded_forward
+from glora.training.batches import sorted_batches, take, trim_padding
+
+transformers = pytest.importorskip("transformers")
+
+
+def _tokens(n: int, width: int, seed: int, left: bool = False) -> dict[str, torch.Tensor]:
+    """``n`` examples of random lengths (1 to ``width``), padded with id 0 on the right (or the left)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, width + 1, (n,), generator=g)
+    columns = torch.arange(width)
+    mask = (columns < lengths[:, None]) if not left else (columns >= width - lengths[:, None])
+    ids = torch.randint(5, 60, (n, width), generator=g) * mask
+    return {
+        "input_ids": ids,
+        "attention_mask": mask.long(),
+        "token_type_ids": torch.zeros(n, width, dtype=torch.long),
+        "labels": torch.randint(0, 3, (n,), generator=g),
+    }
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_trimming_cuts_exactly_the_columns_no_example_attends_to(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    n, width = int(torch.randint(1, 9, (1,), generator=g)), int(torch.randint(1, 12, (1,), generator=g))
+    data = _tokens(n, width, seed)
+    data["scores"] = torch.rand(n, width, generator=g)  # a float entry of the mask's shape is not a token entry
+    trimmed = trim_padding(data)
+    longest = int(data["attention_mask"].sum(1).max())
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(trimmed[key], data[key][:, :longest])
+    assert trimmed["labels"] is data["labels"] and trimmed["scores"] is data["scores"]
+    # left padding and data without a mask are left as they are
+    left = _tokens(n, width, seed, left=True)
+    assert all(torch.equal(trim_padding(left)[k], left[k]) for k in left)
+    plain = (torch.randn(n, width), torch.randint(0, 2, (n,)))
+    assert trim_padding(plain) is plain
+
+
+def test_a_mask_that_attends_nowhere_keeps_one_column() -> None:
+    data = {"input_ids": torch.zeros(3, 5, dtype=torch.long), "attention_mask": torch.zeros(3, 5, dtype=torch.long)}
+    assert trim_padding(data)["input_ids"].shape == (3, 1)
+
+
+@pytest.mark.parametrize("size", [1, 4, 7, 40])
+def test_sorted_batches_hold_every_example_once_and_restore_the_order(size: int) -> None:
+    data = _tokens(23, 9, size)
+    batches, restore = sorted_batches(data, size)
+    assert restore is not None and all(len(b["labels"]) <= size for b in batches)
+    lengths = torch.cat([b["attention_mask"].sum(1) for b in batches])
+    assert torch.equal(lengths, lengths.sort().values)  # in order of length
+    for b in batches:  # each batch trimmed to its own longest example
+        assert b["input_ids"].shape[1] == int(b["attention_mask"].sum(1).max())
+    assert torch.equal(torch.cat([b["labels"] for b in batches])[restore], data["labels"])
+    plain = (torch.randn(23, 3), torch.randint(0, 2, (23,)))
+    batches, restore = sorted_batches(plain, size)
+    assert restore is None and torch.equal(torch.cat([b[0] for b in batches]), plain[0])
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_training_batches_are_trimmed_unless_compiled(compile: bool) -> None:
+    """Eager training trims each batch; compiled training keeps the data's width (one shape, one graph)."""
+    data = _tokens(40, 16, 0)
+    config = glora.TrainConfig(steps=5, batch_size=8, seed=3, progress=False, compile=compile)
+    batches = glora.SupernetTrainer(_classifier(0), data, config).batches
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(3 * 1_000_003))
+    for k in range(5):
+        full = take(data, order[k * 8 : (k + 1) * 8])
+        batch = batches[k]
+        width = 16 if compile else int(full["attention_mask"].sum(1).max())
+        assert batch["input_ids"].shape[1] == width
+        assert torch.equal(batch["input_ids"], full["input_ids"][:, :width])
+
+
+def _classifier(seed: int) -> torch.nn.Module:
+    from glora.tasks.text_classification import MeanPoolClassifier
+
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48
+    )
+    model = MeanPoolClassifier(transformers.BertModel(config), 3).eval()
+    glora.wrap(model, glora.GLoRAConfig(rank=2, target_modules=["query", "value", "dense"], modules_to_save=["head"]))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in glora.adapter_parameters(model):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+def _by_position(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A metric that changes when the examples' order does: each example's log-likelihood weighted by its position."""
+    weights = torch.arange(1, len(labels) + 1, dtype=logits.dtype)
+    return (logits.log_softmax(-1).gather(1, labels[:, None])[:, 0] * weights).mean()
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_evaluator_scores_token_data_as_on_the_padded_data(monkeypatch, compiled: bool, seed: int) -> None:
+    """Scores of random subnets equal the merged model's on the whole padded data in its own order, with a metric
+    that depends on the order, for batch sizes that cut the data anywhere."""
+    monkeypatch.setattr(coded_forward, "COMPILE_BACKEND", "aot_eager")
+    model = _classifier(seed)
+    data = _tokens(29, 14, seed)
+    inputs = {k: v for k, v in data.items() if k != "labels"}
+    subnets = [glora.sample_subnet(model, s) for s in range(4)]
+    expected = []
+    for subnet in subnets:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", glora.BiasAddedWarning)
+            merged = glora.merge(model, subnet).eval()
+        with torch.no_grad():
+            expected.append(float(_by_position(merged(**inputs), data["labels"])))
+    for size in (5, 29):
+        evaluator = glora.SubnetEvaluator(model, data, metric=_by_position, batch_size=size, compile=compiled)
+        assert evaluator(subnets) == pytest.approx(expected, abs=1e-5)
+
+
+def test_class_logits_come_back_in_the_datas_order() -> None:
+    model = _classifier(4)
+    glora.set_subnet(model, glora.sample_subnet(model, 0))
+    data = _tokens(19, 11, 4)
+    with torch.no_grad():
+        expected = model(**{k: v for k, v in data.items() if k != "labels"})
+    torch.testing.assert_close(class_logits(model, data, torch.device("cpu")), expected, rtol=1e-5, atol=1e-5)
