@@ -461,3 +461,32 @@ def test_inspect_shows_the_space_the_run_searches(model_folders: dict[str, str],
     ]
     assert (info["min_params"], info["max_params"]) == (space.min_params, space.max_params)
     assert all(layer["choices"]["A"] == ["vector", "none"] for layer in info["layers"])
+
+
+def test_compile_leaves_the_search_evaluator_eager(model_folders: dict[str, str], corpus: str, tmp_path, monkeypatch):
+    """TokenNLL's evaluation forward groups rows by length (data-dependent): ``--compile`` compiles training only."""
+    runner = pytest.importorskip("glora.tasks.runner")
+    from torch._dynamo.backends.debugging import aot_eager
+
+    from glora.training import coded_forward
+    from glora.training import trainer as trainer_module
+
+    graphs = {"trainer": 0, "search": 0}
+
+    def counting(name: str):
+        def backend(gm, example_inputs):
+            graphs[name] += 1
+            return aot_eager(gm, example_inputs)
+
+        return backend
+
+    monkeypatch.setattr(trainer_module, "COMPILE_BACKEND", counting("trainer"))
+    monkeypatch.setattr(coded_forward, "COMPILE_BACKEND", counting("search"))
+    settings = RunSettings(
+        task="causal-lm", model=model_folders["llama"], train=corpus, steps=2, batch_size=4, max_len=32,
+        validation_size=8, test_size=8, population=4, generations=1, finetune_steps=0, compile=True,
+        out=str(tmp_path / "run"),
+    )  # fmt: skip
+    result = runner.run(settings)
+    assert graphs["trainer"] >= 1 and graphs["search"] == 0
+    assert math.isfinite(result["test"]["loss"])

@@ -13,6 +13,7 @@ import glora
 from glora.tasks.classification import class_logits
 from glora.training import coded_forward
 from glora.training.batches import sorted_batches, take, trim_padding
+from test_compile import Counting
 
 transformers = pytest.importorskip("transformers")
 
@@ -37,12 +38,15 @@ def test_trimming_cuts_exactly_the_columns_no_example_attends_to(seed: int) -> N
     g = torch.Generator().manual_seed(seed)
     n, width = int(torch.randint(1, 9, (1,), generator=g)), int(torch.randint(1, 12, (1,), generator=g))
     data = _tokens(n, width, seed)
-    data["scores"] = torch.rand(n, width, generator=g)  # a float entry of the mask's shape is not a token entry
+    data["boxes"] = torch.rand(n, width, 4, generator=g)  # per-token features (a layout model's boxes)
+    data["scores"] = torch.rand(n, width, generator=g)  # a float entry of the mask's shape
+    data["attention_mask"] = data["attention_mask"].float() if seed % 2 else data["attention_mask"]
+    data["targets"] = torch.rand(n, 3, generator=g)  # per example: kept whole
     trimmed = trim_padding(data)
     longest = int(data["attention_mask"].sum(1).max())
-    for key in ("input_ids", "attention_mask", "token_type_ids"):
+    for key in ("input_ids", "attention_mask", "token_type_ids", "boxes", "scores"):
         assert torch.equal(trimmed[key], data[key][:, :longest])
-    assert trimmed["labels"] is data["labels"] and trimmed["scores"] is data["scores"]
+    assert trimmed["labels"] is data["labels"] and trimmed["targets"] is data["targets"]
     # left padding and data without a mask are left as they are
     left = _tokens(n, width, seed, left=True)
     assert all(torch.equal(trim_padding(left)[k], left[k]) for k in left)
@@ -62,12 +66,16 @@ def test_sorted_batches_hold_every_example_once_and_restore_the_order(size: int)
     assert restore is not None and all(len(b["labels"]) <= size for b in batches)
     lengths = torch.cat([b["attention_mask"].sum(1) for b in batches])
     assert torch.equal(lengths, lengths.sort().values)  # in order of length
+    if size < 23:  # several batches: fewer tokens than padded
+        assert sum(b["input_ids"].numel() for b in batches) < data["input_ids"].numel()
     for b in batches:  # each batch trimmed to its own longest example
         assert b["input_ids"].shape[1] == int(b["attention_mask"].sum(1).max())
     assert torch.equal(torch.cat([b["labels"] for b in batches])[restore], data["labels"])
     plain = (torch.randn(23, 3), torch.randint(0, 2, (23,)))
     batches, restore = sorted_batches(plain, size)
     assert restore is None and torch.equal(torch.cat([b[0] for b in batches]), plain[0])
+    batches, restore = sorted_batches(data, size, trim=False)  # kept as it is
+    assert restore is None and torch.equal(torch.cat([b["input_ids"] for b in batches]), data["input_ids"])
 
 
 @pytest.mark.parametrize("compile", [False, True])
@@ -125,14 +133,49 @@ def test_the_evaluator_scores_token_data_as_on_the_padded_data(monkeypatch, comp
         with torch.no_grad():
             expected.append(float(_by_position(merged(**inputs), data["labels"])))
     for size in (5, 29):
+        graphs = Counting()
+        monkeypatch.setattr(coded_forward, "COMPILE_BACKEND", graphs)
         evaluator = glora.SubnetEvaluator(model, data, metric=_by_position, batch_size=size, compile=compiled)
         assert evaluator(subnets) == pytest.approx(expected, abs=1e-5)
+        widths = {b["input_ids"].shape[1] for b in evaluator.batches}
+        if compiled:  # one width: a graph for the batches and one for a smaller last batch
+            assert widths == {14} and graphs.graphs <= 2
+        elif size == 5:  # trimmed to each batch's widest example
+            assert len(widths) > 1 and max(widths) == int(data["attention_mask"].sum(1).max())
+
+
+def test_outputs_per_token_are_evaluated_untrimmed() -> None:
+    """Labels per token (token classification): the outputs keep the data's width, so batches of different
+    lengths can be joined and the metric sees logits and labels of one shape."""
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48, num_labels=3
+    )
+    model = transformers.BertForTokenClassification(config).eval()
+    glora.wrap(model, glora.GLoRAConfig(rank=2, target_modules=["query", "value"], modules_to_save=["classifier"]))
+    data = _tokens(21, 10, 5)
+    data["labels"] = torch.randint(0, 3, (21, 10))
+
+    def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return (logits.argmax(-1) == labels).float().mean()
+
+    evaluator = glora.SubnetEvaluator(model, data, metric=token_accuracy, batch_size=4)
+    subnets = [glora.sample_subnet(model, s) for s in range(3)]
+    expected = []
+    for subnet in subnets:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", glora.BiasAddedWarning)
+            merged = glora.merge(model, subnet).eval()
+        with torch.no_grad():
+            logits = merged(**{k: v for k, v in data.items() if k != "labels"}).logits
+        expected.append(float(token_accuracy(logits, data["labels"])))
+    assert evaluator(subnets) == pytest.approx(expected, abs=1e-6)
 
 
 def test_class_logits_come_back_in_the_datas_order() -> None:
     model = _classifier(4)
     glora.set_subnet(model, glora.sample_subnet(model, 0))
-    data = _tokens(19, 11, 4)
+    data = _tokens(150, 11, 4)  # three batches of 64 on a CPU
     with torch.no_grad():
         expected = model(**{k: v for k, v in data.items() if k != "labels"})
     torch.testing.assert_close(class_logits(model, data, torch.device("cpu")), expected, rtol=1e-5, atol=1e-5)

@@ -63,6 +63,9 @@ class Task(ABC):
     """The figures :meth:`evaluate` returns, the first the headline (``accuracy``, or ``perplexity``)."""
     defaults: ClassVar[dict[str, Any]] = {}
     """Settings this task uses when neither the flags nor the config file give them (``RunSettings`` fields)."""
+    compiled_search: ClassVar[bool] = True
+    """Whether ``--compile`` also compiles the search's evaluator: False where the model's evaluation forward
+    breaks the graph (its compiled form would gain nothing)."""
 
     def __init__(self, settings: RunSettings) -> None:
         self.settings = settings

@@ -183,6 +183,7 @@ class CausalLM(Task):
     fitness = ("neg_loss",)
     report = ("perplexity", "loss")
     defaults = DEFAULTS
+    compiled_search = False  # TokenNLL's evaluation forward groups rows by length: data-dependent, graph breaks
 
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)

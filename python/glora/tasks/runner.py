@@ -113,7 +113,7 @@ def run(settings: RunSettings) -> dict[str, Any]:
         metric=task.fitness_metric(fitness),
         device=device,
         batch_size=evaluation_batch_size(device),
-        compile=settings.compile,
+        compile=settings.compile and task.compiled_search,
     )
     found = search(
         model,

@@ -41,15 +41,27 @@ def take(data: Data, index: torch.Tensor) -> Batch:
     return default_collate([data[i] for i in index.tolist()])
 
 
+def _token_mask(batch: object) -> Optional[torch.Tensor]:
+    """A dict batch's 2-D ``attention_mask``, or None."""
+    mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+    return mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[1] > 0 else None
+
+
+def token_labels(data: Data) -> bool:
+    """Whether ``data`` carries a label per token (``labels`` of the attention mask's shape): outputs per token,
+    whose width follows the inputs' (token classification, a language model's logits)."""
+    mask = _token_mask(data)
+    labels = data.get("labels") if isinstance(data, Mapping) else None
+    return mask is not None and isinstance(labels, torch.Tensor) and labels.shape[:2] == mask.shape
+
+
 def trim_padding(batch: Batch) -> Batch:
     """``batch`` without the trailing token columns that are padding in every example: for a dict batch with a 2-D
-    ``attention_mask``, every integer or boolean entry of the mask's shape (token ids, the mask, token types, token
-    labels) is cut after the last column any example attends to. A model that masks its padding gives the same
-    outputs at the real tokens either way (up to float rounding), at the cost of the tokens it still reads."""
-    if not isinstance(batch, Mapping):
-        return batch
-    mask = batch.get("attention_mask")
-    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.shape[1] == 0:
+    ``attention_mask``, every entry whose first two dimensions are the mask's (token ids, the mask, token types,
+    per-token features or labels) is cut after the last column any example attends to. A model that masks its
+    padding gives the same outputs at the real tokens either way (up to float rounding), for less work."""
+    mask = _token_mask(batch)
+    if mask is None:
         return batch
     attended = mask.ne(0).any(0).nonzero()
     width = int(attended[-1]) + 1 if len(attended) else 1
@@ -58,35 +70,32 @@ def trim_padding(batch: Batch) -> Batch:
     shape = mask.shape
 
     def cut(v: Any) -> Any:
-        tokens = isinstance(v, torch.Tensor) and v.shape == shape and not v.is_floating_point() and not v.is_complex()
-        return v[:, :width] if tokens else v
+        return v[:, :width] if isinstance(v, torch.Tensor) and v.dim() >= 2 and v.shape[:2] == shape else v
 
-    return {k: cut(v) for k, v in batch.items()}
+    return {k: cut(v) for k, v in batch.items()}  # type: ignore[union-attr]
 
 
 def evaluation_batch_size(device: torch.device) -> int:
-    """Examples per evaluation batch of the tasks and the search's fitness: 256 on a GPU (few launches); 64 on a CPU,
-    where batches sorted by length and trimmed of padding take about 0.6x the time of the padded batches of 256 on
-    MiniLM and the movie sentences (docs/benchmarks.md, "Token padding")."""
+    """Examples per evaluation batch of the classification tasks and the search's fitness: 256 on a GPU (few
+    launches); 64 on a CPU, where batches sorted by length and trimmed of padding take half the time of the padded
+    batches of 256 on MiniLM and the movie sentences (docs/benchmarks.md, "Token padding")."""
     return 256 if device.type == "cuda" else 64
 
 
-def sorted_batches(data: Data, size: int) -> tuple[list[Batch], Optional[torch.Tensor]]:
-    """``data`` cut into batches of at most ``size`` examples for evaluation, each with its padding trimmed
-    (:func:`trim_padding`). Data with a 2-D ``attention_mask`` goes in order of length, so each batch is trimmed to
-    its own longest example; the second value is then the index that puts the batches' concatenated outputs back
-    in the data's order (None when the order is kept)."""
+def sorted_batches(data: Data, size: int, trim: bool = True) -> tuple[list[Batch], Optional[torch.Tensor]]:
+    """``data`` cut into batches of at most ``size`` examples for evaluation. With ``trim``, data with a 2-D
+    ``attention_mask`` goes in order of its examples' last attended column and each batch is trimmed to its own
+    widest example (:func:`trim_padding`); the second value is then the index that puts the batches'
+    concatenated outputs back in the data's order (None when the order is kept). Without ``trim`` (outputs per
+    token, whose widths must agree; a compiled forward, which wants one shape) the data is cut as it is."""
     n = data_length(data)
-    mask = data.get("attention_mask") if isinstance(data, Mapping) else None
-    order = restore = None
-    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
-        order = torch.argsort(mask.ne(0).sum(1), stable=True).to(mask.device)
-        restore = torch.argsort(order)
-    batches = []
-    for i in range(0, n, size):
-        index = torch.arange(i, min(i + size, n), device=order.device if order is not None else None)
-        batches.append(trim_padding(take(data, order[index] if order is not None else index)))
-    return batches, restore
+    mask = _token_mask(data) if trim else None
+    if mask is None:
+        return [take(data, torch.arange(i, min(i + size, n))) for i in range(0, n, size)], None
+    columns = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    order = torch.argsort((mask.ne(0) * columns).amax(1), stable=True)
+    batches = [trim_padding(take(data, order[i : i + size])) for i in range(0, n, size)]
+    return batches, torch.argsort(order)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -122,8 +131,8 @@ def logits_of(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 
 class ShuffledBatches:
     """The training batches in a fixed, seeded order: epoch ``e`` is a permutation of the examples seeded by
-    ``(seed, e)``, cut into whole batches (the remainder of an epoch is left out), each with its padding trimmed
-    (:func:`trim_padding`) unless ``trim`` is False. With several processes, process
+    ``(seed, e)``, cut into whole batches (the remainder of an epoch is left out). With ``trim`` each batch drops
+    the padding no example in it attends to (:func:`trim_padding`). With several processes, process
     ``rank`` takes the ``rank``-th of each group of ``world`` consecutive batches, so together they see the same
     examples as one process with ``world`` times the batch."""
 

@@ -1,15 +1,16 @@
 """Batched subnet evaluation, the fitness of the search (``glora.search(model, SubnetEvaluator(...), ...)``).
 
-The validation data moves to the device once, cut into batches of ``batch_size`` examples; token data (a dict
-with an ``attention_mask``) goes in order of length and each batch drops the padding columns no example in it
-attends to, while the metric sees the logits in the data's order. Each subnet's ``W'``, ``b'`` are folded into the layers once (not
-per batch), so the forward is the plain base model's; scores are read back only after the whole batch of subnets
-is queued, so the host folds the next subnet while the device still runs the last one; ``subnets_per_pass`` > 1 stacks several subnets' weights
-and runs them together with batched GEMMs, which keeps a large GPU busy on small models. With ``compile=True``
-nothing is folded: each subnet enters one compiled forward as codes (``coded_forward``). Inference mode and
-autocast throughout. Under ``torchrun`` every process runs the same search (same seed) and the evaluator
-spreads each batch of subnets over the processes (round robin) and gathers the scores, so every process sees
-the same scores; give the search a log on rank 0 only.
+The validation data moves to the device once, cut into batches of ``batch_size`` examples; token data (a dict with a
+2-D ``attention_mask``) goes in order of length and each batch drops the padding columns no example in it attends
+to, while the metric sees the logits in the data's order (not with labels per token, whose outputs must keep one
+width, nor with ``compile=True``, whose graph wants one shape). Each subnet's ``W'``, ``b'`` are folded into the
+layers once (not per batch), so the forward is the plain base model's; scores are read back only after the whole
+batch of subnets is queued, so the host folds the next subnet while the device still runs the last one;
+``subnets_per_pass`` > 1 stacks several subnets' weights and runs them together with batched GEMMs, which keeps a
+large GPU busy on small models. With ``compile=True`` nothing is folded: each subnet enters one compiled forward as
+codes (``coded_forward``). Inference mode and autocast throughout. Under ``torchrun`` every process runs the same
+search (same seed) and the evaluator spreads each batch of subnets over the processes (round robin) and gathers the
+scores, so every process sees the same scores; give the search a log on rank 0 only.
 """
 
 from __future__ import annotations
@@ -22,7 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glora.training.batches import Batch, Data, data_length, labels_of, logits_of, sorted_batches, take, to_device
+from glora.training.batches import (
+    Batch,
+    Data,
+    data_length,
+    labels_of,
+    logits_of,
+    sorted_batches,
+    take,
+    to_device,
+    token_labels,
+)
 from glora.training.coded_forward import CodedForward
 from glora.training.distributed import process_group
 from glora.tuner.subnets import Subnet, validate_subnet
@@ -143,8 +154,10 @@ class SubnetEvaluator:
         size = batch_size or n
         whole = to_device(take(data, torch.arange(n)), self.device)
         self.labels = labels_of(whole)
-        # token data goes in order of length, each batch trimmed to its longest example; logits are put back in order
-        self.batches, self._restore = sorted_batches(whole, size)
+        # token data goes in order of length, each batch trimmed to its widest example, and the logits are put back
+        # in order; not for outputs per token (their widths must agree) nor compiled (one shape, one graph)
+        trim = not compile and not token_labels(whole)
+        self.batches, self._restore = sorted_batches(whole, size, trim)
         self.subnets_evaluated = 0
         self._coded: Optional[CodedForward] = CodedForward(self.layers, self.device) if compile else None
 
