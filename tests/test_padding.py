@@ -115,6 +115,19 @@ def _by_position(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (logits.log_softmax(-1).gather(1, labels[:, None])[:, 0] * weights).mean()
 
 
+def _merged_scores(model, subnets, data, metric) -> list[float]:
+    """Each subnet's metric of its merged model on the whole padded data, in the data's order."""
+    inputs = {k: v for k, v in data.items() if k != "labels"}
+    scores = []
+    for subnet in subnets:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", glora.BiasAddedWarning)
+            merged = glora.merge(model, subnet).eval()
+        with torch.no_grad():
+            scores.append(float(metric(merged(**inputs), data["labels"])))
+    return scores
+
+
 @pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_evaluator_scores_token_data_as_on_the_padded_data(monkeypatch, compiled: bool, seed: int) -> None:
@@ -123,15 +136,8 @@ def test_the_evaluator_scores_token_data_as_on_the_padded_data(monkeypatch, comp
     monkeypatch.setattr(coded_forward, "COMPILE_BACKEND", "aot_eager")
     model = _classifier(seed)
     data = _tokens(29, 14, seed)
-    inputs = {k: v for k, v in data.items() if k != "labels"}
     subnets = [glora.sample_subnet(model, s) for s in range(4)]
-    expected = []
-    for subnet in subnets:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", glora.BiasAddedWarning)
-            merged = glora.merge(model, subnet).eval()
-        with torch.no_grad():
-            expected.append(float(_by_position(merged(**inputs), data["labels"])))
+    expected = _merged_scores(model, subnets, data, _by_position)
     for size in (5, 29):
         graphs = Counting()
         monkeypatch.setattr(coded_forward, "COMPILE_BACKEND", graphs)
@@ -161,14 +167,7 @@ def test_outputs_per_token_are_evaluated_untrimmed() -> None:
 
     evaluator = glora.SubnetEvaluator(model, data, metric=token_accuracy, batch_size=4)
     subnets = [glora.sample_subnet(model, s) for s in range(3)]
-    expected = []
-    for subnet in subnets:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", glora.BiasAddedWarning)
-            merged = glora.merge(model, subnet).eval()
-        with torch.no_grad():
-            logits = merged(**{k: v for k, v in data.items() if k != "labels"}).logits
-        expected.append(float(token_accuracy(logits, data["labels"])))
+    expected = _merged_scores(model, subnets, data, lambda out, labels: token_accuracy(out.logits, labels))
     assert evaluator(subnets) == pytest.approx(expected, abs=1e-6)
 
 
