@@ -46,7 +46,7 @@ from glora.errors import ConfigError, DataError
 from glora.layers.layer import is_hf_conv1d
 from glora.tasks.base import EncodedSplits, RawSplits, Task, Tensors
 from glora.tasks.hf_models import check_model_folder, loaded, quiet_transformers
-from glora.training.batches import Batch, logits_of
+from glora.training.batches import Batch, logits_of, sorted_batches, to_device
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -333,14 +333,10 @@ class CausalLM(Task):
         was_training = model.training
         model.eval().to(device)
         total = torch.zeros(2, dtype=torch.float64, device=device)
-        n = len(data["input_ids"])
+        inputs = {k: data[k] for k in ("input_ids", "attention_mask")}
         try:
-            for i in range(0, n, EVAL_BATCH):
-                ids = data["input_ids"][i : i + EVAL_BATCH].to(device)
-                mask = data["attention_mask"][i : i + EVAL_BATCH].to(device)
-                width = int(mask.sum(1).max())
-                out = model(input_ids=ids[:, :width], attention_mask=mask[:, :width])
-                total += out.double().sum(0)
+            for batch in sorted_batches(inputs, EVAL_BATCH)[0]:  # totals: the order does not matter
+                total += model(**to_device(batch, device)).double().sum(0)
         finally:
             model.train(was_training)
         loss = float(total[0] / total[1].clamp(min=1))
