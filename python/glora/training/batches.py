@@ -132,9 +132,9 @@ def logits_of(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 class ShuffledBatches:
     """The training batches in a fixed, seeded order: epoch ``e`` is a permutation of the examples seeded by
     ``(seed, e)``, cut into whole batches (the remainder of an epoch is left out). With ``trim`` each batch drops
-    the padding no example in it attends to (:func:`trim_padding`). With several processes, process
-    ``rank`` takes the ``rank``-th of each group of ``world`` consecutive batches, so together they see the same
-    examples as one process with ``world`` times the batch."""
+    the padding no example in it attends to (:func:`trim_padding`). With several processes, process ``rank`` takes
+    the ``rank``-th of each group of ``world`` consecutive batches, so together they see the same examples as one
+    process with ``world`` times the batch."""
 
     def __init__(
         self,
