@@ -24,6 +24,7 @@ import torch
 
 import glora
 from common import allocated, peak_gib, print_table, reset_peak, sync, time_interleaved, write_result
+from glora.tuner.wrapping import glora_layers
 from methods import prepare, training_step
 from train_step import workload
 
@@ -38,10 +39,35 @@ METHODS = [
     "full_finetune_compiled_graphs",
     "peft_lora_r8_compiled_graphs",
     "glora_supernet_compiled_graphs",
+    "glora_supernet_compiled_graphs_in_place",
 ]
 """``*_compiled_codes``: glora's frozen linear layers form their weights in the graph from the paths' codes instead of
 taking them built outside it. ``*_compiled_graphs``: ``torch.compile(..., mode="reduce-overhead")`` (the graph replayed
-as a CUDA graph; for glora the trainer's compiled forward and loss). Both are measurement devices of this benchmark."""
+as a CUDA graph; for glora the trainer's compiled forward and loss). ``*_compiled_graphs_in_place``: the same, with
+every layer's given ``W'`` and ``b'`` copied into storage that stays in place from step to step (the CUDA-graph trees
+take them as static inputs and re-record the graph whenever their addresses change). All are measurement devices of
+this benchmark."""
+
+
+def in_place(layer: torch.nn.Module) -> None:
+    """Make ``layer`` (a GLoRA layer) keep the weights the trainer gives it in storage of its own: each step's are
+    copied in (the copy carries their gradient back), so the graph's inputs keep their addresses."""
+    storage: dict[int, torch.Tensor] = {}
+    give = layer.give_weights
+
+    def give_in_place(weights):
+        if weights is None:
+            return give(None)
+        kept = []
+        for i, t in enumerate(weights):
+            if t is not None:
+                if i not in storage or storage[i].shape != t.shape or storage[i].dtype != t.dtype:
+                    storage[i] = torch.empty_like(t, requires_grad=False)
+                t = storage[i].copy_(t)
+            kept.append(t)
+        return give(tuple(kept))
+
+    layer.give_weights = give_in_place
 
 
 def glora_step(
@@ -56,8 +82,11 @@ def glora_step(
     trainer = glora.SupernetTrainer(model, placeholder, config, loss_fn=lambda m, _: loss_of(m), device=device)
     if variant == "codes":  # every layer forms its weights in the graph from the paths' codes
         trainer.weight_builders = []
-    if variant == "graphs":
+    if variant.startswith("graphs"):
         trainer.forward_loss = torch.compile(trainer._forward_loss, mode="reduce-overhead")
+    if variant == "graphs_in_place":
+        for _, layer in glora_layers(model):
+            in_place(layer)
     return lambda: trainer.train(steps=trainer.step + 1)
 
 
@@ -70,7 +99,7 @@ def step_of(method: str, model_name: str, device: torch.device) -> Callable[[], 
         return glora_step(make, targets, head, loss_of, device, bool(compiled), variant)
     model, params, _ = prepare(base, make, targets, head)
     if compiled:
-        model = torch.compile(model, mode="reduce-overhead") if variant == "graphs" else torch.compile(model)
+        model = torch.compile(model, mode="reduce-overhead") if variant.startswith("graphs") else torch.compile(model)
     return training_step(model, params, loss_of, device.type)
 
 
