@@ -30,6 +30,13 @@ def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     return err.strip()
 
 
+@pytest.fixture(autouse=True)
+def _own_working_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``glora run``'s default ``--out`` is relative: each test runs in a folder of its own, never in a checkout that
+    may hold a run of the built-in example."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
@@ -98,6 +105,14 @@ def _run(model: Path, train: Path, *flags: str) -> list[str]:
 
 
 def test_a_missing_model_folder_is_named(csv_data, tmp_path, capsys) -> None:
+    err = _error(capsys, _run(tmp_path / "nonexistent", csv_data))
+    assert err == f"glora run: error: model folder {tmp_path / 'nonexistent'} does not exist"
+
+
+def test_a_wrong_input_is_named_before_an_earlier_run_in_the_output_folder(csv_data, tmp_path, capsys) -> None:
+    """The inputs are checked first: a typo in a path is named even where the default output folder holds a run."""
+    (tmp_path / "glora-run").mkdir()
+    (tmp_path / "glora-run" / "search.jsonl").write_text("{}\n")
     err = _error(capsys, _run(tmp_path / "nonexistent", csv_data))
     assert err == f"glora run: error: model folder {tmp_path / 'nonexistent'} does not exist"
 

@@ -59,7 +59,6 @@ def run(settings: RunSettings) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rank, world = _start_processes()
     device = _device(settings.device, world)
-    _check_output_folder(settings)
     task = make_task(settings)
     settings = task.settings
     fitness = settings.fitness or task.fitness[0]
@@ -85,6 +84,8 @@ def run(settings: RunSettings) -> dict[str, Any]:
     window = (math.floor(settings.budget_floor * budget), budget)
     if settings.sampling != "uniform":
         space.check_budget(window)
+    # after the inputs' checks (a wrong path is named first), before anything is written
+    _check_output_folder(settings)
     data = task.encode(raw)
     recorded = _recorded(settings.out) if settings.resume else {}
     if rank == 0:
