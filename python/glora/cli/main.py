@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, Optional
 
 from glora.cli.model_commands import add_model_commands
-from glora.cli.pipes import end_on_broken_pipe, flush_output, reader_gone
+from glora.cli.pipes import run_to_pipe
 from glora.errors import GLoRAError
 
 INPUT_ERRORS = (OSError, ValueError, GLoRAError)
@@ -113,9 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return stop.code if isinstance(stop.code, int) else EXIT_ERROR
     command = f"{parser.prog} {args.command}"
     try:
-        status = int(args.func(args))
-        flush_output()
-        return status
+        return run_to_pipe(lambda: int(args.func(args)))
     except KeyboardInterrupt:
         if args.command == "run":
             print(
@@ -125,8 +123,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             )
         return EXIT_INTERRUPTED
     except Exception as err:
-        if isinstance(err, BrokenPipeError) and reader_gone():
-            return end_on_broken_pipe()
         if args.debug:
             raise
         print(f"{command}: error: {_message(err)}", file=sys.stderr)

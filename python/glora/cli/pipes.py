@@ -5,15 +5,24 @@ from __future__ import annotations
 import os
 import select
 import sys
+from typing import Callable
 
 EXIT_BROKEN_PIPE = 141
 """The status a shell reports for a writer stopped by SIGPIPE (128 + 13)."""
 
 
-def flush_output() -> None:
-    """Write out what standard output still buffers, inside the command's error handling: left to the
-    interpreter's exit, a closed pipe there could only be reported as an ignored exception."""
-    sys.stdout.flush()
+def run_to_pipe(command: Callable[[], int]) -> int:
+    """Run ``command`` and write out what standard output still buffers (left to the interpreter's exit, a closed
+    pipe there could only be reported as an ignored exception); where its reader has gone, end quietly with
+    :data:`EXIT_BROKEN_PIPE`. Any other ``BrokenPipeError`` is raised as an error like any other."""
+    try:
+        status = command()
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        if not reader_gone():
+            raise
+        return end_on_broken_pipe()
 
 
 def reader_gone() -> bool:

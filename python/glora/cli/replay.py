@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, NoReturn, Optional
 
 from glora._engine import LogReport, ParetoPoint
-from glora.cli.pipes import end_on_broken_pipe, flush_output, reader_gone
+from glora.cli.pipes import run_to_pipe
 from glora.engine.replay import read_log
 from glora.errors import GLoRAError, SearchError
 from glora.files.atomic import replacing
@@ -196,13 +196,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        status = _run(args)
-        flush_output()
-        return status
-    except BrokenPipeError:
-        if reader_gone():
-            return end_on_broken_pipe()
-        raise
+        return run_to_pipe(lambda: _run(args))
     except GLoRAError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2

@@ -55,17 +55,29 @@ def token_labels(data: Data) -> bool:
     return mask is not None and isinstance(labels, torch.Tensor) and labels.shape[:2] == mask.shape
 
 
-def trim_padding(batch: Batch) -> Batch:
+def token_widths(data: Data) -> Optional[torch.Tensor]:
+    """Each example's width without its trailing padding (its last attended column + 1; at least 1), on the CPU,
+    for data with a 2-D ``attention_mask``; else None."""
+    mask = _token_mask(data)
+    if mask is None:
+        return None
+    columns = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    return (mask.ne(0) * columns).amax(1).clamp(min=1).cpu()
+
+
+def trim_padding(batch: Batch, width: Optional[int] = None) -> Batch:
     """``batch`` without the trailing token columns that are padding in every example: for a dict batch with a 2-D
     ``attention_mask``, every entry whose first two dimensions are the mask's (token ids, the mask, token types,
-    per-token features or labels) is cut after the last column any example attends to. A model that masks its
-    padding gives the same outputs at the real tokens either way (up to float rounding), for less work."""
+    per-token features or labels) is cut after the last column any example attends to (``width``, where the
+    caller knows it: reading it from a mask on a GPU would wait for the device). A model that masks its padding
+    gives the same outputs at the real tokens either way (up to float rounding), for less work."""
     mask = _token_mask(batch)
     if mask is None:
         return batch
-    attended = mask.ne(0).any(0).nonzero()
-    width = int(attended[-1]) + 1 if len(attended) else 1
-    if width == mask.shape[1]:
+    if width is None:
+        widths = token_widths(batch)
+        width = int(widths.max()) if widths is not None and len(widths) else mask.shape[1]
+    if width >= mask.shape[1]:
         return batch
     shape = mask.shape
 
@@ -89,12 +101,13 @@ def sorted_batches(data: Data, size: int, trim: bool = True) -> tuple[list[Batch
     concatenated outputs back in the data's order (None when the order is kept). Without ``trim`` (outputs per
     token, whose widths must agree; a compiled forward, which wants one shape) the data is cut as it is."""
     n = data_length(data)
-    mask = _token_mask(data) if trim else None
-    if mask is None:
+    widths = token_widths(data) if trim else None
+    if widths is None:
         return [take(data, torch.arange(i, min(i + size, n))) for i in range(0, n, size)], None
-    columns = torch.arange(1, mask.shape[1] + 1, device=mask.device)
-    order = torch.argsort((mask.ne(0) * columns).amax(1), stable=True)
-    batches = [trim_padding(take(data, order[i : i + size])) for i in range(0, n, size)]
+    order = torch.argsort(widths, stable=True)
+    batches = [
+        trim_padding(take(data, order[i : i + size]), int(widths[order[i : i + size]].max())) for i in range(0, n, size)
+    ]
     return batches, torch.argsort(order)
 
 
@@ -160,6 +173,8 @@ class ShuffledBatches:
         self.rank = rank
         self.world = world
         self.trim = trim
+        # the examples' widths read once: per batch, from a mask on a GPU, each step would wait for the device
+        self.widths = token_widths(data) if trim else None
 
     def __getitem__(self, position: int) -> Batch:
         """This process's batch number ``position``, on the device."""
@@ -168,4 +183,6 @@ class ShuffledBatches:
         order = torch.randperm(self.n_examples, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
         index = order[k * self.batch_size : (k + 1) * self.batch_size]
         batch = take(self.data, index)
-        return to_device(trim_padding(batch) if self.trim else batch, self.device)
+        if self.trim:
+            batch = trim_padding(batch, None if self.widths is None else int(self.widths[index].max()))
+        return to_device(batch, self.device)

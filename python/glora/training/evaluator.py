@@ -157,7 +157,8 @@ class SubnetEvaluator:
         # token data goes in order of length, each batch trimmed to its widest example, and the logits are put back
         # in order; not for outputs per token (their widths must agree) nor compiled (one shape, one graph)
         trim = not compile and not token_labels(whole)
-        self.batches, self._restore = sorted_batches(whole, size, trim)
+        self.batches, restore = sorted_batches(whole, size, trim)
+        self._restore = None if restore is None else restore.to(self.device)
         self.subnets_evaluated = 0
         self._coded: Optional[CodedForward] = CodedForward(self.layers, self.device) if compile else None
 
