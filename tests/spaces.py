@@ -59,3 +59,34 @@ class AdditiveFitness:
                             new[w + cost] = best[w] + value
                 best = new
         return max(best)
+
+
+class PerExampleAdditiveFitness(AdditiveFitness):
+    """The additive fitness seen through ``examples`` noisy examples, as a validation set shows a model: a subnet's
+    score on example i is its additive value, plus the example's difficulty (shared by every subnet), plus noise of
+    its own (fixed per subnet and example). Its whole-data score is the mean over the examples; ``per_example``
+    serves a raced search and counts the examples it scores."""
+
+    def __init__(self, space: SearchSpace, seed: int, examples: int = 200, noise: float = 1.0) -> None:
+        super().__init__(space, seed)
+        rng = random.Random(seed + 1)
+        self.examples = examples
+        self.noise = noise
+        self.difficulty = [rng.gauss(0.0, 2.0) for _ in range(examples)]
+        self.examples_scored = 0
+
+    def row(self, subnet: dict) -> list[float]:
+        import json
+        import zlib
+
+        own = random.Random(zlib.crc32(json.dumps(subnet, sort_keys=True).encode()))
+        base = self.score(subnet)
+        return [base + d + own.gauss(0.0, self.noise) for d in self.difficulty]
+
+    def __call__(self, batch: list[dict]) -> list[float]:
+        self.examples_scored += len(batch) * self.examples
+        return [sum(r) / len(r) for r in map(self.row, batch)]
+
+    def per_example(self, batch: list[dict], examples: list[int]) -> list[list[float]]:
+        self.examples_scored += len(batch) * len(examples)
+        return [[r[i] for i in examples] for r in map(self.row, batch)]

@@ -25,6 +25,34 @@ def _config(config: Optional[SearchConfig], settings: dict[str, Any]) -> SearchC
     return (config or SearchConfig()).replace(**settings) if settings else (config or SearchConfig())
 
 
+def _racing(fitness: object, settings: dict[str, Any]) -> None:
+    """Resolve ``racing=True`` to the fitness's ``examples`` and ``racing=False`` to no racing, in place."""
+    if settings.get("racing") is False:
+        settings["racing"] = None
+    elif settings.get("racing") is True:
+        examples = getattr(fitness, "examples", None)
+        if isinstance(examples, bool) or not isinstance(examples, int):
+            raise TypeError(
+                "racing=True takes the number of examples from the fitness's `examples` attribute, which "
+                f"{type(fitness).__name__} lacks; pass racing=<number of examples> instead"
+            )
+        settings["racing"] = examples
+
+
+def _per_example(fitness: object, examples: int) -> Callable[[list[Subnet], list[int]], Any]:
+    """The raced fitness's ``per_example(subnets, examples)``, checked against the search's example count."""
+    per_example = getattr(fitness, "per_example", None)
+    if not callable(per_example):
+        raise TypeError(
+            f"racing={examples} needs a fitness with a method per_example(subnets, examples) returning each "
+            f"subnet's score on each example; {type(fitness).__name__} has none (SubnetEvaluator has one)"
+        )
+    own = getattr(fitness, "examples", None)
+    if isinstance(own, int) and not isinstance(own, bool) and own != examples:
+        raise ValueError(f"racing={examples} does not match the fitness, which scores {own} examples")
+    return per_example
+
+
 def check_search_settings(
     budget: Budget, seed: int, config: Optional[SearchConfig] = None, **settings: Any
 ) -> tuple[int, int]:
@@ -55,7 +83,13 @@ def search(
     settings come from ``config`` (a :class:`SearchConfig`) and keywords of the same names (population, parents,
     mutants, crossovers, mutation_prob, generations, objective, nonfinite, operators, threads, metric), keywords winning;
     counts are at most 1,000,000, ``threads`` at most 1024 and capped at the machine's cores, and ``metric`` (say
-    ``"neg_loss"``) names what the scores measure and is recorded in the log for ``glora-replay``. Each
+    ``"neg_loss"``) names what the scores measure and is recorded in the log for ``glora-replay``. ``racing``
+    (the number of examples the fitness scores, or True to take the fitness's ``examples``) races each generation's
+    candidates: ``fitness.per_example(subnets, examples)`` scores them on a quarter, then a half, then all of the
+    examples (one seeded order; each row one subnet's score per example, the whole-data score their mean), and a
+    candidate stops as soon as its scores, paired with the worst parent's, put it 2 standard errors below that
+    parent; a stopped candidate teaches the guided operators but never becomes a parent nor the best
+    (docs/method.md, section 4). Each
     generation after the first holds ``mutants`` mutated and ``crossovers`` crossed parents, topped up with random
     subnets to ``population``. With ``operators="guided"`` (the default) an additive estimate of each choice's worth,
     fitted to the scores so far, repairs and fills children toward the best worth per parameter, and up to half of
@@ -68,7 +102,9 @@ def search(
     re-evaluating nothing that was recorded, and reaches the same result as an uninterrupted run (docs/method.md,
     section 4); a log cut inside its header records nothing and is started afresh.
     """
+    _racing(fitness, settings)
     chosen = _config(config, settings)
+    per_example = None if chosen.racing is None else _per_example(fitness, chosen.racing)
     bar = _progress_bar(chosen.generations) if progress else None
     try:
         return run_search(
@@ -81,6 +117,7 @@ def search(
             resume=resume,
             glora_version=__version__,
             on_generation=None if bar is None else _progress_callback(bar),
+            per_example=per_example,
         )
     finally:
         if bar is not None:

@@ -11,12 +11,17 @@ large GPU busy on small models. With ``compile=True`` nothing is folded: each su
 codes (``coded_forward``). Inference mode and autocast throughout. Under ``torchrun`` every process runs the same
 search (same seed) and the evaluator spreads each batch of subnets over the processes (round robin) and gathers the
 scores, so every process sees the same scores; give the search a log on rank 0 only.
+
+``per_example(subnets, examples)`` scores each subnet on each of some examples (the metric per example: correct
+or not for accuracy, minus the example's cross-entropy for neg_loss), which a raced search asks for stage by stage
+(``glora.search(..., racing=True)``); each set of examples it is given is cut into batches once.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
 import torch
@@ -51,6 +56,11 @@ def negative_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 METRICS: dict[str, Metric] = {"accuracy": accuracy, "neg_loss": negative_loss}
+PER_EXAMPLE: dict[str, Metric] = {
+    "accuracy": lambda logits, labels: (logits.argmax(-1) == labels).float(),
+    "neg_loss": lambda logits, labels: -F.cross_entropy(logits.float(), labels, reduction="none"),
+}
+"""The metrics a raced search can use, per example: their mean over the examples is the whole-data metric."""
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -116,6 +126,19 @@ def _repeat(batch: Batch, k: int) -> Batch:
     return tuple(v.repeat(k, *[1] * (v.dim() - 1)) for v in batch)
 
 
+@dataclass
+class _View:
+    """Some of the data on the device, cut into batches, with the labels and the index that puts the batches'
+    concatenated outputs back in the data's order (None when kept)."""
+
+    batches: list[Batch]
+    restore: Optional[torch.Tensor]
+    labels: torch.Tensor
+
+    def in_order(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits if self.restore is None else logits[self.restore]
+
+
 class SubnetEvaluator:
     """Scores subnets of a wrapped model on fixed data; callable on a batch of subnets (one score each)."""
 
@@ -151,16 +174,29 @@ class SubnetEvaluator:
         model.to(self.device)
         self.dtype = PRECISIONS[precision or ("bf16" if self.device.type == "cuda" else "fp32")]
         self.k = subnets_per_pass
-        size = batch_size or n
-        whole = to_device(take(data, torch.arange(n)), self.device)
-        self.labels = labels_of(whole)
+        self._size = batch_size or n
+        self._data = to_device(take(data, torch.arange(n)), self.device)
+        self.labels = labels_of(self._data)
         # token data goes in order of length, each batch trimmed to its widest example, and the logits are put back
         # in order; not for outputs per token (their widths must agree) nor compiled (one shape, one graph)
-        trim = not compile and not token_labels(whole)
-        self.batches, restore = sorted_batches(whole, size, trim)
-        self._restore = None if restore is None else restore.to(self.device)
+        self._per_token = token_labels(self._data)
+        self._trim = not compile and not self._per_token
+        self._whole = self._view(self._data)
+        self._parts: dict[tuple[int, ...], _View] = {}
+        # a built-in metric's per-example form; not for a callable that only shares a built-in metric's name
+        name = self._metric_name or ""
+        self._per_example = PER_EXAMPLE[name] if name in METRICS and metric is METRICS[name] else None
         self.subnets_evaluated = 0
         self._coded: Optional[CodedForward] = CodedForward(self.layers, self.device) if compile else None
+
+    def _view(self, data: Batch) -> _View:
+        batches, restore = sorted_batches(data, self._size, self._trim)
+        return _View(batches, None if restore is None else restore.to(self.device), labels_of(data))
+
+    @property
+    def examples(self) -> int:
+        """How many examples each subnet is scored on (a raced search's ``racing=True`` takes it)."""
+        return len(self.labels)
 
     @property
     def metric_name(self) -> Optional[str]:
@@ -169,57 +205,89 @@ class SubnetEvaluator:
         return self._metric_name
 
     @torch.inference_mode()
-    def _logits(self, k: int) -> list[torch.Tensor]:
-        """Logits of the k folded subnets over the whole data."""
+    def _logits(self, k: int, view: _View) -> list[torch.Tensor]:
+        """Logits of the k folded subnets over the view's data."""
         outs: list[list[torch.Tensor]] = [[] for _ in range(k)]
         autocast = self.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.dtype if autocast else torch.float32, enabled=autocast):
-            for batch in self.batches:
+            for batch in view.batches:
                 logits = logits_of(self.model, _repeat(batch, k))
                 for i, part in enumerate(logits.chunk(k)):
                     outs[i].append(part.float())
-        return [self._in_order(torch.cat(o)) for o in outs]
+        return [view.in_order(torch.cat(o)) for o in outs]
 
-    def _in_order(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits if self._restore is None else logits[self._restore]
-
-    def __call__(self, subnets: Sequence[Subnet]) -> list[float]:
+    def _plans(self, subnets: Sequence[Subnet]) -> list[dict[str, tuple]]:
         plans = []
         for i, subnet in enumerate(subnets):
             try:
                 plans.append(validate_subnet(self.model, subnet))
             except (KeyError, ValueError, TypeError) as err:
                 raise type(err)(f"subnet {i} of the batch: {err}") from None
-        if self.world > 1:
-            import torch.distributed as dist
+        return plans
 
-            gathered: list[list[float]] = [[] for _ in range(self.world)]
-            dist.all_gather_object(gathered, self._scores(plans[self.rank :: self.world]))
-            scores = [gathered[i % self.world][i // self.world] for i in range(len(subnets))]
-        else:
-            scores = self._scores(plans)
+    def _spread(self, plans: list[dict[str, tuple]], score: Callable[[list[dict[str, tuple]]], list]) -> list:
+        """``score`` of every plan, in order: this process's share of them under torchrun, gathered."""
+        if self.world == 1:
+            return score(plans)
+        import torch.distributed as dist
+
+        gathered: list[list] = [[] for _ in range(self.world)]
+        dist.all_gather_object(gathered, score(plans[self.rank :: self.world]))
+        return [gathered[i % self.world][i // self.world] for i in range(len(plans))]
+
+    def __call__(self, subnets: Sequence[Subnet]) -> list[float]:
+        plans = self._plans(subnets)
+        scores = self._spread(plans, lambda mine: [float(s) for s in self._scores(mine, self._whole, self.metric)])
         for j, score in enumerate(scores):
             if not math.isfinite(score):
                 raise ValueError(f"the metric returned {score} for subnet {j} of the batch")
         self.subnets_evaluated += len(subnets)
         return scores
 
-    def _scores(self, plans: list[dict[str, tuple]]) -> list[float]:
-        """This process's scores, in order; folding the next subnet overlaps the device work of the last."""
+    def per_example(self, subnets: Sequence[Subnet], examples: Sequence[int]) -> list[list[float]]:
+        """Each subnet's score on each of ``examples`` (indices into the data), the metric per example: one row per
+        subnet. For the metrics "accuracy" and "neg_loss", neither compiled nor with labels per token."""
+        metric = self._per_example
+        if metric is None or self._coded is not None or self._per_token:
+            why = (
+                "compile=True"
+                if self._coded is not None
+                else "labels per token"
+                if self._per_token
+                else f"metric {self._metric_name or self.metric!r}"
+            )
+            raise ValueError(
+                f"scores per example (a raced search) need the metric 'accuracy' or 'neg_loss' of an evaluator "
+                f"without compile=True or labels per token; this one has {why}"
+            )
+        key = tuple(int(i) for i in examples)
+        if key and (min(key) < 0 or max(key) >= self.examples):
+            raise ValueError(f"examples must be indices below {self.examples}, got {min(key)}..{max(key)}")
+        if key not in self._parts:
+            self._parts[key] = self._view(take(self._data, torch.tensor(key, dtype=torch.long, device=self.device)))
+        view = self._parts[key]
+        plans = self._plans(subnets)
+        rows = self._spread(plans, lambda mine: [s.tolist() for s in self._scores(mine, view, metric)])
+        self.subnets_evaluated += len(subnets)
+        return rows
+
+    def _scores(self, plans: list[dict[str, tuple]], view: _View, metric: Metric) -> list[torch.Tensor]:
+        """This process's scores under ``metric`` on the view, in order (on the host); folding the next subnet
+        overlaps the device work of the last."""
         was_training = self.model.training
         self.model.eval()
         pending: list[Union[float, torch.Tensor]] = []
         try:
             if self._coded is not None:
                 pending.extend(self._coded.scores(plans, lambda: self.metric(self._compiled_logits(), self.labels)))
-                return [float(s) for s in pending]
-            for start in range(0, len(plans), self.k):
-                group = plans[start : start + self.k]
-                for name, layer in self.layers:
-                    layer.fold([p[name] for p in group], self.dtype)
-                for logits in self._logits(len(group)):
-                    pending.append(self.metric(logits, self.labels))
-            return [float(s) for s in pending]
+            else:
+                for start in range(0, len(plans), self.k):
+                    group = plans[start : start + self.k]
+                    for name, layer in self.layers:
+                        layer.fold([p[name] for p in group], self.dtype)
+                    for logits in self._logits(len(group), view):
+                        pending.append(metric(logits, view.labels))
+            return [torch.as_tensor(s).cpu() for s in pending]
         finally:
             for _, layer in self.layers:
                 layer.unfold()
@@ -232,9 +300,12 @@ class SubnetEvaluator:
         assert self._coded is not None
         autocast = self.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.dtype if autocast else torch.float32, enabled=autocast):
-            return self._in_order(
+            return self._whole.in_order(
                 torch.cat(
-                    [self._coded.forward(self.model, batch).to(torch.float32, copy=True) for batch in self.batches]
+                    [
+                        self._coded.forward(self.model, batch).to(torch.float32, copy=True)
+                        for batch in self._whole.batches
+                    ]
                 )
             )
 

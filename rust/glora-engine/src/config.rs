@@ -46,6 +46,7 @@ pub struct Settings {
     pub operators: Option<Value>,
     pub threads: Option<Value>,
     pub metric: Option<Value>,
+    pub racing: Option<Value>,
 }
 
 /// Checked settings: the algorithm's numbers (logged), the thread count (not logged: it changes nothing) and the
@@ -116,7 +117,8 @@ fn metric(value: &Value) -> Result<String> {
 
 impl SearchConfig {
     /// Check `settings`, filling what is not given with the reference's defaults (population 50, parents 10,
-    /// half the population mutants and the other half crossovers, mutation probability 0.2, 20 generations).
+    /// half the population mutants and the other half crossovers, mutation probability 0.2, 20 generations, no
+    /// racing; `racing` is the number of examples the fitness scores each subnet on).
     pub fn from_settings(settings: &Settings) -> Result<SearchConfig> {
         let d = Params::default();
         let get =
@@ -148,6 +150,7 @@ impl SearchConfig {
                 .operators
                 .as_ref()
                 .map_or(Ok(d.operators), |v| word("operators", v, &[("guided", Operators::Guided), ("reference", Operators::Reference)]))?,
+            racing: settings.racing.as_ref().map(|v| count("racing", v, 1)).transpose()?,
         };
         params.validate()?;
         Ok(SearchConfig {

@@ -7,8 +7,9 @@ use std::time::Instant;
 use crate::config::SearchConfig;
 use crate::error::{EngineError, Result};
 use crate::log::{self, Header, LogWriter, Record};
+use crate::racing::{self, Plan};
 use crate::replay;
-use crate::search::{GenerationSummary, Search};
+use crate::search::{GenerationSummary, Outcome, Search};
 use crate::space::{Budget, Genome, Space};
 
 /// Why a run stopped early: the engine refused something, or the caller's evaluation or callback failed.
@@ -24,11 +25,39 @@ impl<E> From<EngineError> for RunError<E> {
     }
 }
 
+/// What scores the candidates: whole subnets, and for a raced search each subnet on given examples.
+pub trait Fitness {
+    type Error;
+
+    /// One score per genome.
+    fn scores(&mut self, genomes: &[Genome]) -> std::result::Result<Vec<f64>, Self::Error>;
+
+    /// Each genome's score on each of `examples` (indices into the fitness's examples), one row per genome.
+    fn per_example(&mut self, genomes: &[Genome], examples: &[usize]) -> std::result::Result<Vec<Vec<f64>>, RunError<Self::Error>> {
+        let _ = (genomes, examples);
+        Err(EngineError::NoExampleScores.into())
+    }
+}
+
+/// A function of a batch of genomes to their scores.
+impl<F, E> Fitness for F
+where
+    F: FnMut(&[Genome]) -> std::result::Result<Vec<f64>, E>,
+{
+    type Error = E;
+
+    fn scores(&mut self, genomes: &[Genome]) -> std::result::Result<Vec<f64>, E> {
+        self(genomes)
+    }
+}
+
 /// A search ready to run, with the scores recovered from its log.
 pub struct Run {
     search: Search,
-    /// Logged scores of the first members of the batch under evaluation when the log ended.
-    known: Vec<f64>,
+    /// Logged outcomes of the first members of the batch under evaluation when the log ended.
+    known: Vec<Outcome>,
+    /// The stages of a raced search.
+    plan: Option<Plan>,
     writer: Option<LogWriter>,
     recovered: usize,
     pool: Option<rayon::ThreadPool>,
@@ -79,9 +108,11 @@ impl Run {
                 })?)
             }
         };
+        let plan = config.params.racing.map(|examples| Plan::new(examples, seed));
         let start = |writer: Option<LogWriter>, search: Search| Run {
             search,
             known: Vec::new(),
+            plan: plan.clone(),
             writer,
             recovered: 0,
             pool: None,
@@ -110,7 +141,7 @@ impl Run {
                             writer.append(&[Record::Generation(summary.clone())])?;
                         }
                     }
-                    Run { search, known, writer: Some(writer), recovered, pool: None, log: Some(path.to_path_buf()) }
+                    Run { search, known, plan, writer: Some(writer), recovered, pool: None, log: Some(path.to_path_buf()) }
                 }
             },
             Some(path) => {
@@ -127,13 +158,14 @@ impl Run {
         self.recovered
     }
 
-    /// Run to the end. `evaluate` gets the genomes of each batch still to evaluate (recovered ones are left
-    /// out) and returns one score per genome; `on_generation` sees each finished generation.
-    pub fn drive<E>(
+    /// Run to the end. `fitness` scores the genomes of each batch still to evaluate (recovered ones are left
+    /// out): one score per genome, or, in a raced search, their scores per example stage by stage;
+    /// `on_generation` sees each finished generation.
+    pub fn drive<F: Fitness>(
         mut self,
-        mut evaluate: impl FnMut(&[Genome]) -> std::result::Result<Vec<f64>, E>,
-        mut on_generation: impl FnMut(&GenerationSummary) -> std::result::Result<(), E>,
-    ) -> std::result::Result<Finished, RunError<E>> {
+        mut fitness: F,
+        mut on_generation: impl FnMut(&GenerationSummary) -> std::result::Result<(), F::Error>,
+    ) -> std::result::Result<Finished, RunError<F::Error>> {
         let (mut engine_seconds, mut fitness_seconds) = (0.0f64, 0.0f64);
         loop {
             let started = Instant::now();
@@ -147,18 +179,28 @@ impl Run {
             let skip = self.known.len();
             let todo = &batch[skip..];
             let started = Instant::now();
-            let fresh = evaluate(todo).map_err(RunError::Caller)?;
+            let fresh = match &self.plan {
+                None => {
+                    let scores = fitness.scores(todo).map_err(RunError::Caller)?;
+                    if scores.len() != todo.len() {
+                        return Err(EngineError::WrongScoreCount { expected: todo.len(), got: scores.len() }.into());
+                    }
+                    scores.into_iter().map(Outcome::whole).collect()
+                }
+                Some(plan) => {
+                    let bar = self.search.bar().map(<[f64]>::to_vec);
+                    racing::race(plan, bar.as_deref(), self.search.nonfinite(), todo, |g, e| fitness.per_example(g, e))?
+                }
+            };
             fitness_seconds += started.elapsed().as_secs_f64();
-            if fresh.len() != todo.len() {
-                return Err(EngineError::WrongScoreCount { expected: todo.len(), got: fresh.len() }.into());
-            }
             let started = Instant::now();
-            let mut scores = std::mem::take(&mut self.known);
-            scores.extend(fresh);
-            let summary = self.search.tell(&scores)?;
+            let mut outcomes = std::mem::take(&mut self.known);
+            outcomes.extend(fresh);
+            let told = outcomes.len();
+            let summary = self.search.tell_outcomes(outcomes)?;
             if let Some(writer) = self.writer.as_mut() {
                 let evaluated = self.search.evaluated();
-                let mut records = log::eval_records(&evaluated[evaluated.len() - scores.len() + skip..]);
+                let mut records = log::eval_records(&evaluated[evaluated.len() - told + skip..]);
                 records.push(Record::Generation(summary.clone()));
                 writer.append(&records)?;
             }

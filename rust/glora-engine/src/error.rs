@@ -31,6 +31,12 @@ pub enum EngineError {
     ScoreNotANumber { index: usize, value: String },
     #[error("score {index} of the batch is not finite ({value}); pass nonfinite=\"worst\" to rank such subnets last")]
     NonFiniteScore { index: usize, value: f64 },
+    #[error("fitness returned {got} scores for subnet {index} of the batch, one per example of {expected}")]
+    WrongExampleCount { index: usize, expected: usize, got: usize },
+    #[error("outcome {index} of the batch: {reason}")]
+    BadOutcome { index: usize, reason: String },
+    #[error("the search races its candidates, so its fitness must score each subnet on each example (per_example)")]
+    NoExampleScores,
     #[error("no batch is waiting for scores: call ask() first")]
     NothingAsked,
     #[error("malformed genome: {0}")]

@@ -12,15 +12,16 @@ pub mod guided;
 pub mod log;
 pub mod operators;
 pub mod pareto;
+pub mod racing;
 pub mod replay;
 pub mod rng;
 pub mod search;
 pub mod space;
 
 pub use config::{SearchConfig, Settings, Value};
-pub use driver::{Finished, Run, RunError};
+pub use driver::{Finished, Fitness, Run, RunError};
 pub use error::{EngineError, Result};
-pub use search::{Evaluated, GenerationSummary, NonFinite, Objective, Operators, Params, Search};
+pub use search::{Evaluated, GenerationSummary, NonFinite, Objective, Operators, Outcome, Params, Search};
 pub use space::{Budget, BudgetSpec, FlatSpace, Gene, Genome, Layer, SearchSpace, Space, Subnet, SubnetMap, GENES};
 
 /// The engine's version (the workspace version).

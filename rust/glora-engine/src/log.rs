@@ -4,8 +4,9 @@
 //! truncated last line, which reading reports and resuming discards.
 //!
 //! Reading checks everything a search relies on, so a damaged log is refused with its line number: the header's
-//! counts within the engine's limits, each layer's genes A..E with the costs its shape gives, and no null score
-//! in a search that refuses non-finite scores.
+//! counts within the engine's limits, each layer's genes A..E with the costs its shape gives, no null score
+//! in a search that refuses non-finite scores, and raced records (`stopped_after`, or `per_example`: the score on
+//! every example) exactly in a raced search; replaying checks the rest of each outcome.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -105,6 +106,12 @@ pub enum Record {
         #[serde(deserialize_with = "required")]
         score: Option<f64>,
         params: u64,
+        /// A raced search: stopped after this many examples.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stopped_after: Option<usize>,
+        /// A raced search: the score on each example of a candidate raced to the end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        per_example: Option<Vec<f64>>,
     },
     Generation(GenerationSummary),
 }
@@ -147,9 +154,17 @@ fn header(path: &Path, line: &str) -> Result<Header> {
 
 fn record(path: &Path, line_no: usize, line: &str, header: &Header) -> Result<Record> {
     let record: Record = serde_json::from_str(line).map_err(|e| corrupt(path, line_no, e.to_string()))?;
-    if let Record::Eval { score: None, .. } = record {
-        if header.params.nonfinite == NonFinite::Error {
+    if let Record::Eval { score, stopped_after, per_example, .. } = &record {
+        if score.is_none() && header.params.nonfinite == NonFinite::Error {
             return Err(corrupt(path, line_no, "score is null (non-finite), which a search with nonfinite \"error\" never logs"));
+        }
+        let raced = stopped_after.is_some() || per_example.is_some();
+        match header.params.racing {
+            None if raced => return Err(corrupt(path, line_no, "a raced evaluation in a search that does not race")),
+            Some(_) if !raced => {
+                return Err(corrupt(path, line_no, "an evaluation neither stopped nor scored per example in a raced search"))
+            }
+            _ => {}
         }
     }
     Ok(record)
@@ -234,6 +249,8 @@ pub fn eval_records(evaluated: &[crate::search::Evaluated]) -> Vec<Record> {
             genome: e.genome.clone(),
             score: if e.score.is_finite() { Some(e.score) } else { None },
             params: e.params,
+            stopped_after: e.stopped_after,
+            per_example: e.per_example.clone(),
         })
         .collect()
 }

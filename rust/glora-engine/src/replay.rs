@@ -2,14 +2,14 @@
 
 use crate::error::{EngineError, Result};
 use crate::log::{Header, Record};
-use crate::search::Search;
+use crate::search::{Outcome, Search};
 
 /// Where a replay ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReplayEnd {
-    /// Every logged evaluation was reproduced; `pending_scores` holds the logged scores of the first members of
-    /// the batch that was under evaluation when the log ended (empty when it ended between batches).
-    Reproduced { pending_scores: Vec<f64> },
+    /// Every logged evaluation was reproduced; `pending` holds the logged outcomes of the first members of the
+    /// batch that was under evaluation when the log ended (empty when it ended between batches).
+    Reproduced { pending: Vec<Outcome> },
     /// The engine produced another genome than the log at this point.
     Diverged { generation: usize, index: usize, logged: Vec<u16>, produced: Vec<u16> },
 }
@@ -18,7 +18,11 @@ pub enum ReplayEnd {
 pub fn replay(header: &Header, records: &[Record]) -> Result<(Search, ReplayEnd)> {
     let mut search = Search::new(&header.space, header.budget, header.params.clone(), header.seed)?;
     let mut evals = records.iter().filter_map(|r| match r {
-        Record::Eval { generation, index, genome, score, .. } => Some((*generation, *index, genome, *score)),
+        Record::Eval { generation, index, genome, score, stopped_after, per_example, .. } => {
+            let outcome =
+                Outcome { score: score.unwrap_or(f64::NEG_INFINITY), stopped_after: *stopped_after, per_example: per_example.clone() };
+            Some((*generation, *index, genome, outcome))
+        }
         Record::Generation(_) => None,
     });
     let mut next = evals.next();
@@ -31,27 +35,27 @@ pub fn replay(header: &Header, records: &[Record]) -> Result<(Search, ReplayEnd)
                 return Ok((search, ReplayEnd::Diverged { generation: g, index: i, logged: genome.clone(), produced: Vec::new() }));
             }
         };
-        let mut scores = Vec::with_capacity(batch.len());
+        let mut outcomes = Vec::with_capacity(batch.len());
         for (index, produced) in batch.iter().enumerate() {
-            let Some((g, i, logged, score)) = next else { break };
+            let Some((g, i, logged, outcome)) = next else { break };
             if g != generation || i != index || logged != produced {
                 return Ok((search, ReplayEnd::Diverged { generation, index, logged: logged.clone(), produced: produced.clone() }));
             }
-            scores.push(score.unwrap_or(f64::NEG_INFINITY));
+            outcomes.push(outcome);
             next = evals.next();
         }
-        if scores.len() < batch.len() {
-            return Ok((search, ReplayEnd::Reproduced { pending_scores: scores }));
+        if outcomes.len() < batch.len() {
+            return Ok((search, ReplayEnd::Reproduced { pending: outcomes }));
         }
-        search.tell(&scores)?;
+        search.tell_outcomes(outcomes)?;
     }
-    Ok((search, ReplayEnd::Reproduced { pending_scores: Vec::new() }))
+    Ok((search, ReplayEnd::Reproduced { pending: Vec::new() }))
 }
 
 /// Replay for resuming: a divergence is an error.
-pub fn resume(header: &Header, records: &[Record]) -> Result<(Search, Vec<f64>)> {
+pub fn resume(header: &Header, records: &[Record]) -> Result<(Search, Vec<Outcome>)> {
     match replay(header, records)? {
-        (search, ReplayEnd::Reproduced { pending_scores }) => Ok((search, pending_scores)),
+        (search, ReplayEnd::Reproduced { pending }) => Ok((search, pending)),
         (_, ReplayEnd::Diverged { generation, index, logged, produced }) => {
             Err(EngineError::Divergence { generation, index, logged, produced })
         }

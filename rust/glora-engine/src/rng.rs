@@ -11,6 +11,7 @@ pub enum Purpose {
     Mutation = 2,
     Crossover = 3,
     Local = 4,
+    Racing = 5,
 }
 
 fn splitmix(mut z: u64) -> u64 {

@@ -81,6 +81,10 @@ pub struct Params {
     pub attempts_per_candidate: usize,
     #[serde(default = "reference_operators")]
     pub operators: Operators,
+    /// With a count of the fitness's examples, candidates are raced on growing shares of them (`crate::racing`);
+    /// a log without the field did not race.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub racing: Option<usize>,
 }
 
 impl Default for Params {
@@ -96,6 +100,7 @@ impl Default for Params {
             nonfinite: NonFinite::Error,
             attempts_per_candidate: 10,
             operators: Operators::Guided,
+            racing: None,
         }
     }
 }
@@ -116,6 +121,13 @@ impl Params {
             let value = format!("{:?}", self.mutation_prob);
             return Err(EngineError::BadParameter { name: "mutation_prob".into(), value, allowed: "a number in [0, 1]".into() });
         }
+        if let Some(examples) = self.racing {
+            check_count("racing", examples as i128, 1, &examples.to_string())?;
+            if self.objective != Objective::Fitness {
+                let allowed = "None with objective \"pareto\" (racing stops candidates below the parents' bar)".into();
+                return Err(EngineError::BadParameter { name: "racing".into(), value: examples.to_string(), allowed });
+            }
+        }
         if !(1..=MAX_ATTEMPTS).contains(&self.attempts_per_candidate) {
             let (value, allowed) = (self.attempts_per_candidate.to_string(), format!("an integer in [1, {MAX_ATTEMPTS}]"));
             return Err(EngineError::BadParameter { name: "attempts_per_candidate".into(), value, allowed });
@@ -132,6 +144,34 @@ pub struct Evaluated {
     pub genome: Genome,
     pub score: f64,
     pub params: u64,
+    /// Raced and stopped after this many examples (its score is their mean): never a parent nor the best.
+    pub stopped_after: Option<usize>,
+    /// Its score on each example when raced to the end: the bar later candidates race against.
+    pub per_example: Option<Vec<f64>>,
+}
+
+impl Evaluated {
+    /// Scored on all the examples: a possible parent and best.
+    pub fn complete(&self) -> bool {
+        self.stopped_after.is_none()
+    }
+}
+
+/// A candidate's evaluation as the engine is told it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub score: f64,
+    /// Stopped by racing after this many examples.
+    pub stopped_after: Option<usize>,
+    /// Raced to the end: its score on each example.
+    pub per_example: Option<Vec<f64>>,
+}
+
+impl Outcome {
+    /// A score on the whole data (a search that does not race).
+    pub fn whole(score: f64) -> Outcome {
+        Outcome { score, stopped_after: None, per_example: None }
+    }
 }
 
 /// What one generation produced. A generation of only non-finite scores (with `nonfinite` "worst") has best, mean and best so far minus infinity,
@@ -195,6 +235,11 @@ impl Search {
         &self.evaluated
     }
 
+    /// What the search does with a non-finite score.
+    pub fn nonfinite(&self) -> NonFinite {
+        self.params.nonfinite
+    }
+
     pub fn history(&self) -> &[GenerationSummary] {
         &self.history
     }
@@ -219,39 +264,88 @@ impl Search {
         self.pending.as_deref()
     }
 
-    /// Scores for the batch last asked, in its order.
+    /// Scores for the batch last asked, in its order (a search that does not race).
     pub fn tell(&mut self, scores: &[f64]) -> Result<GenerationSummary> {
+        self.tell_outcomes(scores.iter().map(|&s| Outcome::whole(s)).collect())
+    }
+
+    /// Outcomes for the batch last asked, in its order: whole scores, or a raced search's outcomes.
+    pub fn tell_outcomes(&mut self, outcomes: Vec<Outcome>) -> Result<GenerationSummary> {
         let batch = self.pending.as_ref().ok_or(EngineError::NothingAsked)?;
-        if scores.len() != batch.len() {
-            return Err(EngineError::WrongScoreCount { expected: batch.len(), got: scores.len() });
+        if outcomes.len() != batch.len() {
+            return Err(EngineError::WrongScoreCount { expected: batch.len(), got: outcomes.len() });
         }
-        let mut clean = Vec::with_capacity(scores.len());
-        for (index, &value) in scores.iter().enumerate() {
-            if value.is_finite() {
-                clean.push(value);
-            } else if self.params.nonfinite == NonFinite::Worst {
-                clean.push(f64::NEG_INFINITY);
-            } else {
-                return Err(EngineError::NonFiniteScore { index, value });
+        let mut clean = Vec::with_capacity(outcomes.len());
+        for (index, mut outcome) in outcomes.into_iter().enumerate() {
+            self.check_outcome(index, &outcome)?;
+            if !outcome.score.is_finite() {
+                if self.params.nonfinite == NonFinite::Worst {
+                    outcome.score = f64::NEG_INFINITY;
+                } else {
+                    return Err(EngineError::NonFiniteScore { index, value: outcome.score });
+                }
             }
+            clean.push(outcome);
         }
         let batch = self.pending.take().unwrap();
-        for (index, (genome, score)) in batch.into_iter().zip(clean.iter()).enumerate() {
+        let first = self.evaluated.len();
+        for (index, (genome, outcome)) in batch.into_iter().zip(clean).enumerate() {
             let params = self.flat.cost(&genome);
             self.seen.insert(genome.clone());
-            self.evaluated.push(Evaluated { generation: self.generation, index, genome, score: *score, params });
+            let Outcome { score, stopped_after, per_example } = outcome;
+            self.evaluated.push(Evaluated { generation: self.generation, index, genome, score, params, stopped_after, per_example });
         }
-        let finite: Vec<f64> = clean.iter().copied().filter(|s| s.is_finite()).collect();
+        let told = &self.evaluated[first..];
+        let finite: Vec<f64> = told.iter().map(|e| e.score).filter(|s| s.is_finite()).collect();
+        let best_of =
+            |evaluated: &[Evaluated]| evaluated.iter().filter(|e| e.complete()).map(|e| e.score).fold(f64::NEG_INFINITY, f64::max);
         let summary = GenerationSummary {
             generation: self.generation,
-            evaluated: clean.len(),
-            best: clean.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            evaluated: told.len(),
+            best: best_of(told),
             mean: if finite.is_empty() { f64::NEG_INFINITY } else { finite.iter().sum::<f64>() / finite.len() as f64 },
-            best_so_far: self.evaluated.iter().map(|e| e.score).fold(f64::NEG_INFINITY, f64::max),
+            best_so_far: best_of(&self.evaluated),
         };
         self.history.push(summary.clone());
         self.generation += 1;
         Ok(summary)
+    }
+
+    /// An outcome that fits this search: raced ones only when it races, stopped inside the examples, complete
+    /// ones with a finite score on every example.
+    fn check_outcome(&self, index: usize, outcome: &Outcome) -> Result<()> {
+        let refuse = |reason: String| Err(EngineError::BadOutcome { index, reason });
+        match (self.params.racing, outcome.stopped_after, &outcome.per_example) {
+            (None, None, None) => Ok(()),
+            (None, _, _) => refuse("a search that does not race takes one score per subnet".into()),
+            (Some(_), Some(_), Some(_)) => refuse("a stopped candidate has no score on every example".into()),
+            (Some(n), Some(m), None) if m == 0 || m > n => refuse(format!("stopped after {m} examples, not within 1..={n}")),
+            (Some(_), Some(_), None) => Ok(()),
+            (Some(_), None, None) => refuse("a raced candidate is either stopped or scored on every example".into()),
+            (Some(n), None, Some(scores)) if scores.len() != n => refuse(format!("scored on {} examples, not on all {n}", scores.len())),
+            (Some(_), None, Some(scores)) => match scores.iter().position(|s| !s.is_finite()) {
+                Some(example) => refuse(format!("its score on example {example} is not finite ({})", scores[example])),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// The per-example scores a raced candidate has to beat: the worst parent's, once there are as many
+    /// candidates raced to the end as parents (before, every candidate becomes a parent).
+    pub fn bar(&self) -> Option<&[f64]> {
+        self.params.racing?;
+        let order = self.ranked();
+        if order.len() < self.params.parents {
+            return None;
+        }
+        self.evaluated[order[self.params.parents - 1]].per_example.as_deref()
+    }
+
+    /// Indices of the complete evaluations, best first (earliest among equal scores).
+    fn ranked(&self) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..self.evaluated.len()).filter(|&i| self.evaluated[i].complete()).collect();
+        idx.sort_by(|&a, &b| self.evaluated[b].score.total_cmp(&self.evaluated[a].score).then(a.cmp(&b)));
+        idx
     }
 
     /// Candidates from `make(index)` for indices 0, 1, 2, ..., built in parallel chunks, keeping new distinct ones
@@ -289,12 +383,14 @@ impl Search {
         let k = self.params.parents.min(self.evaluated.len());
         let order: Vec<usize> = match self.params.objective {
             Objective::Fitness => {
-                let mut idx: Vec<usize> = (0..self.evaluated.len()).collect();
-                idx.sort_by(|&a, &b| self.evaluated[b].score.total_cmp(&self.evaluated[a].score).then(a.cmp(&b)));
+                let mut idx = self.ranked();
                 idx.truncate(k);
                 idx
             }
-            Objective::Pareto => pareto::select(&self.points(), k),
+            Objective::Pareto => {
+                let (points, idx) = self.points();
+                pareto::select(&points, k).into_iter().map(|i| idx[i]).collect()
+            }
         };
         order.into_iter().map(|i| self.evaluated[i].genome.clone()).collect()
     }
@@ -361,13 +457,15 @@ impl Search {
         self.random_fill(batch)
     }
 
-    fn points(&self) -> Vec<Point> {
-        self.evaluated.iter().map(|e| Point { score: e.score, params: e.params }).collect()
+    /// The complete evaluations as points, with their indices into `evaluated`.
+    fn points(&self) -> (Vec<Point>, Vec<usize>) {
+        let idx: Vec<usize> = (0..self.evaluated.len()).filter(|&i| self.evaluated[i].complete()).collect();
+        (idx.iter().map(|&i| Point { score: self.evaluated[i].score, params: self.evaluated[i].params }).collect(), idx)
     }
 
-    /// The best evaluated genome (earliest among equal scores).
+    /// The best genome scored on all the examples (earliest among equal scores).
     pub fn best(&self) -> Option<&Evaluated> {
-        self.evaluated.iter().enumerate().max_by(|(i, a), (j, b)| a.score.total_cmp(&b.score).then(j.cmp(i))).map(|(_, e)| e)
+        self.ranked().first().map(|&i| &self.evaluated[i])
     }
 
     /// The best of the Pareto front with at most `max_params` parameters (docs/method.md, section 4).
@@ -381,11 +479,12 @@ impl Search {
             .ok_or(EngineError::NoPointWithin { max_params, smallest: front.first().map(|e| e.params) })
     }
 
-    /// The non-dominated evaluated genomes (fitness up, parameters down), by increasing parameter count.
+    /// The non-dominated genomes scored on all the examples (fitness up, parameters down), by increasing parameter
+    /// count.
     pub fn pareto_front(&self) -> Vec<&Evaluated> {
-        let points = self.points();
+        let (points, idx) = self.points();
         let mut front: Vec<&Evaluated> =
-            pareto::fronts(&points).first().map(|f| f.iter().map(|&i| &self.evaluated[i]).collect()).unwrap_or_default();
+            pareto::fronts(&points).first().map(|f| f.iter().map(|&i| &self.evaluated[idx[i]]).collect()).unwrap_or_default();
         front.sort_by(|a, b| a.params.cmp(&b.params).then(b.score.total_cmp(&a.score)));
         front
     }

@@ -385,7 +385,7 @@ fn log_round_trip_replay_and_truncation() {
     let contents = log::read(&path).unwrap();
     assert!(!contents.truncated_tail);
     let (replayed, end) = replay(&contents.header, &contents.records).unwrap();
-    assert_eq!(end, ReplayEnd::Reproduced { pending_scores: vec![] });
+    assert_eq!(end, ReplayEnd::Reproduced { pending: vec![] });
     assert!(replayed.evaluated() == full.evaluated(), "replay differs from the logged run");
 
     // cut mid-line inside generation 2: the tail is reported, the complete evaluations are replayed
@@ -397,7 +397,7 @@ fn log_round_trip_replay_and_truncation() {
     let (partial, end) = replay(&contents.header, &contents.records).unwrap();
     assert_eq!(partial.generation(), 2);
     match end {
-        ReplayEnd::Reproduced { pending_scores } => assert!(!pending_scores.is_empty() && pending_scores.len() < 50),
+        ReplayEnd::Reproduced { pending } => assert!(!pending.is_empty() && pending.len() < 50),
         other => panic!("{other:?}"),
     }
 
@@ -429,7 +429,7 @@ fn log_round_trip_replay_and_truncation() {
     let contents = log::read(&path).unwrap();
     assert_eq!(contents.header.params.operators, Operators::Reference);
     let (replayed, end) = replay(&contents.header, &contents.records).unwrap();
-    assert_eq!(end, ReplayEnd::Reproduced { pending_scores: vec![] });
+    assert_eq!(end, ReplayEnd::Reproduced { pending: vec![] });
     assert!(replayed.evaluated() == full.evaluated());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,7 +9,7 @@ use pyo3::types::PyDict;
 use crate::convert::value;
 use crate::errors::to_py;
 
-const NAMES: [&str; 11] = [
+const NAMES: [&str; 12] = [
     "population",
     "parents",
     "mutants",
@@ -21,13 +21,15 @@ const NAMES: [&str; 11] = [
     "operators",
     "threads",
     "metric",
+    "racing",
 ];
 
 /// The settings of `glora.search`. Left out, each takes its default: population 50, parents 10,
 /// mutants half the population, crossovers the other half, mutation_prob 0.2, generations 20,
 /// objective "fitness" (or "pareto"), nonfinite "error" (or "worst"), operators "guided" (or "reference", the
 /// reference algorithm's random redraws and repair), threads all cores (at most 1024, capped at the
-/// machine's cores), metric none (else the name of what the scores measure, recorded in the log).
+/// machine's cores), metric none (else the name of what the scores measure, recorded in the log), racing none
+/// (else the number of examples the fitness scores each subnet on: candidates are raced on growing shares of them).
 #[pyclass(module = "glora._engine", frozen, eq)]
 #[derive(Clone, PartialEq)]
 pub struct SearchConfig {
@@ -48,6 +50,7 @@ fn slot<'a>(settings: &'a mut Settings, name: &str) -> Option<&'a mut Option<Val
         "operators" => &mut settings.operators,
         "threads" => &mut settings.threads,
         "metric" => &mut settings.metric,
+        "racing" => &mut settings.racing,
         _ => return None,
     })
 }
@@ -73,6 +76,7 @@ impl SearchConfig {
             operators: Some(Value::Text(params.operators.name().into())),
             threads: None,
             metric: metric.map(|m| Value::Text(m.into())),
+            racing: params.racing.map(count).unwrap_or_default(),
         })
     }
 
@@ -96,7 +100,7 @@ impl SearchConfig {
 #[pymethods]
 impl SearchConfig {
     #[new]
-    #[pyo3(signature = (*, population=None, parents=None, mutants=None, crossovers=None, mutation_prob=None, generations=None, objective=None, nonfinite=None, operators=None, threads=None, metric=None))]
+    #[pyo3(signature = (*, population=None, parents=None, mutants=None, crossovers=None, mutation_prob=None, generations=None, objective=None, nonfinite=None, operators=None, threads=None, metric=None, racing=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         population: Option<&Bound<'_, PyAny>>,
@@ -110,6 +114,7 @@ impl SearchConfig {
         operators: Option<&Bound<'_, PyAny>>,
         threads: Option<&Bound<'_, PyAny>>,
         metric: Option<&Bound<'_, PyAny>>,
+        racing: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let given = |v: Option<&Bound<'_, PyAny>>| v.map(value).transpose();
         SearchConfig::checked(Settings {
@@ -124,6 +129,7 @@ impl SearchConfig {
             operators: given(operators)?,
             threads: given(threads)?,
             metric: given(metric)?,
+            racing: given(racing)?,
         })
     }
 
@@ -188,6 +194,11 @@ impl SearchConfig {
         self.inner.metric.as_deref()
     }
 
+    #[getter]
+    fn racing(&self) -> Option<usize> {
+        self.inner.params.racing
+    }
+
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         let p = &self.inner.params;
@@ -202,6 +213,7 @@ impl SearchConfig {
         d.set_item("operators", p.operators.name())?;
         d.set_item("threads", self.inner.threads)?;
         d.set_item("metric", self.inner.metric.as_deref())?;
+        d.set_item("racing", p.racing)?;
         Ok(d)
     }
 
@@ -209,7 +221,7 @@ impl SearchConfig {
         let p = &self.inner.params;
         format!(
             "SearchConfig(population={}, parents={}, mutants={}, crossovers={}, mutation_prob={:?}, generations={}, objective={}, \
-             nonfinite={}, operators={}, threads={}, metric={})",
+             nonfinite={}, operators={}, threads={}, metric={}, racing={})",
             p.population,
             p.parents,
             p.mutants,
@@ -220,7 +232,8 @@ impl SearchConfig {
             py_repr(p.nonfinite.name()),
             py_repr(p.operators.name()),
             self.inner.threads.map_or("None".into(), |t| t.to_string()),
-            self.inner.metric.as_deref().map_or("None".into(), py_repr)
+            self.inner.metric.as_deref().map_or("None".into(), py_repr),
+            p.racing.map_or("None".into(), |r| r.to_string())
         )
     }
 }

@@ -113,3 +113,20 @@ pub fn scores(returned: &Bound<'_, PyAny>, expected: usize) -> PyResult<Vec<f64>
     }
     Ok(out)
 }
+
+/// The scores per example a raced fitness returned: one row (a sequence of scores, as `scores` reads them) per
+/// subnet; the counts are the engine's to check.
+pub fn rows(returned: &Bound<'_, PyAny>, expected: usize) -> PyResult<Vec<Vec<f64>>> {
+    let type_name = || -> PyResult<String> { describe(returned) };
+    let text = returned.is_instance_of::<PyString>() || returned.is_instance_of::<PyBytes>() || returned.hasattr("keys")?;
+    let Ok(items) = returned.try_iter().map_err(|_| ()).and_then(|i| if text { Err(()) } else { Ok(i) }) else {
+        return Err(to_py(EngineError::ScoresNotASequence { expected, type_name: type_name()? }));
+    };
+    let mut out = Vec::with_capacity(expected);
+    for row in items {
+        let row = row?;
+        let length = row.len().unwrap_or(0);
+        out.push(scores(&row, length)?);
+    }
+    Ok(out)
+}

@@ -13,6 +13,9 @@ fn class_name(err: &EngineError) -> &'static str {
         EngineError::ImpossibleBudget { .. } | EngineError::NarrowBudget { .. } => "ImpossibleBudgetError",
         EngineError::ScoresNotASequence { .. }
         | EngineError::WrongScoreCount { .. }
+        | EngineError::WrongExampleCount { .. }
+        | EngineError::BadOutcome { .. }
+        | EngineError::NoExampleScores
         | EngineError::ScoreNotANumber { .. }
         | EngineError::NonFiniteScore { .. } => "ScoreError",
         EngineError::Divergence { .. } => "DivergenceError",
@@ -72,6 +75,18 @@ fn kind_and_details<'py>(py: Python<'py>, err: &EngineError) -> PyResult<(&'stat
             d.set_item("got", got)?;
             "wrong_score_count"
         }
+        EngineError::WrongExampleCount { index, expected, got } => {
+            d.set_item("index", index)?;
+            d.set_item("expected", expected)?;
+            d.set_item("got", got)?;
+            "wrong_example_count"
+        }
+        EngineError::BadOutcome { index, reason } => {
+            d.set_item("index", index)?;
+            d.set_item("reason", reason)?;
+            "bad_outcome"
+        }
+        EngineError::NoExampleScores => "no_example_scores",
         EngineError::ScoreNotANumber { index, value } => {
             d.set_item("index", index)?;
             d.set_item("value", value)?;

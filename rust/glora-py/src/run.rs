@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use glora_engine::replay::{self, ReplayEnd};
-use glora_engine::{Evaluated, GenerationSummary, Run, RunError, Search};
+use glora_engine::{Evaluated, Fitness, GenerationSummary, Genome, Run, RunError, Search};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::config::SearchConfig;
-use crate::convert::{scores, subnet_dict, value};
+use crate::convert::{rows, scores, subnet_dict, value};
 use crate::errors::to_py;
 use crate::space::SearchSpace;
 
@@ -176,10 +176,45 @@ impl SearchResult {
     }
 }
 
-/// Run a whole search: `fitness(subnets) -> scores` is called once per batch on this thread, with the GIL;
-/// candidate construction runs without it. With `log`, every evaluation is appended; `resume` continues it.
+/// The Python functions that score subnets: `fitness(subnets) -> scores`, and for a raced search
+/// `per_example(subnets, examples) -> rows` (one row of scores per subnet, one score per example).
+struct PyFitness<'a> {
+    space: &'a glora_engine::Space,
+    fitness: &'a PyObject,
+    per_example: Option<&'a PyObject>,
+}
+
+impl PyFitness<'_> {
+    fn batch<'py>(&self, py: Python<'py>, genomes: &[Genome]) -> PyResult<Bound<'py, PyList>> {
+        py.check_signals()?;
+        PyList::new(py, genomes.iter().map(|g| subnet_dict(py, self.space, g)).collect::<PyResult<Vec<_>>>()?)
+    }
+}
+
+impl Fitness for PyFitness<'_> {
+    type Error = PyErr;
+
+    fn scores(&mut self, genomes: &[Genome]) -> PyResult<Vec<f64>> {
+        Python::with_gil(|py| scores(self.fitness.call1(py, (self.batch(py, genomes)?,))?.bind(py), genomes.len()))
+    }
+
+    fn per_example(&mut self, genomes: &[Genome], examples: &[usize]) -> Result<Vec<Vec<f64>>, RunError<PyErr>> {
+        let Some(per_example) = self.per_example else {
+            return Err(RunError::Engine(glora_engine::EngineError::NoExampleScores));
+        };
+        Python::with_gil(|py| {
+            let returned = per_example.call1(py, (self.batch(py, genomes)?, examples.to_vec()))?;
+            rows(returned.bind(py), genomes.len())
+        })
+        .map_err(RunError::Caller)
+    }
+}
+
+/// Run a whole search: `fitness(subnets) -> scores` (or, racing, `per_example(subnets, examples) -> rows`) is
+/// called once per batch (per stage) on this thread, with the GIL; candidate construction runs without it. With
+/// `log`, every evaluation is appended; `resume` continues it.
 #[pyfunction]
-#[pyo3(signature = (space, fitness, budget, *, seed=None, config=None, log=None, resume=false, glora_version="", on_generation=None))]
+#[pyo3(signature = (space, fitness, budget, *, seed=None, config=None, log=None, resume=false, glora_version="", on_generation=None, per_example=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_search(
     py: Python<'_>,
@@ -192,6 +227,7 @@ pub fn run_search(
     resume: bool,
     glora_version: &str,
     on_generation: Option<PyObject>,
+    per_example: Option<PyObject>,
 ) -> PyResult<SearchResult> {
     let b = crate::convert::budget(budget)?;
     let seed = seed.map_or(Ok(0), check_seed)?;
@@ -202,13 +238,7 @@ pub fn run_search(
     let config = config.map(|c| c.inner.clone()).unwrap_or_default();
     let inner = Arc::clone(&space.inner);
     let run = Run::open(inner.space(), b, &config, seed, glora_version, log.as_deref(), resume).map_err(to_py)?;
-    let evaluate = |genomes: &[Vec<u16>]| {
-        Python::with_gil(|py| {
-            py.check_signals()?;
-            let batch = PyList::new(py, genomes.iter().map(|g| subnet_dict(py, inner.space(), g)).collect::<PyResult<Vec<_>>>()?)?;
-            scores(fitness.call1(py, (batch,))?.bind(py), genomes.len())
-        })
-    };
+    let evaluate = PyFitness { space: inner.space(), fitness: &fitness, per_example: per_example.as_ref() };
     let report = |summary: &GenerationSummary| match &on_generation {
         Some(callback) => Python::with_gil(|py| callback.call1(py, (Generation::from(summary),)).map(drop)),
         None => Ok(()),
