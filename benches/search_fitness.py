@@ -1,12 +1,13 @@
-"""Benchmark: the search's fitness time with the folded evaluator and with ``SubnetEvaluator(compile=True)``, on
-one trained supernet per seed.
+"""Benchmark: the search's fitness time with the folded evaluator, with ``SubnetEvaluator(compile=True)`` and with
+the folded evaluator racing the candidates (``racing=True``), on one trained supernet per seed.
 
 all-MiniLM-L6-v2 on the movie sentences as in ``search_operators.py`` (1000 training, 500 validation, 2000 test
 sentences; the supernet trained as ``glora run`` trains it, 640 steps): the default search (guided operators,
 population 50, 20 generations, validation loss as fitness, LoRA r=8 (query, value)'s budget of 73,728 parameters)
-runs twice from the same weights, once per evaluator. Per seed and evaluator: the fitness's seconds (the first
-search of the compiled evaluator includes its compilation, reported apart by a warm-up search of one generation),
-the best validation fitness and the found subnet's test accuracy. Results:
+runs from the same weights once per variant. Per seed and variant: the fitness's seconds (the first search of the
+compiled evaluator includes its compilation, reported apart by a warm-up search of one generation), the share of
+the validation examples forwarded (racing stops candidates early), the best validation fitness and the found
+subnet's test accuracy. Results:
 ``benches/results/search_fitness_<device>.json`` (docs/benchmarks.md).
 
     python benches/search_fitness.py [--seeds 0 1 2]
@@ -23,26 +24,47 @@ import torch
 import glora
 from supernet_quality import BUDGET, main_over_seeds, movie_supernet
 
-EVALUATORS = {"folded": False, "compiled": True}
+EVALUATORS = {"folded": (False, False), "compiled": (True, False), "folded_racing": (False, True)}
+"""Each variant's (compile, racing)."""
+
+
+class Counted:
+    """A fitness that counts the examples it forwards (whole batches count every example)."""
+
+    def __init__(self, evaluator: glora.SubnetEvaluator) -> None:
+        self.evaluator = evaluator
+        self.examples = evaluator.examples
+        self.metric_name = evaluator.metric_name
+        self.forwarded = 0
+
+    def __call__(self, subnets: list) -> list[float]:
+        self.forwarded += len(subnets) * self.examples
+        return self.evaluator(subnets)
+
+    def per_example(self, subnets: list, examples: list[int]) -> list[list[float]]:
+        self.forwarded += len(subnets) * len(examples)
+        return self.evaluator.per_example(subnets, examples)
 
 
 def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -> list[dict[str, Any]]:
-    """One row per evaluator: the default search from the seed's supernet, timed and scored."""
+    """One row per variant: the default search from the seed's supernet, timed and scored."""
     model, val, test = movie_supernet(model_dir, data_path, seed, device)
     test_eval = glora.SubnetEvaluator(model, test, device=device)
     rows = []
-    for name, compiled in EVALUATORS.items():
-        fitness = glora.SubnetEvaluator(model, val, metric="neg_loss", device=device, compile=compiled)
+    for name, (compiled, racing) in EVALUATORS.items():
+        fitness = Counted(glora.SubnetEvaluator(model, val, metric="neg_loss", device=device, compile=compiled))
         started = time.perf_counter()
-        glora.search(model, fitness, BUDGET, seed=seed, generations=1, progress=False)  # warm-up (compilation)
+        glora.search(model, fitness, BUDGET, seed=seed, generations=1, racing=racing, progress=False)  # warm-up
         warm_up = time.perf_counter() - started
-        found = glora.search(model, fitness, BUDGET, seed=seed, progress=False)
+        fitness.forwarded = 0
+        found = glora.search(model, fitness, BUDGET, seed=seed, racing=racing, progress=False)
         rows.append(
             {
                 "evaluator": name,
                 "seed": seed,
                 "fitness_s": found.fitness_seconds,
                 "evaluations": found.evaluations,
+                "examples_share": fitness.forwarded / (found.evaluations * fitness.examples),
                 "warm_up_s": warm_up,
                 "validation_neg_loss": found.best_score,
                 "test_accuracy": test_eval([found.best_subnet])[0],
@@ -59,6 +81,7 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "evaluator": name,
             "seeds": len(group),
             "fitness_s_mean": statistics.mean(r["fitness_s"] for r in group),
+            "examples_share_mean": statistics.mean(r["examples_share"] for r in group),
             "validation_neg_loss_mean": statistics.mean(r["validation_neg_loss"] for r in group),
             "test_accuracy_mean": statistics.mean(r["test_accuracy"] for r in group),
         }

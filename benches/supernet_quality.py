@@ -185,13 +185,14 @@ class Settings:
 
 
 def movie_supernet(
-    model_dir: str, data_path: str, seed: int, device: torch.device
+    model_dir: str, data_path: str, seed: int, device: torch.device, validation: int = 500
 ) -> tuple[torch.nn.Module, dict, dict]:
     """A supernet trained as ``glora run`` trains it on the movie sentences (1000 training sentences, uniform paths,
-    640 steps, B without its vector and scalar forms), with the seed's validation (500) and test (2000) splits."""
+    640 steps, B without its vector and scalar forms), with the seed's validation (500 unless told) and test (2000)
+    splits."""
     from transformers import AutoTokenizer
 
-    train, val, test = splits(AutoTokenizer.from_pretrained(model_dir), data_path, (1000, 500, 2000), seed)
+    train, val, test = splits(AutoTokenizer.from_pretrained(model_dir), data_path, (1000, validation, 2000), seed)
     torch.manual_seed(seed)
     model = load(model_dir, device)
     config = glora.GLoRAConfig(target_modules=BERT_LINEARS, modules_to_save=["head"], choices={"B": ["lora", "none"]})

@@ -131,6 +131,7 @@ def test_config_defaults_and_checks_live_in_the_engine() -> None:
         "operators": "guided",
         "threads": None,
         "metric": None,
+        "racing": None,
     }
     odd = SearchConfig(population=7)
     assert (odd.mutants, odd.crossovers) == (3, 4)

@@ -128,3 +128,70 @@ pub fn race<E>(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stages_cover_every_example_once_for_any_count() {
+        for n in 1..60 {
+            let plan = Plan::new(n, 7);
+            let mut all: Vec<usize> = (0..plan.stages()).flat_map(|s| plan.stage(s).to_vec()).collect();
+            assert!(plan.stage(0).len() >= n / 4 && (0..plan.stages()).all(|s| !plan.stage(s).is_empty()));
+            all.sort_unstable();
+            assert_eq!(all, (0..n).collect::<Vec<_>>());
+        }
+        assert_eq!(Plan::new(200, 1), Plan::new(200, 1));
+        assert_ne!(Plan::new(200, 1).stage(0), Plan::new(200, 2).stage(0));
+    }
+
+    #[test]
+    fn behind_needs_the_paired_mean_two_standard_errors_below_the_bar() {
+        let bar = vec![0.0; 100];
+        let seen: Vec<usize> = (0..25).collect();
+        // differences alternate d - 1 and d + 1: standard deviation about 1, standard error about 0.18 with the
+        // finite-population correction (25 of 100)
+        let candidate = |d: f64| (0..100).map(|i| d + if i % 2 == 0 { -1.0 } else { 1.0 }).collect::<Vec<f64>>();
+        assert!(behind(&candidate(-0.5), &bar, &seen, 100));
+        assert!(!behind(&candidate(-0.3), &bar, &seen, 100));
+        assert!(!behind(&candidate(0.5), &bar, &seen, 100));
+        // every example seen: the whole-data means decide, not the test; one example: no estimate of the spread
+        assert!(!behind(&candidate(-5.0), &bar, &(0..100).collect::<Vec<_>>(), 100));
+        assert!(!behind(&candidate(-5.0), &bar, &[0], 100));
+        // equal to the bar on every example: never behind; uniformly below: behind
+        assert!(!behind(&bar, &bar, &seen, 100));
+        assert!(behind(&vec![-0.01; 100], &bar, &seen, 100));
+    }
+
+    #[test]
+    fn a_race_stops_the_clearly_worse_and_scores_the_rest_on_every_example() {
+        let plan = Plan::new(40, 3);
+        let bar: Vec<f64> = (0..40).map(|i| (i % 7) as f64).collect();
+        let genomes: Vec<Genome> = vec![vec![0], vec![1], vec![2]];
+        let offset = [0.5, -3.0, 0.0];
+        let mut asked = Vec::new();
+        let outcomes = race::<()>(&plan, Some(&bar), NonFinite::Error, &genomes, |batch, examples| {
+            asked.push((batch.len(), examples.len()));
+            Ok(batch.iter().map(|g| examples.iter().map(|&e| bar[e] + offset[g[0] as usize]).collect()).collect())
+        })
+        .unwrap();
+        assert_eq!(asked, vec![(3, 10), (2, 10), (2, 20)]);
+        assert_eq!(outcomes[1].stopped_after, Some(10));
+        let expected = plan.stage(0).iter().map(|&e| bar[e] - 3.0).sum::<f64>() / 10.0;
+        assert!(outcomes[1].per_example.is_none() && outcomes[1].score == expected);
+        for i in [0, 2] {
+            let scores = outcomes[i].per_example.as_ref().unwrap();
+            assert!(outcomes[i].stopped_after.is_none() && scores.iter().zip(&bar).all(|(s, b)| s - b == offset[i]));
+        }
+        // without a bar every candidate is scored on all the examples in one call
+        asked.clear();
+        let all = race::<()>(&plan, None, NonFinite::Error, &genomes, |batch, examples| {
+            asked.push((batch.len(), examples.len()));
+            Ok(batch.iter().map(|_| vec![0.0; examples.len()]).collect())
+        })
+        .unwrap();
+        assert_eq!(asked, vec![(3, 40)]);
+        assert!(all.iter().all(|o| o.stopped_after.is_none()));
+    }
+}

@@ -433,3 +433,53 @@ fn log_round_trip_replay_and_truncation() {
     assert!(replayed.evaluated() == full.evaluated());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A raced fitness: the synthetic fitness plus a per-example offset fixed per genome and example.
+struct Raced<'a> {
+    forwarded: &'a std::cell::Cell<usize>,
+}
+
+impl glora_engine::Fitness for Raced<'_> {
+    type Error = ();
+
+    fn scores(&mut self, _: &[Vec<u16>]) -> Result<Vec<f64>, ()> {
+        Err(())
+    }
+
+    fn per_example(&mut self, genomes: &[Vec<u16>], examples: &[usize]) -> Result<Vec<Vec<f64>>, RunError<()>> {
+        self.forwarded.set(self.forwarded.get() + genomes.len() * examples.len());
+        let noise = |g: &[u16], e: usize| {
+            let h = g.iter().fold(e as u64 * 2654435761, |h, &c| h.wrapping_mul(31).wrapping_add(u64::from(c)));
+            ((h % 1000) as f64 / 1000.0 - 0.5) * 4.0
+        };
+        Ok(genomes.iter().map(|g| examples.iter().map(|&e| fitness(g) + noise(g, e)).collect()).collect())
+    }
+}
+
+#[test]
+fn a_raced_search_stops_candidates_logs_them_and_replays_exactly() {
+    let dir = std::env::temp_dir().join(format!("glora-engine-raced-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("raced.jsonl");
+    let space = vit_space(4);
+    let params = Params { racing: Some(80), generations: 8, ..Params::default() };
+    let run = Run::open(&space, budget(290_000), &config(&params), 11, "test", Some(&path), false).unwrap();
+    let forwarded = std::cell::Cell::new(0);
+    let search = run.drive(Raced { forwarded: &forwarded }, |_| Ok(())).unwrap().search;
+    let stopped = search.evaluated().iter().filter(|e| !e.complete()).count();
+    assert!(stopped > 0 && forwarded.get() < search.evaluated().len() * 80);
+    assert!(search.best().unwrap().complete() && search.pareto_front().iter().all(|e| e.complete()));
+    let contents = log::read(&path).unwrap();
+    let (replayed, end) = replay(&contents.header, &contents.records).unwrap();
+    assert_eq!(end, ReplayEnd::Reproduced { pending: vec![] });
+    assert_eq!(replayed.evaluated(), search.evaluated());
+    // the same search without racing forwards every example of every candidate
+    let whole = Search::new(&space, budget(290_000), Params { racing: None, ..params.clone() }, 11).unwrap();
+    assert!(whole.bar().is_none());
+    // a fitness without scores per example is refused by name
+    let path2 = dir.join("plain.jsonl");
+    let run = Run::open(&space, budget(290_000), &config(&params), 11, "test", Some(&path2), false).unwrap();
+    let plain = |batch: &[Vec<u16>]| Ok::<_, ()>(batch.iter().map(|g| fitness(g)).collect());
+    assert!(matches!(run.drive(plain, |_| Ok(())), Err(RunError::Engine(EngineError::NoExampleScores))));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
