@@ -61,6 +61,23 @@ def test_stopped_candidates_are_never_parents_nor_best(tmp_path) -> None:
     assert {p.score for p in result.pareto_front} <= {e["score"] for e in complete}
     report = read_log(log)
     assert report.complete and report.config.racing == 60 and report.best.score == result.best_score
+    seen = sum(e.get("stopped_after", 60) for e in evals)
+    assert result.racing.stopped == len(stopped) and result.racing.examples == 60
+    assert result.racing.examples_share == pytest.approx(seen / (60 * len(evals)))
+    assert report.racing == result.racing and _run(racing=None).racing is None
+
+
+def test_glora_replay_reports_what_racing_saved(tmp_path, capsys) -> None:
+    from glora.cli.replay import main
+
+    log = tmp_path / "raced.jsonl"
+    result = _run(log=log)
+    assert main([str(log)]) == 0
+    r = result.racing
+    line = f"raced over 60 examples: {r.stopped} of {result.evaluations} candidates stopped early"
+    assert line in capsys.readouterr().out
+    assert main([str(log), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["racing"] == r.to_dict()
 
 
 def test_same_seed_same_raced_search_on_any_thread_count() -> None:

@@ -75,6 +75,7 @@ def report_dict(report: LogReport) -> dict[str, Any]:
         ],
         "best": None if report.best is None else _point(report.best),
         "front": [_point(p) for p in report.front],
+        "racing": None if report.racing is None else report.racing.to_dict(),
     }
 
 
@@ -111,6 +112,12 @@ def _print_summary(report: LogReport) -> None:
         )
     if report.truncated_tail:
         print("note: the last line was cut off mid-write (an interrupted run); resuming discards it")
+    if report.racing is not None:
+        r = report.racing
+        print(
+            f"raced over {r.examples:,} examples: {r.stopped} of {report.replayed_evaluations} candidates stopped "
+            f"early, {100 * r.examples_share:.1f} % of the examples scored (stopped ones are never parents or best)"
+        )
     print(f"{'gen':>4} {'evaluated':>9} {'best':>10} {'mean':>10} {'best so far':>12}")
     for h in report.history:
         print(f"{h.generation:>4} {h.evaluated:>9} {h.best:>10.4f} {h.mean:>10.4f} {h.best_so_far:>12.4f}")

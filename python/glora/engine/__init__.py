@@ -3,7 +3,7 @@
 Nothing here imports torch or the packages above it (``glora.tuner``, ``glora.training``).
 """
 
-from glora._engine import Divergence, Generation, LogReport, ParetoPoint, SearchConfig, SearchResult
+from glora._engine import Divergence, Generation, LogReport, ParetoPoint, Racing, SearchConfig, SearchResult
 from glora.engine.evolution import check_search_settings, search
 from glora.engine.replay import read_log
 from glora.engine.space import Budget, LayerSpace, SearchSpace, Subnet, budget_bounds, check_subnet_layers
@@ -15,6 +15,7 @@ __all__ = [
     "LayerSpace",
     "LogReport",
     "ParetoPoint",
+    "Racing",
     "SearchConfig",
     "SearchResult",
     "SearchSpace",

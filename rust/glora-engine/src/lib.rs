@@ -21,7 +21,7 @@ pub mod space;
 pub use config::{SearchConfig, Settings, Value};
 pub use driver::{Finished, Fitness, Run, RunError};
 pub use error::{EngineError, Result};
-pub use search::{Evaluated, GenerationSummary, NonFinite, Objective, Operators, Outcome, Params, Search};
+pub use search::{Evaluated, GenerationSummary, NonFinite, Objective, Operators, Outcome, Params, RacingAccount, Search};
 pub use space::{Budget, BudgetSpec, FlatSpace, Gene, Genome, Layer, SearchSpace, Space, Subnet, SubnetMap, GENES};
 
 /// The engine's version (the workspace version).

@@ -188,6 +188,17 @@ pub struct GenerationSummary {
     pub best_so_far: f64,
 }
 
+/// What racing saved in a raced search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RacingAccount {
+    /// The examples the fitness scores each candidate on.
+    pub examples: usize,
+    /// Candidates stopped before the last example.
+    pub stopped: usize,
+    /// The examples scored over all evaluations, as a share of scoring every candidate on all of them.
+    pub examples_share: f64,
+}
+
 pub struct Search {
     flat: FlatSpace,
     budget: Budget,
@@ -328,6 +339,15 @@ impl Search {
                 None => Ok(()),
             },
         }
+    }
+
+    /// What racing saved so far (None when the search does not race).
+    pub fn racing_account(&self) -> Option<RacingAccount> {
+        let examples = self.params.racing?;
+        let stopped = self.evaluated.iter().filter(|e| !e.complete()).count();
+        let seen: usize = self.evaluated.iter().map(|e| e.stopped_after.unwrap_or(examples)).sum();
+        let total = self.evaluated.len() * examples;
+        Some(RacingAccount { examples, stopped, examples_share: if total == 0 { 1.0 } else { seen as f64 / total as f64 } })
     }
 
     /// The per-example scores a raced candidate has to beat: the worst parent's, once there are as many

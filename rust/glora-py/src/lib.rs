@@ -18,6 +18,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::SearchConfig>()?;
     m.add_class::<run::Generation>()?;
     m.add_class::<run::ParetoPoint>()?;
+    m.add_class::<run::Racing>()?;
     m.add_class::<run::SearchResult>()?;
     m.add_class::<run::Divergence>()?;
     m.add_class::<run::LogReport>()?;

@@ -48,6 +48,31 @@ impl Generation {
     }
 }
 
+/// What racing saved in a raced search: the examples per candidate, the candidates stopped before the last one,
+/// and the share of the examples scored against scoring every candidate on all of them.
+#[pyclass(module = "glora._engine", frozen, eq, get_all)]
+#[derive(Clone, PartialEq)]
+pub struct Racing {
+    pub examples: usize,
+    pub stopped: usize,
+    pub examples_share: f64,
+}
+
+#[pymethods]
+impl Racing {
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("examples", self.examples)?;
+        d.set_item("stopped", self.stopped)?;
+        d.set_item("examples_share", self.examples_share)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Racing(examples={}, stopped={}, examples_share={})", self.examples, self.stopped, self.examples_share)
+    }
+}
+
 /// An evaluated subnet: its score (minus infinity for a non-finite score ranked last) and parameter count.
 #[pyclass(module = "glora._engine", frozen)]
 pub struct ParetoPoint {
@@ -94,6 +119,7 @@ struct Outcome {
     front: Vec<Evaluated>,
     history: Vec<Generation>,
     evaluations: usize,
+    racing: Option<Racing>,
 }
 
 impl Outcome {
@@ -104,6 +130,7 @@ impl Outcome {
             front: search.pareto_front().into_iter().cloned().collect(),
             history: search.history().iter().map(Generation::from).collect(),
             evaluations: search.evaluated().len(),
+            racing: search.racing_account().map(|a| Racing { examples: a.examples, stopped: a.stopped, examples_share: a.examples_share }),
         }
     }
 
@@ -164,6 +191,12 @@ impl SearchResult {
     #[getter]
     fn evaluations(&self) -> usize {
         self.outcome.evaluations
+    }
+
+    /// What racing saved (None when the search did not race).
+    #[getter]
+    fn racing(&self) -> Option<Racing> {
+        self.outcome.racing.clone()
     }
 
     /// The best point of the Pareto front with at most `max_params` parameters.
@@ -317,6 +350,12 @@ impl LogReport {
     #[getter]
     fn replayed_evaluations(&self) -> usize {
         self.outcome.evaluations
+    }
+
+    /// What racing saved in the replayed evaluations (None when the search did not race).
+    #[getter]
+    fn racing(&self) -> Option<Racing> {
+        self.outcome.racing.clone()
     }
 
     #[getter]
