@@ -129,15 +129,29 @@ def test_wrong_raced_fitness_settings_and_rows_are_named(tmp_path) -> None:
     with pytest.raises(glora.SearchError, match='racing must be None with objective "pareto"'):
         _run(objective="pareto")
     for bad in (0, -3, 2.5, "all"):
-        with pytest.raises(glora.SearchError, match="racing must be"):
+        with pytest.raises(glora.SearchError, match=r"racing must be a positive integer.*also takes True"):
             _run(racing=bad)
+    with pytest.raises(glora.SearchError, match="racing must be at most 1000000"):
+        _run(racing=10**7)
     assert _run(racing=False).evaluations == _run(racing=None).evaluations
     with pytest.raises(glora.ScoreError, match="returned 2 scores for a batch of 50") as info:
         _run(fitness=_Rows(lambda rows, ex: rows[:2]))
     assert info.value.kind == "wrong_score_count"
-    with pytest.raises(glora.ScoreError, match="for subnet 0 of the batch, one per example of 60") as info:
+    with pytest.raises(glora.ScoreError, match="per_example returned 59 scores in row 0, expected 60") as info:
         _run(fitness=_Rows(lambda rows, ex: [r[:-1] for r in rows]))
     assert info.value.details == {"index": 0, "expected": 60, "got": 59}
+    with pytest.raises(glora.ScoreError, match=r"one row of scores per subnet; row 0 is 1\.5 \(float\)") as info:
+        _run(fitness=_Rows(lambda rows, ex: [1.5] * len(rows)))
+    assert info.value.kind == "row_not_a_sequence"
+    calls: list[int] = []
+
+    def nan_in_last_row_of_a_stage(rows, ex):
+        calls.append(len(rows))
+        return rows[:-1] + [[float("nan")] * len(ex)] if len(ex) < 60 else rows
+
+    with pytest.raises(glora.ScoreError, match="score (\\d+) of the batch is not finite") as info:
+        _run(fitness=_Rows(nan_in_last_row_of_a_stage))
+    assert info.value.details["index"] == calls[-1] - 1, "the row's place in the call that returned it"
     with pytest.raises(glora.ScoreError, match="not a number"):
         _run(fitness=_Rows(lambda rows, ex: [["x"] * len(ex) for _ in rows]))
     nan_in_third = lambda rows, ex: [r if i != 2 else [float("nan")] + r[1:] for i, r in enumerate(rows)]  # noqa: E731
@@ -160,6 +174,10 @@ def test_raced_logs_refuse_another_search_and_damaged_records(tmp_path) -> None:
     _run(log=log)
     with pytest.raises(glora.LogError, match=r"racing 60 \(log\) vs null"):
         _run(log=log, resume=True, racing=None)
+    plain = tmp_path / "plain.jsonl"
+    _run(log=plain, racing=None)
+    with pytest.raises(glora.LogError, match=r"racing null \(log\) vs 60 \(this search\)"):
+        _run(log=plain, resume=True)
     lines = log.read_text().splitlines()
     header = json.loads(lines[0])
     evals = [i for i, line in enumerate(lines) if '"per_example"' in line]
@@ -168,8 +186,18 @@ def test_raced_logs_refuse_another_search_and_damaged_records(tmp_path) -> None:
     record["per_example"] = record["per_example"][:-1]
     damaged[evals[0]] = json.dumps(record, separators=(",", ":"))
     (tmp_path / "short.jsonl").write_text("\n".join(damaged) + "\n")
-    with pytest.raises(glora.SearchError, match="scored on 59 examples, not on all 60"):
+    line = evals[0] + 1
+    with pytest.raises(glora.LogError, match=f"line {line}: per_example holds 59 scores, not one for each of the 60"):
         _run(log=tmp_path / "short.jsonl", resume=True)
+    stopped = [i for i, text in enumerate(lines) if '"stopped_after"' in text][0]
+    for bad, reason in ((0, "stopped_after 0 is not within 1..=60"), (61, "stopped_after 61 is not within 1..=60")):
+        damaged = list(lines)
+        record = json.loads(damaged[stopped])
+        record["stopped_after"] = bad
+        damaged[stopped] = json.dumps(record, separators=(",", ":"))
+        (tmp_path / "bad.jsonl").write_text("\n".join(damaged) + "\n")
+        with pytest.raises(glora.LogError, match=f"line {stopped + 1}: {reason}"):
+            read_log(tmp_path / "bad.jsonl")
     del header["params"]["racing"]
     unraced = [json.dumps(header, separators=(",", ":"))] + lines[1:]
     (tmp_path / "unraced.jsonl").write_text("\n".join(unraced) + "\n")
@@ -236,6 +264,16 @@ def test_evaluator_refuses_scores_per_example_it_cannot_give() -> None:
         glora.SubnetEvaluator(model, data, metric=f1).per_example(subnet, [0])
     with pytest.raises(ValueError, match="indices below 10, got 0..10"):
         glora.SubnetEvaluator(model, data).per_example(subnet, [0, 10])
+
+
+def test_a_callable_metric_keeps_its_python_float() -> None:
+    model = glora.wrap(MLP(), glora.GLoRAConfig(rank=2, target_modules=["fc1"]))
+    subnet = glora.search_space(model).sample(10**6, 1, seed=0)
+
+    def precise(logits, labels):
+        return 0.1234567890123
+
+    assert glora.SubnetEvaluator(model, _mlp_data(10, 0), metric=precise)(subnet) == [0.1234567890123]
 
 
 def test_a_raced_search_of_a_wrapped_model(tmp_path) -> None:

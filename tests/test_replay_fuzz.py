@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
+
 from glora.cli.replay import main as replay_main
 from glora.engine import search
-from spaces import AdditiveFitness, synthetic_space
+from spaces import AdditiveFitness, PerExampleAdditiveFitness, synthetic_space
 
 HUGE = ["1e400", "-1", "18446744073709551616", "9223372036854775808", "1000000000000", "0", "null", '"x"', "[]", "{}"]
 
@@ -52,10 +54,23 @@ def _paths(value, prefix=()):
         yield from _paths(child, (*prefix, key))
 
 
-def test_replay_on_mutated_logs_never_tracebacks(tmp_path, capsys) -> None:
+@pytest.mark.parametrize("raced", [False, True])
+def test_replay_on_mutated_logs_never_tracebacks(tmp_path, capsys, raced: bool) -> None:
     space = synthetic_space([(16, 8), (8, 16)])
     source = tmp_path / "run.jsonl"
-    search(space, AdditiveFitness(space, 0), 150, seed=2, generations=3, population=12, log=source, progress=False)
+    fitness = PerExampleAdditiveFitness(space, 0, examples=8, noise=0.5) if raced else AdditiveFitness(space, 0)
+    search(
+        space,
+        fitness,
+        150,
+        seed=2,
+        generations=3,
+        population=12,
+        parents=4,
+        racing=raced or None,
+        log=source,
+        progress=False,
+    )
     data = source.read_bytes()
     rng = random.Random(15)
     statuses = {0: 0, 1: 0, 2: 0}

@@ -61,6 +61,8 @@ PER_EXAMPLE: dict[str, Metric] = {
     "neg_loss": lambda logits, labels: -F.cross_entropy(logits.float(), labels, reduction="none"),
 }
 """The metrics a raced search can use, per example: their mean over the examples is the whole-data metric."""
+_KEPT_PARTS = 4
+"""Views of parts of the data an evaluator keeps on its device (a raced search's stages are three)."""
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -175,13 +177,14 @@ class SubnetEvaluator:
         self.dtype = PRECISIONS[precision or ("bf16" if self.device.type == "cuda" else "fp32")]
         self.k = subnets_per_pass
         self._size = batch_size or n
-        self._data = to_device(take(data, torch.arange(n)), self.device)
-        self.labels = labels_of(self._data)
+        self._data = data  # as given: the source of the examples per_example asks for
+        whole = to_device(take(data, torch.arange(n)), self.device)
+        self.labels = labels_of(whole)
         # token data goes in order of length, each batch trimmed to its widest example, and the logits are put back
         # in order; not for outputs per token (their widths must agree) nor compiled (one shape, one graph)
-        self._per_token = token_labels(self._data)
+        self._per_token = token_labels(whole)
         self._trim = not compile and not self._per_token
-        self._whole = self._view(self._data)
+        self._whole = self._view(whole)
         self._parts: dict[tuple[int, ...], _View] = {}
         # a built-in metric's per-example form; not for a callable that only shares a built-in metric's name
         name = self._metric_name or ""
@@ -190,8 +193,14 @@ class SubnetEvaluator:
         self._coded: Optional[CodedForward] = CodedForward(self.layers, self.device) if compile else None
 
     def _view(self, data: Batch) -> _View:
+        """``data`` (on the device) cut into batches."""
         batches, restore = sorted_batches(data, self._size, self._trim)
         return _View(batches, None if restore is None else restore.to(self.device), labels_of(data))
+
+    @property
+    def batches(self) -> list[Batch]:
+        """The whole data's batches on the device, in the order they run."""
+        return self._whole.batches
 
     @property
     def examples(self) -> int:
@@ -263,15 +272,31 @@ class SubnetEvaluator:
         key = tuple(int(i) for i in examples)
         if key and (min(key) < 0 or max(key) >= self.examples):
             raise ValueError(f"examples must be indices below {self.examples}, got {min(key)}..{max(key)}")
-        if key not in self._parts:
-            self._parts[key] = self._view(take(self._data, torch.tensor(key, dtype=torch.long, device=self.device)))
-        view = self._parts[key]
+        index = torch.tensor(key, dtype=torch.long)
         plans = self._plans(subnets)
-        rows = self._spread(plans, lambda mine: [s.tolist() for s in self._scores(mine, view, metric)])
+        if len(set(key)) == self.examples:  # every example, in some order: the whole data's batches, reordered
+            rows = self._spread(
+                plans,
+                lambda mine: [torch.as_tensor(s)[index].tolist() for s in self._scores(mine, self._whole, metric)],
+            )
+        else:
+            view = self._part(key, index)
+            rows = self._spread(
+                plans, lambda mine: [torch.as_tensor(s).tolist() for s in self._scores(mine, view, metric)]
+            )
         self.subnets_evaluated += len(subnets)
         return rows
 
-    def _scores(self, plans: list[dict[str, tuple]], view: _View, metric: Metric) -> list[torch.Tensor]:
+    def _part(self, key: tuple[int, ...], index: torch.Tensor) -> _View:
+        """The view of the examples ``key``, cut into batches once; the few most recent are kept (a raced search
+        asks for the same stages every generation)."""
+        view = self._parts.pop(key, None) or self._view(to_device(take(self._data, index), self.device))
+        self._parts[key] = view
+        while len(self._parts) > _KEPT_PARTS:
+            del self._parts[next(iter(self._parts))]
+        return view
+
+    def _scores(self, plans: list[dict[str, tuple]], view: _View, metric: Metric) -> list[Union[float, torch.Tensor]]:
         """This process's scores under ``metric`` on the view, in order (on the host); folding the next subnet
         overlaps the device work of the last."""
         was_training = self.model.training
@@ -287,7 +312,7 @@ class SubnetEvaluator:
                         layer.fold([p[name] for p in group], self.dtype)
                     for logits in self._logits(len(group), view):
                         pending.append(metric(logits, view.labels))
-            return [torch.as_tensor(s).cpu() for s in pending]
+            return [s.cpu() if isinstance(s, torch.Tensor) else s for s in pending]
         finally:
             for _, layer in self.layers:
                 layer.unfold()

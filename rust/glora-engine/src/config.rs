@@ -150,7 +150,18 @@ impl SearchConfig {
                 .operators
                 .as_ref()
                 .map_or(Ok(d.operators), |v| word("operators", v, &[("guided", Operators::Guided), ("reference", Operators::Reference)]))?,
-            racing: settings.racing.as_ref().map(|v| count("racing", v, 1)).transpose()?,
+            racing: settings
+                .racing
+                .as_ref()
+                .map(|v| match v.integer() {
+                    Some(i) if i >= 1 => count("racing", v, 1),
+                    _ => Err(refuse(
+                        "racing",
+                        v,
+                        "a positive integer, the examples the fitness scores (glora.search also takes True), or None",
+                    )),
+                })
+                .transpose()?,
         };
         params.validate()?;
         Ok(SearchConfig {

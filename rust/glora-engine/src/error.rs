@@ -31,8 +31,10 @@ pub enum EngineError {
     ScoreNotANumber { index: usize, value: String },
     #[error("score {index} of the batch is not finite ({value}); pass nonfinite=\"worst\" to rank such subnets last")]
     NonFiniteScore { index: usize, value: f64 },
-    #[error("fitness returned {got} scores for subnet {index} of the batch, one per example of {expected}")]
+    #[error("per_example returned {got} scores in row {index}, expected {expected}: one per example it was given")]
     WrongExampleCount { index: usize, expected: usize, got: usize },
+    #[error("per_example must return one row of scores per subnet; row {index} is {type_name}")]
+    RowNotASequence { index: usize, type_name: String },
     #[error("outcome {index} of the batch: {reason}")]
     BadOutcome { index: usize, reason: String },
     #[error("the search races its candidates, so its fitness must score each subnet on each example (per_example)")]

@@ -60,9 +60,12 @@ impl Header {
             let a = serde_json::to_value(&self.params).unwrap_or_default();
             let b = serde_json::to_value(&other.params).unwrap_or_default();
             if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
-                for (key, value) in a {
-                    if b.get(key) != Some(value) {
-                        out.push(format!("{key} {value} (log) vs {} (this search)", b.get(key).cloned().unwrap_or_default()));
+                // a setting left out of one side (racing when None) reads as null there
+                let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for key in keys {
+                    let (x, y) = (a.get(key).cloned().unwrap_or_default(), b.get(key).cloned().unwrap_or_default());
+                    if x != y {
+                        out.push(format!("{key} {x} (log) vs {y} (this search)"));
                     }
                 }
             }
@@ -158,11 +161,18 @@ fn record(path: &Path, line_no: usize, line: &str, header: &Header) -> Result<Re
         if score.is_none() && header.params.nonfinite == NonFinite::Error {
             return Err(corrupt(path, line_no, "score is null (non-finite), which a search with nonfinite \"error\" never logs"));
         }
-        let raced = stopped_after.is_some() || per_example.is_some();
-        match header.params.racing {
-            None if raced => return Err(corrupt(path, line_no, "a raced evaluation in a search that does not race")),
-            Some(_) if !raced => {
-                return Err(corrupt(path, line_no, "an evaluation neither stopped nor scored per example in a raced search"))
+        let refuse = |reason: String| Err(corrupt(path, line_no, reason));
+        match (header.params.racing, stopped_after, per_example) {
+            (None, None, None) => {}
+            (None, _, _) => return refuse("a raced evaluation in a search that does not race".into()),
+            (Some(_), None, None) => return refuse("an evaluation neither stopped nor scored per example in a raced search".into()),
+            (Some(_), Some(_), Some(_)) => return refuse("an evaluation both stopped and scored on every example".into()),
+            (Some(n), Some(m), None) if *m == 0 || *m > n => return refuse(format!("stopped_after {m} is not within 1..={n}")),
+            (Some(n), None, Some(scores)) if scores.len() != n => {
+                return refuse(format!("per_example holds {} scores, not one for each of the {n} examples", scores.len()))
+            }
+            (Some(_), None, Some(scores)) if score.is_none() || scores.iter().any(|s| !s.is_finite()) => {
+                return refuse("an evaluation scored on every example has a non-finite score".into())
             }
             _ => {}
         }

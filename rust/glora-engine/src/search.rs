@@ -193,7 +193,7 @@ pub struct GenerationSummary {
 pub struct RacingAccount {
     /// The examples the fitness scores each candidate on.
     pub examples: usize,
-    /// Candidates stopped before the last example.
+    /// Candidates stopped before the last example (a non-finite score stops one wherever it appears).
     pub stopped: usize,
     /// The examples scored over all evaluations, as a share of scoring every candidate on all of them.
     pub examples_share: f64,
@@ -344,7 +344,7 @@ impl Search {
     /// What racing saved so far (None when the search does not race).
     pub fn racing_account(&self) -> Option<RacingAccount> {
         let examples = self.params.racing?;
-        let stopped = self.evaluated.iter().filter(|e| !e.complete()).count();
+        let stopped = self.evaluated.iter().filter(|e| e.stopped_after.is_some_and(|m| m < examples)).count();
         let seen: usize = self.evaluated.iter().map(|e| e.stopped_after.unwrap_or(examples)).sum();
         let total = self.evaluated.len() * examples;
         Some(RacingAccount { examples, stopped, examples_share: if total == 0 { 1.0 } else { seen as f64 / total as f64 } })

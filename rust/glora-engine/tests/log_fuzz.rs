@@ -22,6 +22,42 @@ fn config() -> SearchConfig {
     SearchConfig { params, threads: Some(1), metric: Some("neg_loss".into()) }
 }
 
+/// The same search raced over 8 examples.
+fn raced_config() -> SearchConfig {
+    let c = config();
+    SearchConfig { params: Params { racing: Some(8), ..c.params }, ..c }
+}
+
+/// Scores per example: the synthetic fitness spread over the examples, one non-finite row per call.
+struct PerExample;
+
+impl glora_engine::Fitness for PerExample {
+    type Error = ();
+
+    fn scores(&mut self, _: &[Vec<u16>]) -> Result<Vec<f64>, ()> {
+        Err(())
+    }
+
+    fn per_example(&mut self, genomes: &[Vec<u16>], examples: &[usize]) -> Result<Vec<Vec<f64>>, glora_engine::RunError<()>> {
+        let row = |i: usize, g: &[u16]| {
+            examples.iter().map(|&e| if i == 0 { f64::NAN } else { fitness(g) + (e % 3) as f64 - 4.0 * (g[0] % 2) as f64 }).collect()
+        };
+        Ok(genomes.iter().enumerate().map(|(i, g)| row(i, g)).collect())
+    }
+}
+
+/// A complete raced log (stopped and complete candidates, a non-finite one per call).
+fn raced_source() -> &'static str {
+    static LOG: OnceLock<String> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let path = dir().join("raced-source.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let run = Run::open(&space(), budget(150), &raced_config(), 3, "test", Some(&path), false).unwrap();
+        run.drive(PerExample, |_| Ok(())).unwrap();
+        std::fs::read_to_string(&path).unwrap()
+    })
+}
+
 fn dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("glora-log-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -138,9 +174,9 @@ fn apply(text: &str, mutation: &Mutation) -> Vec<u8> {
     }
 }
 
-fn exercise(path: &Path) {
+fn exercise(path: &Path, config: &SearchConfig) {
     let _ = replay::report(path);
-    let _ = Run::open(&space(), budget(150), &config(), 3, "test", Some(path), true);
+    let _ = Run::open(&space(), budget(150), config, 3, "test", Some(path), true);
 }
 
 proptest! {
@@ -150,9 +186,31 @@ proptest! {
     fn mutated_logs_are_read_or_refused_never_a_panic(mutation in mutation(), case in any::<u64>()) {
         let path = dir().join(format!("case-{case}.jsonl"));
         std::fs::write(&path, apply(source(), &mutation)).unwrap();
-        exercise(&path);
+        exercise(&path, &config());
         std::fs::remove_file(&path).unwrap();
     }
+
+    #[test]
+    fn mutated_raced_logs_are_read_or_refused_never_a_panic(mutation in mutation(), case in any::<u64>()) {
+        let path = dir().join(format!("raced-{case}.jsonl"));
+        std::fs::write(&path, apply(raced_source(), &mutation)).unwrap();
+        exercise(&path, &raced_config());
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+#[test]
+fn the_raced_source_log_replays_with_stopped_and_complete_candidates() {
+    let path = dir().join("raced-intact.jsonl");
+    std::fs::write(&path, raced_source()).unwrap();
+    let report = replay::report(&path).unwrap();
+    assert!(matches!(report.end, replay::ReplayEnd::Reproduced { .. }) && report.search.is_done());
+    let evaluated = report.search.evaluated();
+    assert!(evaluated.iter().any(|e| e.complete()) && evaluated.iter().any(|e| e.stopped_after.is_some_and(|m| m < 8)));
+    assert!(Run::open(&space(), budget(150), &raced_config(), 3, "test", Some(&path), true).is_ok());
+    let err = Run::open(&space(), budget(150), &config(), 3, "test", Some(&path), true).err().unwrap().to_string();
+    assert!(err.contains("racing 8 (log) vs null (this search)"), "{err}");
+    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]

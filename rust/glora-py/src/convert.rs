@@ -123,10 +123,13 @@ pub fn rows(returned: &Bound<'_, PyAny>, expected: usize) -> PyResult<Vec<Vec<f6
         return Err(to_py(EngineError::ScoresNotASequence { expected, type_name: type_name()? }));
     };
     let mut out = Vec::with_capacity(expected);
-    for row in items {
+    for (index, row) in items.enumerate() {
         let row = row?;
-        let length = row.len().unwrap_or(0);
-        out.push(scores(&row, length)?);
+        let text = row.is_instance_of::<PyString>() || row.is_instance_of::<PyBytes>() || row.hasattr("keys")?;
+        if text || row.try_iter().is_err() {
+            return Err(to_py(EngineError::RowNotASequence { index, type_name: describe(&row)? }));
+        }
+        out.push(scores(&row, row.len().unwrap_or(0))?);
     }
     Ok(out)
 }

@@ -14,6 +14,7 @@ fn class_name(err: &EngineError) -> &'static str {
         EngineError::ScoresNotASequence { .. }
         | EngineError::WrongScoreCount { .. }
         | EngineError::WrongExampleCount { .. }
+        | EngineError::RowNotASequence { .. }
         | EngineError::BadOutcome { .. }
         | EngineError::NoExampleScores
         | EngineError::ScoreNotANumber { .. }
@@ -80,6 +81,11 @@ fn kind_and_details<'py>(py: Python<'py>, err: &EngineError) -> PyResult<(&'stat
             d.set_item("expected", expected)?;
             d.set_item("got", got)?;
             "wrong_example_count"
+        }
+        EngineError::RowNotASequence { index, type_name } => {
+            d.set_item("index", index)?;
+            d.set_item("type", type_name)?;
+            "row_not_a_sequence"
         }
         EngineError::BadOutcome { index, reason } => {
             d.set_item("index", index)?;
