@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -29,21 +29,31 @@ EVALUATORS = {"folded": (False, False), "compiled": (True, False), "folded_racin
 
 
 class Counted:
-    """A fitness that counts the examples it forwards (whole batches count every example)."""
+    """A fitness that counts the examples it forwards (whole batches count every example) and times its calls by
+    how many examples they score: ``calls[examples] = [calls, subnets, seconds]``."""
 
     def __init__(self, evaluator: glora.SubnetEvaluator) -> None:
         self.evaluator = evaluator
         self.examples = evaluator.examples
         self.metric_name = evaluator.metric_name
         self.forwarded = 0
+        self.calls: dict[int, list[float]] = {}
+
+    def _timed(self, subnets: list, examples: int, score: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        out = score()
+        entry = self.calls.setdefault(examples, [0, 0, 0.0])
+        entry[0] += 1
+        entry[1] += len(subnets)
+        entry[2] += time.perf_counter() - started
+        self.forwarded += len(subnets) * examples
+        return out
 
     def __call__(self, subnets: list) -> list[float]:
-        self.forwarded += len(subnets) * self.examples
-        return self.evaluator(subnets)
+        return self._timed(subnets, self.examples, lambda: self.evaluator(subnets))
 
     def per_example(self, subnets: list, examples: list[int]) -> list[list[float]]:
-        self.forwarded += len(subnets) * len(examples)
-        return self.evaluator.per_example(subnets, examples)
+        return self._timed(subnets, len(examples), lambda: self.evaluator.per_example(subnets, examples))
 
 
 def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -> list[dict[str, Any]]:

@@ -6,7 +6,8 @@ sentences, 640 steps; ``supernet_quality.movie_supernet``) with 4,000 validation
 default search (guided operators, population 50, 20 generations, validation loss as fitness, LoRA r=8 (query,
 value)'s budget of 73,728 parameters) runs from the same weights with the folded evaluator scoring every candidate
 on every sentence, then racing them. Per seed and variant: the fitness's seconds, the share of the validation
-sentences forwarded, the best validation fitness and the found subnet's test accuracy. Results:
+sentences forwarded, the best validation fitness, the found subnet's test accuracy and the fitness's calls by the
+number of sentences they score (calls, subnets, seconds, ms per subnet). Results:
 ``benches/results/search_racing_<device>.json`` (docs/benchmarks.md); the 500-sentence case of ``glora run`` is in
 ``search_fitness.py``.
 
@@ -37,7 +38,7 @@ def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -
     for name, racing in VARIANTS.items():
         fitness = Counted(glora.SubnetEvaluator(model, val, metric="neg_loss", device=device))
         glora.search(model, fitness, BUDGET, seed=seed, generations=1, racing=racing, progress=False)  # warm-up
-        fitness.forwarded = 0
+        fitness.forwarded, fitness.calls = 0, {}
         started = time.perf_counter()
         found = glora.search(model, fitness, BUDGET, seed=seed, racing=racing, progress=False)
         rows.append(
@@ -50,6 +51,10 @@ def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -
                 "validation_neg_loss": found.best_score,
                 "test_accuracy": test_eval([found.best_subnet])[0],
                 "adapter_params": found.best_params,
+                "calls_by_examples": {
+                    n: {"calls": c, "subnets": k, "seconds": t, "ms_per_subnet": 1000 * t / k}
+                    for n, (c, k, t) in sorted(fitness.calls.items())
+                },
             }
         )
     return rows

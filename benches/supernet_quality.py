@@ -215,6 +215,7 @@ def main_over_seeds(
     parser.add_argument("--data", default=os.path.join(ASSETS, "vaderSentiment-3.3.2.tar.gz"))
     parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--name", default=name, help="results/<name>_<device>.json")
     args = parser.parse_args()
     device = torch.device(args.device)
     rows = [row for seed in args.seeds for row in seed_rows(args.model, args.data, seed, device)]
@@ -222,7 +223,7 @@ def main_over_seeds(
     table = summary(rows)
     print_table(table, list(table[0]))
     config = {"model": "all-MiniLM-L6-v2", "budget": BUDGET, "seeds": args.seeds, "supernet_steps": 640}
-    print("wrote", write_result(name, device, config, {"summary": table, "runs": rows}))
+    print("wrote", write_result(args.name, device, config, {"summary": table, "runs": rows}))
 
 
 def glora_run(
