@@ -264,6 +264,7 @@ def test_evaluator_refuses_scores_per_example_it_cannot_give() -> None:
         glora.SubnetEvaluator(model, data, metric=f1).per_example(subnet, [0])
     with pytest.raises(ValueError, match="indices below 10, got 0..10"):
         glora.SubnetEvaluator(model, data).per_example(subnet, [0, 10])
+    assert glora.SubnetEvaluator(model, data).per_example(subnet * 2, []) == [[], []]
 
 
 def test_a_callable_metric_keeps_its_python_float() -> None:

@@ -274,6 +274,8 @@ class SubnetEvaluator:
             raise ValueError(f"examples must be indices below {self.examples}, got {min(key)}..{max(key)}")
         index = torch.tensor(key, dtype=torch.long)
         plans = self._plans(subnets)
+        if not key:
+            return [[] for _ in plans]
         if len(set(key)) == self.examples:  # every example, in some order: the whole data's batches, reordered
             rows = self._spread(
                 plans,
