@@ -49,6 +49,23 @@ def test_bad_choices_are_named(choice, message) -> None:
         glora.count_params(model, _full(choice))
 
 
+def test_bad_choices_are_named_after_good_ones_were_accepted() -> None:
+    """A layer remembers the plans of names it accepted; that must not let a wrong one through."""
+    layer = next(iter(glora_layers(_mlp())))[1]
+    good = {**NONE, "A": "lora_4", "B": "vector"}
+    assert layer.validate(dict(good)) == layer.validate(dict(good))
+    for choice, message in [
+        ({**good, "A": "lora_9"}, "maximum rank 4"),
+        ({**good, "F": "none"}, "unknown gene"),
+        ({k: v for k, v in good.items() if k != "E"}, "lacks gene"),
+        ({**good, "E": 3}, "must be a string"),
+        ({**{k: v for k, v in good.items() if k != "E"}, "F": "none"}, "unknown gene"),
+    ]:
+        with pytest.raises(glora.ChoiceError, match=message):
+            layer.validate(choice)
+    assert layer.validate({**good}) == layer.validate({**NONE, "A": "lora_4", "B": "vector"})
+
+
 def test_subnet_with_unknown_or_missing_layers() -> None:
     model = _mlp()
     with pytest.raises(KeyError, match=r"unknown layer\(s\) \['fc3'\]"):

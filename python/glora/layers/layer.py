@@ -164,6 +164,8 @@ class GLoRALayer(nn.Module):
         self._init_up_factors(init)
 
         self._offered = tuple(tuple(parse_choice(g, name, max_rank) for name in self.choices[g]) for g in GENES)
+        self._validated: dict[tuple[Optional[str], ...], Plan] = {}
+        """Plans of the choice names (one per gene) this layer has accepted, by those names."""
         self._fixed: Optional[Plan] = None
         self._coded: Optional[tuple[PlanTensors, int]] = None
         self._folded: Optional[tuple[Tensor, Optional[Tensor]]] = None
@@ -198,6 +200,10 @@ class GLoRALayer(nn.Module):
         ``glora.set_subnet`` and the rest, take only the offered ranks). Anything else raises :class:`ChoiceError`."""
         if not isinstance(config, dict):
             raise TypeError(f"a layer configuration must be a dict of genes to choices, got {type(config).__name__}")
+        names = tuple(config.get(g) for g in GENES)
+        known = len(config) == len(GENES) and all(type(n) is str for n in names)
+        if known and names in self._validated:  # a search checks every subnet it scores: the same few names
+            return self._validated[names]
         unknown = sorted(map(repr, set(config) - set(GENES)))
         if unknown:
             raise ChoiceError(f"unknown gene(s) [{', '.join(unknown)}]; genes are {', '.join(GENES)}", kind="gene")
@@ -223,6 +229,8 @@ class GLoRALayer(nn.Module):
                     details=details,
                 )
             plan.append(choice)
+        if known:
+            self._validated[names] = tuple(plan)
         return tuple(plan)
 
     def set_config(self, config: Optional[dict[str, str]]) -> None:

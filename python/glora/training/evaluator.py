@@ -229,7 +229,7 @@ class SubnetEvaluator:
         plans = []
         for i, subnet in enumerate(subnets):
             try:
-                plans.append(validate_subnet(self.model, subnet))
+                plans.append(validate_subnet(self.model, subnet, self.layers))
             except (KeyError, ValueError, TypeError) as err:
                 raise type(err)(f"subnet {i} of the batch: {err}") from None
         return plans

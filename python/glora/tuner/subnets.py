@@ -18,10 +18,12 @@ Subnet = dict[str, dict[str, str]]
 GeneratorLike = Union[torch.Generator, int, None]
 
 
-def validate_subnet(model: nn.Module, subnet: Subnet) -> dict[str, tuple[Choice, ...]]:
+def validate_subnet(
+    model: nn.Module, subnet: Subnet, layers: Optional[list[tuple[str, GLoRALayer]]] = None
+) -> dict[str, tuple[Choice, ...]]:
     """Raise a clear error unless ``subnet`` configures exactly the model's GLoRA layers with valid choices;
-    return each layer's plan."""
-    layers = layers_or_raise(model)
+    return each layer's plan. ``layers``: the model's GLoRA layers when the caller holds them already."""
+    layers = layers_or_raise(model) if layers is None else layers
     check_subnet_layers(subnet, [n for n, _ in layers])
     plans = {}
     for name, layer in layers:
