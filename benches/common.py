@@ -8,6 +8,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Iterable
 from typing import Any, Callable
 
 import torch
@@ -142,6 +143,18 @@ def write_result(name: str, device: torch.device, config: dict[str, Any], figure
         with open(os.path.join(out_dir, os.path.basename(path)), "w", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=2)
     return path
+
+
+def means_by(rows: list[dict[str, Any]], key: str, names: Iterable[str], fields: list[str]) -> list[dict[str, Any]]:
+    """Per value of ``key`` (in the order of ``names``), the rows' count as ``seeds`` and each field's mean as
+    ``<field>_mean``."""
+    out = []
+    for name in names:
+        group = [r for r in rows if r[key] == name]
+        out.append(
+            {key: name, "seeds": len(group), **{f"{f}_mean": statistics.mean(r[f] for r in group) for f in fields}}
+        )
+    return out
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -15,15 +15,16 @@ subnet's test accuracy. Results:
 
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any, Callable
 
 import torch
 
 import glora
+from common import means_by
 from supernet_quality import BUDGET, main_over_seeds, movie_supernet
 
+SUMMARY_FIELDS = ["fitness_s", "examples_share", "validation_neg_loss", "test_accuracy"]
 EVALUATORS = {"folded": (False, False), "compiled": (True, False), "folded_racing": (False, True)}
 """Each variant's (compile, racing)."""
 
@@ -86,18 +87,7 @@ def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -
 
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per evaluator, the means over the seeds."""
-    return [
-        {
-            "evaluator": name,
-            "seeds": len(group),
-            "fitness_s_mean": statistics.mean(r["fitness_s"] for r in group),
-            "examples_share_mean": statistics.mean(r["examples_share"] for r in group),
-            "validation_neg_loss_mean": statistics.mean(r["validation_neg_loss"] for r in group),
-            "test_accuracy_mean": statistics.mean(r["test_accuracy"] for r in group),
-        }
-        for name in EVALUATORS
-        for group in [[r for r in rows if r["evaluator"] == name]]
-    ]
+    return means_by(rows, "evaluator", EVALUATORS, SUMMARY_FIELDS)
 
 
 def main() -> None:

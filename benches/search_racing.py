@@ -16,14 +16,14 @@ number of sentences they score (calls, subnets, seconds, ms per subnet). Results
 
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any
 
 import torch
 
 import glora
-from search_fitness import Counted
+from common import means_by
+from search_fitness import SUMMARY_FIELDS, Counted
 from supernet_quality import BUDGET, main_over_seeds, movie_supernet
 
 VALIDATION = 4000
@@ -61,21 +61,8 @@ def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -
 
 
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant, the means over the seeds, and racing's test accuracy against scoring every candidate."""
-    out = []
-    for name in VARIANTS:
-        group = [r for r in rows if r["variant"] == name]
-        out.append(
-            {
-                "variant": name,
-                "seeds": len(group),
-                "fitness_s_mean": statistics.mean(r["fitness_s"] for r in group),
-                "examples_share_mean": statistics.mean(r["examples_share"] for r in group),
-                "validation_neg_loss_mean": statistics.mean(r["validation_neg_loss"] for r in group),
-                "test_accuracy_mean": statistics.mean(r["test_accuracy"] for r in group),
-            }
-        )
-    return out
+    """Per variant, the means over the seeds."""
+    return means_by(rows, "variant", VARIANTS, SUMMARY_FIELDS)
 
 
 def main() -> None:

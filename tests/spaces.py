@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import zlib
 
 from glora.engine.space import LayerSpace, SearchSpace
 from glora.layers.choices import GENES, offered_choices
@@ -37,8 +39,6 @@ class AdditiveFitness:
         return sum(self.values[(name, g, c)] for name, config in subnet.items() for g, c in config.items())
 
     def __call__(self, batch: list[dict]) -> list[float]:
-        import json
-
         self.seen.extend(json.dumps(s, sort_keys=True) for s in batch)
         return [self.score(s) for s in batch]
 
@@ -76,9 +76,6 @@ class PerExampleAdditiveFitness(AdditiveFitness):
         self.examples_scored = 0
 
     def row(self, subnet: dict) -> list[float]:
-        import json
-        import zlib
-
         own = random.Random(zlib.crc32(json.dumps(subnet, sort_keys=True).encode()))
         base = self.score(subnet)
         return [base + d + own.gauss(0.0, self.noise) for d in self.difficulty]

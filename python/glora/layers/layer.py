@@ -164,8 +164,8 @@ class GLoRALayer(nn.Module):
         self._init_up_factors(init)
 
         self._offered = tuple(tuple(parse_choice(g, name, max_rank) for name in self.choices[g]) for g in GENES)
+        # the plans of the choice names (one per gene) this layer has accepted, by those names
         self._validated: dict[tuple[Optional[str], ...], Plan] = {}
-        """Plans of the choice names (one per gene) this layer has accepted, by those names."""
         self._fixed: Optional[Plan] = None
         self._coded: Optional[tuple[PlanTensors, int]] = None
         self._folded: Optional[tuple[Tensor, Optional[Tensor]]] = None

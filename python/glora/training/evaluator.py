@@ -179,12 +179,12 @@ class SubnetEvaluator:
         self._size = batch_size or n
         self._data = data  # as given: the source of the examples per_example asks for
         whole = to_device(take(data, torch.arange(n)), self.device)
-        self.labels = labels_of(whole)
         # token data goes in order of length, each batch trimmed to its widest example, and the logits are put back
         # in order; not for outputs per token (their widths must agree) nor compiled (one shape, one graph)
         self._per_token = token_labels(whole)
         self._trim = not compile and not self._per_token
         self._whole = self._view(whole)
+        self.labels = self._whole.labels
         self._parts: dict[tuple[int, ...], _View] = {}
         # a built-in metric's per-example form; not for a callable that only shares a built-in metric's name
         name = self._metric_name or ""
@@ -276,16 +276,14 @@ class SubnetEvaluator:
         plans = self._plans(subnets)
         if not key:
             return [[] for _ in plans]
-        if len(set(key)) == self.examples:  # every example, in some order: the whole data's batches, reordered
-            rows = self._spread(
-                plans,
-                lambda mine: [torch.as_tensor(s)[index].tolist() for s in self._scores(mine, self._whole, metric)],
-            )
-        else:
-            view = self._part(key, index)
-            rows = self._spread(
-                plans, lambda mine: [torch.as_tensor(s).tolist() for s in self._scores(mine, view, metric)]
-            )
+        # every example in some order: the whole data's batches, their scores reordered
+        view, pick = (self._whole, index) if len(set(key)) == self.examples else (self._part(key, index), None)
+
+        def rows_of(mine: list[dict[str, tuple]]) -> list[list[float]]:
+            scores = [torch.as_tensor(s) for s in self._scores(mine, view, metric)]
+            return [(s if pick is None else s[pick]).tolist() for s in scores]
+
+        rows = self._spread(plans, rows_of)
         self.subnets_evaluated += len(subnets)
         return rows
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{py_repr, EngineError, Result};
-use crate::search::{GenerationSummary, NonFinite, Params};
+use crate::search::{outcome_problem, GenerationSummary, NonFinite, Params};
 use crate::space::{Budget, Genome, Space};
 
 pub const FORMAT: &str = "glora-search-log";
@@ -161,20 +161,9 @@ fn record(path: &Path, line_no: usize, line: &str, header: &Header) -> Result<Re
         if score.is_none() && header.params.nonfinite == NonFinite::Error {
             return Err(corrupt(path, line_no, "score is null (non-finite), which a search with nonfinite \"error\" never logs"));
         }
-        let refuse = |reason: String| Err(corrupt(path, line_no, reason));
-        match (header.params.racing, stopped_after, per_example) {
-            (None, None, None) => {}
-            (None, _, _) => return refuse("a raced evaluation in a search that does not race".into()),
-            (Some(_), None, None) => return refuse("an evaluation neither stopped nor scored per example in a raced search".into()),
-            (Some(_), Some(_), Some(_)) => return refuse("an evaluation both stopped and scored on every example".into()),
-            (Some(n), Some(m), None) if *m == 0 || *m > n => return refuse(format!("stopped_after {m} is not within 1..={n}")),
-            (Some(n), None, Some(scores)) if scores.len() != n => {
-                return refuse(format!("per_example holds {} scores, not one for each of the {n} examples", scores.len()))
-            }
-            (Some(_), None, Some(scores)) if score.is_none() || scores.iter().any(|s| !s.is_finite()) => {
-                return refuse("an evaluation scored on every example has a non-finite score".into())
-            }
-            _ => {}
+        let score = score.unwrap_or(f64::NEG_INFINITY);
+        if let Some(reason) = outcome_problem(header.params.racing, score, *stopped_after, per_example.as_deref()) {
+            return Err(corrupt(path, line_no, reason));
         }
     }
     Ok(record)

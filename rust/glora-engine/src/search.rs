@@ -172,6 +172,33 @@ impl Outcome {
     pub fn whole(score: f64) -> Outcome {
         Outcome { score, stopped_after: None, per_example: None }
     }
+
+    /// What is wrong with this outcome in a search racing over `racing` examples (None: not raced), if anything
+    /// (`outcome_problem`).
+    pub fn problem(&self, racing: Option<usize>) -> Option<String> {
+        outcome_problem(racing, self.score, self.stopped_after, self.per_example.as_deref())
+    }
+}
+
+/// What is wrong with an evaluation's outcome in a search racing over `racing` examples (None: not raced), if
+/// anything: raced outcomes only in a raced search, each either stopped within the examples or scored finitely on
+/// every one of them. The one rule `Search::tell_outcomes` and the log reader apply.
+pub fn outcome_problem(racing: Option<usize>, score: f64, stopped_after: Option<usize>, per_example: Option<&[f64]>) -> Option<String> {
+    match (racing, stopped_after, per_example) {
+        (None, None, None) => None,
+        (None, _, _) => Some("a raced evaluation in a search that does not race".into()),
+        (Some(_), None, None) => Some("an evaluation neither stopped nor scored per example in a raced search".into()),
+        (Some(_), Some(_), Some(_)) => Some("an evaluation both stopped and scored on every example".into()),
+        (Some(n), Some(m), None) if m == 0 || m > n => Some(format!("stopped_after {m} is not within 1..={n}")),
+        (Some(_), Some(_), None) => None,
+        (Some(n), None, Some(scores)) if scores.len() != n => {
+            Some(format!("per_example holds {} scores, not one for each of the {n} examples", scores.len()))
+        }
+        (Some(_), None, Some(scores)) if !score.is_finite() || scores.iter().any(|s| !s.is_finite()) => {
+            Some("an evaluation scored on every example has a non-finite score".into())
+        }
+        (Some(_), None, Some(_)) => None,
+    }
 }
 
 /// What one generation produced. A generation of only non-finite scores (with `nonfinite` "worst") has best, mean and best so far minus infinity,
@@ -322,23 +349,8 @@ impl Search {
         Ok(summary)
     }
 
-    /// An outcome that fits this search: raced ones only when it races, stopped inside the examples, complete
-    /// ones with a finite score on every example.
     fn check_outcome(&self, index: usize, outcome: &Outcome) -> Result<()> {
-        let refuse = |reason: String| Err(EngineError::BadOutcome { index, reason });
-        match (self.params.racing, outcome.stopped_after, &outcome.per_example) {
-            (None, None, None) => Ok(()),
-            (None, _, _) => refuse("a search that does not race takes one score per subnet".into()),
-            (Some(_), Some(_), Some(_)) => refuse("a stopped candidate has no score on every example".into()),
-            (Some(n), Some(m), None) if m == 0 || m > n => refuse(format!("stopped after {m} examples, not within 1..={n}")),
-            (Some(_), Some(_), None) => Ok(()),
-            (Some(_), None, None) => refuse("a raced candidate is either stopped or scored on every example".into()),
-            (Some(n), None, Some(scores)) if scores.len() != n => refuse(format!("scored on {} examples, not on all {n}", scores.len())),
-            (Some(_), None, Some(scores)) => match scores.iter().position(|s| !s.is_finite()) {
-                Some(example) => refuse(format!("its score on example {example} is not finite ({})", scores[example])),
-                None => Ok(()),
-            },
-        }
+        outcome.problem(self.params.racing).map_or(Ok(()), |reason| Err(EngineError::BadOutcome { index, reason }))
     }
 
     /// What racing saved so far (None when the search does not race).
@@ -485,7 +497,8 @@ impl Search {
 
     /// The best genome scored on all the examples (earliest among equal scores).
     pub fn best(&self) -> Option<&Evaluated> {
-        self.ranked().first().map(|&i| &self.evaluated[i])
+        let complete = self.evaluated.iter().enumerate().filter(|(_, e)| e.complete());
+        complete.max_by(|(i, a), (j, b)| a.score.total_cmp(&b.score).then(j.cmp(i))).map(|(_, e)| e)
     }
 
     /// The best of the Pareto front with at most `max_params` parameters (docs/method.md, section 4).

@@ -93,16 +93,9 @@ fn describe(obj: &Bound<'_, PyAny>) -> PyResult<String> {
 
 /// The scores a fitness function returned: a sequence (list, tuple, 1-d array or tensor) of one score each.
 pub fn scores(returned: &Bound<'_, PyAny>, expected: usize) -> PyResult<Vec<f64>> {
-    let not_a_sequence = || -> PyResult<PyErr> { Ok(to_py(EngineError::ScoresNotASequence { expected, type_name: describe(returned)? })) };
-    let unordered = returned.is_instance_of::<PyDict>()
-        || returned.is_instance_of::<PySet>()
-        || returned.is_instance_of::<PyFrozenSet>()
-        || returned.hasattr("keys")?;
-    let text = returned.is_instance_of::<PyString>() || returned.is_instance_of::<PyBytes>() || returned.is_instance_of::<PyByteArray>();
-    if unordered || text {
-        return Err(not_a_sequence()?);
-    }
-    let Ok(items) = returned.try_iter() else { return Err(not_a_sequence()?) };
+    let Some(items) = ordered_items(returned)? else {
+        return Err(to_py(EngineError::ScoresNotASequence { expected, type_name: describe(returned)? }));
+    };
     let mut out = Vec::with_capacity(expected);
     for (index, item) in items.enumerate() {
         let item = item?;
@@ -117,19 +110,25 @@ pub fn scores(returned: &Bound<'_, PyAny>, expected: usize) -> PyResult<Vec<f64>
 /// The scores per example a raced fitness returned: one row (a sequence of scores, as `scores` reads them) per
 /// subnet; the counts are the engine's to check.
 pub fn rows(returned: &Bound<'_, PyAny>, expected: usize) -> PyResult<Vec<Vec<f64>>> {
-    let type_name = || -> PyResult<String> { describe(returned) };
-    let text = returned.is_instance_of::<PyString>() || returned.is_instance_of::<PyBytes>() || returned.hasattr("keys")?;
-    let Ok(items) = returned.try_iter().map_err(|_| ()).and_then(|i| if text { Err(()) } else { Ok(i) }) else {
-        return Err(to_py(EngineError::ScoresNotASequence { expected, type_name: type_name()? }));
+    let Some(items) = ordered_items(returned)? else {
+        return Err(to_py(EngineError::ScoresNotASequence { expected, type_name: describe(returned)? }));
     };
     let mut out = Vec::with_capacity(expected);
     for (index, row) in items.enumerate() {
         let row = row?;
-        let text = row.is_instance_of::<PyString>() || row.is_instance_of::<PyBytes>() || row.hasattr("keys")?;
-        if text || row.try_iter().is_err() {
+        if ordered_items(&row)?.is_none() {
             return Err(to_py(EngineError::RowNotASequence { index, type_name: describe(&row)? }));
         }
         out.push(scores(&row, row.len().unwrap_or(0))?);
     }
     Ok(out)
+}
+
+/// The items of an ordered sequence (list, tuple, array, tensor, iterator), or None for anything else: mappings,
+/// sets, text and objects that cannot be iterated.
+fn ordered_items<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, pyo3::types::PyIterator>>> {
+    let unordered =
+        obj.is_instance_of::<PyDict>() || obj.is_instance_of::<PySet>() || obj.is_instance_of::<PyFrozenSet>() || obj.hasattr("keys")?;
+    let text = obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>();
+    Ok(if unordered || text { None } else { obj.try_iter().ok() })
 }
