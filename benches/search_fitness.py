@@ -1,12 +1,13 @@
-"""Benchmark: the search's fitness time with the folded evaluator, with ``SubnetEvaluator(compile=True)`` and with
-the folded evaluator racing the candidates (``racing=True``), on one trained supernet per seed.
+"""Benchmark: the search's fitness time with the folded evaluator (keeping folds, its default, and folding every
+subnet anew), with ``SubnetEvaluator(compile=True)`` and with the folded evaluator racing the candidates
+(``racing=True``), on one trained supernet per seed.
 
 all-MiniLM-L6-v2 on the movie sentences as in ``search_operators.py`` (1000 training, 500 validation, 2000 test
 sentences; the supernet trained as ``glora run`` trains it, 640 steps): the default search (guided operators,
 population 50, 20 generations, validation loss as fitness, LoRA r=8 (query, value)'s budget of 73,728 parameters)
 runs from the same weights once per variant. Per seed and variant: the fitness's seconds (the first search of the
 compiled evaluator includes its compilation, reported apart by a warm-up search of one generation), the share of
-the validation examples forwarded (racing stops candidates early), the best validation fitness and the found
+the validation examples forwarded (racing stops candidates early), the share of layer folds found kept, the best validation fitness and the found
 subnet's test accuracy. Results:
 ``benches/results/search_fitness_<device>.json`` (docs/benchmarks.md).
 
@@ -24,9 +25,15 @@ import glora
 from common import means_by
 from supernet_quality import BUDGET, main_over_seeds, movie_supernet
 
-SUMMARY_FIELDS = ["fitness_s", "examples_share", "validation_neg_loss", "test_accuracy"]
-EVALUATORS = {"folded": (False, False), "compiled": (True, False), "folded_racing": (False, True)}
-"""Each variant's (compile, racing)."""
+SUMMARY_FIELDS = ["fitness_s", "examples_share", "folds_kept_share", "validation_neg_loss", "test_accuracy"]
+EVALUATORS = {
+    "folded": (False, False, None),
+    "folded_not_kept": (False, False, 0),
+    "compiled": (True, False, None),
+    "folded_racing": (False, True, None),
+}
+"""Each variant's (compile, racing, fold_cache_bytes): the folded evaluator keeps folds by default; "not kept"
+folds every layer of every subnet anew."""
 
 
 class Counted:
@@ -62,12 +69,18 @@ def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -
     model, val, test = movie_supernet(model_dir, data_path, seed, device)
     test_eval = glora.SubnetEvaluator(model, test, device=device)
     rows = []
-    for name, (compiled, racing) in EVALUATORS.items():
-        fitness = Counted(glora.SubnetEvaluator(model, val, metric="neg_loss", device=device, compile=compiled))
+    for name, (compiled, racing, kept) in EVALUATORS.items():
+        evaluator = glora.SubnetEvaluator(
+            model, val, metric="neg_loss", device=device, compile=compiled, fold_cache_bytes=kept
+        )
+        fitness = Counted(evaluator)
         started = time.perf_counter()
         glora.search(model, fitness, BUDGET, seed=seed, generations=1, racing=racing, progress=False)  # warm-up
         warm_up = time.perf_counter() - started
         fitness.forwarded = 0
+        folds = evaluator.fold_cache
+        folds.clear()  # the timed search's first generation is the warm-up's: it folds anew
+        hits, misses = folds.hits, folds.misses
         found = glora.search(model, fitness, BUDGET, seed=seed, racing=racing, progress=False)
         rows.append(
             {
@@ -80,6 +93,7 @@ def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -
                 "validation_neg_loss": found.best_score,
                 "test_accuracy": test_eval([found.best_subnet])[0],
                 "adapter_params": found.best_params,
+                "folds_kept_share": (folds.hits - hits) / max(1, folds.hits - hits + folds.misses - misses),
             }
         )
     return rows

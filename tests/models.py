@@ -136,3 +136,14 @@ CASES = [
     ),
     Case("vit", vit_tiny, ["qkv", "proj", "fc1", "fc2"], lambda g: torch.randn(2, 3, 32, 32, generator=g)),
 ]
+
+
+def perturbed(model: nn.Module, seed: int, scale: float = 0.1) -> nn.Module:
+    """``model`` with every adapter tensor drawn at random (seeded), so each configuration computes something else."""
+    import glora
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in glora.adapter_parameters(model):
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return model

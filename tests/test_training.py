@@ -13,7 +13,7 @@ from glora.training.checkpoint import read_checkpoint, write_checkpoint
 from glora.training.losses import classification_loss
 from glora.tuner.subnets import UniformSampler
 from glora.tuner.wrapping import glora_layers
-from models import MLP, ConvNet, TinyTransformer
+from models import MLP, ConvNet, TinyTransformer, perturbed
 
 
 def _task(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,19 +232,11 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path) -> None:
         glora.SupernetTrainer(_model(), _task(64), config).load_checkpoint(tmp_path / "two.pt")
 
 
-def _perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in glora.adapter_parameters(model):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model
-
-
 @pytest.mark.parametrize("per_pass", [1, 3])
 @pytest.mark.parametrize("metric", ["accuracy", "neg_loss"])
 def test_evaluator_matches_plain_evaluation_of_merged_models(per_pass: int, metric: str) -> None:
     torch.manual_seed(0)
-    model = _perturbed(
+    model = perturbed(
         glora.wrap(TinyTransformer(), glora.GLoRAConfig(target_modules="all-linear", exclude_modules=["head"])), 0
     )
     x = torch.randn(40, 5, 16)
@@ -269,7 +261,7 @@ def test_evaluator_matches_plain_evaluation_of_merged_models(per_pass: int, metr
 
 def test_evaluator_on_a_conv_net_and_its_errors() -> None:
     torch.manual_seed(0)
-    model = _perturbed(glora.wrap(ConvNet(), glora.GLoRAConfig(target_modules=["c1", "c2", "c4"])), 1)
+    model = perturbed(glora.wrap(ConvNet(), glora.GLoRAConfig(target_modules=["c1", "c2", "c4"])), 1)
     x, y = torch.randn(12, 3, 8, 8), torch.randint(0, 2, (12,))
     evaluator = glora.SubnetEvaluator(model, (x, y), metric="neg_loss")
     subnet = glora.sample_subnet(model, 3)
@@ -386,7 +378,7 @@ def test_plans_drawn_together_equal_plans_drawn_one_by_one(seed: int) -> None:
         assert together.draw_all(layers) == [one_by_one(layer) for layer in layers]
     assert torch.equal(together.generator.get_state(), one_by_one.generator.get_state())
     # supernet_mode over the batched build: the forward runs the configurations drawn for the layers, in order
-    _perturbed(model, seed)  # adapters that change the output, so another configuration would show
+    perturbed(model, seed)  # adapters that change the output, so another configuration would show
     x = torch.randn(2, 3, 32, 32)
     drawn = glora.sample_subnet(model, seed)  # what the first forward under supernet_mode(model, seed) draws
     glora.supernet_mode(model, seed)

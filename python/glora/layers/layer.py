@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Callable, ClassVar, Optional, Protocol, cast
 
 import torch
@@ -42,6 +43,7 @@ from glora.layers.choices import (
     parse_choice,
 )
 from glora.layers.dtypes import compute_dtype
+from glora.layers.fold_cache import FoldCache, stamp_of
 from glora.layers.functional import effective_bias, effective_weight
 from glora.layers.linear_function import glora_linear
 from glora.layers.plan_tensors import PlanTensors, coded_weights
@@ -407,13 +409,25 @@ class GLoRALayer(nn.Module):
         return self._folded is not None
 
     @torch.no_grad()
-    def fold(self, plans: list[Plan], dtype: torch.dtype) -> None:
-        """Fix ``W'``, ``b'`` of one plan (or of k stacked ones) for inference; see ``unfold``.
+    def fold(self, plans: list[Plan], dtype: torch.dtype, cache: Optional[FoldCache] = None) -> None:
+        """Fix ``W'``, ``b'`` of one plan (or of k stacked ones) for inference; see ``unfold``. With a ``cache``,
+        ``W'`` and ``b'`` formed for earlier plans with the same A, B (or C, D, E) choices are reused while the
+        base weights and factors are unchanged.
 
         With k configurations the layer expects inputs whose leading dimension is k blocks of one batch and
         applies configuration i to block i (a batched GEMM), so k subnets are evaluated in one pass.
         """
-        merged = [self.merged_matrix(p, dtype) for p in plans]
+        if cache is None:
+            merged = [self.merged_matrix(p, dtype) for p in plans]
+        else:
+            stamp = stamp_of((self.base_layer.weight, self.base_layer.bias, *self.factors()))
+            merged = [
+                (
+                    cast(Tensor, cache.get((self, "W", p[:2], dtype), stamp, partial(self.merged_weight, p, dtype))),
+                    cache.get((self, "b", p[2:], dtype), stamp, partial(self.merged_bias, p, dtype)),
+                )
+                for p in plans
+            ]
         if len(plans) == 1:
             self._folded = merged[0]
             return
@@ -436,16 +450,30 @@ class GLoRALayer(nn.Module):
         return self._base_op(x, weight, bias)
 
     # ------------------------------------------------------------------------------------------------ merge
-    @torch.no_grad()
     def merged_matrix(self, plan: Plan, dtype: torch.dtype) -> tuple[Tensor, Optional[Tensor]]:
         """W' (as an out x in matrix) and b', computed from W0 in float32 (or wider) and stored in ``dtype``."""
-        compute = torch.promote_types(self.base_layer.weight.dtype, torch.float32)
+        return self.merged_weight(plan, dtype), self.merged_bias(plan, dtype)
+
+    @torch.no_grad()
+    def merged_weight(self, plan: Plan, dtype: torch.dtype) -> Tensor:
+        """W' as an out x in matrix (from the plan's A and B), computed in float32 (or wider), stored in ``dtype``."""
+        compute = self._compute_dtype()
+        ad, au, bd, bu = (cast(Tensor, t).to(compute) for t in self.factors()[:4])  # registered by __init__
         w0c = self.weight_matrix().to(compute)
-        ad, au, bd, bu, cd, cu, d, e = (None if t is None else t.to(compute) for t in self.factors())
-        assert ad is not None and au is not None and bd is not None and bu is not None  # registered by __init__
-        weight = effective_weight(plan, w0c, ad, au, bd, bu, dtype)
+        return effective_weight(plan, w0c, ad, au, bd, bu, dtype)
+
+    @torch.no_grad()
+    def merged_bias(self, plan: Plan, dtype: torch.dtype) -> Optional[Tensor]:
+        """b' (from the plan's C, D and E; None for a bias-free layer without them), computed as ``W'`` (W0 enters
+        C's term in the factors' precision there, so it is not converted here)."""
+        compute = self._compute_dtype()
+        *_, cd, cu, d, e = (None if t is None else t.to(compute) for t in self.factors())
         b0 = self.base_layer.bias
-        return weight, effective_bias(plan, w0c, None if b0 is None else b0.to(compute), cd, cu, d, e, dtype)
+        return effective_bias(plan, self.weight_matrix(), None if b0 is None else b0.to(compute), cd, cu, d, e, dtype)
+
+    def _compute_dtype(self) -> torch.dtype:
+        """float32, or the base weight's dtype where it is wider."""
+        return torch.promote_types(self.base_layer.weight.dtype, torch.float32)
 
     def merged_tensors(self, plan: Plan) -> tuple[Tensor, Optional[Tensor]]:
         """W', b' in the base layer's parameter layout and dtype."""

@@ -4,7 +4,9 @@ The validation data moves to the device once, cut into batches of ``batch_size``
 2-D ``attention_mask``) goes in order of length and each batch drops the padding columns no example in it attends
 to, while the metric sees the logits in the data's order (not with labels per token, whose outputs must keep one
 width, nor with ``compile=True``, whose graph wants one shape). Each subnet's ``W'``, ``b'`` are folded into the
-layers once (not per batch), so the forward is the plain base model's; scores are read back only after the whole
+layers once (not per batch), so the forward is the plain base model's, and kept for later subnets with the same
+choices at that layer (``FoldCache``, within ``fold_cache_bytes``: a search's children share most choices with
+their parents); scores are read back only after the whole
 batch of subnets is queued, so the host folds the next subnet while the device still runs the last one;
 ``subnets_per_pass`` > 1 stacks several subnets' weights and runs them together with batched GEMMs, which keeps a
 large GPU busy on small models. With ``compile=True`` nothing is folded: each subnet enters one compiled forward as
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glora.layers.fold_cache import FoldCache
 from glora.training.batches import (
     Batch,
     Data,
@@ -63,6 +66,7 @@ PER_EXAMPLE: dict[str, Metric] = {
 """The metrics a raced search can use, per example: their mean over the examples is the whole-data metric."""
 _KEPT_PARTS = 4
 """Views of parts of the data an evaluator keeps on its device (a raced search's stages are three)."""
+_CPU_CACHE_BYTES = 1 << 30
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -91,8 +95,16 @@ def _check_options(
     subnets_per_pass: int,
     distributed: Optional[bool],
     compile: bool,
+    fold_cache_bytes: Optional[int],
 ) -> None:
     """Raise ValueError naming the argument, its value and what is allowed for a wrong one."""
+    if fold_cache_bytes is not None and (
+        isinstance(fold_cache_bytes, bool) or not isinstance(fold_cache_bytes, int) or fold_cache_bytes < 0
+    ):
+        raise ValueError(
+            f"fold_cache_bytes must be a non-negative integer (0 keeps no folded weights) or None, "
+            f"got {fold_cache_bytes!r}"
+        )
     if isinstance(subnets_per_pass, bool) or not isinstance(subnets_per_pass, int) or subnets_per_pass < 1:
         raise ValueError(f"subnets_per_pass must be a positive integer, got {subnets_per_pass!r}")
     if not isinstance(compile, bool):
@@ -105,6 +117,13 @@ def _check_options(
         raise ValueError(f"precision must be one of {list(PRECISIONS)} or None, got {precision!r}")
     if distributed is not None and not isinstance(distributed, bool):
         raise ValueError(f"distributed must be True, False or None, got {distributed!r}")
+
+
+def _default_cache_bytes(device: torch.device) -> int:
+    """Folded weights an evaluator keeps by default: a quarter of the GPU's free memory, 1 GiB on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 4
+    return _CPU_CACHE_BYTES
 
 
 def _device(device: object) -> torch.device:
@@ -155,6 +174,7 @@ class SubnetEvaluator:
         subnets_per_pass: int = 1,
         distributed: Optional[bool] = None,
         compile: bool = False,
+        fold_cache_bytes: Optional[int] = None,
     ) -> None:
         self.layers = layers_or_raise(model)
         n = data_length(data)
@@ -162,7 +182,7 @@ class SubnetEvaluator:
             raise ValueError("the evaluation data is empty")
         self._metric_name = _name_of(metric)
         metric = _metric(metric)
-        _check_options(batch_size, precision, subnets_per_pass, distributed, compile)
+        _check_options(batch_size, precision, subnets_per_pass, distributed, compile, fold_cache_bytes)
         if subnets_per_pass > 1 and not all(layer.stacks_plans for _, layer in self.layers):
             raise ValueError(
                 "subnets_per_pass > 1 needs a model whose GLoRA layers are all linear (with nn.Linear's forward)"
@@ -191,6 +211,7 @@ class SubnetEvaluator:
         self._per_example = PER_EXAMPLE[name] if name in METRICS and metric is METRICS[name] else None
         self.subnets_evaluated = 0
         self._coded: Optional[CodedForward] = CodedForward(self.layers, self.device) if compile else None
+        self.fold_cache = FoldCache(_default_cache_bytes(self.device) if fold_cache_bytes is None else fold_cache_bytes)
 
     def _view(self, data: Batch) -> _View:
         """``data`` (on the device) cut into batches."""
@@ -309,7 +330,7 @@ class SubnetEvaluator:
                 for start in range(0, len(plans), self.k):
                     group = plans[start : start + self.k]
                     for name, layer in self.layers:
-                        layer.fold([p[name] for p in group], self.dtype)
+                        layer.fold([p[name] for p in group], self.dtype, self.fold_cache)
                     for logits in self._logits(len(group), view):
                         pending.append(metric(logits, view.labels))
             return [s.cpu() if isinstance(s, torch.Tensor) else s for s in pending]
