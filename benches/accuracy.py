@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -64,13 +65,14 @@ OVERRIDES: dict[str, Any] = {}
 
 
 def recipe_of(method: str) -> dict[str, Any]:
-    """The settings a ``glora:KEY=VALUE,...`` variant changes (values read as JSON, else as strings)."""
+    """The settings a ``glora:KEY=VALUE,...`` variant changes (values read as JSON, else as strings; a JSON list's
+    commas stay in its value)."""
     if method == "glora":
         return {}
     if not method.startswith("glora:"):
         raise ValueError(f"not a glora method: {method}")
     recipe: dict[str, Any] = {}
-    for pair in method[len("glora:") :].split(","):
+    for pair in re.split(r",(?=\w+=)", method[len("glora:") :]):  # a JSON list's commas stay in its value
         key, sep, value = pair.partition("=")
         if not sep:
             raise ValueError(f"{method}: expected KEY=VALUE pairs, got {pair!r}")

@@ -146,11 +146,13 @@ def write_result(name: str, device: torch.device, config: dict[str, Any], figure
 
 
 def means_by(rows: list[dict[str, Any]], key: str, names: Iterable[str], fields: list[str]) -> list[dict[str, Any]]:
-    """Per value of ``key`` (in the order of ``names``), the rows' count as ``seeds`` and each field's mean as
-    ``<field>_mean``."""
+    """Per value of ``key`` (in the order of ``names``; those without rows left out), the rows' count as ``seeds``
+    and each field's mean as ``<field>_mean``."""
     out = []
     for name in names:
         group = [r for r in rows if r[key] == name]
+        if not group:
+            continue
         out.append(
             {key: name, "seeds": len(group), **{f"{f}_mean": statistics.mean(r[f] for r in group) for f in fields}}
         )

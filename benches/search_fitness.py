@@ -1,39 +1,50 @@
 """Benchmark: the search's fitness time with the folded evaluator (keeping folds, its default, and folding every
-subnet anew), with ``SubnetEvaluator(compile=True)`` and with the folded evaluator racing the candidates
-(``racing=True``), on one trained supernet per seed.
+subnet anew; the data cut as ``glora run`` cuts it, and in batches of 256 sentences as it did before), with
+``SubnetEvaluator(compile=True)`` and with the folded evaluator racing the candidates (``racing=True``), on one
+trained supernet per seed.
 
 all-MiniLM-L6-v2 on the movie sentences as in ``search_operators.py`` (1000 training, 500 validation, 2000 test
 sentences; the supernet trained as ``glora run`` trains it, 640 steps): the default search (guided operators,
 population 50, 20 generations, validation loss as fitness, LoRA r=8 (query, value)'s budget of 73,728 parameters)
 runs from the same weights once per variant. Per seed and variant: the fitness's seconds (the first search of the
 compiled evaluator includes its compilation, reported apart by a warm-up search of one generation), the share of
-the validation examples forwarded (racing stops candidates early), the share of layer folds found kept, the best validation fitness and the found
-subnet's test accuracy. Results:
-``benches/results/search_fitness_<device>.json`` (docs/benchmarks.md).
+the validation examples forwarded (racing stops candidates early), the share of layer folds found kept, the best
+validation fitness and the found subnet's test accuracy. Results: ``benches/results/search_fitness_<device>.json``
+(docs/benchmarks.md).
 
-    python benches/search_fitness.py [--seeds 0 1 2]
+    python benches/search_fitness.py [--seeds 0 1 2] [--variants folded folded_256 ...]
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import torch
 
 import glora
 from common import means_by
+from glora.training.batches import evaluation_batch_size, evaluation_batch_tokens
 from supernet_quality import BUDGET, main_over_seeds, movie_supernet
 
 SUMMARY_FIELDS = ["fitness_s", "examples_share", "folds_kept_share", "validation_neg_loss", "test_accuracy"]
 EVALUATORS = {
     "folded": (False, False, None),
+    "folded_256": (False, False, None),
     "folded_not_kept": (False, False, 0),
     "compiled": (True, False, None),
     "folded_racing": (False, True, None),
 }
 """Each variant's (compile, racing, fold_cache_bytes): the folded evaluator keeps folds by default; "not kept"
-folds every layer of every subnet anew."""
+folds every layer of every subnet anew. Every variant cuts the data as ``glora run`` does (by tokens on a GPU)
+except "folded_256", which cuts it in batches of 256 sentences, as ``glora run`` did before."""
+BY_EXAMPLES = {"batch_size": 256}
+
+
+def runner_batching(device: torch.device) -> dict[str, Any]:
+    """The evaluator's batching in ``glora run``'s search."""
+    return {"batch_size": evaluation_batch_size(device), "batch_tokens": evaluation_batch_tokens(device)}
 
 
 class Counted:
@@ -46,6 +57,21 @@ class Counted:
         self.metric_name = evaluator.metric_name
         self.forwarded = 0
         self.calls: dict[int, list[float]] = {}
+        self._folds = (0, 0)
+
+    def reset(self) -> None:
+        """Forget the counts and the evaluator's kept folds (a timed search after a warm-up with the same seed would
+        find its first generation's folds kept)."""
+        self.forwarded, self.calls = 0, {}
+        self.evaluator.fold_cache.clear()
+        self._folds = (self.evaluator.fold_cache.hits, self.evaluator.fold_cache.misses)
+
+    @property
+    def folds_kept_share(self) -> float:
+        """The share of layer folds since the last reset that the evaluator found kept."""
+        hits = self.evaluator.fold_cache.hits - self._folds[0]
+        misses = self.evaluator.fold_cache.misses - self._folds[1]
+        return hits / max(1, hits + misses)
 
     def _timed(self, subnets: list, examples: int, score: Callable[[], Any]) -> Any:
         started = time.perf_counter()
@@ -64,23 +90,31 @@ class Counted:
         return self._timed(subnets, len(examples), lambda: self.evaluator.per_example(subnets, examples))
 
 
-def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -> list[dict[str, Any]]:
+def seed_rows(
+    model_dir: str, data_path: str, seed: int, device: torch.device, variants: Sequence[str] = tuple(EVALUATORS)
+) -> list[dict[str, Any]]:
     """One row per variant: the default search from the seed's supernet, timed and scored."""
     model, val, test = movie_supernet(model_dir, data_path, seed, device)
     test_eval = glora.SubnetEvaluator(model, test, device=device)
     rows = []
-    for name, (compiled, racing, kept) in EVALUATORS.items():
-        evaluator = glora.SubnetEvaluator(
-            model, val, metric="neg_loss", device=device, compile=compiled, fold_cache_bytes=kept
+    for name in variants:
+        compiled, racing, kept = EVALUATORS[name]
+        batching = BY_EXAMPLES if name == "folded_256" else runner_batching(device)
+        fitness = Counted(
+            glora.SubnetEvaluator(
+                model,
+                val,
+                metric="neg_loss",
+                device=device,
+                compile=compiled,
+                fold_cache_bytes=kept,
+                **batching,
+            )
         )
-        fitness = Counted(evaluator)
         started = time.perf_counter()
         glora.search(model, fitness, BUDGET, seed=seed, generations=1, racing=racing, progress=False)  # warm-up
         warm_up = time.perf_counter() - started
-        fitness.forwarded = 0
-        folds = evaluator.fold_cache
-        folds.clear()  # the timed search's first generation is the warm-up's: it folds anew
-        hits, misses = folds.hits, folds.misses
+        fitness.reset()
         found = glora.search(model, fitness, BUDGET, seed=seed, racing=racing, progress=False)
         rows.append(
             {
@@ -93,7 +127,7 @@ def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -
                 "validation_neg_loss": found.best_score,
                 "test_accuracy": test_eval([found.best_subnet])[0],
                 "adapter_params": found.best_params,
-                "folds_kept_share": (folds.hits - hits) / max(1, folds.hits - hits + folds.misses - misses),
+                "folds_kept_share": fitness.folds_kept_share,
             }
         )
     return rows
@@ -105,7 +139,7 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    main_over_seeds("search_fitness", __doc__.split("\n\n")[0], seed_rows, summary, [0, 1, 2])
+    main_over_seeds("search_fitness", __doc__.split("\n\n")[0], seed_rows, summary, [0, 1, 2], list(EVALUATORS))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -
     for name, racing in VARIANTS.items():
         fitness = Counted(glora.SubnetEvaluator(model, val, metric="neg_loss", device=device))
         glora.search(model, fitness, BUDGET, seed=seed, generations=1, racing=racing, progress=False)  # warm-up
-        fitness.forwarded, fitness.calls = 0, {}
+        fitness.reset()
         started = time.perf_counter()
         found = glora.search(model, fitness, BUDGET, seed=seed, racing=racing, progress=False)
         rows.append(
@@ -48,6 +48,7 @@ def seed_rows(model_dir: str, data_path: str, seed: int, device: torch.device) -
                 "search_s": time.perf_counter() - started,
                 "fitness_s": found.fitness_seconds,
                 "examples_share": fitness.forwarded / (found.evaluations * fitness.examples),
+                "folds_kept_share": fitness.folds_kept_share,
                 "validation_neg_loss": found.best_score,
                 "test_accuracy": test_eval([found.best_subnet])[0],
                 "adapter_params": found.best_params,

@@ -204,21 +204,26 @@ def movie_supernet(
 def main_over_seeds(
     name: str,
     description: str,
-    seed_rows: Callable[[str, str, int, torch.device], list[dict[str, Any]]],
+    seed_rows: Callable[..., list[dict[str, Any]]],
     summary: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
     seeds: list[int],
+    variants: Optional[list[str]] = None,
 ) -> None:
     """The command of a benchmark run on one movie supernet per seed (``movie_supernet``): ``seed_rows(model, data,
-    seed, device)`` per seed, ``summary`` over their rows, both printed and written to ``results/<name>_<device>``."""
+    seed, device)`` per seed, ``summary`` over their rows, both printed and written to ``results/<name>_<device>``.
+    With ``variants``, ``--variants`` picks some of them (all by default) and ``seed_rows`` is given those."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default=os.path.join(ASSETS, "minilm-fp16"))
     parser.add_argument("--data", default=os.path.join(ASSETS, "vaderSentiment-3.3.2.tar.gz"))
     parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--name", default=name, help="results/<name>_<device>.json")
+    if variants:
+        parser.add_argument("--variants", nargs="+", choices=variants, default=variants, help="the variants to run")
     args = parser.parse_args()
     device = torch.device(args.device)
-    rows = [row for seed in args.seeds for row in seed_rows(args.model, args.data, seed, device)]
+    chosen = {"variants": args.variants} if variants else {}
+    rows = [row for seed in args.seeds for row in seed_rows(args.model, args.data, seed, device, **chosen)]
     print_table(rows, list(rows[0]))
     table = summary(rows)
     print_table(table, list(table[0]))

@@ -93,6 +93,44 @@ def test_training_batches_are_trimmed_unless_compiled(compile: bool) -> None:
         assert torch.equal(batch["input_ids"], full["input_ids"][:, :width])
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("tokens", [1, 9, 20, 45, 1000])
+def test_batches_by_tokens_stay_within_the_budget_and_restore_the_order(seed: int, tokens: int) -> None:
+    data = _tokens(31, 11, seed)
+    batches, restore = sorted_batches(data, 4, tokens=tokens)  # tokens, not the 4 examples, cut token data
+    assert restore is not None
+    cost = [b["input_ids"].numel() for b in batches]
+    assert all(c <= tokens or len(b["labels"]) == 1 for c, b in zip(cost, batches))
+    widths = [b["input_ids"].shape[1] for b in batches]
+    for k in range(len(batches) - 1):  # each batch is as large as the budget allows: one more example would pass it
+        assert (len(batches[k]["labels"]) + 1) * batches[k + 1]["attention_mask"].sum(1).min() > tokens
+    assert widths == sorted(widths)
+    assert torch.equal(torch.cat([b["labels"] for b in batches])[restore], data["labels"])
+    if tokens == 1000:
+        assert len(batches) == 1
+    plain = (torch.randn(10, 3), torch.randint(0, 2, (10,)))  # not token data: cut by examples
+    assert [len(b[1]) for b in sorted_batches(plain, 4, tokens=tokens)[0]] == [4, 4, 2]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_evaluator_by_tokens_scores_as_by_examples(seed: int) -> None:
+    model = _classifier(seed)
+    data = _tokens(29, 14, seed)
+    subnets = [glora.sample_subnet(model, s) for s in range(4)]
+    expected = _merged_scores(model, subnets, data, _by_position)
+    whole = glora.SubnetEvaluator(model, data, metric="neg_loss")(subnets)
+    for tokens in (14, 60, 10_000):
+        evaluator = glora.SubnetEvaluator(model, data, metric=_by_position, batch_tokens=tokens)
+        assert evaluator(subnets) == pytest.approx(expected, abs=1e-5)
+        assert all(b["input_ids"].numel() <= tokens for b in evaluator.batches)
+        raced = glora.SubnetEvaluator(model, data, metric="neg_loss", batch_tokens=tokens)
+        rows = raced.per_example(subnets, list(range(29))[::-1])  # a raced search's form, cut the same way
+        assert [sum(r) / 29 for r in rows] == pytest.approx(whole, abs=1e-5)
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="batch_tokens must be a positive integer or None"):
+            glora.SubnetEvaluator(model, data, batch_tokens=bad)
+
+
 def _classifier(seed: int) -> torch.nn.Module:
     from glora.tasks.text_classification import MeanPoolClassifier
 

@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from glora.tasks.base import Task, Tensors
-from glora.training.batches import evaluation_batch_size, labels_of, logits_of, sorted_batches, to_device
+from glora.training.batches import (
+    evaluation_batch_size,
+    evaluation_batch_tokens,
+    labels_of,
+    logits_of,
+    sorted_batches,
+    to_device,
+)
 
 
 class ClassificationTask(Task):
@@ -37,7 +44,8 @@ def class_logits(model: nn.Module, data: dict[str, torch.Tensor], device: torch.
     """The model's float32 logits over ``data`` (its ``"labels"`` entry, if any, is not an input), on the CPU."""
     was_training = model.training
     model.eval().to(device)
-    batches, restore = sorted_batches({k: v for k, v in data.items() if k != "labels"}, evaluation_batch_size(device))
+    inputs = {k: v for k, v in data.items() if k != "labels"}
+    batches, restore = sorted_batches(inputs, evaluation_batch_size(device), tokens=evaluation_batch_tokens(device))
     autocast = device.type == "cuda"
     parts = []
     try:

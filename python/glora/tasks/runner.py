@@ -30,7 +30,7 @@ from glora.tasks.hf_models import first_line
 from glora.tasks.outputs import FILES, FINETUNE_CHECKPOINT, RUN_INFO, SETTINGS_FILE, SUPERNET_CHECKPOINT
 from glora.tasks.registry import make_task
 from glora.tasks.settings import RunSettings
-from glora.training.batches import evaluation_batch_size
+from glora.training.batches import evaluation_batch_size, evaluation_batch_tokens
 from glora.training.config import TrainConfig, TrainResult
 from glora.training.distributed import barrier, process_group
 from glora.training.evaluator import SubnetEvaluator
@@ -114,6 +114,7 @@ def run(settings: RunSettings) -> dict[str, Any]:
         metric=task.fitness_metric(fitness),
         device=device,
         batch_size=evaluation_batch_size(device),
+        batch_tokens=evaluation_batch_tokens(device),
         compile=settings.compile and task.compiled_search,
     )
     found = search(

@@ -90,24 +90,46 @@ def trim_padding(batch: Batch, width: Optional[int] = None) -> Batch:
 def evaluation_batch_size(device: torch.device) -> int:
     """Examples per evaluation batch of the classification tasks and the search's fitness: 256 on a GPU (few
     launches); 64 on a CPU, where batches sorted by length and trimmed of padding take half the time of the padded
-    batches of 256 on MiniLM and the movie sentences (docs/benchmarks.md, "Token padding")."""
+    batches of 256 on MiniLM and the movie sentences (docs/benchmarks.md, "Token padding"). On a GPU token data is
+    cut by :func:`evaluation_batch_tokens` instead."""
     return 256 if device.type == "cuda" else 64
 
 
-def sorted_batches(data: Data, size: int, trim: bool = True) -> tuple[list[Batch], Optional[torch.Tensor]]:
-    """``data`` cut into batches of at most ``size`` examples for evaluation. With ``trim``, data with a 2-D
-    ``attention_mask`` goes in order of its examples' last attended column and each batch is trimmed to its own
-    widest example (:func:`trim_padding`); the second value is then the index that puts the batches'
-    concatenated outputs back in the data's order (None when the order is kept). Without ``trim`` (outputs per
-    token, whose widths must agree; a compiled forward, which wants one shape) the data is cut as it is."""
+def evaluation_batch_tokens(device: torch.device) -> Optional[int]:
+    """Tokens (examples x the widest one's columns) per evaluation batch of token data on a GPU, where a forward of a
+    small model costs the host about as much for 500 short sentences as for 250 (a MiniLM search's fitness took
+    0.65x the time with its 500 validation sentences in one batch instead of two: docs/benchmarks.md, "Search and
+    merge"), while long inputs get fewer examples per batch; None on a CPU (examples per batch only)."""
+    return _GPU_BATCH_TOKENS if device.type == "cuda" else None
+
+
+_GPU_BATCH_TOKENS = 65_536
+
+
+def sorted_batches(
+    data: Data, size: Optional[int], trim: bool = True, tokens: Optional[int] = None
+) -> tuple[list[Batch], Optional[torch.Tensor]]:
+    """``data`` cut into batches of at most ``size`` examples (None: no limit) for evaluation. With ``trim``, data
+    with a 2-D ``attention_mask`` goes in order of its examples' last attended column and each batch is trimmed to
+    its own widest example (:func:`trim_padding`); with ``tokens`` as well, such data is cut by tokens instead of
+    by ``size``: a batch ends before its examples times its widest example's columns would pass ``tokens`` (one
+    example at least). The second value is then the index that puts the batches' concatenated outputs back in the
+    data's order (None when the order is kept). Without ``trim`` (outputs per token, whose widths must agree; a
+    compiled forward, which wants one shape) the data is cut as it is, by ``size``."""
     n = data_length(data)
+    most = n if size is None else size
     widths = token_widths(data) if trim else None
     if widths is None:
-        return [take(data, torch.arange(i, min(i + size, n))) for i in range(0, n, size)], None
+        return [take(data, torch.arange(i, min(i + most, n))) for i in range(0, n, most)], None
     order = torch.argsort(widths, stable=True)
-    batches = [
-        trim_padding(take(data, order[i : i + size]), int(widths[order[i : i + size]].max())) for i in range(0, n, size)
-    ]
+    w = widths[order].tolist()
+    batches, i = [], 0
+    while i < n:
+        j = i + 1  # widths ascend, so a batch's widest example is its last
+        while j < n and (j - i < most if tokens is None else (j + 1 - i) * w[j] <= tokens):
+            j += 1
+        batches.append(trim_padding(take(data, order[i:j]), int(w[j - 1])))
+        i = j
     return batches, torch.argsort(order)
 
 

@@ -1,8 +1,9 @@
 """Batched subnet evaluation, the fitness of the search (``glora.search(model, SubnetEvaluator(...), ...)``).
 
 The validation data moves to the device once, cut into batches of ``batch_size`` examples; token data (a dict with a
-2-D ``attention_mask``) goes in order of length and each batch drops the padding columns no example in it attends
-to, while the metric sees the logits in the data's order (not with labels per token, whose outputs must keep one
+2-D ``attention_mask``) goes in order of length, each batch drops the padding columns no example in it attends
+to (and with ``batch_tokens`` holds as many examples as keep examples x columns within it, instead of
+``batch_size``), while the metric sees the logits in the data's order (not with labels per token, whose outputs must keep one
 width, nor with ``compile=True``, whose graph wants one shape). Each subnet's ``W'``, ``b'`` are folded into the
 layers once (not per batch), so the forward is the plain base model's, and kept for later subnets with the same
 choices at that layer (``FoldCache``, within ``fold_cache_bytes``: a search's children share most choices with
@@ -96,8 +97,13 @@ def _check_options(
     distributed: Optional[bool],
     compile: bool,
     fold_cache_bytes: Optional[int],
+    batch_tokens: Optional[int],
 ) -> None:
     """Raise ValueError naming the argument, its value and what is allowed for a wrong one."""
+    if batch_tokens is not None and (
+        isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1
+    ):
+        raise ValueError(f"batch_tokens must be a positive integer or None (batches by examples), got {batch_tokens!r}")
     if fold_cache_bytes is not None and (
         isinstance(fold_cache_bytes, bool) or not isinstance(fold_cache_bytes, int) or fold_cache_bytes < 0
     ):
@@ -175,6 +181,7 @@ class SubnetEvaluator:
         distributed: Optional[bool] = None,
         compile: bool = False,
         fold_cache_bytes: Optional[int] = None,
+        batch_tokens: Optional[int] = None,
     ) -> None:
         self.layers = layers_or_raise(model)
         n = data_length(data)
@@ -182,7 +189,7 @@ class SubnetEvaluator:
             raise ValueError("the evaluation data is empty")
         self._metric_name = _name_of(metric)
         metric = _metric(metric)
-        _check_options(batch_size, precision, subnets_per_pass, distributed, compile, fold_cache_bytes)
+        _check_options(batch_size, precision, subnets_per_pass, distributed, compile, fold_cache_bytes, batch_tokens)
         if subnets_per_pass > 1 and not all(layer.stacks_plans for _, layer in self.layers):
             raise ValueError(
                 "subnets_per_pass > 1 needs a model whose GLoRA layers are all linear (with nn.Linear's forward)"
@@ -197,6 +204,7 @@ class SubnetEvaluator:
         self.dtype = PRECISIONS[precision or ("bf16" if self.device.type == "cuda" else "fp32")]
         self.k = subnets_per_pass
         self._size = batch_size or n
+        self._tokens = batch_tokens
         self._data = data  # as given: the source of the examples per_example asks for
         whole = to_device(take(data, torch.arange(n)), self.device)
         # token data goes in order of length, each batch trimmed to its widest example, and the logits are put back
@@ -215,7 +223,7 @@ class SubnetEvaluator:
 
     def _view(self, data: Batch) -> _View:
         """``data`` (on the device) cut into batches."""
-        batches, restore = sorted_batches(data, self._size, self._trim)
+        batches, restore = sorted_batches(data, self._size, self._trim, self._tokens)
         return _View(batches, None if restore is None else restore.to(self.device), labels_of(data))
 
     @property
