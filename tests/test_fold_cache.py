@@ -1,5 +1,5 @@
-"""Folded weights kept between evaluations: the same scores as folding anew, formed again once their sources
-change, and never more than the byte limit."""
+"""Folded weights kept between evaluations during a search: the same scores as folding anew, formed again once
+their sources change, dropped when the search ends, and never more than the byte limit."""
 
 from __future__ import annotations
 
@@ -85,14 +85,20 @@ def test_kept_folds_score_every_subnet_as_folding_anew(kind: str, seed: int) -> 
     subnets = _subnets(model, 40, seed)
     fresh = glora.SubnetEvaluator(model, data, metric="neg_loss", fold_cache_bytes=0)
     kept = glora.SubnetEvaluator(model, data, metric="neg_loss")
-    expected = [s for i in range(0, len(subnets), 7) for s in fresh(subnets[i : i + 7])]
-    got = [s for i in range(0, len(subnets), 7) for s in kept(subnets[i : i + 7])]
+    with fresh:
+        expected = [s for i in range(0, len(subnets), 7) for s in fresh(subnets[i : i + 7])]
+    with kept:
+        got = [s for i in range(0, len(subnets), 7) for s in kept(subnets[i : i + 7])]
+        assert kept.fold_cache.hits > kept.fold_cache.misses and len(kept.fold_cache) > 0
     assert got == expected  # bit for bit: a kept W' is the one folding would form
     assert fresh.fold_cache.hits == 0 and len(fresh.fold_cache) == 0
-    assert kept.fold_cache.hits > kept.fold_cache.misses
+    assert len(kept.fold_cache) == 0 and kept.fold_cache.bytes == 0  # dropped at the exit
+    hits = kept.fold_cache.hits
+    assert kept(subnets[:7]) == expected[:7] and kept.fold_cache.hits == hits  # outside: nothing kept
     if kind in ("mlp", "transformer"):  # stacked plans: several subnets per pass from kept folds
         stacked = glora.SubnetEvaluator(model, data, metric="neg_loss", subnets_per_pass=3)
-        again = [s for i in range(0, len(subnets), 7) for s in stacked(subnets[i : i + 7])]
+        with stacked:
+            again = [s for i in range(0, len(subnets), 7) for s in stacked(subnets[i : i + 7])]
         assert again == pytest.approx(expected, abs=1e-6)
 
 
@@ -103,31 +109,39 @@ def test_changed_factors_or_base_weights_are_folded_again(kind: str) -> None:
     perturbed(model, 0)
     subnets = _subnets(model, 12, 1)
     kept = glora.SubnetEvaluator(model, data, metric="neg_loss")
-    before = kept(subnets)
 
     def check() -> None:
         expected = glora.SubnetEvaluator(model, data, metric="neg_loss", fold_cache_bytes=0)(subnets)
         assert kept(subnets) == expected
 
-    # an optimizer step on the factors (in place)
-    params = [p for _, p in glora.adapter_parameters(model)]
-    opt = torch.optim.SGD(params, lr=0.5)
-    x, y = data
-    model.train()
-    glora.set_subnet(model, subnets[0])
-    torch.nn.functional.cross_entropy(model(x), y).backward()
-    opt.step()
+    def step(optimizer: type, **options) -> None:
+        opt = optimizer([p for _, p in glora.adapter_parameters(model)], lr=0.05, **options)
+        x, y = data
+        model.train()
+        glora.set_subnet(model, subnets[0])
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+
+    with kept:  # inside a search's span: changes autograd counts are seen
+        before = kept(subnets)
+        step(torch.optim.SGD)  # an optimizer step on the factors (in place)
+        check()
+        state = {n: p.detach() * 1.5 for n, p in glora.adapter_parameters(model)}
+        model.load_state_dict(state, strict=False)  # a load of other factors
+        check()
+        _, layer = next(iter(glora_layers(model)))
+        with torch.no_grad():
+            layer.base_layer.weight.mul_(0.5)  # a base weight changed in place
+        check()
+        assert kept(subnets) != before
+    # between searches nothing is kept: a fused optimizer's step (which autograd's counter does not see) is seen too
+    with kept:
+        kept(subnets)
+    step(torch.optim.AdamW, fused=True)
     check()
-    # a load of other factors
-    state = {n: p.detach() * 1.5 for n, p in glora.adapter_parameters(model)}
-    model.load_state_dict(state, strict=False)
-    check()
-    # a base weight changed in place
-    _, layer = next(iter(glora_layers(model)))
-    with torch.no_grad():
-        layer.base_layer.weight.mul_(0.5)
-    check()
-    assert kept(subnets) != before
+    with kept:
+        check()
 
 
 def test_the_byte_limit_holds_and_the_oldest_leave_first() -> None:
@@ -139,10 +153,13 @@ def test_the_byte_limit_holds_and_the_oldest_leave_first() -> None:
     one_weight = 64 * 16 * 4  # the largest W' of the model (up: 64 x 16, float32 on a CPU)
     for limit in (1, one_weight, 3 * one_weight, 20 * one_weight):
         evaluator = glora.SubnetEvaluator(model, data, fold_cache_bytes=limit, metric="neg_loss")
-        assert [s for i in range(0, 30, 5) for s in evaluator(subnets[i : i + 5])] == expected
-        cache = evaluator.fold_cache
-        assert cache.bytes <= limit and cache.max_bytes == limit
-        assert cache.bytes == sum(t.numel() * t.element_size() for _, t in cache._entries.values() if t is not None)
+        with evaluator:
+            assert [s for i in range(0, 30, 5) for s in evaluator(subnets[i : i + 5])] == expected
+            cache = evaluator.fold_cache
+            assert cache.bytes <= limit and cache.max_bytes == limit
+            kept = [t for _, t in cache._entries.values() if t is not None]
+            assert bool(kept) == (limit > 1)  # at 1 byte only bias-free layers' absent biases (None) are kept
+            assert cache.bytes == sum(t.numel() * t.element_size() for _, t in cache._entries.values() if t is not None)
 
     cache = FoldCache(100)
     made: list[str] = []
@@ -195,4 +212,4 @@ def test_a_search_reuses_most_folds() -> None:
     assert result.best_subnet == again.best_subnet and result.best_score == again.best_score
     assert [(g.best, g.mean) for g in result.history] == [(g.best, g.mean) for g in again.history]
     cache = evaluator.fold_cache
-    assert cache.hits / (cache.hits + cache.misses) > 0.5
+    assert cache.hits / (cache.hits + cache.misses) > 0.5 and len(cache) == 0  # kept during the search only

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from glora.cli.main import main
 from glora.tasks import movie as movie_data
@@ -312,6 +313,20 @@ def test_a_finished_run_is_not_overwritten_without_resume(run_copy, capsys) -> N
     err = capsys.readouterr().err
     assert "holds an earlier run (supernet.safetensors, search.jsonl, finetune.safetensors): pass --resume" in err
     assert (out / "result.json").read_text() == before
+
+
+def test_the_fine_tuned_weights_are_scored_afresh_after_the_search(tiny_bert, movie_sdist, tmp_path, monkeypatch):
+    """The keep-or-restore decision scores the fine-tuned weights, not folds kept from the search: with a fused
+    AdamW (the trainer's on a GPU), whose steps autograd's version counter does not see, the fine-tuned subnet's
+    fitness is still the negative validation loss of its report."""
+    adamw = torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW", lambda *a, **k: adamw(*a, **{**k, "fused": True}))
+    args = _movie_args(tiny_bert, movie_sdist, tmp_path / "run")
+    args[args.index("--sampling") + 1] = "uniform"
+    assert main(args) == 0
+    finetune = _result(tmp_path / "run")["finetune"]
+    assert finetune["validation_fitness_after"] == pytest.approx(-finetune["validation"]["loss"], abs=1e-5)
+    assert finetune["validation_fitness_after"] != pytest.approx(finetune["validation_fitness_before"], abs=1e-6)
 
 
 @pytest.mark.parametrize("outcome", ["kept", "not kept", "diverged"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable, Optional, Union
 
 from glora._engine import Generation, SearchConfig, SearchResult, budget_bounds, check_seed, run_search
@@ -100,25 +101,28 @@ def search(
     NaN or infinite scores last (as minus infinity; the log writes null) instead of raising. With ``log``, every
     evaluation is appended to a JSON Lines file; ``resume=True`` continues a search that was interrupted,
     re-evaluating nothing that was recorded, and reaches the same result as an uninterrupted run (docs/method.md,
-    section 4); a log cut inside its header records nothing and is started afresh.
+    section 4); a log cut inside its header records nothing and is started afresh. A fitness that is a context
+    manager is entered for the whole search (a :class:`~glora.training.evaluator.SubnetEvaluator` keeps folded
+    weights between its calls inside it).
     """
     _racing(fitness, settings)
     chosen = _config(config, settings)
     per_example = None if chosen.racing is None else _per_example(fitness, chosen.racing)
     bar = _progress_bar(chosen.generations) if progress else None
     try:
-        return run_search(
-            space,
-            fitness,
-            budget,
-            seed=seed,
-            config=chosen,
-            log=None if log is None else os.fspath(log),
-            resume=resume,
-            glora_version=__version__,
-            on_generation=None if bar is None else _progress_callback(bar),
-            per_example=per_example,
-        )
+        with fitness if isinstance(fitness, AbstractContextManager) else nullcontext():
+            return run_search(
+                space,
+                fitness,
+                budget,
+                seed=seed,
+                config=chosen,
+                log=None if log is None else os.fspath(log),
+                resume=resume,
+                glora_version=__version__,
+                on_generation=None if bar is None else _progress_callback(bar),
+                per_example=per_example,
+            )
     finally:
         if bar is not None:
             bar.close()

@@ -4,7 +4,9 @@ A search scores many subnets that share most layers' choices (a child takes each
 unless that gene mutates), and a layer's ``W'`` depends only on its A and B choices, ``b'`` only on C, D and E.
 So each is formed once and reused: a :class:`FoldCache` keeps them on their device within a byte limit, least
 recently used out first. An entry stays valid while the tensors it was made from are the same storage at the
-same version (an optimizer step, ``load_state_dict`` or a move to another device makes the layer form it anew).
+same version of autograd's counter (an in-place op, ``load_state_dict`` or a move to another device makes the layer
+form it anew); a fused optimizer's step and writes through ``.data`` leave the counter as it was, which is why an
+evaluator keeps folds only for the span of a search (``SubnetEvaluator.__enter__``) and drops them at its end.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class FoldCache:
         return value
 
     def clear(self) -> None:
+        """Drop every entry (the hit and miss counts stay)."""
         self._entries.clear()
         self.bytes = 0
 

@@ -467,7 +467,7 @@ class GLoRALayer(nn.Module):
         """b' (from the plan's C, D and E; None for a bias-free layer without them), computed as ``W'`` (W0 enters
         C's term in the factors' precision there, so it is not converted here)."""
         compute = self._compute_dtype()
-        *_, cd, cu, d, e = (None if t is None else t.to(compute) for t in self.factors())
+        cd, cu, d, e = (None if t is None else t.to(compute) for t in self.factors()[4:])
         b0 = self.base_layer.bias
         return effective_bias(plan, self.weight_matrix(), None if b0 is None else b0.to(compute), cd, cu, d, e, dtype)
 

@@ -87,6 +87,9 @@ def trim_padding(batch: Batch, width: Optional[int] = None) -> Batch:
     return {k: cut(v) for k, v in batch.items()}  # type: ignore[union-attr]
 
 
+_GPU_BATCH_TOKENS = 65_536
+
+
 def evaluation_batch_size(device: torch.device) -> int:
     """Examples per evaluation batch of the classification tasks and the search's fitness: 256 on a GPU (few
     launches); 64 on a CPU, where batches sorted by length and trimmed of padding take half the time of the padded
@@ -98,12 +101,9 @@ def evaluation_batch_size(device: torch.device) -> int:
 def evaluation_batch_tokens(device: torch.device) -> Optional[int]:
     """Tokens (examples x the widest one's columns) per evaluation batch of token data on a GPU, where a forward of a
     small model costs the host about as much for 500 short sentences as for 250 (a MiniLM search's fitness took
-    0.65x the time with its 500 validation sentences in one batch instead of two: docs/benchmarks.md, "Search and
+    0.66x the time with its 500 validation sentences in one batch instead of two: docs/benchmarks.md, "Search and
     merge"), while long inputs get fewer examples per batch; None on a CPU (examples per batch only)."""
     return _GPU_BATCH_TOKENS if device.type == "cuda" else None
-
-
-_GPU_BATCH_TOKENS = 65_536
 
 
 def sorted_batches(

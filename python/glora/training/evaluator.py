@@ -5,9 +5,10 @@ The validation data moves to the device once, cut into batches of ``batch_size``
 to (and with ``batch_tokens`` holds as many examples as keep examples x columns within it, instead of
 ``batch_size``), while the metric sees the logits in the data's order (not with labels per token, whose outputs must keep one
 width, nor with ``compile=True``, whose graph wants one shape). Each subnet's ``W'``, ``b'`` are folded into the
-layers once (not per batch), so the forward is the plain base model's, and kept for later subnets with the same
-choices at that layer (``FoldCache``, within ``fold_cache_bytes``: a search's children share most choices with
-their parents); scores are read back only after the whole
+layers once (not per batch), so the forward is the plain base model's; inside ``with evaluator:`` (``glora.search``
+enters its fitness for the whole search) they are kept for later subnets with the same choices at that layer
+(``FoldCache``, within ``fold_cache_bytes``: a search's children share most choices with their parents) and dropped
+at the exit, so training between calls never meets a stale fold; scores are read back only after the whole
 batch of subnets is queued, so the host folds the next subnet while the device still runs the last one;
 ``subnets_per_pass`` > 1 stacks several subnets' weights and runs them together with batched GEMMs, which keeps a
 large GPU busy on small models. With ``compile=True`` nothing is folded: each subnet enters one compiled forward as
@@ -220,6 +221,19 @@ class SubnetEvaluator:
         self.subnets_evaluated = 0
         self._coded: Optional[CodedForward] = CodedForward(self.layers, self.device) if compile else None
         self.fold_cache = FoldCache(_default_cache_bytes(self.device) if fold_cache_bytes is None else fold_cache_bytes)
+        self._keeping = 0
+
+    def __enter__(self) -> SubnetEvaluator:
+        """Keep folded weights between calls until the matching exit, which drops them (``glora.search`` enters its
+        fitness for the whole search). Meanwhile the model's weights must change only in ways autograd counts, if at
+        all: a fused optimizer's step or a write through ``.data`` would leave kept folds stale."""
+        self._keeping += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._keeping -= 1
+        if self._keeping == 0:
+            self.fold_cache.clear()
 
     def _view(self, data: Batch) -> _View:
         """``data`` (on the device) cut into batches."""
@@ -331,6 +345,7 @@ class SubnetEvaluator:
         was_training = self.model.training
         self.model.eval()
         pending: list[Union[float, torch.Tensor]] = []
+        cache = self.fold_cache if self._keeping else None
         try:
             if self._coded is not None:
                 pending.extend(self._coded.scores(plans, lambda: self.metric(self._compiled_logits(), self.labels)))
@@ -338,7 +353,7 @@ class SubnetEvaluator:
                 for start in range(0, len(plans), self.k):
                     group = plans[start : start + self.k]
                     for name, layer in self.layers:
-                        layer.fold([p[name] for p in group], self.dtype, self.fold_cache)
+                        layer.fold([p[name] for p in group], self.dtype, cache)
                     for logits in self._logits(len(group), view):
                         pending.append(metric(logits, view.labels))
             return [s.cpu() if isinstance(s, torch.Tensor) else s for s in pending]
