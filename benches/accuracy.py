@@ -104,6 +104,11 @@ def glora_row(config: str, method: str, seed: int, lr: float, device: torch.devi
         "random_subnets_test_accuracy": result["random_subnets"]["mean"]["accuracy"],
         "finetune_kept": finetune.get("kept"),
         "test_accuracy_finetuned": (finetune.get("test") or {}).get("accuracy"),
+        "validation_accuracy_finetuned": (finetune.get("validation") or {}).get("accuracy"),
+        "validation_fitness_before_after": [
+            finetune.get("validation_fitness_before"),
+            finetune.get("validation_fitness_after"),
+        ],
         "train_s": result["train_seconds"] + result["finetune_seconds"],
         "search_s": result["search"]["fitness_seconds"] + result["search"]["engine_seconds"],
         "wall_s": wall,
