@@ -59,18 +59,13 @@ class Counted:
         self.calls: dict[int, list[float]] = {}
         self._folds = (0, 0)
 
-    def __enter__(self) -> Counted:
-        self.evaluator.__enter__()  # glora.search enters its fitness: the evaluator keeps folds for the search
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.evaluator.__exit__(*exc)
+    def search_scope(self) -> Any:
+        """The evaluator's: glora.search enters it, and the evaluator keeps folds for the search."""
+        return self.evaluator.search_scope()
 
     def reset(self) -> None:
-        """Forget the counts and the evaluator's kept folds (a timed search after a warm-up with the same seed would
-        find its first generation's folds kept)."""
+        """Forget the counts (the folds kept by a search are dropped when it ends)."""
         self.forwarded, self.calls = 0, {}
-        self.evaluator.fold_cache.clear()
         self._folds = (self.evaluator.fold_cache.hits, self.evaluator.fold_cache.misses)
 
     @property

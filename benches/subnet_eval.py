@@ -106,7 +106,7 @@ def main() -> None:
     for name, options, seen in SETTINGS if args.compiled else SETTINGS[:-1]:
         evaluator = glora.SubnetEvaluator(model, (x, y), device=device, **options)
         per_pass = options.get("subnets_per_pass", 1)
-        with evaluator:  # as glora.search enters it: folds are kept between calls
+        with evaluator.search_scope():  # as glora.search enters it: folds are kept between calls
             if seen:
                 evaluator(subnets)
             else:  # other subnets than the timed ones: the timed ones fold anew

@@ -85,9 +85,9 @@ def test_kept_folds_score_every_subnet_as_folding_anew(kind: str, seed: int) -> 
     subnets = _subnets(model, 40, seed)
     fresh = glora.SubnetEvaluator(model, data, metric="neg_loss", fold_cache_bytes=0)
     kept = glora.SubnetEvaluator(model, data, metric="neg_loss")
-    with fresh:
+    with fresh.search_scope():
         expected = [s for i in range(0, len(subnets), 7) for s in fresh(subnets[i : i + 7])]
-    with kept:
+    with kept.search_scope():
         got = [s for i in range(0, len(subnets), 7) for s in kept(subnets[i : i + 7])]
         assert kept.fold_cache.hits > kept.fold_cache.misses and len(kept.fold_cache) > 0
     assert got == expected  # bit for bit: a kept W' is the one folding would form
@@ -97,7 +97,7 @@ def test_kept_folds_score_every_subnet_as_folding_anew(kind: str, seed: int) -> 
     assert kept(subnets[:7]) == expected[:7] and kept.fold_cache.hits == hits  # outside: nothing kept
     if kind in ("mlp", "transformer"):  # stacked plans: several subnets per pass from kept folds
         stacked = glora.SubnetEvaluator(model, data, metric="neg_loss", subnets_per_pass=3)
-        with stacked:
+        with stacked.search_scope():
             again = [s for i in range(0, len(subnets), 7) for s in stacked(subnets[i : i + 7])]
         assert again == pytest.approx(expected, abs=1e-6)
 
@@ -123,7 +123,7 @@ def test_changed_factors_or_base_weights_are_folded_again(kind: str) -> None:
         opt.step()
         opt.zero_grad()
 
-    with kept:  # inside a search's span: changes autograd counts are seen
+    with kept.search_scope():  # inside a search's span: changes autograd counts are seen
         before = kept(subnets)
         step(torch.optim.SGD)  # an optimizer step on the factors (in place)
         check()
@@ -136,11 +136,11 @@ def test_changed_factors_or_base_weights_are_folded_again(kind: str) -> None:
         check()
         assert kept(subnets) != before
     # between searches nothing is kept: a fused optimizer's step (which autograd's counter does not see) is seen too
-    with kept:
+    with kept.search_scope():
         kept(subnets)
     step(torch.optim.AdamW, fused=True)
     check()
-    with kept:
+    with kept.search_scope():
         check()
 
 
@@ -153,7 +153,7 @@ def test_the_byte_limit_holds_and_the_oldest_leave_first() -> None:
     one_weight = 64 * 16 * 4  # the largest W' of the model (up: 64 x 16, float32 on a CPU)
     for limit in (1, one_weight, 3 * one_weight, 20 * one_weight):
         evaluator = glora.SubnetEvaluator(model, data, fold_cache_bytes=limit, metric="neg_loss")
-        with evaluator:
+        with evaluator.search_scope():
             assert [s for i in range(0, 30, 5) for s in evaluator(subnets[i : i + 5])] == expected
             cache = evaluator.fold_cache
             assert cache.bytes <= limit and cache.max_bytes == limit
@@ -213,3 +213,75 @@ def test_a_search_reuses_most_folds() -> None:
     assert [(g.best, g.mean) for g in result.history] == [(g.best, g.mean) for g in again.history]
     cache = evaluator.fold_cache
     assert cache.hits / (cache.hits + cache.misses) > 0.5 and len(cache) == 0  # kept during the search only
+
+
+def test_scopes_nest_and_end_on_errors() -> None:
+    torch.manual_seed(0)
+    model, data = _mlp()
+    perturbed(model, 1)
+    evaluator = glora.SubnetEvaluator(model, data, metric="neg_loss")
+    subnets = _subnets(model, 6, 0)
+    with evaluator.search_scope():
+        with evaluator.search_scope():
+            evaluator(subnets)
+        assert len(evaluator.fold_cache) > 0  # the inner end keeps them
+    assert len(evaluator.fold_cache) == 0
+    with pytest.raises(RuntimeError, match="boom"), evaluator.search_scope():
+        evaluator(subnets)
+        raise RuntimeError("boom")
+    assert len(evaluator.fold_cache) == 0
+    evaluator(subnets)  # outside any scope nothing is kept
+    assert len(evaluator.fold_cache) == 0
+
+    calls = 0
+
+    def failing(batch: list) -> list[float]:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+        return evaluator(batch)
+
+    failing.search_scope = evaluator.search_scope  # a wrapper forwards the evaluator's scope
+    budget = glora.count_params(model, subnets[0])
+    with pytest.raises(KeyboardInterrupt):
+        glora.search(model, failing, budget, seed=0, population=8, generations=4, progress=False)
+    assert calls == 3 and len(evaluator.fold_cache) == 0 and evaluator.fold_cache.hits > 0
+
+
+def test_the_search_enters_a_fitness_scope_once_and_leaves_other_context_managers_alone() -> None:
+    torch.manual_seed(0)
+    model, data = _mlp()
+    events: list[str] = []
+
+    class Scoped:
+        def __call__(self, batch: list) -> list[float]:
+            events.append("score")
+            return [0.0] * len(batch)
+
+        def search_scope(self):
+            events.append("enter")
+            return _Recording(events)
+
+        def __enter__(self):  # an unrelated context manager of the user's: not entered by the search
+            events.append("user enter")
+            return self
+
+        def __exit__(self, *exc) -> None:
+            events.append("user exit")
+
+    budget = glora.count_params(model, glora.sample_subnet(model, 0))
+    glora.search(model, Scoped(), budget, seed=0, population=6, generations=2, progress=False)
+    assert events[0] == "enter" and events[-1] == "exit" and events.count("enter") == events.count("exit") == 1
+    assert "user enter" not in events and events.count("score") == 2
+
+
+class _Recording:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        self.events.append("exit")

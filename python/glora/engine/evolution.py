@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from typing import Any, Callable, Optional, Union
 
 from glora._engine import Generation, SearchConfig, SearchResult, budget_bounds, check_seed, run_search
@@ -101,16 +101,18 @@ def search(
     NaN or infinite scores last (as minus infinity; the log writes null) instead of raising. With ``log``, every
     evaluation is appended to a JSON Lines file; ``resume=True`` continues a search that was interrupted,
     re-evaluating nothing that was recorded, and reaches the same result as an uninterrupted run (docs/method.md,
-    section 4); a log cut inside its header records nothing and is started afresh. A fitness that is a context
-    manager is entered for the whole search (a :class:`~glora.training.evaluator.SubnetEvaluator` keeps folded
-    weights between its calls inside it).
+    section 4); a log cut inside its header records nothing and is started afresh. A fitness with a
+    ``search_scope()`` method is asked for a context manager that spans the whole search, exited when the search
+    ends or fails (a :class:`~glora.training.evaluator.SubnetEvaluator` keeps folded weights between its calls
+    inside it; a wrapper around one forwards ``search_scope``).
     """
     _racing(fitness, settings)
     chosen = _config(config, settings)
     per_example = None if chosen.racing is None else _per_example(fitness, chosen.racing)
     bar = _progress_bar(chosen.generations) if progress else None
     try:
-        with fitness if isinstance(fitness, AbstractContextManager) else nullcontext():
+        scope = getattr(fitness, "search_scope", None)
+        with scope() if callable(scope) else nullcontext():
             return run_search(
                 space,
                 fitness,

@@ -6,7 +6,7 @@ So each is formed once and reused: a :class:`FoldCache` keeps them on their devi
 recently used out first. An entry stays valid while the tensors it was made from are the same storage at the
 same version of autograd's counter (an in-place op, ``load_state_dict`` or a move to another device makes the layer
 form it anew); a fused optimizer's step and writes through ``.data`` leave the counter as it was, which is why an
-evaluator keeps folds only for the span of a search (``SubnetEvaluator.__enter__``) and drops them at its end.
+evaluator keeps folds only for the span of a search (``SubnetEvaluator.search_scope``) and drops them at its end.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ The validation data moves to the device once, cut into batches of ``batch_size``
 to (and with ``batch_tokens`` holds as many examples as keep examples x columns within it, instead of
 ``batch_size``), while the metric sees the logits in the data's order (not with labels per token, whose outputs must keep one
 width, nor with ``compile=True``, whose graph wants one shape). Each subnet's ``W'``, ``b'`` are folded into the
-layers once (not per batch), so the forward is the plain base model's; inside ``with evaluator:`` (``glora.search``
-enters its fitness for the whole search) they are kept for later subnets with the same choices at that layer
+layers once (not per batch), so the forward is the plain base model's; inside ``search_scope()`` (``glora.search``
+enters it for the whole search) they are kept for later subnets with the same choices at that layer
 (``FoldCache``, within ``fold_cache_bytes``: a search's children share most choices with their parents) and dropped
 at the exit, so training between calls never meets a stale fold; scores are read back only after the whole
 batch of subnets is queued, so the host folds the next subnet while the device still runs the last one;
@@ -24,7 +24,8 @@ or not for accuracy, minus the example's cross-entropy for neg_loss), which a ra
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
@@ -223,17 +224,19 @@ class SubnetEvaluator:
         self.fold_cache = FoldCache(_default_cache_bytes(self.device) if fold_cache_bytes is None else fold_cache_bytes)
         self._keeping = 0
 
-    def __enter__(self) -> SubnetEvaluator:
-        """Keep folded weights between calls until the matching exit, which drops them (``glora.search`` enters its
-        fitness for the whole search). Meanwhile the model's weights must change only in ways autograd counts, if at
-        all: a fused optimizer's step or a write through ``.data`` would leave kept folds stale."""
+    @contextmanager
+    def search_scope(self) -> Iterator[SubnetEvaluator]:
+        """The span of one search (``glora.search`` enters its fitness's ``search_scope()``): folded weights are kept
+        between calls inside it and dropped when it ends, also on an error. Meanwhile the model's weights must change
+        only in ways autograd's version counter sees, if at all: a fused optimizer's step or a write through ``.data``
+        would leave kept folds stale. Scopes nest; the outermost one's end drops the folds."""
         self._keeping += 1
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._keeping -= 1
-        if self._keeping == 0:
-            self.fold_cache.clear()
+        try:
+            yield self
+        finally:
+            self._keeping -= 1
+            if self._keeping == 0:
+                self.fold_cache.clear()
 
     def _view(self, data: Batch) -> _View:
         """``data`` (on the device) cut into batches."""
@@ -345,7 +348,7 @@ class SubnetEvaluator:
         was_training = self.model.training
         self.model.eval()
         pending: list[Union[float, torch.Tensor]] = []
-        cache = self.fold_cache if self._keeping else None
+        cache = self.fold_cache if self._keeping > 0 else None
         try:
             if self._coded is not None:
                 pending.extend(self._coded.scores(plans, lambda: self.metric(self._compiled_logits(), self.labels)))
