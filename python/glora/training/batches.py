@@ -117,7 +117,7 @@ def sorted_batches(
     data's order (None when the order is kept). Without ``trim`` (outputs per token, whose widths must agree; a
     compiled forward, which wants one shape) the data is cut as it is, by ``size``."""
     n = data_length(data)
-    most = n if size is None else size
+    most = max(1, n) if size is None else size
     widths = token_widths(data) if trim else None
     if widths is None:
         return [take(data, torch.arange(i, min(i + most, n))) for i in range(0, n, most)], None

@@ -1,20 +1,20 @@
 """Batched subnet evaluation, the fitness of the search (``glora.search(model, SubnetEvaluator(...), ...)``).
 
 The validation data moves to the device once, cut into batches of ``batch_size`` examples; token data (a dict with a
-2-D ``attention_mask``) goes in order of length, each batch drops the padding columns no example in it attends
-to (and with ``batch_tokens`` holds as many examples as keep examples x columns within it, instead of
-``batch_size``), while the metric sees the logits in the data's order (not with labels per token, whose outputs must keep one
-width, nor with ``compile=True``, whose graph wants one shape). Each subnet's ``W'``, ``b'`` are folded into the
-layers once (not per batch), so the forward is the plain base model's; inside ``search_scope()`` (``glora.search``
-enters it for the whole search) they are kept for later subnets with the same choices at that layer
-(``FoldCache``, within ``fold_cache_bytes``: a search's children share most choices with their parents) and dropped
-at the exit, so training between calls never meets a stale fold; scores are read back only after the whole
-batch of subnets is queued, so the host folds the next subnet while the device still runs the last one;
-``subnets_per_pass`` > 1 stacks several subnets' weights and runs them together with batched GEMMs, which keeps a
-large GPU busy on small models. With ``compile=True`` nothing is folded: each subnet enters one compiled forward as
-codes (``coded_forward``). Inference mode and autocast throughout. Under ``torchrun`` every process runs the same
-search (same seed) and the evaluator spreads each batch of subnets over the processes (round robin) and gathers the
-scores, so every process sees the same scores; give the search a log on rank 0 only.
+2-D ``attention_mask``) goes in order of length, each batch drops the padding columns no example in it attends to
+(and with ``batch_tokens`` holds as many examples as keep examples x columns within it, instead of ``batch_size``),
+while the metric sees the logits in the data's order (not with labels per token, whose outputs must keep one width,
+nor with ``compile=True``, whose graph wants one shape). Each subnet's ``W'``, ``b'`` are folded into the layers
+once (not per batch), so the forward is the plain base model's; inside ``search_scope()`` (``glora.search`` enters
+it for the whole search) they are kept for later subnets with the same choices at that layer (``FoldCache``, within
+``fold_cache_bytes``: a search's children share most choices with their parents) and dropped at the exit, so
+training between calls never meets a stale fold; scores are read back only after the whole batch of subnets is
+queued, so the host folds the next subnet while the device still runs the last one; ``subnets_per_pass`` > 1 stacks
+several subnets' weights and runs them together with batched GEMMs, which keeps a large GPU busy on small models.
+With ``compile=True`` nothing is folded: each subnet enters one compiled forward as codes (``coded_forward``).
+Inference mode and autocast throughout. Under ``torchrun`` every process runs the same search (same seed) and the
+evaluator spreads each batch of subnets over the processes (round robin) and gathers the scores, so every process
+sees the same scores; give the search a log on rank 0 only.
 
 ``per_example(subnets, examples)`` scores each subnet on each of some examples (the metric per example: correct
 or not for accuracy, minus the example's cross-entropy for neg_loss), which a raced search asks for stage by stage
