@@ -29,17 +29,16 @@ from glora.training.batches import evaluation_batch_size, evaluation_batch_token
 from supernet_quality import BUDGET, main_over_seeds, movie_supernet
 
 SUMMARY_FIELDS = ["fitness_s", "examples_share", "folds_kept_share", "validation_neg_loss", "test_accuracy"]
-EVALUATORS = {
-    "folded": (False, False, None),
-    "folded_256": (False, False, None),
-    "folded_not_kept": (False, False, 0),
-    "compiled": (True, False, None),
-    "folded_racing": (False, True, None),
+EVALUATORS: dict[str, tuple[bool, dict[str, Any]]] = {
+    "folded": (False, {}),
+    "folded_256": (False, {"batch_tokens": None}),
+    "folded_not_kept": (False, {"fold_cache_bytes": 0}),
+    "compiled": (False, {"compile": True}),
+    "folded_racing": (True, {}),
 }
-"""Each variant's (compile, racing, fold_cache_bytes): the folded evaluator keeps folds by default; "not kept"
-folds every layer of every subnet anew. Every variant cuts the data as ``glora run`` does (by tokens on a GPU)
-except "folded_256", which cuts it in batches of 256 sentences, as ``glora run`` did before."""
-BY_EXAMPLES = {"batch_size": 256}
+"""Each variant's racing and its evaluator options over ``glora run``'s (:func:`runner_batching`): the folded
+evaluator keeps folds during a search by default, "not kept" folds every layer of every subnet anew, and
+"folded_256" cuts the data into batches of 256 sentences, as ``glora run`` did before it cut token data by tokens."""
 
 
 def runner_batching(device: torch.device) -> dict[str, Any]:
@@ -100,19 +99,9 @@ def seed_rows(
     test_eval = glora.SubnetEvaluator(model, test, device=device)
     rows = []
     for name in variants:
-        compiled, racing, kept = EVALUATORS[name]
-        batching = BY_EXAMPLES if name == "folded_256" else runner_batching(device)
-        fitness = Counted(
-            glora.SubnetEvaluator(
-                model,
-                val,
-                metric="neg_loss",
-                device=device,
-                compile=compiled,
-                fold_cache_bytes=kept,
-                **batching,
-            )
-        )
+        racing, options = EVALUATORS[name]
+        options = runner_batching(device) | options
+        fitness = Counted(glora.SubnetEvaluator(model, val, metric="neg_loss", device=device, **options))
         started = time.perf_counter()
         glora.search(model, fitness, BUDGET, seed=seed, generations=1, racing=racing, progress=False)  # warm-up
         warm_up = time.perf_counter() - started

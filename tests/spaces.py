@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import zlib
+from collections.abc import Iterator
+from pathlib import Path
 
 from glora.engine.space import LayerSpace, SearchSpace
 from glora.layers.choices import GENES, offered_choices
@@ -87,3 +89,16 @@ class PerExampleAdditiveFitness(AdditiveFitness):
     def per_example(self, batch: list[dict], examples: list[int]) -> list[list[float]]:
         self.examples_scored += len(batch) * len(examples)
         return [[r[i] for i in examples] for r in map(self.row, batch)]
+
+
+def cut_logs(full: Path, folder: Path, count: int, seed: int) -> Iterator[tuple[Path, int]]:
+    """``count`` copies of the log ``full`` in ``folder``, each cut at a random byte after its header (seeded), with
+    the cut's offset: what a search killed mid-write leaves behind."""
+    data = full.read_bytes()
+    header_end = data.index(b"\n") + 1
+    rng = random.Random(seed)
+    for trial in range(count):
+        cut = rng.randrange(header_end, len(data))
+        log = folder / f"cut{trial}.jsonl"
+        log.write_bytes(data[:cut])
+        yield log, cut

@@ -16,7 +16,7 @@ import glora
 from glora.engine import read_log
 from glora.tuner.search import search
 from models import MLP, bert_tiny
-from spaces import PerExampleAdditiveFitness, synthetic_space, vit_like_space
+from spaces import PerExampleAdditiveFitness, cut_logs, synthetic_space, vit_like_space
 
 SMALL = synthetic_space([(64, 32), (32, 64), (48, 48), (16, 80)] * 3)
 
@@ -92,12 +92,7 @@ def test_an_interrupted_raced_search_resumes_exactly(tmp_path) -> None:
     full = tmp_path / "full.jsonl"
     _run(log=full)
     data = full.read_bytes()
-    header_end = data.index(b"\n") + 1
-    rng = random.Random(1)
-    for trial in range(8):
-        cut = rng.randrange(header_end, len(data))
-        log = tmp_path / f"cut{trial}.jsonl"
-        log.write_bytes(data[:cut])
+    for log, _ in cut_logs(full, tmp_path, 8, seed=1):
         result = _run(log=log, resume=True)
         assert result.history == reference.history and result.best_subnet == reference.best_subnet
         assert log.read_bytes() == data, "the resumed log must equal the uninterrupted one"

@@ -16,7 +16,7 @@ import pytest
 import glora
 from glora.engine import SearchConfig, SearchSpace
 from glora.tuner.search import search
-from spaces import AdditiveFitness, synthetic_space, vit_like_space
+from spaces import AdditiveFitness, cut_logs, synthetic_space, vit_like_space
 
 SMALL = synthetic_space([(64, 32), (32, 64), (48, 48), (16, 80)] * 3)
 
@@ -159,12 +159,7 @@ def test_resume_after_truncation_at_random_points_reaches_the_same_result(tmp_pa
     full_log = tmp_path / "full.jsonl"
     _run(log=full_log)
     data = full_log.read_bytes()
-    header_end = data.index(b"\n") + 1
-    rng = random.Random(0)
-    for trial in range(10):
-        cut = rng.randrange(header_end, len(data))
-        log = tmp_path / f"cut{trial}.jsonl"
-        log.write_bytes(data[:cut])
+    for log, cut in cut_logs(full_log, tmp_path, 10, seed=0):
         fitness = AdditiveFitness(SMALL, 0)
         result = _run(log=log, resume=True, fitness=fitness)
         assert result.history == reference.history and result.best_subnet == reference.best_subnet

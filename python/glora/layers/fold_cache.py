@@ -28,11 +28,10 @@ def stamp_of(tensors: Sequence[Optional[Tensor]]) -> Stamp:
 
 
 class FoldCache:
-    """Tensors by key, each with the :func:`stamp_of` of its sources, within ``max_bytes`` (0 keeps nothing)."""
+    """Tensors by key, each with the :func:`stamp_of` of its sources, within ``max_bytes`` (0 keeps nothing; the
+    evaluator checks the size it is given, ``fold_cache_bytes``)."""
 
     def __init__(self, max_bytes: int) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-            raise ValueError(f"max_bytes must be a non-negative integer, got {max_bytes!r}")
         self.max_bytes = max_bytes
         self.bytes = 0
         self.hits = 0
