@@ -121,14 +121,15 @@ def baseline_row(config: str, seed: int, lr: float, device: torch.device, method
     with tempfile.TemporaryDirectory() as out:
         settings = settings_for(config, seed, out, lr)
     task: Task = task_class(settings.task)(settings)
-    spec = parse_budget(settings.budget)
-    if spec.kind != "lora" or spec.rank is None:
-        raise SystemExit(f"the config's budget must be lora:R to compare at LoRA's size, not {settings.budget}")
     reset_peak(device)
     start = time.perf_counter()
     raw = task.read_data()
     torch.manual_seed(seed)
     model = task.load_model(raw)
+    budget = settings.budget if settings.budget is not None else task.default_budget(model)
+    spec = parse_budget(budget)
+    if spec.kind != "lora" or spec.rank is None:
+        raise SystemExit(f"the run's budget must be lora:R to compare at LoRA's size, not {budget}")
     every = settings.targets or task.default_targets(model)
     targets = every if method.endswith("_all") else spec.modules or every
     assert settings.steps is not None

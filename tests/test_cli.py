@@ -292,7 +292,7 @@ def test_glora_alone_runs_the_builtin_example(monkeypatch, capsys) -> None:
     monkeypatch.setattr(glora.tasks.runner, "run", seen.append)
     assert main(["--device", "cpu", "--steps", "7"]) == 0
     assert seen[0].steps == 7 and seen[0].population == CPU_SCHEDULE["population"]  # the CPU schedule fills the rest
-    assert seen[0].finetune_steps == 3  # the fine-tuning stage defaults to half the supernet's steps
+    assert seen[0].finetune_steps == 7  # the fine-tuning stage defaults to the supernet's steps
     assert seen[0].train == BUILTIN["train"] and seen[0].test_size == BUILTIN_CPU["test_size"]
     assert seen[0].budget == BUILTIN["budget"] and seen[0].model is None
     assert "schedule without a GPU" in capsys.readouterr().out
@@ -301,14 +301,14 @@ def test_glora_alone_runs_the_builtin_example(monkeypatch, capsys) -> None:
 @pytest.mark.parametrize(
     ("given", "has_gpu", "expected"),
     [
-        ({}, True, 320),
-        ({}, False, CPU_SCHEDULE["steps"] // 2),
-        ({"steps": 9}, True, 4),
+        ({}, True, 640),
+        ({}, False, CPU_SCHEDULE["steps"]),
+        ({"steps": 9}, True, 9),
         ({"finetune_steps": 0}, True, 0),
         ({"finetune_steps": 50, "steps": 9}, False, 50),
     ],
 )
-def test_fine_tuning_defaults_to_half_the_supernet_steps_and_zero_turns_it_off(given, has_gpu, expected) -> None:
+def test_fine_tuning_defaults_to_the_supernet_steps_and_zero_turns_it_off(given, has_gpu, expected) -> None:
     from glora.tasks.settings import resolve
 
     settings, _ = resolve(given, {"steps": 640}, has_gpu, announce=False)

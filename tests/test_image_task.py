@@ -215,6 +215,7 @@ def test_task_round_trip_without_glora(tmp_path: Path, model_dir: str) -> None:
     assert isinstance(model, ImageClassifier) and task.modules_to_save(model) == ["model.fc"]
     targets = task.default_targets(model)
     assert "model.fc" not in targets and "model.layer1.0.conv1" in targets
+    assert task.default_budget(model) == "lora:4"  # no grouped convolution: LoRA's count on every target
     enc = task.encode(raw)
     assert enc.test is not None and enc.train["pixel_values"].dtype == torch.uint8
     figures = task.evaluate(model, enc.test, CPU)
@@ -354,10 +355,12 @@ def test_example_config_reads() -> None:
     assert os.path.basename(values["train"]) == "mnist5k.npz"
 
 
-def test_targets_leave_out_depthwise_convs() -> None:
-    """tf_efficientnet_lite0: its depthwise convolutions are not targets; the 1x1 convolutions and the strided
-    Conv2dSame stem (TF "same" padding, kept once wrapped) are. Wrapped with them, merged equals unmerged."""
+def test_targets_take_in_depthwise_convs_and_the_budget_counts_lora_on_the_others() -> None:
+    """tf_efficientnet_lite0: its depthwise convolutions are targets, as are the 1x1 convolutions and the strided
+    Conv2dSame stem (TF "same" padding, kept once wrapped); the default budget is LoRA rank 4's count on the
+    convolutions LoRA can adapt (not the depthwise ones). Wrapped with them, merged equals unmerged."""
     import glora
+    from glora.tuner.budgets import lora_param_count, parse_budget, resolve_budget
 
     task = ImageClassification(settings())
     task.head = "classifier"
@@ -365,7 +368,11 @@ def test_targets_leave_out_depthwise_convs() -> None:
         timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=3), (0.5,) * 3, (0.5,) * 3
     ).eval()
     targets = task.default_targets(model)
-    assert targets == ["conv_head", "conv_pw", "conv_pwl", "conv_stem"]
+    assert targets == ["conv_dw", "conv_head", "conv_pw", "conv_pwl", "conv_stem"]
+    budget = task.default_budget(model)
+    assert budget == "lora:4:conv_head,conv_pw,conv_pwl,conv_stem"
+    plain = ["conv_head", "conv_pw", "conv_pwl", "conv_stem"]
+    assert resolve_budget(parse_budget(budget), model, targets) == lora_param_count(model, 4, plain)
     assert type(model.model.conv_stem).__name__ == "Conv2dSame"
     wrapped = glora.wrap(model, glora.GLoRAConfig(rank=2, ranks=[2], target_modules=targets))
     with torch.no_grad():

@@ -7,11 +7,14 @@ output folder where they run again. Refusals that need no trained run are fast."
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -329,27 +332,42 @@ def test_the_fine_tuned_weights_are_scored_afresh_after_the_search(tiny_bert, mo
     assert finetune["validation_fitness_after"] != pytest.approx(finetune["validation_fitness_before"], abs=1e-6)
 
 
-@pytest.mark.parametrize("outcome", ["kept", "not kept", "diverged"])
-def test_fine_tuned_weights_are_kept_only_if_they_score_higher_on_validation(
+@pytest.mark.parametrize("outcome", ["better", "equal", "worse", "diverged"])
+def test_fine_tuned_weights_are_kept_unless_their_validation_accuracy_is_worse(
     tiny_bert, movie_sdist, tmp_path, monkeypatch, outcome
 ) -> None:
-    """The fine-tuned weights' validation score is forced (far above or below the search's best, or non-finite);
-    kept, the report is the fine-tuned weights'; otherwise the supernet's weights come back exactly, which the
-    merged model (built from the layers' weights after the decision) shows."""
+    """The fine-tuned weights' validation accuracy is forced (above, equal to or below the searched subnet's
+    through the supernet's weights), or their fitness made non-finite; kept, the report is the fine-tuned
+    weights'; otherwise the supernet's weights come back exactly, which the merged model (built from the layers'
+    weights after the decision) shows. The search's fitness is recorded but does not decide."""
+    from glora.tasks.text_classification import TextClassification
     from glora.training.evaluator import SubnetEvaluator
 
-    def after(self, subnet) -> float:
-        if outcome == "diverged":
-            raise ValueError("the fitness is nan for subnet 0")
-        return 1e9 if outcome == "kept" else -1e9
+    evaluate, validations = TextClassification.evaluate, []
 
-    monkeypatch.setattr(SubnetEvaluator, "evaluate", after)
+    def forced(self, model, data, device):
+        figures = evaluate(self, model, data, device)
+        if len(data["labels"]) == VAL_SIZE:
+            validations.append(figures)
+            if len(validations) == 2:  # the fine-tuned weights'
+                before = validations[0]["accuracy"]
+                figures["accuracy"] = {"better": before + 0.05, "equal": before, "worse": before - 0.05}[outcome]
+        return figures
+
+    monkeypatch.setattr(TextClassification, "evaluate", forced)
+    if outcome == "diverged":
+
+        def diverged(self, subnet) -> float:
+            raise ValueError("the fitness is nan for subnet 0")
+
+        monkeypatch.setattr(SubnetEvaluator, "evaluate", diverged)
     args = _movie_args(tiny_bert, movie_sdist, tmp_path / "run")
     args[args.index("--sampling") + 1] = "uniform"
     assert main(args) == 0
     result = _result(tmp_path / "run")
     finetune = result["finetune"]
-    assert finetune["kept"] is (outcome == "kept")
+    kept = outcome in ("better", "equal")
+    assert finetune["kept"] is kept
     assert finetune["validation_fitness_before"] == result["search"]["best_fitness"]
     if outcome == "diverged":
         assert finetune["diverged"] == "the fitness is nan for subnet 0" and finetune["test"] is None
@@ -357,5 +375,24 @@ def test_fine_tuned_weights_are_kept_only_if_they_score_higher_on_validation(
     else:
         assert abs(finetune["test"]["loss"] - result["test_supernet"]["loss"]) > 1e-3  # fine-tuning changed them
         assert finetune["validation"]["loss"] != result["validation"]["loss"]
-    assert result["test"] == (finetune["test"] if outcome == "kept" else result["test_supernet"])
+        assert finetune["validation"]["accuracy"] - result["validation"]["accuracy"] == pytest.approx(
+            {"better": 0.05, "equal": 0.0, "worse": -0.05}[outcome]
+        )
+    assert result["test"] == (finetune["test"] if kept else result["test_supernet"])
     assert abs(result["test_merged"]["loss"] - result["test"]["loss"]) < 1e-4
+
+
+@pytest.mark.parametrize("higher_is_better", [True, False])
+def test_a_task_prefers_fine_tuned_weights_unless_their_headline_is_worse_or_not_finite(higher_is_better) -> None:
+    """``Task.prefers`` over many random pairs of reports: accuracy higher or equal, perplexity lower or equal; a
+    non-finite figure is never preferred, whatever the other figures say."""
+    from glora.tasks.base import Task
+
+    task = SimpleNamespace(report=("figure", "loss"), headline_higher_is_better=higher_is_better)
+    rng = random.Random(0)
+    for _ in range(500):
+        before = {"figure": rng.choice([0.5, rng.random()]), "loss": rng.random()}
+        after = {"figure": rng.choice([0.5, rng.random(), math.nan, math.inf, -math.inf]), "loss": rng.random()}
+        a, b = after["figure"], before["figure"]
+        expected = math.isfinite(a) and (a >= b if higher_is_better else a <= b)
+        assert Task.prefers(task, after, before) is expected, (after, before)

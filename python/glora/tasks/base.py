@@ -12,6 +12,7 @@ shows it), :meth:`Task.encode`, then trains, searches and merges, and finally :m
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
@@ -61,6 +62,8 @@ class Task(ABC):
     """The search fitness names this task offers; the first is its default (``neg_loss``: the negative loss)."""
     report: ClassVar[tuple[str, ...]]
     """The figures :meth:`evaluate` returns, the first the headline (``accuracy``, or ``perplexity``)."""
+    headline_higher_is_better: ClassVar[bool] = True
+    """Whether a higher headline figure is better (accuracy), or a lower one (perplexity)."""
     defaults: ClassVar[dict[str, Any]] = {}
     """Settings this task uses when neither the flags nor the config file give them (``RunSettings`` fields)."""
     compiled_search: ClassVar[bool] = True
@@ -121,6 +124,17 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: nn.Module, data: Tensors, device: torch.device) -> dict[str, float]:
         """The report figures (:attr:`report`) of ``model`` (wrapped with a subnet set, or merged) on ``data``."""
+
+    def prefers(self, after: dict[str, float], before: dict[str, float]) -> bool:
+        """Whether the report ``after`` (fine-tuned weights) is to be kept over ``before`` (the supernet's): its
+        headline figure is finite and no worse. The headline, not the search's fitness, decides: a subnet trained
+        on longer fits its training data more tightly, which can raise the validation loss while the accuracy the
+        user reads rises too (docs/benchmarks.md, "Accuracy against PEFT methods")."""
+        headline = self.report[0]
+        new, old = after[headline], before[headline]
+        if not math.isfinite(new):
+            return False
+        return new >= old if self.headline_higher_is_better else new <= old
 
     @abstractmethod
     def save_merged(self, merged: nn.Module, folder: str, raw: RawSplits) -> None:

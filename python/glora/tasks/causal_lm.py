@@ -182,6 +182,7 @@ class CausalLM(Task):
     name = "causal-lm"
     fitness = ("neg_loss",)
     report = ("perplexity", "loss")
+    headline_higher_is_better = False
     defaults = DEFAULTS
     compiled_search = False  # TokenNLL's evaluation forward groups rows by length: data-dependent, graph breaks
 

@@ -14,9 +14,10 @@ Models (``--model``):
   ``AutoImageProcessor``).
 
 The head is new (K outputs) and trained in full (``modules_to_save``). GLoRA wraps the backbone's convolutions
-and linears, leaving out grouped and depthwise convolutions (glora's ``ConvNd`` would wrap them, but a LoRA
-budget ``lora:R`` has no count for them unless R is a multiple of the groups, as in PEFT, and they hold few
-weights: EfficientNet-Lite0's depthwise convolutions are 5 % of its parameters); a layer of a subclass with its
+and linears, grouped and depthwise convolutions too; the default budget is LoRA rank 4's count on the others
+(PEFT's LoRA needs a rank divisible by a convolution's groups, so it has no count on a depthwise one). On
+EfficientNet-Lite0 and MNIST, adapting the depthwise convolutions too, within the same budget, raised test accuracy
+(docs/benchmarks.md, "Accuracy against PEFT methods"). A layer of a subclass with its
 own forward, such as timm's ``Conv2dSame`` (TensorFlow "same" padding of strided convolutions), keeps that forward
 once wrapped. For transformers (ViT and the like) only the linears of the blocks (``qkv``, ``proj``, ``fc1``, ``fc2``, or the
 query/key/value/dense layers), not the patch embedding. Linears inside ``nn.MultiheadAttention`` are left out
@@ -58,6 +59,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION = "torchvision:"
 TORCHVISION_CONFIG = "torchvision"
 """The ``library`` of a merged torchvision model's ``config.json``."""
+BUDGET = "lora:4"
+"""The default budget's form: LoRA rank 4 (:meth:`ImageClassification.default_budget` names its modules)."""
 _TRANSFORMER_LINEARS = ("qkv", "attention.query", "self.query", "q_proj", "in_proj")
 _NORMS = (nn.modules.batchnorm._BatchNorm,)
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
@@ -93,7 +96,7 @@ class ImageClassifier(nn.Module):
 
 class ImageClassification(ClassificationTask):
     name = "image-classification"
-    defaults = {**ClassificationTask.defaults, "steps": 300, "budget": "lora:4"}
+    defaults = {**ClassificationTask.defaults, "steps": 300}
 
     family: str = ""
     side: int = 224
@@ -287,28 +290,36 @@ class ImageClassification(ClassificationTask):
         self.interpolation = _RESAMPLE.get(int(getattr(p, "resample", 2) or 2), "bilinear")
 
     def default_targets(self, model: nn.Module) -> list[str]:
+        return _as_suffixes(model, [name for name, _ in self._adaptable(model)], self.modules_to_save(model))
+
+    def default_budget(self, model: nn.Module) -> str:
+        """LoRA rank 4's count on the default targets LoRA can adapt: all but the grouped (depthwise) convolutions,
+        for which PEFT's LoRA needs a rank divisible by their groups."""
+        adaptable = self._adaptable(model)
+        plain = [name for name, module in adaptable if getattr(module, "groups", 1) == 1]
+        if len(plain) == len(adaptable):
+            return BUDGET
+        return f"{BUDGET}:{','.join(_as_suffixes(model, plain, self.modules_to_save(model)))}"
+
+    def _adaptable(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """The default targets, by full name: the backbone's convolutions (grouped and depthwise ones too) and
+        linears, or only a transformer's block linears; never the head or ``nn.MultiheadAttention``'s linears."""
         head = self.modules_to_save(model)
-        chosen = []
         transformer = any(n.endswith(_TRANSFORMER_LINEARS) for n, _ in model.named_modules())
         kinds: tuple[type[nn.Module], ...] = (
             (nn.Linear,) if transformer else (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
         )
+        chosen = []
         for name, module in model.named_modules():
             if not isinstance(module, kinds) or any(name == h or name.startswith(h + ".") for h in head):
-                continue
-            if getattr(module, "groups", 1) > 1:
                 continue
             parent = name.rsplit(".", 1)[0] if "." in name else ""
             if isinstance(model.get_submodule(parent), nn.MultiheadAttention):
                 continue
             if transformer and ("embed" in name or "embedding" in name):
                 continue
-            chosen.append(name)
-        return _as_suffixes(model, chosen, head)
-
-    def default_budget(self, model: nn.Module) -> str:
-        """LoRA rank 4's parameter count on the targets."""
-        return str(self.defaults["budget"])
+            chosen.append((name, module))
+        return chosen
 
     def modules_to_save(self, model: nn.Module) -> list[str]:
         return [f"model.{self.head}"] if self.head else []

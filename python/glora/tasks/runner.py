@@ -134,7 +134,7 @@ def run(settings: RunSettings) -> dict[str, Any]:
     test_supernet = task.evaluate(model, data.test, device) if data.test is not None else None
     random_subnets = _random_subnets(task, model, space, data, device, budget, settings.seed)
     started = time.perf_counter()
-    finetune = _finetune(task, model, data, device, evaluator, found) if settings.finetune_steps else None
+    finetune = _finetune(task, model, data, device, evaluator, found, validation) if settings.finetune_steps else None
     finetune_s = time.perf_counter() - started
     set_subnet(model, best)
     # the weights are the fine-tuned ones if kept, else the supernet's (restored exactly): their test report is known
@@ -299,11 +299,13 @@ def _finetune(
     device: torch.device,
     evaluator: SubnetEvaluator,
     found: SearchResult,
+    validation: dict[str, float],
 ) -> dict[str, Any]:
-    """Train the found subnet alone (``finetune_steps``), then keep its new weights only if they score higher
-    than the search's best score on the validation split (the search's fitness); otherwise, or when the
-    fine-tuning diverges (a non-finite loss or score), restore the supernet's. Returns both scores, whether the
-    fine-tuned weights were kept (and why not, when they diverged), and their validation and test reports."""
+    """Train the found subnet alone (``finetune_steps``), then keep its new weights unless their validation
+    headline (:meth:`Task.prefers`: accuracy, or perplexity) is worse than the searched subnet's through the
+    supernet's weights (``validation``); otherwise, or when the fine-tuning diverges (a non-finite loss or score),
+    restore the supernet's. Returns the search's fitness of both (recorded, not deciding), whether the fine-tuned
+    weights were kept (and why not, when they diverged), and their validation and test reports."""
     best, before = found.best_subnet, found.best_score
     trainable = [p for p in model.parameters() if p.requires_grad]
     before_weights = [p.detach().to("cpu", copy=True) for p in trainable]  # off the device during fine-tuning
@@ -316,8 +318,9 @@ def _finetune(
         record["diverged"] = first_line(err)
     else:
         set_subnet(model, best)
-        record |= {"validation_fitness_after": after, "kept": after > before}
+        record["validation_fitness_after"] = after
         record["validation"] = task.evaluate(model, data.validation, device)
+        record["kept"] = task.prefers(record["validation"], validation)
         record["test"] = task.evaluate(model, data.test, device) if data.test is not None else None
     if not record["kept"]:
         with torch.no_grad():
@@ -392,9 +395,10 @@ def _report(result: dict[str, Any], settings: RunSettings) -> None:
             print(f"fine-tuning diverged ({finetune['diverged']}): the supernet's weights are restored")
         else:
             verdict = "kept" if finetune["kept"] else "not kept: the supernet's weights are restored"
+            headline = next(iter(result["validation"]))
             print(
-                f"fine-tuned subnet: validation fitness {finetune['validation_fitness_after']:.4f} against "
-                f"{finetune['validation_fitness_before']:.4f} before, {verdict}"
+                f"fine-tuned subnet: validation {headline} {finetune['validation'][headline]:.4f} against "
+                f"{result['validation'][headline]:.4f} before, {verdict}"
             )
     print(f"wrote {settings.out}/: {', '.join(result['files'])}")
 

@@ -105,8 +105,8 @@ HELP: dict[str, str] = {
     "sampling": "the subnets each training step draws: uniform, budget or sandwich",
     "budget_floor": "budget and sandwich sampling draw within [floor x budget, budget]",
     "finetune_steps": (
-        "train the found subnet alone for this many steps afterwards, kept only if it then scores higher on"
-        " validation (default: half of steps; 0 turns it off)"
+        "train the found subnet alone for this many steps afterwards, kept unless its validation accuracy (or"
+        " perplexity) is then worse (default: as many as steps; 0 turns it off)"
     ),
     "population": "subnets per search generation",
     "generations": "search generations",
@@ -256,9 +256,10 @@ def resolve(
 
 
 def with_finetune_default(settings: RunSettings) -> RunSettings:
-    """``settings`` with ``finetune_steps`` at its default, half of ``steps``, where it is None and ``steps`` known."""
+    """``settings`` with ``finetune_steps`` at its default, the supernet's ``steps``, where it is None and ``steps``
+    known."""
     if settings.finetune_steps is None and settings.steps is not None:
-        return dataclasses.replace(settings, finetune_steps=settings.steps // 2)
+        return dataclasses.replace(settings, finetune_steps=settings.steps)
     return settings
 
 
