@@ -83,6 +83,16 @@ def recipe_of(method: str) -> dict[str, Any]:
     return recipe
 
 
+def final_validation_accuracy(row: dict[str, Any]) -> float:
+    """The validation accuracy of the weights a run ends with, which chooses its learning rate: for glora the
+    fine-tuned weights' where ``glora run`` kept them, else the searched subnet's through the supernet's weights
+    (``validation_accuracy``, also every baseline's, and a row's written before the fine-tuned weights' was
+    recorded)."""
+    if row.get("finetune_kept") and row.get("validation_accuracy_finetuned") is not None:
+        return row["validation_accuracy_finetuned"]
+    return row["validation_accuracy"]
+
+
 def glora_row(config: str, method: str, seed: int, lr: float, device: torch.device) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
         settings = settings_for(config, seed, out, lr, recipe_of(method))
@@ -334,7 +344,7 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "method": method,
                 "seeds": len(acc),
                 "lr": runs[0]["lr"],
-                "validation_accuracy_mean": statistics.mean(r["validation_accuracy"] for r in runs),
+                "validation_accuracy_mean": statistics.mean(final_validation_accuracy(r) for r in runs),
                 "test_accuracy_mean": statistics.mean(acc),
                 "test_accuracy_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
                 f"{methods[0]}_minus_mean": statistics.mean(diffs),
@@ -388,7 +398,7 @@ def main() -> None:
     gridded = [m for m in args.methods if m not in variants]
     grid = run.all([(m, lr, args.seeds[0]) for m in gridded for lr in (args.full_lrs if m == "full" else args.lrs)])
     best = {
-        m: max((r for r in grid if r["method"] == m), key=lambda r: r["validation_accuracy"])["lr"]
+        m: max((r for r in grid if r["method"] == m), key=final_validation_accuracy)["lr"]
         for m in gridded
         if any(r["method"] == m for r in grid)
     }
@@ -397,7 +407,7 @@ def main() -> None:
     methods = [m for m in args.methods if m in best]
     run.all([(m, best[m], seed) for m in methods for seed in args.seeds])
     rows = [run.done[(m, best[m], seed)] for m in methods for seed in args.seeds if (m, best[m], seed) in run.done]
-    grids = {m: {str(r["lr"]): r["validation_accuracy"] for r in grid if r["method"] == m} for m in gridded}
+    grids = {m: {str(r["lr"]): final_validation_accuracy(r) for r in grid if r["method"] == m} for m in gridded}
     columns = ["method", "seed", "lr", "adapter_params", "validation_accuracy", "test_accuracy", "train_s", "wall_s"]
     print_table(rows, columns)
     table = summary(rows)

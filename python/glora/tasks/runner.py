@@ -1,8 +1,8 @@
 """The whole GLoRA pipeline of ``glora run``, for any task (``glora.tasks.base.Task``).
 
 read and check the data -> load the model -> resolve the budget -> wrap -> train the supernet -> search each
-layer's form under the budget on the validation split -> fine-tune the found subnet alone (kept only if validation
-prefers it; ``finetune_steps`` 0 skips it) -> merge it
+layer's form under the budget on the validation split -> fine-tune the found subnet alone (kept unless its validation
+accuracy drops; ``finetune_steps`` 0 skips it) -> merge it
 into plain layers -> report on the test split -> save everything (``glora.tasks.outputs.FILES``).
 
 Under ``torchrun`` every process runs the same pipeline: training is DistributedDataParallel, the search's
