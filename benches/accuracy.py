@@ -8,8 +8,9 @@ config's ``lora:R[:MODULES]`` budget on its modules, so exactly the budget's par
 ``peft_dora`` (the same with ``use_dora=True``: a magnitude vector more per layer), ``peft_adalora`` (AdaLoRA from
 rank 1.5R pruned to an average of R between 10 % and 80 % of the steps, then held; with the orthogonality
 regulariser added to the loss: PEFT adds it only to a loss the model computes), ``peft_lora_all`` / ``peft_dora_all`` (rank R on
-every module glora may adapt, at their own, larger sizes) and ``full`` (every weight trained). Each method's
-learning rate is chosen on validation accuracy from its grid (``--lrs``; ``--full-lrs`` for full fine-tuning) with
+every module glora may adapt but grouped convolutions, which LoRA cannot take at a rank not divisible by their
+groups, at their own, larger sizes) and ``full`` (every weight trained). Each method's learning rate is chosen on
+the validation accuracy of the weights its run ends with (:func:`final_validation_accuracy`) from its grid (``--lrs``; ``--full-lrs`` for full fine-tuning) with
 the first seed, then kept for every seed. Every row reports validation and test accuracy and wall time; the summary
 adds each method's paired test difference to the first method, seed by seed. ``--rows FILE`` keeps every finished
 run as a JSON line, and a rerun with the same file reuses them. Results: ``benches/results/<name>_gpu.json``
@@ -141,7 +142,10 @@ def baseline_row(config: str, seed: int, lr: float, device: torch.device, method
     if spec.kind != "lora" or spec.rank is None:
         raise SystemExit(f"the run's budget must be lora:R to compare at LoRA's size, not {budget}")
     every = settings.targets or task.default_targets(model)
-    targets = every if method.endswith("_all") else spec.modules or every
+    if method.endswith("_all"):  # by full name, without grouped convolutions (see the module docstring)
+        targets = [n for n, m in model.named_modules() if _matches(n, every) and getattr(m, "groups", 1) == 1]
+    else:
+        targets = spec.modules or every
     assert settings.steps is not None
     head = task.modules_to_save(model)
     model = baseline_model(method.removesuffix("_all"), model, spec.rank, targets, head, settings.steps)

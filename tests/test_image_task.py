@@ -16,7 +16,7 @@ import torch
 
 timm = pytest.importorskip("timm")
 from glora.data.images import read_images, resize_images  # noqa: E402
-from glora.errors import DataError  # noqa: E402
+from glora.errors import ConfigError, DataError  # noqa: E402
 from glora.tasks.image_classification import ImageClassification, ImageClassifier  # noqa: E402
 from glora.tasks.settings import RunSettings  # noqa: E402
 
@@ -373,6 +373,13 @@ def test_targets_take_in_depthwise_convs_and_the_budget_counts_lora_on_the_other
     assert budget == "lora:4:conv_head,conv_pw,conv_pwl,conv_stem"
     plain = ["conv_head", "conv_pw", "conv_pwl", "conv_stem"]
     assert resolve_budget(parse_budget(budget), model, targets) == lora_param_count(model, 4, plain)
+    given = ImageClassification(settings(targets=["conv_pw", "conv_dw"]))  # the user's targets, not the defaults
+    given.head = "classifier"
+    assert given.default_budget(model) == "lora:4:conv_pw"
+    given = ImageClassification(settings(targets=["conv_dw"]))
+    given.head = "classifier"
+    with pytest.raises(ConfigError, match="every target is one: give --budget"):
+        given.default_budget(model)
     assert type(model.model.conv_stem).__name__ == "Conv2dSame"
     wrapped = glora.wrap(model, glora.GLoRAConfig(rank=2, ranks=[2], target_modules=targets))
     with torch.no_grad():

@@ -21,6 +21,7 @@ import torch
 
 from glora.cli.main import main
 from glora.tasks import movie as movie_data
+from glora.tasks.base import Task
 from glora.tasks.outputs import FILES
 from texts import labelled_rows, save_tiny_bert, sentence_lines, write_csv, write_sdist
 
@@ -382,17 +383,32 @@ def test_fine_tuned_weights_are_kept_unless_their_validation_accuracy_is_worse(
     assert abs(result["test_merged"]["loss"] - result["test"]["loss"]) < 1e-4
 
 
+def test_each_task_reads_its_headline_the_right_way_up() -> None:
+    """Classification keeps fine-tuned weights of higher accuracy, a language model those of lower perplexity."""
+    from glora.tasks.causal_lm import CausalLM
+    from glora.tasks.image_classification import ImageClassification
+    from glora.tasks.text_classification import TextClassification
+
+    for task in (TextClassification, ImageClassification):
+        assert task.report[0] == "accuracy"
+        assert Task.prefers(task, {"accuracy": 0.9}, {"accuracy": 0.8})
+        assert not Task.prefers(task, {"accuracy": 0.7}, {"accuracy": 0.8})
+    assert CausalLM.report[0] == "perplexity"
+    assert Task.prefers(CausalLM, {"perplexity": 9.0}, {"perplexity": 10.0})
+    assert not Task.prefers(CausalLM, {"perplexity": 11.0}, {"perplexity": 10.0})
+
+
 @pytest.mark.parametrize("higher_is_better", [True, False])
 def test_a_task_prefers_fine_tuned_weights_unless_their_headline_is_worse_or_not_finite(higher_is_better) -> None:
     """``Task.prefers`` over many random pairs of reports: accuracy higher or equal, perplexity lower or equal; a
-    non-finite figure is never preferred, whatever the other figures say."""
-    from glora.tasks.base import Task
-
+    non-finite figure is never preferred, and any finite one is preferred to a non-finite one, whatever the other
+    figures say."""
     task = SimpleNamespace(report=("figure", "loss"), headline_higher_is_better=higher_is_better)
     rng = random.Random(0)
     for _ in range(500):
-        before = {"figure": rng.choice([0.5, rng.random()]), "loss": rng.random()}
-        after = {"figure": rng.choice([0.5, rng.random(), math.nan, math.inf, -math.inf]), "loss": rng.random()}
+        odd = [math.nan, math.inf, -math.inf]
+        before = {"figure": rng.choice([0.5, rng.random(), rng.random(), *odd]), "loss": rng.random()}
+        after = {"figure": rng.choice([0.5, rng.random(), rng.random(), *odd]), "loss": rng.choice([0.1, math.nan])}
         a, b = after["figure"], before["figure"]
-        expected = math.isfinite(a) and (a >= b if higher_is_better else a <= b)
+        expected = math.isfinite(a) and (not math.isfinite(b) or (a >= b if higher_is_better else a <= b))
         assert Task.prefers(task, after, before) is expected, (after, before)

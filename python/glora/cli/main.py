@@ -49,7 +49,7 @@ def _add_run_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="the whole pipeline: supernet, search, fine-tuning, merge, report (glora alone: the built-in example)",
         description="Wrap a model, train the GLoRA supernet, search each layer's form under a parameter budget on "
-        "the validation split, fine-tune the found subnet (kept unless its validation accuracy drops), merge it, report on the "
+        "the validation split, fine-tune the found subnet (kept unless its validation accuracy, or perplexity, gets worse), merge it, report on the "
         "test split and save "
         "everything. Without --task, --model, --train or --config it runs the built-in example: all-MiniLM-L6-v2 "
         "on the offline movie sentences.",

@@ -127,13 +127,16 @@ class Task(ABC):
 
     def prefers(self, after: dict[str, float], before: dict[str, float]) -> bool:
         """Whether the report ``after`` (fine-tuned weights) is to be kept over ``before`` (the supernet's): its
-        headline figure is finite and no worse. The headline, not the search's fitness, decides: a subnet trained
-        on longer fits its training data more tightly, which can raise the validation loss while the accuracy the
-        user reads rises too (docs/benchmarks.md, "Accuracy against PEFT methods")."""
+        headline figure is finite and no worse (or ``before``'s is not finite). The headline, not the search's
+        fitness, decides: a subnet trained longer fits its training data more tightly, which can raise the
+        validation loss while the accuracy the user reads rises too (docs/benchmarks.md, "How the recipe was
+        chosen")."""
         headline = self.report[0]
         new, old = after[headline], before[headline]
         if not math.isfinite(new):
             return False
+        if not math.isfinite(old):
+            return True
         return new >= old if self.headline_higher_is_better else new <= old
 
     @abstractmethod

@@ -49,10 +49,11 @@ from torch import nn
 from glora.data.images import ImageExamples, read_images, resize_images
 from glora.data.labels import LabelSet
 from glora.data.splits import plan_splits
-from glora.errors import DataError
+from glora.errors import ConfigError, DataError
 from glora.tasks.base import EncodedSplits, RawSplits, Tensors
 from glora.tasks.classification import ClassificationTask
 from glora.tasks.hf_models import first_line, loaded, quiet_transformers
+from glora.tuner.targeting import name_matches
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,6 +62,7 @@ TORCHVISION_CONFIG = "torchvision"
 """The ``library`` of a merged torchvision model's ``config.json``."""
 BUDGET = "lora:4"
 """The default budget's form: LoRA rank 4 (:meth:`ImageClassification.default_budget` names its modules)."""
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _TRANSFORMER_LINEARS = ("qkv", "attention.query", "self.query", "q_proj", "in_proj")
 _NORMS = (nn.modules.batchnorm._BatchNorm,)
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
@@ -293,22 +295,38 @@ class ImageClassification(ClassificationTask):
         return _as_suffixes(model, [name for name, _ in self._adaptable(model)], self.modules_to_save(model))
 
     def default_budget(self, model: nn.Module) -> str:
-        """LoRA rank 4's count on the default targets LoRA can adapt: all but the grouped (depthwise) convolutions,
-        for which PEFT's LoRA needs a rank divisible by their groups."""
-        adaptable = self._adaptable(model)
-        plain = [name for name, module in adaptable if getattr(module, "groups", 1) == 1]
-        if len(plain) == len(adaptable):
+        """LoRA rank 4's count on the run's targets (``targets``, else the default ones) that LoRA can adapt: all
+        but the grouped (depthwise) convolutions, for which PEFT's LoRA needs a rank divisible by their groups."""
+        head = self.modules_to_save(model)
+        given = self.settings.targets
+        targets = (
+            self._adaptable(model)
+            if given is None
+            else [
+                (name, module)
+                for name, module in model.named_modules()
+                if isinstance(module, _LAYERS)
+                and name_matches(name, given)
+                and not any(name == h or name.startswith(h + ".") for h in head)
+            ]
+        )
+        plain = [name for name, module in targets if getattr(module, "groups", 1) == 1]
+        if len(plain) == len(targets):
             return BUDGET
-        return f"{BUDGET}:{','.join(_as_suffixes(model, plain, self.modules_to_save(model)))}"
+        if not plain:
+            raise ConfigError(
+                "the default budget is LoRA rank 4's count on the targets that are not grouped convolutions, and "
+                "every target is one: give --budget (a parameter count, or lora:R with R a multiple of the groups)",
+                details={"setting": "budget"},
+            )
+        return f"{BUDGET}:{','.join(_as_suffixes(model, plain, head))}"
 
     def _adaptable(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         """The default targets, by full name: the backbone's convolutions (grouped and depthwise ones too) and
         linears, or only a transformer's block linears; never the head or ``nn.MultiheadAttention``'s linears."""
         head = self.modules_to_save(model)
         transformer = any(n.endswith(_TRANSFORMER_LINEARS) for n, _ in model.named_modules())
-        kinds: tuple[type[nn.Module], ...] = (
-            (nn.Linear,) if transformer else (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-        )
+        kinds: tuple[type[nn.Module], ...] = (nn.Linear,) if transformer else _LAYERS
         chosen = []
         for name, module in model.named_modules():
             if not isinstance(module, kinds) or any(name == h or name.startswith(h + ".") for h in head):
@@ -474,7 +492,7 @@ def _as_suffixes(model: nn.Module, chosen: list[str], head: list[str]) -> list[s
     matched = [
         name
         for name, module in model.named_modules()
-        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+        if isinstance(module, _LAYERS)
         and name.rsplit(".", 1)[-1] in leaves
         and not any(name == h or name.startswith(h + ".") for h in head)
     ]

@@ -2,7 +2,7 @@
 
 read and check the data -> load the model -> resolve the budget -> wrap -> train the supernet -> search each
 layer's form under the budget on the validation split -> fine-tune the found subnet alone (kept unless its validation
-accuracy drops; ``finetune_steps`` 0 skips it) -> merge it
+accuracy, or perplexity, gets worse; ``finetune_steps`` 0 skips it) -> merge it
 into plain layers -> report on the test split -> save everything (``glora.tasks.outputs.FILES``).
 
 Under ``torchrun`` every process runs the same pipeline: training is DistributedDataParallel, the search's
@@ -32,7 +32,7 @@ from glora.tasks.registry import make_task
 from glora.tasks.settings import RunSettings
 from glora.training.batches import evaluation_batch_size, evaluation_batch_tokens
 from glora.training.config import TrainConfig, TrainResult
-from glora.training.distributed import barrier, process_group
+from glora.training.distributed import barrier, decided_by_rank_zero, process_group
 from glora.training.evaluator import SubnetEvaluator
 from glora.training.trainer import SupernetTrainer
 from glora.tuner.adapter import save_adapter
@@ -320,7 +320,10 @@ def _finetune(
         set_subnet(model, best)
         record["validation_fitness_after"] = after
         record["validation"] = task.evaluate(model, data.validation, device)
-        record["kept"] = task.prefers(record["validation"], validation)
+        headline = task.report[0]
+        record["decided_by"] = headline
+        # every process keeps or restores alike (under torchrun each scored the weights itself)
+        record["kept"] = decided_by_rank_zero(task.prefers(record["validation"], validation), process_group()[1])
         record["test"] = task.evaluate(model, data.test, device) if data.test is not None else None
     if not record["kept"]:
         with torch.no_grad():
@@ -395,7 +398,7 @@ def _report(result: dict[str, Any], settings: RunSettings) -> None:
             print(f"fine-tuning diverged ({finetune['diverged']}): the supernet's weights are restored")
         else:
             verdict = "kept" if finetune["kept"] else "not kept: the supernet's weights are restored"
-            headline = next(iter(result["validation"]))
+            headline = finetune["decided_by"]
             print(
                 f"fine-tuned subnet: validation {headline} {finetune['validation'][headline]:.4f} against "
                 f"{result['validation'][headline]:.4f} before, {verdict}"

@@ -32,3 +32,15 @@ def mean_over_processes(value: torch.Tensor, world: int) -> torch.Tensor:
     total = value.clone()
     dist.all_reduce(total)  # a sum: the gloo backend has no average
     return total / world
+
+
+def decided_by_rank_zero(decision: bool, world: int) -> bool:
+    """Rank 0's ``decision`` on every process (``decision`` itself for one process): a choice each process makes
+    from its own figures, where rounding could tip one of them the other way, is then the same everywhere."""
+    if world == 1:
+        return decision
+    import torch.distributed as dist
+
+    box = [decision]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
