@@ -316,6 +316,40 @@ def test_run_end_to_end(tmp_path: Path, model_dir: str) -> None:
     assert (predicted == data["labels"]).float().mean().item() == pytest.approx(result["test"]["accuracy"])
 
 
+def test_run_adapts_depthwise_convolutions_within_loras_count_on_the_others(tmp_path: Path) -> None:
+    """The whole run on timm's test_efficientnet (depthwise convolutions in its later blocks), with the defaults:
+    they are wrapped, the budget is LoRA rank 4's count on the other convolutions, the fine-tuning stage runs and
+    decides on validation accuracy, and the merged model scores what the run reported."""
+    from glora.tasks.runner import run
+    from glora.tuner.budgets import lora_param_count
+
+    model_dir = timm_folder(tmp_path / "effnet", "test_efficientnet")
+    out = tmp_path / "run"
+    result = run(
+        settings(
+            model=model_dir,
+            train=npz(tmp_path / "d.npz", n=80),
+            steps=4,
+            batch_size=8,
+            population=4,
+            generations=2,
+            out=str(out),
+            device="cpu",
+        )
+    )
+    assert "conv_dw" in result["targets"]
+    spec = result["budget"]["spec"]
+    assert spec.startswith("lora:4:") and "conv_dw" not in spec.split(":")[2].split(",")
+    model = ImageClassification(settings(model=model_dir, train=str(tmp_path / "d.npz")))
+    loaded = model.load_model(model.read_data())
+    plain = [n for n, m in loaded.named_modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1]
+    head = set(model.modules_to_save(loaded))
+    assert result["budget"]["params"] == lora_param_count(loaded, 4, [n for n in plain if n not in head])
+    assert result["settings"]["finetune_steps"] == 4 and result["finetune"]["decided_by"] == "accuracy"
+    assert 0 < result["adapter_params"] <= result["budget"]["params"]
+    assert result["test_merged"]["accuracy"] == pytest.approx(result["test"]["accuracy"])
+
+
 # -- the image-mnist example --------------------------------------------------------------------------------
 
 
