@@ -410,6 +410,9 @@ def test_targets_take_in_depthwise_convs_and_the_budget_counts_lora_on_the_other
     given = ImageClassification(settings(targets=["conv_pw", "conv_dw"]))  # the user's targets, not the defaults
     given.head = "classifier"
     assert given.default_budget(model) == "lora:4:conv_pw"
+    given = ImageClassification(settings(targets=["conv_pw", "classifier"]))  # the head is trained, not adapted
+    given.head = "classifier"
+    assert given.default_budget(model) == "lora:4:conv_pw"
     given = ImageClassification(settings(targets=["conv_dw"]))
     given.head = "classifier"
     with pytest.raises(ConfigError, match="every target is one: give --budget"):

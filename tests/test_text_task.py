@@ -391,11 +391,11 @@ def test_each_task_reads_its_headline_the_right_way_up() -> None:
 
     for task in (TextClassification, ImageClassification):
         assert task.report[0] == "accuracy"
-        assert Task.prefers(task, {"accuracy": 0.9}, {"accuracy": 0.8})
-        assert not Task.prefers(task, {"accuracy": 0.7}, {"accuracy": 0.8})
+        assert task.prefers(task, {"accuracy": 0.9}, {"accuracy": 0.8})  # type: ignore[arg-type]
+        assert not task.prefers(task, {"accuracy": 0.7}, {"accuracy": 0.8})  # type: ignore[arg-type]
     assert CausalLM.report[0] == "perplexity"
-    assert Task.prefers(CausalLM, {"perplexity": 9.0}, {"perplexity": 10.0})
-    assert not Task.prefers(CausalLM, {"perplexity": 11.0}, {"perplexity": 10.0})
+    assert CausalLM.prefers(CausalLM, {"perplexity": 9.0}, {"perplexity": 10.0})  # type: ignore[arg-type]
+    assert not CausalLM.prefers(CausalLM, {"perplexity": 11.0}, {"perplexity": 10.0})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("higher_is_better", [True, False])

@@ -311,8 +311,8 @@ class ImageClassification(ClassificationTask):
             ]
         )
         plain = [name for name, module in targets if getattr(module, "groups", 1) == 1]
-        if len(plain) == len(targets):
-            return BUDGET
+        if given is None and len(plain) == len(targets):
+            return BUDGET  # the run's targets: the default ones, the head left out
         if not plain:
             raise ConfigError(
                 "the default budget is LoRA rank 4's count on the targets that are not grouped convolutions, and "
