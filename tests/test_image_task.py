@@ -280,13 +280,12 @@ def test_hugging_face_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_run_end_to_end(tmp_path: Path, model_dir: str) -> None:
-    """glora.tasks.runner.run on a tiny timm model; the merged folder reloads (load_merged) to the reported test
-    figures, and with timm alone in a process that never imports glora to the same predictions."""
+def tiny_run(model_dir: str, tmp_path: Path) -> dict[str, Any]:
+    """``glora.tasks.runner.run`` with a short schedule on 80 random 16-pixel images (``tmp_path/d.npz``), writing
+    ``tmp_path/run``; its result."""
     from glora.tasks.runner import run
 
-    out = tmp_path / "run"
-    result = run(
+    return run(
         settings(
             model=model_dir,
             train=npz(tmp_path / "d.npz", n=80),
@@ -294,10 +293,17 @@ def test_run_end_to_end(tmp_path: Path, model_dir: str) -> None:
             batch_size=8,
             population=4,
             generations=2,
-            out=str(out),
+            out=str(tmp_path / "run"),
             device="cpu",
         )
     )
+
+
+def test_run_end_to_end(tmp_path: Path, model_dir: str) -> None:
+    """glora.tasks.runner.run on a tiny timm model; the merged folder reloads (load_merged) to the reported test
+    figures, and with timm alone in a process that never imports glora to the same predictions."""
+    out = tmp_path / "run"
+    result = tiny_run(model_dir, tmp_path)
     for name in ("result.json", "subnet.json", "search.jsonl", "merged/model.safetensors", "merged/config.json"):
         assert (out / name).exists(), name
     assert result["labels"] == ["0", "1", "2"]
@@ -320,23 +326,10 @@ def test_run_adapts_depthwise_convolutions_within_loras_count_on_the_others(tmp_
     """The whole run on timm's test_efficientnet (depthwise convolutions in its later blocks), with the defaults:
     they are wrapped, the budget is LoRA rank 4's count on the other convolutions, the fine-tuning stage runs and
     decides on validation accuracy, and the merged model scores what the run reported."""
-    from glora.tasks.runner import run
     from glora.tuner.budgets import lora_param_count
 
     model_dir = timm_folder(tmp_path / "effnet", "test_efficientnet")
-    out = tmp_path / "run"
-    result = run(
-        settings(
-            model=model_dir,
-            train=npz(tmp_path / "d.npz", n=80),
-            steps=4,
-            batch_size=8,
-            population=4,
-            generations=2,
-            out=str(out),
-            device="cpu",
-        )
-    )
+    result = tiny_run(model_dir, tmp_path)
     assert "conv_dw" in result["targets"]
     spec = result["budget"]["spec"]
     assert spec.startswith("lora:4:") and "conv_dw" not in spec.split(":")[2].split(",")

@@ -53,7 +53,7 @@ from glora.errors import ConfigError, DataError
 from glora.tasks.base import EncodedSplits, RawSplits, Tensors
 from glora.tasks.classification import ClassificationTask
 from glora.tasks.hf_models import first_line, loaded, quiet_transformers
-from glora.tuner.targeting import name_matches
+from glora.tuner.targeting import select_targets
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -302,14 +302,8 @@ class ImageClassification(ClassificationTask):
         targets = (
             self._adaptable(model)
             if given is None
-            else [
-                (name, module)
-                for name, module in model.named_modules()
-                if isinstance(module, _LAYERS)
-                and name_matches(name, given)
-                and not any(name == h or name.startswith(h + ".") for h in head)
-            ]
-        )
+            else [(name, model.get_submodule(name)) for name in select_targets(model, given, None, head)]
+        )  # the user's targets as glora.wrap will take them
         plain = [name for name, module in targets if getattr(module, "groups", 1) == 1]
         if given is None and len(plain) == len(targets):
             return BUDGET  # the run's targets: the default ones, the head left out

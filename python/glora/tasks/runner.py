@@ -320,8 +320,7 @@ def _finetune(
         set_subnet(model, best)
         record["validation_fitness_after"] = after
         record["validation"] = task.evaluate(model, data.validation, device)
-        headline = task.report[0]
-        record["decided_by"] = headline
+        record["decided_by"] = task.report[0]
         # every process keeps or restores alike (under torchrun each scored the weights itself)
         record["kept"] = decided_by_rank_zero(task.prefers(record["validation"], validation), process_group()[1])
         record["test"] = task.evaluate(model, data.test, device) if data.test is not None else None
