@@ -11,7 +11,7 @@ regulariser added to the loss: PEFT adds it only to a loss the model computes), 
 every module glora may adapt but grouped convolutions, which LoRA cannot take at a rank not divisible by their
 groups, at their own, larger sizes) and ``full`` (every weight trained). Each method's learning rate is chosen on
 the validation accuracy of the weights its run ends with (:func:`final_validation_accuracy`) from its grid (``--lrs``; ``--full-lrs`` for full fine-tuning) with
-the first seed, then kept for every seed. Every row reports validation and test accuracy and wall time; the summary
+the first seed (the mean over the first ``--choose-seeds`` seeds), then kept for every seed. Every row reports validation and test accuracy and wall time; the summary
 adds each method's paired test difference to the first method, seed by seed. ``--rows FILE`` keeps every finished
 run as a JSON line, and a rerun with the same file reuses them. Results: ``benches/results/<name>_gpu.json``
 (docs/benchmarks.md).
@@ -92,6 +92,17 @@ def final_validation_accuracy(row: dict[str, Any]) -> float:
     if row.get("finetune_kept") and row.get("validation_accuracy_finetuned") is not None:
         return row["validation_accuracy_finetuned"]
     return row["validation_accuracy"]
+
+
+def chosen_on(grid: list[dict[str, Any]], method: str, lrs: list[float], seeds: list[int]) -> dict[str, float]:
+    """``method``'s mean :func:`final_validation_accuracy` over ``seeds`` for each learning rate of ``lrs`` whose
+    runs all finished, keyed by the learning rate's ``str`` (in grid order, so that the first of a tie wins)."""
+    rows = {(r.get("job_lr", r["lr"]), r["seed"]): r for r in grid if r["method"] == method}
+    return {
+        str(lr): statistics.mean(final_validation_accuracy(rows[lr, seed]) for seed in seeds)
+        for lr in lrs
+        if all((lr, seed) in rows for seed in seeds)
+    }
 
 
 def glora_row(config: str, method: str, seed: int, lr: float, device: torch.device) -> dict[str, Any]:
@@ -376,6 +387,12 @@ def main() -> None:
     parser.add_argument("--fp32", action="store_true", help="baselines train without bf16 autocast")
     parser.add_argument("--rows", help="a JSON-lines file of finished runs: appended to, and reused by a rerun")
     parser.add_argument(
+        "--choose-seeds",
+        type=int,
+        default=1,
+        help="the learning rate is chosen on the mean validation accuracy of this many first seeds",
+    )
+    parser.add_argument(
         "--jobs", type=int, default=1, help="runs at once, each in a process of its own (times then include contention)"
     )
     parser.add_argument("--only", nargs=3, metavar=("METHOD", "LR", "SEED"), help=argparse.SUPPRESS)  # one job
@@ -400,23 +417,24 @@ def main() -> None:
         return
     run = Runner(args, device)
     gridded = [m for m in args.methods if m not in variants]
-    grid = run.all([(m, lr, args.seeds[0]) for m in gridded for lr in (args.full_lrs if m == "full" else args.lrs)])
-    best = {
-        m: max((r for r in grid if r["method"] == m), key=final_validation_accuracy)["lr"]
-        for m in gridded
-        if any(r["method"] == m for r in grid)
-    }
+    if not 1 <= args.choose_seeds <= len(args.seeds):
+        parser.error(f"--choose-seeds must be between 1 and the number of seeds ({len(args.seeds)})")
+    choosing = args.seeds[: args.choose_seeds]
+    lrs = {m: args.full_lrs if m == "full" else args.lrs for m in gridded}
+    grid = run.all([(m, lr, seed) for m in gridded for lr in lrs[m] for seed in choosing])
+    grids = {m: chosen_on(grid, m, lrs[m], choosing) for m in gridded}
+    best = {m: float(max(grids[m], key=grids[m].__getitem__)) for m in gridded if grids[m]}
     if variants and "glora" in best:
         best |= {m: best["glora"] for m in variants}
     methods = [m for m in args.methods if m in best]
     run.all([(m, best[m], seed) for m in methods for seed in args.seeds])
     rows = [run.done[(m, best[m], seed)] for m in methods for seed in args.seeds if (m, best[m], seed) in run.done]
-    grids = {m: {str(r["lr"]): final_validation_accuracy(r) for r in grid if r["method"] == m} for m in gridded}
     columns = ["method", "seed", "lr", "adapter_params", "validation_accuracy", "test_accuracy", "train_s", "wall_s"]
     print_table(rows, columns)
     table = summary(rows)
     print_table(table, list(table[0]))
     config = {"config": args.config, "settings": read_config_file(args.config) | OVERRIDES, "seeds": args.seeds}
+    config["lr_chosen_on_seeds"] = choosing
     config["validation_accuracy_by_lr"] = grids
     path = write_result(args.name, device, config, {"summary": table, "runs": rows})
     print(f"wrote {path}")
