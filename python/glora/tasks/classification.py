@@ -27,7 +27,7 @@ class ClassificationTask(Task):
 
     fitness = ("neg_loss", "accuracy")
     report = ("accuracy", "loss")
-    defaults: ClassVar[dict[str, Any]] = {"batch_size": 32, "lr": 1e-3, "validation_size": 0.1, "test_size": 0.2}
+    defaults: ClassVar[dict[str, Any]] = {"batch_size": 32, "lr": 2e-3, "validation_size": 0.1, "test_size": 0.2}
     """The defaults every classification task shares."""
     label_names: list[str]
 

