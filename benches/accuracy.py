@@ -10,11 +10,13 @@ rank 1.5R pruned to an average of R between 10 % and 80 % of the steps, then hel
 regulariser added to the loss: PEFT adds it only to a loss the model computes), ``peft_lora_all`` / ``peft_dora_all`` (rank R on
 every module glora may adapt but grouped convolutions, which LoRA cannot take at a rank not divisible by their
 groups, at their own, larger sizes) and ``full`` (every weight trained). Each method's learning rate is chosen on
-the validation accuracy of the weights its run ends with (:func:`final_validation_accuracy`) from its grid (``--lrs``; ``--full-lrs`` for full fine-tuning) with
-the first seed (the mean over the first ``--choose-seeds`` seeds), then kept for every seed. Every row reports validation and test accuracy and wall time; the summary
-adds each method's paired test difference to the first method, seed by seed. ``--rows FILE`` keeps every finished
-run as a JSON line, and a rerun with the same file reuses them. Results: ``benches/results/<name>_gpu.json``
-(docs/benchmarks.md).
+the validation accuracy of the weights its run ends with (:func:`final_validation_accuracy`) from its grid
+(``--lrs``; ``--full-lrs`` for full fine-tuning) with the first seed (the mean over the first ``--choose-seeds``
+seeds), then kept for every seed. Every row reports validation and test accuracy and wall time; the summary adds
+each method's paired test difference to the first method, seed by seed. ``--rows FILE`` keeps every finished run as
+a JSON line, and a rerun with the same file reuses them; ``--reuse RESULTS...`` takes the runs (the chosen learning
+rates' and the grid's, ``grid_runs``) of earlier results files of the same task. Results:
+``benches/results/<name>_gpu.json`` (docs/benchmarks.md).
 
     python examples/image-mnist/prepare.py
     python benches/accuracy.py --config examples/image-mnist/config.toml --name accuracy_image
@@ -284,7 +286,8 @@ Job = tuple[str, float, int]
 
 class Runner:
     """Runs (method, lr, seed) jobs in this process, or ``--jobs`` at once in processes of this script; with
-    ``--rows``, every finished job is appended to that file and a job found there is not run again."""
+    ``--rows``, every finished job is appended to that file and a job found there is not run again, nor one found in
+    the results files of ``--reuse``."""
 
     def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
         self.args, self.device = args, device
@@ -292,13 +295,20 @@ class Runner:
         self.done: dict[Job, dict[str, Any]] = {}
         self.task = {"config": args.config, "model": args.model, "train": args.train, "sizes": args.sizes}
         self.task["fp32"] = args.fp32
+        for path in args.reuse:
+            with open(path, encoding="utf-8") as fh:
+                figures = json.load(fh)["figures"]
+            self._take(path, figures["runs"] + figures.get("grid_runs", []))
         if args.rows and os.path.exists(args.rows):
             with open(args.rows, encoding="utf-8") as fh:
-                for line in fh:
-                    row = json.loads(line)
-                    if row.get("task", self.task) != self.task:
-                        raise SystemExit(f"{args.rows} holds runs of another task ({row['task']}): name another file")
-                    self.done[(row["method"], row.get("job_lr", row["lr"]), row["seed"])] = row
+                self._take(args.rows, [json.loads(line) for line in fh])
+
+    def _take(self, path: str, rows: list[dict[str, Any]]) -> None:
+        """Count ``rows`` (finished runs read from ``path``) as done; runs of another task are refused."""
+        for row in rows:
+            if row.get("task", self.task) != self.task:
+                raise SystemExit(f"{path} holds runs of another task ({row['task']}): name another file")
+            self.done[(row["method"], row.get("job_lr", row["lr"]), row["seed"])] = row
 
     def all(self, jobs: list[Job]) -> list[dict[str, Any]]:
         """The rows of ``jobs`` that finished; a failed job is reported and left out."""
@@ -387,6 +397,14 @@ def main() -> None:
     parser.add_argument("--fp32", action="store_true", help="baselines train without bf16 autocast")
     parser.add_argument("--rows", help="a JSON-lines file of finished runs: appended to, and reused by a rerun")
     parser.add_argument(
+        "--reuse",
+        nargs="+",
+        default=[],
+        metavar="RESULTS",
+        help="results files of this task whose runs (chosen and grid) are taken instead of run again: only where "
+        "the methods' code has not changed since",
+    )
+    parser.add_argument(
         "--choose-seeds",
         type=int,
         default=1,
@@ -436,7 +454,8 @@ def main() -> None:
     config = {"config": args.config, "settings": read_config_file(args.config) | OVERRIDES, "seeds": args.seeds}
     config["lr_chosen_on_seeds"] = choosing
     config["validation_accuracy_by_lr"] = grids
-    path = write_result(args.name, device, config, {"summary": table, "runs": rows})
+    unchosen = [r for r in grid if r.get("job_lr", r["lr"]) != best.get(r["method"])]
+    path = write_result(args.name, device, config, {"summary": table, "runs": rows, "grid_runs": unchosen})
     print(f"wrote {path}")
 
 
