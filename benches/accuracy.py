@@ -11,24 +11,26 @@ regulariser added to the loss: PEFT adds it only to a loss the model computes), 
 every module glora may adapt but grouped convolutions, which LoRA cannot take at a rank not divisible by their
 groups, at their own, larger sizes) and ``full`` (every weight trained). Each method's learning rate is chosen on
 the validation accuracy of the weights its run ends with (:func:`final_validation_accuracy`) from its grid
-(``--lrs``; ``--full-lrs`` for full fine-tuning) with the first seed (the mean over the first ``--choose-seeds``
-seeds), then kept for every seed. Every row reports validation and test accuracy and wall time; the summary adds
+(``--lrs``; ``--full-lrs`` for full fine-tuning): its mean over the first ``--choose-seeds`` seeds (default 1, the
+first seed alone), the grid's first learning rate winning a tie; a learning rate with a failed run among them (a diverged
+loss stops a run) leaves the choice, and the results file lists the failures. The learning rate is then kept for
+every seed. Every row reports validation and test accuracy and wall time; the summary adds
 each method's paired test difference to the first method, seed by seed. ``--rows FILE`` keeps every finished run as
 a JSON line, and a rerun with the same file reuses them; ``--reuse RESULTS...`` takes the runs (the chosen learning
 rates' and the grid's, ``grid_runs``) of earlier results files of the same task. Results:
 ``benches/results/<name>_gpu.json`` (docs/benchmarks.md).
 
     python examples/image-mnist/prepare.py
-    python benches/accuracy.py --config examples/image-mnist/config.toml --name accuracy_image
-    python benches/accuracy.py --config examples/movie/config.toml --name accuracy_movie --jobs 5
-    python benches/prepare_assets.py    # writes .assets/nyt_editorials.csv
-    python benches/accuracy.py --config examples/movie/config.toml --train .assets/nyt_editorials.csv \
-        --sizes 1000 500 1000 --name accuracy_nyt --jobs 5
+    python benches/accuracy.py --config examples/image-mnist/config.toml --name accuracy_image --choose-seeds 3
+
+The commands that made the committed results files are in docs/benchmarks.md ("Accuracy against PEFT methods at the
+same budget").
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -105,6 +107,23 @@ def chosen_on(grid: list[dict[str, Any]], method: str, lrs: list[float], seeds: 
         for lr in lrs
         if all((lr, seed) in rows for seed in seeds)
     }
+
+
+def weights_id(model: str | None) -> str | None:
+    """A fingerprint of a local model's weight files (the first 16 hex digits of their SHA-256, by name), so that
+    runs from other weights (say, a copy rounded to fp16) are not reused; None for a model named, not a folder."""
+    if not model or not os.path.exists(model):
+        return None
+    files = sorted(os.listdir(model)) if os.path.isdir(model) else [""]
+    digest = hashlib.sha256()
+    for name in files:
+        if name and not name.endswith((".safetensors", ".bin", ".pt", ".pth")):
+            continue
+        digest.update(name.encode())
+        with open(os.path.join(model, name) if name else model, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def glora_row(config: str, method: str, seed: int, lr: float, device: torch.device) -> dict[str, Any]:
@@ -294,7 +313,11 @@ class Runner:
         self.lock = threading.Lock()
         self.done: dict[Job, dict[str, Any]] = {}
         self.task = {"config": args.config, "model": args.model, "train": args.train, "sizes": args.sizes}
-        self.task["fp32"] = args.fp32
+        self.task |= {
+            "fp32": args.fp32,
+            "weights": weights_id((read_config_file(args.config) | OVERRIDES).get("model")),
+        }
+        self.failed: list[dict[str, Any]] = []
         for path in args.reuse:
             with open(path, encoding="utf-8") as fh:
                 figures = json.load(fh)["figures"]
@@ -326,6 +349,9 @@ class Runner:
             row = runner(job)
         except Exception as err:  # one method failing leaves the others' rows standing
             print(f"FAILED {job}: {err}", file=sys.stderr, flush=True)
+            reason = next((line for line in reversed(str(err).splitlines()) if line.strip()), type(err).__name__)
+            with self.lock:
+                self.failed.append({"method": job[0], "lr": job[1], "seed": job[2], "error": reason.strip()})
             return None
         row = {**row, "job_lr": job[1], "task": self.task}  # keyed by the job's lr, whatever lr a recipe set
         with self.lock:
@@ -445,6 +471,11 @@ def main() -> None:
     if variants and "glora" in best:
         best |= {m: best["glora"] for m in variants}
     methods = [m for m in args.methods if m in best]
+    for m in args.methods:
+        if m not in best:
+            print(f"{m}: no learning rate of its grid finished on seeds {choosing}; left out", file=sys.stderr)
+    if not methods:
+        raise SystemExit("no method has a learning rate whose runs all finished: see the FAILED lines above")
     run.all([(m, best[m], seed) for m in methods for seed in args.seeds])
     rows = [run.done[(m, best[m], seed)] for m in methods for seed in args.seeds if (m, best[m], seed) in run.done]
     columns = ["method", "seed", "lr", "adapter_params", "validation_accuracy", "test_accuracy", "train_s", "wall_s"]
@@ -453,6 +484,7 @@ def main() -> None:
     print_table(table, list(table[0]))
     config = {"config": args.config, "settings": read_config_file(args.config) | OVERRIDES, "seeds": args.seeds}
     config["lr_chosen_on_seeds"] = choosing
+    config["failed"] = run.failed  # a learning rate with a failed run on those seeds leaves the choice
     config["validation_accuracy_by_lr"] = grids
     unchosen = [r for r in grid if r.get("job_lr", r["lr"]) != best.get(r["method"])]
     path = write_result(args.name, device, config, {"summary": table, "runs": rows, "grid_runs": unchosen})
