@@ -12,13 +12,13 @@ every module glora may adapt but grouped convolutions, which LoRA cannot take at
 groups, at their own, larger sizes) and ``full`` (every weight trained). Each method's learning rate is chosen on
 the validation accuracy of the weights its run ends with (:func:`final_validation_accuracy`) from its grid
 (``--lrs``; ``--full-lrs`` for full fine-tuning): its mean over the first ``--choose-seeds`` seeds (default 1, the
-first seed alone), the grid's first learning rate winning a tie; a learning rate with a failed run among them (a diverged
-loss stops a run) leaves the choice, and the results file lists the failures. The learning rate is then kept for
-every seed. Every row reports validation and test accuracy and wall time; the summary adds
-each method's paired test difference to the first method, seed by seed. ``--rows FILE`` keeps every finished run as
-a JSON line, and a rerun with the same file reuses them; ``--reuse RESULTS...`` takes the runs (the chosen learning
-rates' and the grid's, ``grid_runs``) of earlier results files of the same task. Results:
-``benches/results/<name>_gpu.json`` (docs/benchmarks.md).
+first seed alone), the grid's first learning rate winning a tie; a learning rate with a failed run among them (a
+diverged loss stops a run) leaves the choice, and the results file lists the failures. The learning rate is then
+kept for every seed. Every row reports validation and test accuracy and wall time; the summary adds each method's
+paired test difference to the first method, seed by seed. ``--rows FILE`` keeps every finished run as a JSON line,
+and a rerun with the same file reuses them; ``--reuse RESULTS...`` takes the runs (the chosen learning rates' and
+the grid's, ``grid_runs``) of earlier results files of the same task. Results: ``benches/results/<name>_gpu.json``
+(docs/benchmarks.md).
 
     python examples/image-mnist/prepare.py
     python benches/accuracy.py --config examples/image-mnist/config.toml --name accuracy_image --choose-seeds 3
@@ -327,10 +327,11 @@ class Runner:
                 self._take(args.rows, [json.loads(line) for line in fh])
 
     def _take(self, path: str, rows: list[dict[str, Any]]) -> None:
-        """Count ``rows`` (finished runs read from ``path``) as done; runs of another task are refused."""
+        """Count ``rows`` (finished runs read from ``path``) as done; runs of another task, or written before runs
+        recorded their task, are refused."""
         for row in rows:
-            if row.get("task", self.task) != self.task:
-                raise SystemExit(f"{path} holds runs of another task ({row['task']}): name another file")
+            if row.get("task") != self.task:
+                raise SystemExit(f"{path} holds runs of another task ({row.get('task')}), not {self.task}")
             self.done[(row["method"], row.get("job_lr", row["lr"]), row["seed"])] = row
 
     def all(self, jobs: list[Job]) -> list[dict[str, Any]]:
