@@ -111,16 +111,19 @@ def chosen_on(grid: list[dict[str, Any]], method: str, lrs: list[float], seeds: 
 
 def weights_id(model: str | None) -> str | None:
     """A fingerprint of a local model's weight files (the first 16 hex digits of their SHA-256, by name), so that
-    runs from other weights (say, a copy rounded to fp16) are not reused; None for a model named, not a folder."""
+    runs from other weights (say, a copy rounded to fp16) are not reused; None for a model named, not a folder.
+    A folder without such files at its top is fingerprinted by all its files there."""
     if not model or not os.path.exists(model):
         return None
-    files = sorted(os.listdir(model)) if os.path.isdir(model) else [""]
+    if not os.path.isdir(model):
+        model, files = os.path.split(model)[0] or ".", [os.path.basename(model)]
+    else:
+        files = sorted(f for f in os.listdir(model) if os.path.isfile(os.path.join(model, f)))
+        files = [f for f in files if f.endswith((".safetensors", ".bin", ".pt", ".pth"))] or files  # else every file
     digest = hashlib.sha256()
     for name in files:
-        if name and not name.endswith((".safetensors", ".bin", ".pt", ".pth")):
-            continue
         digest.update(name.encode())
-        with open(os.path.join(model, name) if name else model, "rb") as fh:
+        with open(os.path.join(model, name), "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
@@ -321,17 +324,21 @@ class Runner:
         for path in args.reuse:
             with open(path, encoding="utf-8") as fh:
                 figures = json.load(fh)["figures"]
-            self._take(path, figures["runs"] + figures.get("grid_runs", []))
+            runs = figures["runs"] + figures.get("grid_runs", [])
+            other = [row for row in runs if row.get("task") != self.task]
+            if other:
+                print(f"{path}: {len(other)} of {len(runs)} runs are of another task (run again)", file=sys.stderr)
+            self._take([row for row in runs if row.get("task") == self.task])
         if args.rows and os.path.exists(args.rows):
             with open(args.rows, encoding="utf-8") as fh:
-                self._take(args.rows, [json.loads(line) for line in fh])
+                rows = [json.loads(line) for line in fh]
+            if any(row.get("task") != self.task for row in rows):
+                raise SystemExit(f"{args.rows} holds runs of another task than {self.task}: name another file")
+            self._take(rows)
 
-    def _take(self, path: str, rows: list[dict[str, Any]]) -> None:
-        """Count ``rows`` (finished runs read from ``path``) as done; runs of another task, or written before runs
-        recorded their task, are refused."""
+    def _take(self, rows: list[dict[str, Any]]) -> None:
+        """Count ``rows`` (finished runs of this task) as done."""
         for row in rows:
-            if row.get("task") != self.task:
-                raise SystemExit(f"{path} holds runs of another task ({row.get('task')}), not {self.task}")
             self.done[(row["method"], row.get("job_lr", row["lr"]), row["seed"])] = row
 
     def all(self, jobs: list[Job]) -> list[dict[str, Any]]:
@@ -479,13 +486,15 @@ def main() -> None:
         raise SystemExit("no method has a learning rate whose runs all finished: see the FAILED lines above")
     run.all([(m, best[m], seed) for m in methods for seed in args.seeds])
     rows = [run.done[(m, best[m], seed)] for m in methods for seed in args.seeds if (m, best[m], seed) in run.done]
+    if not rows:
+        raise SystemExit("every run at the chosen learning rates failed: see the FAILED lines above")
     columns = ["method", "seed", "lr", "adapter_params", "validation_accuracy", "test_accuracy", "train_s", "wall_s"]
     print_table(rows, columns)
     table = summary(rows)
     print_table(table, list(table[0]))
     config = {"config": args.config, "settings": read_config_file(args.config) | OVERRIDES, "seeds": args.seeds}
     config["lr_chosen_on_seeds"] = choosing
-    config["failed"] = run.failed  # a learning rate with a failed run on those seeds leaves the choice
+    config["failed"] = run.failed  # every failed run; one on the choosing seeds takes its learning rate out
     config["validation_accuracy_by_lr"] = grids
     unchosen = [r for r in grid if r.get("job_lr", r["lr"]) != best.get(r["method"])]
     path = write_result(args.name, device, config, {"summary": table, "runs": rows, "grid_runs": unchosen})
