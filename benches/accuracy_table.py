@@ -1,7 +1,7 @@
 """Markdown tables of ``benches/accuracy.py``'s result files: per task, each glora recipe's mean over tasks, and
 the search's margin over random feasible subnets.
 
-    python benches/accuracy_table.py movie image     # reads results/accuracy_<task>_gpu.json
+    python benches/accuracy_table.py movie nyt image     # reads results/accuracy_<task>_gpu.json
 
 A recipe variant is matched across tasks by its changed settings with the step counts read relative to the task's
 schedule (``finetune_steps=320`` on a 640-step task is ``finetune_steps=steps/2``), so that one recipe has one row.

@@ -279,7 +279,6 @@ def test_hugging_face_folder(tmp_path: Path) -> None:
 # -- a whole run --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def tiny_run(model_dir: str, tmp_path: Path) -> dict[str, Any]:
     """``glora.tasks.runner.run`` with a short schedule on 80 random 16-pixel images (``tmp_path/d.npz``), writing
     ``tmp_path/run``; its result."""
@@ -299,6 +298,7 @@ def tiny_run(model_dir: str, tmp_path: Path) -> dict[str, Any]:
     )
 
 
+@pytest.mark.slow
 def test_run_end_to_end(tmp_path: Path, model_dir: str) -> None:
     """glora.tasks.runner.run on a tiny timm model; the merged folder reloads (load_merged) to the reported test
     figures, and with timm alone in a process that never imports glora to the same predictions."""
