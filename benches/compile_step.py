@@ -5,17 +5,22 @@ The models of ``benches/train_step.py`` (random init): timm ViT-B/16 (batch 64, 
 LLaMA-style 0.95 B decoder (bf16 weights, batch 4 x 1,024 tokens), bf16 autocast. Full fine-tuning and PEFT LoRA r=8:
 the model (``torch.compile(model)`` for ``*_compiled``) under the AdamW step of ``benches/methods.py``. glora: the
 supernet trained by ``SupernetTrainer`` with a new uniform path every step (``TrainConfig(compile=True)`` for
-``*_compiled``: the paths enter the one compiled graph as tensors). Steps are timed interleaved after warm-up (which includes compilation); the
-first step's time is reported apart; each method's peak memory is measured in the timing process after its own
-two steps (over what was allocated before its model was built). Results:
+``*_compiled``: the paths enter the one compiled graph as tensors). Steps are timed interleaved after warm-up (which
+includes compilation), in runs of ``RUN`` steps on a GPU as a training loop takes them (glora: one
+``SupernetTrainer.train`` call of ``RUN`` steps, so that the host prepares a step while the device runs the one
+before); ``ms_per_step`` is a run's time over ``RUN``. The first step's time is reported apart; each method's peak
+memory is measured in the timing process after its own two steps (over what was allocated before its model was
+built). With ``--profile`` each method's GPU time per step (the kernels and copies the profiler records over one run)
+is reported beside it as ``gpu_busy_ms``: the rest of a step is the device waiting for the host. Results:
 ``benches/results/compile_step_<device>.json`` (docs/benchmarks.md).
 
-    python benches/compile_step.py [--models vit llama] [--methods ...]
+    python benches/compile_step.py [--models vit llama] [--methods ...] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import time
 from typing import Callable
@@ -41,6 +46,7 @@ METHODS = [
     "glora_supernet_compiled_graphs",
     "glora_supernet_compiled_graphs_in_place",
     "glora_supernet_compiled_codes_graphs",
+    "glora_supernet_compiled_codes_regional",
 ]
 """``*_compiled_codes``: glora's frozen linear layers form their weights in the graph from the paths' codes instead of
 taking them built outside it. ``*_compiled_graphs``: ``torch.compile(..., mode="reduce-overhead")`` (the graph replayed
@@ -48,7 +54,14 @@ as a CUDA graph; for glora the trainer's compiled forward and loss). ``*_compile
 every layer's given ``W'`` and ``b'`` copied into storage that stays in place from step to step (the CUDA-graph trees
 take them as static inputs and re-record the graph whenever their addresses change). All are measurement devices of
 this benchmark. ``*_compiled_codes_graphs``: both, the weights formed in the graph from the codes and the graph
-replayed as a CUDA graph (its inputs, the parameters and the codes, keep their addresses from step to step)."""
+replayed as a CUDA graph (its inputs, the parameters and the codes, keep their addresses from step to step).
+``*_compiled_codes_regional``: the weights formed from the codes, and each of the model's repeated blocks compiled on
+its own instead of the whole forward (identical blocks share one graph, since every layer reads its code as a tensor
+of its own: a shorter compilation)."""
+
+
+RUN = 10
+"""Steps per timed run on a GPU."""
 
 
 def in_place(layer: torch.nn.Module) -> None:
@@ -74,7 +87,7 @@ def in_place(layer: torch.nn.Module) -> None:
 
 def glora_step(
     make, targets, head, loss_of, device: torch.device, compiled: bool, variant: str = ""
-) -> Callable[[], None]:
+) -> Callable[..., None]:
     """A supernet step of ``SupernetTrainer`` (a new uniform path every step; compiled with ``compile=True``). The
     workload's loss holds its own fixed batch, so the trainer's data is a placeholder the loss ignores."""
     model = make()
@@ -87,14 +100,28 @@ def glora_step(
         trainer.weight_builders = []
     if "graphs" in parts:
         trainer.forward_loss = torch.compile(trainer._forward_loss, mode="reduce-overhead")
+    if "regional" in parts:
+        trainer.forward_loss = trainer._forward_loss
+        for block in repeated_blocks(model):
+            block.compile()
     if variant == "graphs_in_place":
         for _, layer in glora_layers(model):
             in_place(layer)
-    return lambda: trainer.train(steps=trainer.step + 1)
+    return lambda steps=1: trainer.train(steps=trainer.step + steps)
 
 
-def step_of(method: str, model_name: str, device: torch.device) -> Callable[[], None]:
-    """The method's training step (one optimizer step per call)."""
+def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The longest list of same-class modules in ``model`` (a transformer's blocks)."""
+    lists = [
+        list(m)
+        for m in model.modules()
+        if isinstance(m, (torch.nn.ModuleList, torch.nn.Sequential)) and len(m) > 1 and len({type(c) for c in m}) == 1
+    ]
+    return max(lists, key=len)
+
+
+def step_of(method: str, model_name: str, device: torch.device) -> Callable[..., None]:
+    """The method's training steps: ``step(k)`` takes ``k`` optimizer steps (default 1)."""
     make, targets, head, loss_of = workload(model_name, device)
     base, compiled, variant = method.partition("_compiled")
     variant = variant.removeprefix("_")
@@ -103,7 +130,24 @@ def step_of(method: str, model_name: str, device: torch.device) -> Callable[[], 
     model, params, _ = prepare(base, make, targets, head)
     if compiled:
         model = torch.compile(model, mode="reduce-overhead") if variant.startswith("graphs") else torch.compile(model)
-    return training_step(model, params, loss_of, device.type)
+    one = training_step(model, params, loss_of, device.type)
+
+    def steps_of(steps: int = 1) -> None:
+        for _ in range(steps):
+            one()
+
+    return steps_of
+
+
+def gpu_busy_ms(step: Callable[..., None], steps: int) -> float:
+    """The device time per step of ``step(steps)``: every kernel, copy and set the profiler records, summed."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step(steps)
+        torch.cuda.synchronize()
+    return sum(e.self_device_time_total for e in prof.key_averages()) / 1000 / steps
 
 
 def main() -> None:
@@ -112,9 +156,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--name", default="compile_step", help="results/<name>_<device>.json")
+    parser.add_argument("--profile", action="store_true", help="also each method's GPU busy time per step")
     args = parser.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
+    run = RUN if gpu else 1
     results = {}
     for model_name in args.models:
         steps, first, peaks = {}, {}, {}
@@ -131,15 +177,18 @@ def main() -> None:
             peak = peak_gib(device)
             peaks[method] = None if peak is None else peak - before / 2**30
             steps[method] = step
-        timings = time_interleaved(steps, device, 5 if gpu else 1, 30 if gpu else 2)
+        runs = {m: functools.partial(step, run) for m, step in steps.items()}
+        timings = time_interleaved(runs, device, 1, 10 if gpu else 2)
+        busy = {m: gpu_busy_ms(step, run) for m, step in steps.items()} if args.profile and gpu else {}
         rows = []
         for m, t in timings.items():
             ref = {k: timings.get(k) for k in ("peft_lora_r8_compiled", "full_finetune_compiled")}
             rows.append(
                 {
                     "method": m,
-                    "ms_per_step": t["median_ms"],
-                    "host_ms": t["host_ms"],
+                    "ms_per_step": t["median_ms"] / run,
+                    "host_ms": t["host_ms"] / run,
+                    "gpu_busy_ms": busy.get(m),
                     "first_step_s": first[m],
                     "peak_gib": peaks[m],
                     "time_vs_compiled_peft_lora": t["median_ms"] / ref["peft_lora_r8_compiled"]["median_ms"]
@@ -157,7 +206,7 @@ def main() -> None:
         gc.collect()
         if gpu:
             torch.cuda.empty_cache()
-    config = {"models": args.models, "precision": "bf16", "methods": args.methods}
+    config = {"models": args.models, "precision": "bf16", "methods": args.methods, "steps_per_run": run}
     print("wrote", write_result(args.name, device, config, results))
 
 

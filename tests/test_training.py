@@ -115,6 +115,14 @@ def test_resume_from_a_checkpoint_is_bit_for_bit(sampling: str, precision: str, 
     assert all(torch.equal(straight[k], split[k]) for k in straight)
 
 
+def test_resume_is_bit_for_bit_with_losses_read_a_step_late(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("glora.training.trainer.read_lag", lambda device, precision: 1)  # a GPU's way, on the CPU
+    straight_losses, straight = _run("uniform", 10, 10, tmp_path, "fp32", 1)
+    split_losses, split = _run("uniform", 4, 10, tmp_path, "fp32", 1)
+    assert len(straight_losses) == 10 and straight_losses == split_losses
+    assert all(torch.equal(straight[k], split[k]) for k in straight)
+
+
 def test_checkpoint_mismatch_and_bad_settings(tmp_path) -> None:
     trainer = glora.SupernetTrainer(_model(), _task(64), glora.TrainConfig(steps=2, batch_size=16, progress=False))
     trainer.save_checkpoint(tmp_path / "a.pt")
@@ -414,8 +422,13 @@ def test_the_progress_bar_names_what_is_trained(capsys, sampling, label) -> None
     assert f"{label}: 100%" in err and ("supernet:" in err) == (label == "supernet")
 
 
+@pytest.mark.parametrize("lag", [0, 1])
 @pytest.mark.parametrize("accum", [1, 3])
-def test_a_non_finite_loss_stops_training_before_the_optimizer_step(accum: int) -> None:
+def test_a_non_finite_loss_stops_training_before_the_optimizer_step(
+    accum: int, lag: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # lag 1 is a GPU's way (each loss read a step late, the fused AdamW told to skip): here on the CPU
+    monkeypatch.setattr("glora.training.trainer.read_lag", lambda device, precision: lag)
     model = _model()
     calls = []
 
@@ -428,10 +441,15 @@ def test_a_non_finite_loss_stops_training_before_the_optimizer_step(accum: int) 
     trainer = glora.SupernetTrainer(model, _task(96), config, loss_fn=loss_fn)
     trainer.train(steps=1)
     after_one = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    adam_steps = {id(p): int(state["step"]) for p, state in trainer.optimizer.state.items()}
     with pytest.raises(FloatingPointError, match=r"the loss became nan at step 1; lower the learning rate"):
         trainer.train()
     assert trainer.step == 1
     assert all(torch.equal(p, after_one[n]) for n, p in model.named_parameters() if p.requires_grad)
+    assert trainer.scheduler.last_epoch == 1
+    for p, state in trainer.optimizer.state.items():  # a state first made by a skipped step is a fresh one
+        assert int(state["step"]) == adam_steps.get(id(p), 0)
+        assert id(p) in adam_steps or not state["exp_avg"].any()
 
 
 def test_the_reported_loss_is_the_mean_over_micro_batches() -> None:

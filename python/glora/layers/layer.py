@@ -46,7 +46,7 @@ from glora.layers.dtypes import compute_dtype
 from glora.layers.fold_cache import FoldCache, stamp_of
 from glora.layers.functional import effective_bias, effective_weight
 from glora.layers.linear_function import glora_linear
-from glora.layers.plan_tensors import PlanTensors, coded_weights
+from glora.layers.plan_tensors import coded_weights
 
 Tensor = torch.Tensor
 Sampler = Callable[["GLoRALayer"], Plan]
@@ -169,7 +169,7 @@ class GLoRALayer(nn.Module):
         # the plans of the choice names (one per gene) this layer has accepted, by those names
         self._validated: dict[tuple[Optional[str], ...], Plan] = {}
         self._fixed: Optional[Plan] = None
-        self._coded: Optional[tuple[PlanTensors, int]] = None
+        self._coded: Optional[Tensor] = None
         self._folded: Optional[tuple[Tensor, Optional[Tensor]]] = None
         self._sampler: Optional[Sampler] = None
         self._prepared: Optional[PreparedWeights] = None
@@ -239,10 +239,10 @@ class GLoRALayer(nn.Module):
         """Fix the configuration (``None`` returns to sampling by the installed sampler)."""
         self.set_plan(None if config is None else self.validate(config))
 
-    def set_plan(self, plan: Optional[Plan], coded: Optional[tuple[PlanTensors, int]] = None) -> None:
-        """Fix an already validated plan (``None`` returns to sampling). With ``coded`` (codes and this layer's
-        row, holding ``plan``) a compiled forward reads the plan from that tensor instead of specialising on it
-        (``plan_tensors``); eager forwards run ``plan`` either way."""
+    def set_plan(self, plan: Optional[Plan], coded: Optional[Tensor] = None) -> None:
+        """Fix an already validated plan (``None`` returns to sampling). With ``coded`` (this layer's code, a view of
+        ``PlanTensors.codes`` holding ``plan``) a compiled forward reads the plan from that tensor instead of
+        specialising on it (``plan_tensors``); eager forwards run ``plan`` either way."""
         self._fixed = plan
         self.__dict__["_coded"] = coded  # set directly: the trainer sets it on every layer at every path
 
@@ -371,18 +371,15 @@ class GLoRALayer(nn.Module):
                 weight = weight.to(dtype)
                 bias = None if bias is None else bias.to(dtype)
             return F.linear(x, weight, bias)
-        coded = self._coded
-        if coded is None:
+        code = self._coded
+        if code is None:
             plan = self.current_plan()
             if not (has_weight_terms(plan) or has_bias_terms(plan)):
                 return self._forward_base(x, w0, b0)
             return GLoRALayer._forward_plan(self, x, plan, w0, b0)
-        tensors, row = coded
-        factors = self.factors()
-        code = tensors.codes[row]
         if code.device != w0.device:
             code = code.to(w0.device)
-        weight, bias = coded_weights([self.choices[g] for g in GENES], code, w0, b0, factors)
+        weight, bias = coded_weights([self.choices[g] for g in GENES], code, w0, b0, self.factors())
         return self._forward_base(x, weight, bias)
 
     def _forward_plan(self, x: Tensor, plan: Plan, w0: Tensor, b0: Optional[Tensor]) -> Tensor:

@@ -15,9 +15,10 @@ outside the slices the plan uses. A factor the plan does not use at all gets a z
 execution gives it none; :func:`unused_factors` names them, so a trainer can drop those gradients (AdamW then
 skips the factor, as eagerly).
 
-:class:`PlanTensors` holds the codes of all of a model's layers in one tensor, written with one copy per path. (A
-frozen linear layer in compiled supernet training reads no code: its weights are built for the path outside the
-graph, ``BatchedWeights.give``.)
+:class:`PlanTensors` holds the codes of all of a model's layers in one tensor, written with one copy per path; each
+layer reads a view of its own row, so identical blocks compiled one by one share one graph (a row picked by a
+Python index would specialise each block's graph on it). (A frozen linear layer in compiled supernet training reads
+no code: its weights are built for the path outside the graph, ``BatchedWeights.give``.)
 """
 
 from __future__ import annotations
@@ -66,20 +67,35 @@ def unused_factors(plan: Plan) -> tuple[bool, ...]:
 
 class PlanTensors:
     """The codes of ``count`` layers at maximum rank ``max_rank`` in one ``count x 5 x (max_rank + 2)`` tensor on
-    ``device`` (float32); layer ``i`` reads row ``i``. :meth:`write` replaces them all with one copy."""
+    ``device`` (float32); layer ``i`` reads ``views[i]``, a view of row ``i``. :meth:`write` replaces them all with
+    one copy."""
 
     def __init__(self, count: int, max_rank: int, device: torch.device) -> None:
         self.max_rank = max_rank
         self.codes = torch.zeros(count, 5, max_rank + 2, device=device)
-        self._staged = torch.empty(self.codes.shape)
+        self.views: tuple[Tensor, ...] = self.codes.unbind(0)
+        # on a GPU two pinned host buffers in turn, so that a write queues its copy without waiting for the device
+        pinned = self.codes.is_cuda
+        self._staged = [torch.empty(self.codes.shape, pin_memory=pinned) for _ in range(2 if pinned else 1)]
+        self._copied: list[Optional[torch.cuda.Event]] = [None] * len(self._staged)
+        self._turn = 0
         self._rows: dict[Plan, Tensor] = {}
 
     def write(self, plans: Sequence[Plan]) -> None:
-        """Set the codes to ``plans`` (one per layer, in order), stacked on the host and copied in one transfer, a
-        blocking one so that the host buffer may be reused at once (the device reads the codes in stream order,
-        after the last path's work)."""
-        torch.stack(self._codes_of(plans), out=self._staged)
-        self.codes.copy_(self._staged)
+        """Set the codes to ``plans`` (one per layer, in order), stacked on the host and copied in one transfer. On a
+        GPU the copy is queued in stream order without blocking the host (a blocking copy would wait for all the
+        work queued before it); a host buffer is refilled only once its previous copy is done."""
+        turn = self._turn
+        self._turn = (turn + 1) % len(self._staged)
+        copied = self._copied[turn]
+        if copied is not None:
+            copied.synchronize()
+        staged = self._staged[turn]
+        torch.stack(self._codes_of(plans), out=staged)
+        self.codes.copy_(staged, non_blocking=True)
+        if self.codes.is_cuda:
+            copied = self._copied[turn] = torch.cuda.Event()
+            copied.record()
 
     def table(self, subnets: Sequence[Sequence[Plan]]) -> Tensor:
         """The codes of several subnets (each a plan per layer, in order) on the host, ``len(subnets) x count x 5 x

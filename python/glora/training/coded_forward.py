@@ -49,8 +49,8 @@ class CodedForward:
             for j, plan in enumerate(plans):
                 self.tensors.codes.copy_(codes[j])
                 # the plans too: an eager forward (outside the compiled graph) runs the fixed plan
-                for i, (name, layer) in enumerate(self.layers):
-                    layer.set_plan(plan[name], (self.tensors, i))
+                for (name, layer), code in zip(self.layers, self.tensors.views):
+                    layer.set_plan(plan[name], code)
                 out.append(score())
         finally:
             for (_, layer), fixed in zip(self.layers, previous):

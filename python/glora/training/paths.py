@@ -54,7 +54,6 @@ class PathSampler:
             first = self.layers[0][1]
             max_rank = max(layer.max_rank for _, layer in self.layers)
             self.tensors = PlanTensors(len(self.layers), max_rank, first.Ad.device)
-            self._rows = [(self.tensors, i) for i in range(len(self.layers))]
         self._applied: list[Plans] = []
 
     def paths(self, step: int) -> list[Plans]:
@@ -76,8 +75,8 @@ class PathSampler:
             return
         if codes:
             self.write_codes(plans)
-        for (name, layer), row in zip(self.layers, self._rows):
-            layer.set_plan(plans[name], row)
+        for (name, layer), code in zip(self.layers, tensors.views):
+            layer.set_plan(plans[name], code)
         self._applied.append(plans)
 
     def write_codes(self, plans: Plans) -> None:

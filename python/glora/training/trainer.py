@@ -33,6 +33,7 @@ from glora.training.checkpoint import (
 from glora.training.config import AUTOCAST_DTYPES, TrainConfig, TrainResult
 from glora.training.distributed import barrier, mean_over_processes, process_group
 from glora.training.gradient_checkpointing import enable_gradient_checkpointing
+from glora.training.loss_reads import LossReads, read_lag
 from glora.training.losses import LossFn, classification_loss, sandwich_loss
 from glora.training.paths import PathSampler
 from glora.tuner.wrapping import layers_or_raise
@@ -82,17 +83,22 @@ class SupernetTrainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the model has no trainable parameters")
-        # fused on CUDA: one kernel per group of tensors, as the transformers Trainer's default (adamw_torch_fused)
+        # on a GPU each step's loss is read a step late, so that the host queues the next step meanwhile
+        self.loss_reads = LossReads(self.device, read_lag(self.device, config.precision))
+        # fused on CUDA: one kernel per group of tensors, as the transformers Trainer's default (adamw_torch_fused);
+        # also wherever losses are read late, as only the fused step honours the skip flag (found_inf)
         self.optimizer = torch.optim.AdamW(
             self.params,
             lr=config.lr,
             weight_decay=config.weight_decay,
-            fused=True if self.device.type == "cuda" else None,
+            fused=True if self.device.type == "cuda" or self.loss_reads.lag else None,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(config.warmup_steps, config.steps)
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        if self.loss_reads.skip_flag is not None:  # the fused step skips every step from a non-finite loss on
+            self.optimizer.found_inf = self.loss_reads.skip_flag  # type: ignore[attr-defined]
         self.sampler = PathSampler(model, config)
         # one compiled callable for every path: the paths enter it as tensors (PathSampler), so it compiles once,
         # again for the first batch of another shape (which makes the shapes dynamic), and with distill twice as
@@ -166,16 +172,18 @@ class SupernetTrainer:
         done = 0
         accum = self.config.grad_accum
         samples_per_step = accum * self.config.batch_size * self.world
+        reads = self.loss_reads
+        if reads.skip_flag is not None:
+            reads.skip_flag.zero_()
+        last = math.nan
         while self.step < target:
             micro_losses = [
                 self._micro_step(self.batches[self.step * accum + micro], 1.0 / accum) for micro in range(accum)
             ]
             # the mean over the micro-batches and the processes: under torchrun every process stops at the same step
-            loss = mean_over_processes(torch.stack(micro_losses).mean(), self.world).item()
-            if not math.isfinite(loss):  # checked before the optimizer step, which would spread it to the weights
-                raise FloatingPointError(
-                    f"the loss became {loss} at step {self.step}; lower the learning rate or use bf16 instead of fp16"
-                )
+            reads.push(self.step, mean_over_processes(torch.stack(micro_losses).mean(), self.world))
+            if not reads.lag:  # read now: checked before the optimizer step, which would spread it to the weights
+                last = self._checked(reads.ready(), losses)
             self.sampler.drop_unused_gradients()
             if self.config.max_grad_norm is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -186,21 +194,43 @@ class SupernetTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             done += 1
-            losses.append(loss)
-            if checkpoint is not None and checkpoint_every is not None and self.step % checkpoint_every == 0:
+            saving = checkpoint is not None and checkpoint_every is not None and self.step % checkpoint_every == 0
+            # a checkpoint holds only steps whose losses were seen finite
+            last = self._checked(reads.drain() if saving else reads.ready(), losses, last)
+            if saving:
                 self.save_checkpoint(checkpoint)
             if bar is not None:
                 rate = done * samples_per_step / (time.perf_counter() - started)
                 bar.update(1)
                 bar.set_postfix(
-                    loss=f"{loss:.4f}", samples_s=f"{rate:.0f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}"
+                    loss=f"{last:.4f}", samples_s=f"{rate:.0f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}"
                 )
+        self._checked(reads.drain(), losses, last)
         if bar is not None:
             bar.close()
         if checkpoint is not None and checkpoint_every is not None and done and self.step % checkpoint_every:
             self.save_checkpoint(checkpoint)
         seconds = time.perf_counter() - started
         return TrainResult(self.step, losses, seconds, done * samples_per_step / max(seconds, 1e-9))
+
+    def _checked(self, read: list[tuple[int, float]], losses: list[float], last: float = math.nan) -> float:
+        """Append the losses ``read`` (step, value) to ``losses``; returns the last one (``last`` if none). A
+        non-finite loss raises, and the trainer returns to that step: the optimizer did not apply it (read at once)
+        or skipped it and every later step (read late; :mod:`glora.training.loss_reads`)."""
+        for step, value in read:
+            if not math.isfinite(value):
+                if self.step > step:
+                    self.step = step
+                    self.scheduler.last_epoch = step - 1
+                    self.scheduler.step()  # the rate of step ``step`` (LambdaLR's rate is a function of the step)
+                    self.optimizer.zero_grad(set_to_none=True)
+                self.loss_reads.drain()  # the later steps' losses, skipped
+                raise FloatingPointError(
+                    f"the loss became {value} at step {step}; lower the learning rate or use bf16 instead of fp16"
+                )
+            losses.append(value)
+            last = value
+        return last
 
     def save_checkpoint(self, path: Union[str, os.PathLike]) -> None:
         """Write everything needed to resume exactly (``glora.training.checkpoint``). With several processes rank 0
