@@ -47,6 +47,7 @@ METHODS = [
     "glora_supernet_compiled_graphs_in_place",
     "glora_supernet_compiled_codes_graphs",
     "glora_supernet_compiled_codes_regional",
+    "glora_supernet_compiled_codes_graphs_regional",
 ]
 """``*_compiled_codes``: glora's frozen linear layers form their weights in the graph from the paths' codes instead of
 taking them built outside it. ``*_compiled_graphs``: ``torch.compile(..., mode="reduce-overhead")`` (the graph replayed
@@ -57,7 +58,8 @@ this benchmark. ``*_compiled_codes_graphs``: both, the weights formed in the gra
 replayed as a CUDA graph (its inputs, the parameters and the codes, keep their addresses from step to step).
 ``*_compiled_codes_regional``: the weights formed from the codes, and each of the model's repeated blocks compiled on
 its own instead of the whole forward (identical blocks share one graph, since every layer reads its code as a tensor
-of its own: a shorter compilation)."""
+of its own: a shorter compilation); ``*_compiled_codes_graphs_regional``: the same, each block replayed as a CUDA
+graph."""
 
 
 RUN = 10
@@ -98,12 +100,12 @@ def glora_step(
     parts = variant.split("_")
     if "codes" in parts:  # every layer forms its weights in the graph from the paths' codes
         trainer.weight_builders = []
-    if "graphs" in parts:
-        trainer.forward_loss = torch.compile(trainer._forward_loss, mode="reduce-overhead")
     if "regional" in parts:
         trainer.forward_loss = trainer._forward_loss
         for block in repeated_blocks(model):
-            block.compile()
+            block.compile(**({"mode": "reduce-overhead"} if "graphs" in parts else {}))
+    elif "graphs" in parts:
+        trainer.forward_loss = torch.compile(trainer._forward_loss, mode="reduce-overhead")
     if variant == "graphs_in_place":
         for _, layer in glora_layers(model):
             in_place(layer)
