@@ -178,6 +178,7 @@ def main() -> None:
             step()
             peak = peak_gib(device)
             peaks[method] = None if peak is None else peak - before / 2**30
+            print(f"{method}: first step {first[method]:.1f} s, peak {peaks[method]}", flush=True)
             steps[method] = step
         runs = {m: functools.partial(step, run) for m, step in steps.items()}
         timings = time_interleaved(runs, device, 1, 10 if gpu else 2)

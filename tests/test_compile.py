@@ -223,6 +223,40 @@ def test_compiled_training_compiles_a_bounded_number_of_times_and_matches_eager(
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"sampling": "uniform"},
+        {"sampling": "uniform", "grad_accum": 2},
+        {"sampling": "sandwich", "budget": (60, 200)},
+        {"sampling": "fixed", "subnet": "drawn"},
+    ],
+    ids=["uniform", "accumulated", "sandwich", "fixed"],
+)
+def test_compiled_training_on_a_gpu_replays_cuda_graphs_and_matches_eager(settings) -> None:
+    """On one GPU the layers form their weights from the codes in the graph, replayed as a CUDA graph: no graph
+    break, no CUDA graph skipped, a bounded number of compilations, eager's losses and weights."""
+    if settings.get("subnet") == "drawn":
+        settings = {**settings, "subnet": glora.sample_subnet(_mlp(0), 3)}
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 8, generator=g), torch.randint(0, 4, (64,), generator=g)
+    runs = {}
+    for compile in (True, False):
+        model = _mlp(0)
+        config = glora.TrainConfig(steps=30, batch_size=8, lr=1e-3, progress=False, compile=compile, **settings)
+        trainer = glora.SupernetTrainer(model, (x, y), config, device="cuda")
+        assert trainer.weight_builders == []
+        runs[compile] = (model, trainer.train())
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert not counters["inductor"]["cudagraph_skips"], dict(counters["inductor"])
+    assert 1 <= counters["stats"]["unique_graphs"] <= MAX_COMPILES
+    (compiled_model, compiled), (eager_model, eager) = runs[True], runs[False]
+    torch.testing.assert_close(torch.tensor(compiled.losses), torch.tensor(eager.losses), rtol=1e-3, atol=1e-4)
+    for (name, p), q in zip(compiled_model.named_parameters(), eager_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=name)
+
+
 def test_compiled_training_takes_frozen_linear_weights_built_outside_the_graph(monkeypatch) -> None:
     """The trainer hands each frozen linear layer its path's W' and b' (graph inputs), so no layer forms a coded
     W' in the graph and no code is written when every layer is given its weights, and the layers forget them after

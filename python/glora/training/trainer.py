@@ -105,13 +105,24 @@ class SupernetTrainer:
         # often (the teacher's logits absent, then present): at most 2 compilations, 4 with distill (under torchrun
         # the compiled callable is the model inside DistributedDataParallel, above)
         self.forward_loss = self._forward_loss
-        # the frozen linear layers' weights enter the compiled graph as inputs, read from the layers: that needs
-        # the compiler to inline modules (torch >= 2.5), which lifts their tensors as inputs instead of guarding
-        # on their identity; otherwise the layers form their weights in the graph from the paths' codes
-        gives = config.compile and torch.torch_version.TorchVersion(torch.__version__) >= "2.5"
+        # on one GPU every layer forms its weights in the graph from the paths' codes and the graph is replayed as a
+        # CUDA graph (mode "reduce-overhead": one launch, its inputs at fixed addresses; docs/benchmarks.md,
+        # "Compiled"); elsewhere, and with distill or gradient checkpointing (outputs or recomputation crossing
+        # replays), the frozen linear layers' weights are built outside the graph and enter it as inputs, which
+        # needs the compiler to inline modules (torch >= 2.5: it lifts their tensors as inputs instead of guarding on
+        # their identity), or else they too are formed from the codes
+        graphs = (
+            config.compile
+            and self.world == 1
+            and self.device.type == "cuda"
+            and COMPILE_BACKEND == "inductor"
+            and not (config.distill or config.gradient_checkpointing)
+        )
+        gives = config.compile and not graphs and torch.torch_version.TorchVersion(torch.__version__) >= "2.5"
         self.weight_builders = weight_builders(model) if gives else []
         if config.compile and self.world == 1:
-            self.forward_loss = torch.compile(self._forward_loss, backend=COMPILE_BACKEND)
+            options: dict[str, Any] = {"mode": "reduce-overhead"} if graphs else {}
+            self.forward_loss = torch.compile(self._forward_loss, backend=COMPILE_BACKEND, **options)
         self.step = 0
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model, compiled=config.compile)
@@ -136,7 +147,7 @@ class SupernetTrainer:
             finally:
                 for builder in builders:
                     builder.take_back()
-            losses.append(loss.detach().float())
+            losses.append(loss.detach().to(torch.float32, copy=True))  # a CUDA graph's next replay overwrites it
         return torch.stack(losses).mean()
 
     def _forward_loss(
