@@ -29,6 +29,7 @@ import torch
 
 import glora
 from common import allocated, peak_gib, print_table, reset_peak, sync, time_interleaved, write_result
+from glora.layers.batched_weights import weight_builders
 from glora.tuner.wrapping import glora_layers
 from methods import prepare, training_step
 from train_step import workload
@@ -40,6 +41,7 @@ METHODS = [
     "peft_lora_r8_compiled",
     "glora_supernet",
     "glora_supernet_compiled",
+    "glora_supernet_compiled_given",
     "glora_supernet_compiled_codes",
     "full_finetune_compiled_graphs",
     "peft_lora_r8_compiled_graphs",
@@ -49,8 +51,11 @@ METHODS = [
     "glora_supernet_compiled_codes_regional",
     "glora_supernet_compiled_codes_graphs_regional",
 ]
-"""``*_compiled_codes``: glora's frozen linear layers form their weights in the graph from the paths' codes instead of
-taking them built outside it. ``*_compiled_graphs``: ``torch.compile(..., mode="reduce-overhead")`` (the graph replayed
+"""``glora_supernet_compiled``: the trainer's own compiled step (on one GPU: the weights formed in the graph from the
+paths' codes, replayed as a CUDA graph). ``*_compiled_given``: the frozen linear layers' weights built outside the
+graph and given to it (the trainer's way elsewhere: a CPU, ``torchrun``), default mode; the ``graphs`` variants below
+without ``codes`` build them so too. ``*_compiled_codes``: glora's frozen linear layers form their weights in the
+graph from the paths' codes instead of taking them built outside it (default mode). ``*_compiled_graphs``: ``torch.compile(..., mode="reduce-overhead")`` (the graph replayed
 as a CUDA graph; for glora the trainer's compiled forward and loss). ``*_compiled_graphs_in_place``: the same, with
 every layer's given ``W'`` and ``b'`` copied into storage that stays in place from step to step (the CUDA-graph trees
 take them as static inputs and re-record the graph whenever their addresses change). All are measurement devices of
@@ -100,6 +105,9 @@ def glora_step(
     parts = variant.split("_")
     if "codes" in parts:  # every layer forms its weights in the graph from the paths' codes
         trainer.weight_builders = []
+    elif variant:  # the frozen linear layers' weights built outside the graph (the trainer's way off one GPU)
+        trainer.weight_builders = weight_builders(model)
+        trainer.forward_loss = torch.compile(trainer._forward_loss)
     if "regional" in parts:
         trainer.forward_loss = trainer._forward_loss
         for block in repeated_blocks(model):

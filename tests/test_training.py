@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import warnings
 
@@ -450,6 +452,47 @@ def test_a_non_finite_loss_stops_training_before_the_optimizer_step(
     for p, state in trainer.optimizer.state.items():  # a state first made by a skipped step is a fresh one
         assert int(state["step"]) == adam_steps.get(id(p), 0)
         assert id(p) in adam_steps or not state["exp_avg"].any()
+    again = trainer.train()  # training on after the error: no gradient of the failed step is left behind
+    assert trainer.step == 5 and len(again.losses) == 4 and all(math.isfinite(v) for v in again.losses)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("lag", [0, 1])
+def test_an_interrupted_call_leaves_no_unread_loss_to_the_next(lag: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("glora.training.trainer.read_lag", lambda device, precision: lag)
+    calls = []
+
+    def loss_fn(m: torch.nn.Module, batch) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return classification_loss(m, batch)
+
+    trainer = glora.SupernetTrainer(
+        _model(), _task(96), glora.TrainConfig(steps=5, batch_size=16, progress=False), loss_fn=loss_fn
+    )
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert trainer.step == 2
+    assert len(trainer.train().losses) == 3
+
+
+def test_a_checkpoint_never_holds_a_step_whose_loss_was_not_finite(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read a step late, a non-finite loss at step 2 is found when step 3 is to be saved: nothing is written."""
+    monkeypatch.setattr("glora.training.trainer.read_lag", lambda device, precision: 1)
+    calls = []
+
+    def loss_fn(m: torch.nn.Module, batch) -> torch.Tensor:
+        calls.append(1)
+        loss = classification_loss(m, batch)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    trainer = glora.SupernetTrainer(
+        _model(), _task(96), glora.TrainConfig(steps=6, batch_size=16, progress=False), loss_fn=loss_fn
+    )
+    with pytest.raises(FloatingPointError, match="at step 2"):
+        trainer.train(checkpoint=tmp_path / "c.pt", checkpoint_every=3)
+    assert trainer.step == 2 and not (tmp_path / "c.pt").exists()
 
 
 def test_the_reported_loss_is_the_mean_over_micro_batches() -> None:

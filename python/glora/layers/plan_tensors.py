@@ -95,7 +95,7 @@ class PlanTensors:
         self.codes.copy_(staged, non_blocking=True)
         if self.codes.is_cuda:
             copied = self._copied[turn] = torch.cuda.Event()
-            copied.record()
+            copied.record(torch.cuda.current_stream(self.codes.device))
 
     def table(self, subnets: Sequence[Sequence[Plan]]) -> Tensor:
         """The codes of several subnets (each a plan per layer, in order) on the host, ``len(subnets) x count x 5 x

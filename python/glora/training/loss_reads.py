@@ -49,7 +49,7 @@ class LossReads:
         host = torch.empty((), pin_memory=True)
         host.copy_(loss, non_blocking=True)
         done = torch.cuda.Event()
-        done.record()
+        done.record(torch.cuda.current_stream(loss.device))  # the copy's stream, whichever device is current
         self._pending.append((step, host, done))
 
     def ready(self) -> list[tuple[int, float]]:

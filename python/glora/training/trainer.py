@@ -184,6 +184,7 @@ class SupernetTrainer:
         accum = self.config.grad_accum
         samples_per_step = accum * self.config.batch_size * self.world
         reads = self.loss_reads
+        self._checked(reads.drain(), [])  # the steps of an interrupted call, not yet read
         if reads.skip_flag is not None:
             reads.skip_flag.zero_()
         last = math.nan
@@ -212,10 +213,9 @@ class SupernetTrainer:
                 self.save_checkpoint(checkpoint)
             if bar is not None:
                 rate = done * samples_per_step / (time.perf_counter() - started)
+                shown = {} if math.isnan(last) else {"loss": f"{last:.4f}"}  # none read yet (a GPU reads late)
                 bar.update(1)
-                bar.set_postfix(
-                    loss=f"{last:.4f}", samples_s=f"{rate:.0f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}"
-                )
+                bar.set_postfix(**shown, samples_s=f"{rate:.0f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
         self._checked(reads.drain(), losses, last)
         if bar is not None:
             bar.close()
@@ -227,14 +227,16 @@ class SupernetTrainer:
     def _checked(self, read: list[tuple[int, float]], losses: list[float], last: float = math.nan) -> float:
         """Append the losses ``read`` (step, value) to ``losses``; returns the last one (``last`` if none). A
         non-finite loss raises, and the trainer returns to that step: the optimizer did not apply it (read at once)
-        or skipped it and every later step (read late; :mod:`glora.training.loss_reads`)."""
+        or skipped it and every later step (read late; :mod:`glora.training.loss_reads`). The weights, the
+        optimizer's state and the learning rate are then those of that step (the paths' generator is not rewound)."""
         for step, value in read:
             if not math.isfinite(value):
                 if self.step > step:
                     self.step = step
                     self.scheduler.last_epoch = step - 1
                     self.scheduler.step()  # the rate of step ``step`` (LambdaLR's rate is a function of the step)
-                    self.optimizer.zero_grad(set_to_none=True)
+                self.sampler.drop_unused_gradients()
+                self.optimizer.zero_grad(set_to_none=True)
                 self.loss_reads.drain()  # the later steps' losses, skipped
                 raise FloatingPointError(
                     f"the loss became {value} at step {step}; lower the learning rate or use bf16 instead of fp16"
@@ -246,6 +248,7 @@ class SupernetTrainer:
     def save_checkpoint(self, path: Union[str, os.PathLike]) -> None:
         """Write everything needed to resume exactly (``glora.training.checkpoint``). With several processes rank 0
         writes (the trained state is the same on every rank) and the others wait for it."""
+        self._checked(self.loss_reads.drain(), [])  # only steps whose losses were seen finite
         if self.rank == 0:
             write_checkpoint(
                 path,
