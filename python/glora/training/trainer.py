@@ -177,7 +177,7 @@ class SupernetTrainer:
         ):
             raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
         self.model.train()
-        losses = []
+        losses: list[float] = []
         bar = _progress_bar(self.config.progress and self.rank == 0, self.step, self.config.steps, self.config.sampling)
         started = time.perf_counter()
         done = 0
@@ -209,7 +209,7 @@ class SupernetTrainer:
             saving = checkpoint is not None and checkpoint_every is not None and self.step % checkpoint_every == 0
             # a checkpoint holds only steps whose losses were seen finite
             last = self._checked(reads.drain() if saving else reads.ready(), losses, last)
-            if saving:
+            if saving and checkpoint is not None:
                 self.save_checkpoint(checkpoint)
             if bar is not None:
                 rate = done * samples_per_step / (time.perf_counter() - started)
