@@ -25,7 +25,7 @@ class TrainConfig:
     paths from the largest subnet's predictions at ``distill_temperature``. ``precision`` is the autocast type.
     ``compile`` runs each path's forward and loss through ``torch.compile`` (one compiled callable, the model alone
     under ``torchrun``; the paths enter it as tensors, so it compiles at most twice, four times with ``distill``,
-    whatever paths are drawn; on one GPU it is replayed as a CUDA graph, docs/method.md).
+    whatever paths are drawn; on one GPU with one backward per step it is replayed as a CUDA graph, docs/method.md).
     """
 
     steps: int

@@ -105,18 +105,21 @@ class SupernetTrainer:
         # often (the teacher's logits absent, then present): at most 2 compilations, 4 with distill (under torchrun
         # the compiled callable is the model inside DistributedDataParallel, above)
         self.forward_loss = self._forward_loss
-        # on one GPU every layer forms its weights in the graph from the paths' codes and the graph is replayed as a
-        # CUDA graph (mode "reduce-overhead": one launch, its inputs at fixed addresses; docs/benchmarks.md,
-        # "Compiled"); elsewhere, and with distill or gradient checkpointing (outputs or recomputation crossing
-        # replays), the frozen linear layers' weights are built outside the graph and enter it as inputs, which
-        # needs the compiler to inline modules (torch >= 2.5: it lifts their tensors as inputs instead of guarding on
-        # their identity), or else they too are formed from the codes
+        # on one GPU, with one forward and backward per optimizer step, every layer forms its weights in the graph
+        # from the paths' codes and the graph is replayed as a CUDA graph (mode "reduce-overhead": one launch, its
+        # inputs at fixed addresses; docs/benchmarks.md, "Compiled"); elsewhere the frozen linear layers' weights are
+        # built outside the graph and enter it as inputs, which needs the compiler to inline modules (torch >= 2.5:
+        # it lifts their tensors as inputs instead of guarding on their identity), or else they too are formed from
+        # the codes. Several backward passes per step (grad_accum, sandwich paths) would accumulate gradients that a
+        # CUDA graph's next replay overwrites; distill and gradient checkpointing carry outputs across replays.
         graphs = (
             config.compile
             and self.world == 1
             and self.device.type == "cuda"
             and COMPILE_BACKEND == "inductor"
-            and not (config.distill or config.gradient_checkpointing)
+            and config.grad_accum == 1
+            and config.sampling != "sandwich"
+            and not config.gradient_checkpointing
         )
         gives = config.compile and not graphs and torch.torch_version.TorchVersion(torch.__version__) >= "2.5"
         self.weight_builders = weight_builders(model) if gives else []
