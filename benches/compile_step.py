@@ -105,6 +105,7 @@ def glora_step(
     parts = variant.split("_")
     if "codes" in parts:  # every layer forms its weights in the graph from the paths' codes
         trainer.weight_builders = []
+        trainer.forward_loss = torch.compile(trainer._forward_loss)  # default mode unless graphs, below
     elif variant:  # the frozen linear layers' weights built outside the graph (the trainer's way off one GPU)
         trainer.weight_builders = weight_builders(model)
         trainer.forward_loss = torch.compile(trainer._forward_loss)

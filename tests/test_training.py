@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import glora
-from glora.training.checkpoint import read_checkpoint, write_checkpoint
+from glora.training.checkpoint import check_same_run, read_checkpoint, space_record, write_checkpoint
 from glora.training.losses import classification_loss
 from glora.tuner.subnets import UniformSampler
 from glora.tuner.wrapping import glora_layers
@@ -194,6 +194,21 @@ def test_periodic_checkpoints_let_a_killed_run_continue_exactly(tmp_path) -> Non
         killed.train(checkpoint=tmp_path / "c.pt")
     with pytest.raises(ValueError, match="checkpoint_every must be a positive integer, got 0"):
         killed.train(checkpoint=tmp_path / "c.pt", checkpoint_every=0)
+
+
+def test_gradient_checkpointing_may_change_on_resume_but_under_compile(tmp_path) -> None:
+    """Under compile it decides whether a GPU replays CUDA graphs (numerically another step), so it is part of the run."""
+    for compile in (False, True):
+        config = glora.TrainConfig(steps=4, batch_size=16, progress=False, compile=compile)
+        trainer = glora.SupernetTrainer(_model(), _task(64), config)
+        trainer.save_checkpoint(tmp_path / "g.pt")
+        state, space = read_checkpoint(tmp_path / "g.pt"), space_record(trainer.sampler.layers)
+        other = dataclasses.replace(config, gradient_checkpointing=True)  # checked as load_checkpoint checks
+        if compile:
+            with pytest.raises(ValueError, match="gradient_checkpointing False there, True here"):
+                check_same_run(tmp_path / "g.pt", state, other, space, 1)
+        else:
+            check_same_run(tmp_path / "g.pt", state, other, space, 1)
 
 
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path) -> None:

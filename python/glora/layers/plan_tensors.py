@@ -18,7 +18,8 @@ skips the factor, as eagerly).
 :class:`PlanTensors` holds the codes of all of a model's layers in one tensor, written with one copy per path; each
 layer reads a view of its own row, so identical blocks compiled one by one share one graph (a row picked by a
 Python index would specialise each block's graph on it). (A frozen linear layer in compiled supernet training reads
-no code: its weights are built for the path outside the graph, ``BatchedWeights.give``.)
+no code, but on one GPU with one backward per step: its weights are built for the path outside the graph,
+``BatchedWeights.give``.)
 """
 
 from __future__ import annotations

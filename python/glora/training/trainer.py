@@ -188,6 +188,8 @@ class SupernetTrainer:
         samples_per_step = accum * self.config.batch_size * self.world
         reads = self.loss_reads
         self._checked(reads.drain(), [])  # the steps of an interrupted call, not yet read
+        self.sampler.drop_unused_gradients()  # and the gradients of its unfinished step
+        self.optimizer.zero_grad(set_to_none=True)
         if reads.skip_flag is not None:
             reads.skip_flag.zero_()
         last = math.nan
@@ -270,14 +272,17 @@ class SupernetTrainer:
         barrier(self.world)
 
     def load_checkpoint(self, path: Union[str, os.PathLike]) -> None:
-        """Restore a checkpoint of the same run: a different TrainConfig (other than ``progress`` and
-        ``gradient_checkpointing``, which change nothing computed), search space or number of processes would not
-        continue the run exactly, so it is refused, naming what differs."""
+        """Restore a checkpoint of the same run: a different TrainConfig (other than ``progress`` and, without
+        ``compile``, ``gradient_checkpointing``, which change nothing computed), search space or number of processes
+        would not continue the run exactly, so it is refused, naming what differs."""
         state = read_checkpoint(path)
         check_same_run(path, state, self.config, space_record(self.sampler.layers), self.world)
         self.step = restore_training_state(
             path, state, self.model, self.optimizer, self.scheduler, self.scaler, self.sampler.generator
         )
+        self.loss_reads.drain()  # losses of steps before the checkpoint's, not this run's any more
+        if self.loss_reads.skip_flag is not None:
+            self.loss_reads.skip_flag.zero_()
 
 
 def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
