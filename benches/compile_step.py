@@ -49,22 +49,21 @@ METHODS = [
     "glora_supernet_compiled_graphs_in_place",
     "glora_supernet_compiled_codes_graphs",
     "glora_supernet_compiled_codes_regional",
-    "glora_supernet_compiled_codes_graphs_regional",
 ]
 """``glora_supernet_compiled``: the trainer's own compiled step (on one GPU: the weights formed in the graph from the
 paths' codes, replayed as a CUDA graph). ``*_compiled_given``: the frozen linear layers' weights built outside the
 graph and given to it (the trainer's way elsewhere: a CPU, ``torchrun``), default mode; the ``graphs`` variants below
 without ``codes`` build them so too. ``*_compiled_codes``: glora's frozen linear layers form their weights in the
-graph from the paths' codes instead of taking them built outside it (default mode). ``*_compiled_graphs``: ``torch.compile(..., mode="reduce-overhead")`` (the graph replayed
-as a CUDA graph; for glora the trainer's compiled forward and loss). ``*_compiled_graphs_in_place``: the same, with
+graph from the paths' codes instead of taking them built outside it (default mode). ``*_compiled_graphs``:
+``torch.compile(..., mode="reduce-overhead")`` (the graph replayed as a CUDA graph; for glora the trainer's compiled
+forward and loss). ``*_compiled_graphs_in_place``: the same, with
 every layer's given ``W'`` and ``b'`` copied into storage that stays in place from step to step (the CUDA-graph trees
 take them as static inputs and re-record the graph whenever their addresses change). All are measurement devices of
 this benchmark. ``*_compiled_codes_graphs``: both, the weights formed in the graph from the codes and the graph
 replayed as a CUDA graph (its inputs, the parameters and the codes, keep their addresses from step to step).
 ``*_compiled_codes_regional``: the weights formed from the codes, and each of the model's repeated blocks compiled on
 its own instead of the whole forward (identical blocks share one graph, since every layer reads its code as a tensor
-of its own: a shorter compilation); ``*_compiled_codes_graphs_regional``: the same, each block replayed as a CUDA
-graph."""
+of its own: a shorter compilation)."""
 
 
 RUN = 10
@@ -112,7 +111,7 @@ def glora_step(
     if "regional" in parts:
         trainer.forward_loss = trainer._forward_loss
         for block in repeated_blocks(model):
-            block.compile(**({"mode": "reduce-overhead"} if "graphs" in parts else {}))
+            block.compile()
     elif "graphs" in parts:
         trainer.forward_loss = torch.compile(trainer._forward_loss, mode="reduce-overhead")
     if variant == "graphs_in_place":

@@ -211,6 +211,18 @@ def test_gradient_checkpointing_may_change_on_resume_but_under_compile(tmp_path)
             check_same_run(tmp_path / "g.pt", state, other, space, 1)
 
 
+@pytest.mark.parametrize("sampling", ["uniform", "budget", "sandwich", "fixed"])
+def test_paths_per_step_is_what_a_step_draws(sampling: str) -> None:
+    """The trainer replays CUDA graphs only with one path per step: the count must be the sampler's own."""
+    model = _model()
+    subnet = glora.sample_subnet(model, 0) if sampling == "fixed" else None
+    budget = (0, 700) if sampling in ("budget", "sandwich") else None
+    config = glora.TrainConfig(steps=3, batch_size=16, sampling=sampling, subnet=subnet, budget=budget)
+    sampler = glora.SupernetTrainer(model, _task(64), config).sampler
+    assert sampler.paths_per_step == (3 if sampling == "sandwich" else 1)
+    assert all(len(sampler.paths(step)) == sampler.paths_per_step for step in range(3))
+
+
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path) -> None:
     config = glora.TrainConfig(steps=4, batch_size=16, lr=1e-3, progress=False)
     trainer = glora.SupernetTrainer(_model(), _task(64), config)

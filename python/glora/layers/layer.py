@@ -359,8 +359,8 @@ class GLoRALayer(nn.Module):
         """The forward traced by ``torch.compile``: plain autograd operations, which the compiler fuses, and no
         host-side state (the prepared weights, the autograd nodes and their caches are for eager execution). In
         compiled supernet training (but on one GPU with one backward per step, where every layer reads codes) a
-        frozen linear layer runs a plain linear on the weights the trainer built for the path outside the graph (``BatchedWeights.give``: graph inputs, so one graph serves every
-        path); other layers form every offered term masked by the path's codes; without either the graph is
+        frozen linear layer runs a plain linear on the weights the trainer built for the path outside the graph
+        (``BatchedWeights.give``: graph inputs, so one graph serves every path); other layers form every offered term masked by the path's codes; without either the graph is
         specialised on the fixed plan (one graph per subnet)."""
         given = self._given
         if given is not None:

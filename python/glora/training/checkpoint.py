@@ -26,8 +26,7 @@ SpaceRecord = dict[str, dict[str, list[str]]]
 RESUME_FREE = (
     "progress",
     "gradient_checkpointing",
-)  # settings a resumed run may change: nothing computed depends on them (gradient checkpointing but under compile,
-# where it decides whether a GPU replays CUDA graphs)
+)  # settings a resumed run may change: nothing computed depends on them (but see check_same_run)
 
 __all__ = [
     "check_same_run",
@@ -90,6 +89,7 @@ def check_same_run(path: PathLike, state: dict[str, Any], config: TrainConfig, s
         there = asdict(TrainConfig(**{k: v for k, v in saved.items() if k in here}))  # in today's form
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path} records invalid training settings: {err}", path=path) from None
+    # under compile gradient checkpointing decides whether a GPU replays CUDA graphs: another computation
     free = [k for k in RESUME_FREE if not (k == "gradient_checkpointing" and here["compile"])]
     differ = [f"{k} {there[k]!r} there, {here[k]!r} here" for k in here if k not in free and there[k] != here[k]]
     if differ:

@@ -56,6 +56,11 @@ class PathSampler:
             self.tensors = PlanTensors(len(self.layers), max_rank, first.Ad.device)
         self._applied: list[Plans] = []
 
+    @property
+    def paths_per_step(self) -> int:
+        """How many paths :meth:`paths` returns for each micro-batch (a forward and backward each)."""
+        return len(self.fixed) + 1 if self.budget_sampler is not None else max(1, len(self.fixed))
+
     def paths(self, step: int) -> list[Plans]:
         """The plans trained at optimizer step ``step`` (each micro-batch of a step draws again for uniform paths)."""
         if self.budget_sampler is not None:

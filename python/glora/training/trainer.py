@@ -117,8 +117,7 @@ class SupernetTrainer:
             and self.world == 1
             and self.device.type == "cuda"
             and COMPILE_BACKEND == "inductor"
-            and config.grad_accum == 1
-            and config.sampling != "sandwich"
+            and config.grad_accum * self.sampler.paths_per_step == 1
             and not config.gradient_checkpointing
         )
         gives = config.compile and not graphs and torch.torch_version.TorchVersion(torch.__version__) >= "2.5"
